@@ -1,0 +1,112 @@
+# ps: a momentum-SGD parameter server (MPI control plane, libzmq data plane).
+#
+#   make            build bin/ps-server and bin/ps-worker
+#   make run        install missing deps, build, train the MLP on Fashion-MNIST
+#   make test       install missing deps, build, run unit + integration tests
+#   make bench      install missing deps, build, run the benchmarks
+#   make deps       install the Debian packages the project needs
+#   make SAN=address,undefined test   sanitizer build in its own folder
+#
+# Flags come from pkg-config; objects go to $(BUILD).
+
+CC ?= gcc
+PKGS := ompi-c libzmq openblas zlib
+SAN ?=
+
+ifeq ($(SAN),)
+BUILD := build
+SANFLAGS :=
+else
+BUILD := build/san-$(subst $(comma),-,$(SAN))
+SANFLAGS := -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+comma := ,
+
+# Without pkg-config or the packages, these stay empty and the deps check in
+# `make run/test/bench` installs them first.
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+WERROR ?=
+CFLAGS ?= -O2 -g
+# -ffp-contract=off: the optimizer's rounding is spelled out with fmaf; the
+# compiler must not fuse anything else (bitwise agreement with PyTorch).
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -ffp-contract=off \
+	-fno-strict-aliasing -Icommon -Iserver -Iworker $(PKG_CFLAGS) $(SANFLAGS) $(CFLAGS)
+ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+LIBS := $(PKG_LIBS) -lm -lpthread
+
+MAINS := server/srv_main.c worker/wkr_main.c
+LIB_SRC := $(filter-out $(MAINS),$(wildcard common/*.c server/*.c worker/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+BENCH_SRC := $(wildcard tests/bench/*.c)
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+
+ifeq ($(SAN),)
+BINDIR := bin
+else
+BINDIR := $(BUILD)/bin
+endif
+BINS := $(BINDIR)/ps-server $(BINDIR)/ps-worker
+
+.PHONY: all deps run test unit bench clean check-deps
+all: $(BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libps.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BINDIR)/ps-server: $(BUILD)/obj/server/srv_main.o $(BUILD)/libps.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BINDIR)/ps-worker: $(BUILD)/obj/worker/wkr_main.o $(BUILD)/libps.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libps.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libps.a $(ALL_LDFLAGS) $(CMOCKA_LIBS) $(LIBS)
+
+$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libps.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libps.a $(ALL_LDFLAGS) $(LIBS)
+
+$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libps.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libps.a $(ALL_LDFLAGS) $(LIBS)
+
+deps:
+	sh deploy/install-deps.sh
+
+# Installs only when something is missing, so repeated runs stay quick.
+check-deps:
+	@sh deploy/install-deps.sh --if-missing
+
+unit: $(UNIT_BIN) $(TOOL_BIN)
+
+test: check-deps
+	@$(MAKE) --no-print-directory all unit SAN=$(SAN)
+	@BUILD=$(BUILD) BINDIR=$(BINDIR) sh tests/run.sh
+
+bench: check-deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN) $(TOOL_BIN)
+	@BUILD=$(BUILD) sh tests/bench/run.sh
+
+run: check-deps
+	@$(MAKE) --no-print-directory all
+	@sh tests/run-fmnist.sh
+
+clean:
+	rm -rf build bin
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/obj/server/srv_main.d $(BUILD)/obj/worker/wkr_main.d
