@@ -104,7 +104,7 @@ bench: check-deps
 
 run: check-deps
 	@$(MAKE) --no-print-directory all
-	@sh tests/run-fmnist.sh
+	@sh deploy/run-fmnist.sh
 
 clean:
 	rm -rf build bin

@@ -1,0 +1,60 @@
+/*
+ * ps_boot: the control plane.  Together with the two mains, the only code
+ * that includes mpi.h.
+ *
+ * Both binaries share MPI_COMM_WORLD; ps_boot_init splits it by role into a
+ * server and a worker communicator and counts both roles.  Every function
+ * here is collective over the group its comment names: all ranks of that
+ * group must call it in the same order.  Start-up errors are agreed on with
+ * ps_boot_agree so that a bad flag or file on one rank ends every rank with
+ * a clean exit instead of a hang; errors during training use
+ * ps_boot_abort, which ends the whole job.
+ */
+#ifndef PS_BOOT_H
+#define PS_BOOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int is_server;
+    int world_rank, world_size;
+    int rank; /* rank within the role */
+    int nservers, nworkers;
+    int single_host; /* every rank runs on this host */
+    char host[256];
+    void *impl; /* communicators */
+} ps_boot_t;
+
+/* MPI_Init + role split.  Not collective-safe to fail: MPI errors abort. */
+int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server);
+/* World: 0 when every rank passes rc == 0; otherwise our own rc when we
+ * failed, else PS_ESTATE (someone else failed and said why). */
+int ps_boot_agree(ps_boot_t *b, int rc);
+/* World: servers pass their endpoint, workers NULL.  On return every rank
+ * has the endpoints and host names of all servers, by server rank
+ * (arrays of nservers strings, owned by b). */
+int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint);
+const char *ps_boot_server_endpoint(const ps_boot_t *b, int server);
+const char *ps_boot_server_host(const ps_boot_t *b, int server);
+/* Host name of worker `w` (known after ps_boot_exchange). */
+const char *ps_boot_worker_host(const ps_boot_t *b, int w);
+/* World: broadcast `len` bytes from server rank 0. */
+int ps_boot_bcast_from_server0(ps_boot_t *b, void *buf, size_t len);
+/* Workers: element-wise sum of n doubles over all workers, result on all. */
+int ps_boot_workers_sum(ps_boot_t *b, double *vals, int n);
+/* Workers: everyone's value of `mine`, by worker rank, into all[nworkers]. */
+int ps_boot_workers_allgather_u64(ps_boot_t *b, uint64_t mine, uint64_t *all);
+/* Servers: gather `n` floats from every server into `out` on server 0,
+ * concatenated in server-rank order (counts[s] from each; out may be NULL
+ * elsewhere). */
+int ps_boot_servers_gather(ps_boot_t *b, const float *mine, size_t n, float *out,
+                           const size_t *counts);
+/* Servers: maximum of a value over all servers, on all. */
+int ps_boot_servers_max_u64(ps_boot_t *b, uint64_t *v);
+void ps_boot_barrier(ps_boot_t *b);
+/* Ends every rank of the job with `code`; does not return. */
+void ps_boot_abort(ps_boot_t *b, int code) __attribute__((noreturn));
+void ps_boot_finalize(ps_boot_t *b);
+
+#endif

@@ -1,0 +1,163 @@
+#include "ps_opts.h"
+
+#include "ps_err.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const ps_opt_t *find(const ps_opt_t *opts, int nopts, const char *name, size_t len)
+{
+    for (int i = 0; i < nopts; i++) {
+        if (strlen(opts[i].name) == len && strncmp(opts[i].name, name, len) == 0) {
+            return &opts[i];
+        }
+    }
+    return NULL;
+}
+
+static int set_value(const ps_opt_t *o, const char *v)
+{
+    char *end = NULL;
+    errno = 0;
+    switch (o->kind) {
+    case PS_OPT_INT: {
+        long x = strtol(v, &end, 10);
+        if (*v == '\0' || *end != '\0' || errno || x < INT_MIN || x > INT_MAX) {
+            goto bad;
+        }
+        *(int *)o->target = (int)x;
+        return 0;
+    }
+    case PS_OPT_LONG: {
+        long long x = strtoll(v, &end, 10);
+        if (*v == '\0' || *end != '\0' || errno) {
+            goto bad;
+        }
+        *(long long *)o->target = x;
+        return 0;
+    }
+    case PS_OPT_DOUBLE: {
+        double x = strtod(v, &end);
+        if (*v == '\0' || *end != '\0' || errno || !isfinite(x)) {
+            goto bad;
+        }
+        *(double *)o->target = x;
+        return 0;
+    }
+    case PS_OPT_STRING:
+        *(const char **)o->target = v;
+        return 0;
+    case PS_OPT_BOOL:
+        break;
+    }
+bad:
+    ps_error_set("--%s: bad value '%s' (want %s)", o->name, v,
+                 o->kind == PS_OPT_DOUBLE ? "a finite number" : "an integer");
+    return PS_EINVAL;
+}
+
+static int parse_one(const ps_opt_t *opts, int nopts, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+        ps_error_set("unexpected argument '%s' (flags start with --; see --help)", a);
+        return PS_EINVAL;
+    }
+    const char *name = a + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    const ps_opt_t *o = find(opts, nopts, name, len);
+    if (!o) {
+        ps_error_set("unknown flag '--%.*s' (see --help)", (int)len, name);
+        return PS_EINVAL;
+    }
+    if (o->kind == PS_OPT_BOOL) {
+        if (eq) {
+            ps_error_set("--%s takes no value", o->name);
+            return PS_EINVAL;
+        }
+        *(int *)o->target = 1;
+        return 0;
+    }
+    if (eq) {
+        return set_value(o, eq + 1);
+    }
+    if (*i + 1 >= argc) {
+        ps_error_set("--%s needs a value", o->name);
+        return PS_EINVAL;
+    }
+    return set_value(o, argv[++*i]);
+}
+
+int ps_opts_parse(const ps_opt_t *opts, int nopts, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            return PS_OPTS_HELP;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            return PS_OPTS_VERSION;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        int rv = parse_one(opts, nopts, argc, argv, &i);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+static void default_text(const ps_opt_t *o, char *buf, size_t cap)
+{
+    switch (o->kind) {
+    case PS_OPT_BOOL: snprintf(buf, cap, "%s", *(int *)o->target ? "on" : "off"); break;
+    case PS_OPT_INT: snprintf(buf, cap, "%d", *(int *)o->target); break;
+    case PS_OPT_LONG: snprintf(buf, cap, "%lld", *(long long *)o->target); break;
+    case PS_OPT_DOUBLE: snprintf(buf, cap, "%g", *(double *)o->target); break;
+    case PS_OPT_STRING: {
+        const char *s = *(const char **)o->target;
+        snprintf(buf, cap, "%s", s ? s : "none");
+        break;
+    }
+    }
+}
+
+void ps_opts_help(FILE *out, const char *usage, const ps_opt_t *opts, int nopts)
+{
+    fprintf(out, "%s\n\nFlags:\n", usage);
+    for (int i = 0; i < nopts; i++) {
+        char left[64], def[256];
+        snprintf(left, sizeof left, "--%s%s%s", opts[i].name, opts[i].metavar ? " " : "",
+                 opts[i].metavar ? opts[i].metavar : "");
+        default_text(&opts[i], def, sizeof def);
+        fprintf(out, "  %-26s %s (default: %s)\n", left, opts[i].help, def);
+    }
+    fprintf(out, "  %-26s %s\n  %-26s %s\n", "--help", "show this help and exit", "--version",
+            "print the version and exit");
+}
+
+int ps_opts_int_list(const char *s, int *out, int max)
+{
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 1 || v > INT_MAX || n >= max || (*end && *end != ',')) {
+            ps_error_set("bad list '%s' (want up to %d positive integers, comma-separated)", s,
+                         max);
+            return PS_EINVAL;
+        }
+        out[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0) {
+        ps_error_set("empty list");
+        return PS_EINVAL;
+    }
+    return n;
+}

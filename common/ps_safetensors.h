@@ -1,0 +1,67 @@
+/*
+ * ps_safetensors: read and write safetensors files holding float32 tensors
+ * (the format of Hugging Face's `safetensors`, loadable in PyTorch).
+ *
+ * File layout: an 8-byte little-endian header length N; N bytes of JSON
+ *     {"__metadata__":{"key":"value",...},
+ *      "name":{"dtype":"F32","shape":[d0,...],"data_offsets":[begin,end]},...}
+ * padded with spaces so the data starts 8-byte aligned; then the data
+ * section, raw little-endian float32, offsets relative to its start.
+ *
+ * Writing (ps_st_write): the caller owns the tensors and strings; the file
+ * is replaced atomically (temp file, fsync, rename, fsync of the directory),
+ * so a reader sees the old file or the new one, never a mix.  Tensors are
+ * laid out in the order given; "__metadata__" is written only when nmeta
+ * > 0.  Fails with PS_EINVAL (bad argument: duplicate or reserved name,
+ * negative dim, more than PS_MAX_DIMS dims, invalid UTF-8) or PS_EIO.
+ *
+ * Reading (ps_st_open): the whole file is read into memory and validated
+ * before anything is returned; the ps_st_file_t owns every pointer it hands
+ * out (names, data, metadata) until ps_st_close().  Checks: header length
+ * <= 100 MiB and within the file; strict JSON (objects, arrays, strings
+ * with escapes, non-negative integers; no duplicate keys; no other keys in
+ * a tensor entry); every dtype F32; at most PS_MAX_DIMS dims; shape
+ * product * 4 == end - begin; the tensors, sorted by offset, tile the data
+ * section exactly, without overlap or gap (as safetensors' own validate()
+ * requires), so the data section length == the last end.  Any violation:
+ * PS_EFORMAT with a ps_error_msg() naming the path and the problem.  A
+ * missing file is PS_ENOENT, other I/O failures PS_EIO.
+ */
+#ifndef PS_SAFETENSORS_H
+#define PS_SAFETENSORS_H
+
+#include <stdint.h>
+
+#include "ps_layout.h"
+
+typedef struct {
+    const char *name;
+    int ndim; /* 0 (a scalar) .. PS_MAX_DIMS */
+    const int64_t *shape;
+    const float *data; /* product(shape) floats; may be NULL when that is 0 */
+} ps_st_tensor_t;
+
+/* Write n tensors and nmeta metadata pairs (meta[2k] = key, meta[2k+1] =
+ * value) to `path`, replacing it atomically.  Writes <path>.tmp.<pid>
+ * first and removes it on failure. */
+int ps_st_write(const char *path, const ps_st_tensor_t *t, int n, const char *const *meta,
+                int nmeta);
+
+typedef struct ps_st_file ps_st_file_t;
+
+/* Read and validate a whole file (see above); *out is NULL on failure. */
+int ps_st_open(ps_st_file_t **out, const char *path);
+int ps_st_count(const ps_st_file_t *f);
+/* Name of tensor i in file (header) order; NULL when i is out of range. */
+const char *ps_st_name(const ps_st_file_t *f, int i);
+/* Tensor `name`: data (4-byte aligned, owned by f), ndim and shape
+ * (room for PS_MAX_DIMS).  Any output pointer may be NULL.  PS_ENOENT
+ * (detail set) if there is no such tensor. */
+int ps_st_get(const ps_st_file_t *f, const char *name, const float **data, int *ndim,
+              int64_t *shape);
+/* Metadata value for `key`, or NULL if absent. */
+const char *ps_st_meta(const ps_st_file_t *f, const char *key);
+/* Free everything and NULL *f; safe twice and on NULL. */
+void ps_st_close(ps_st_file_t **f);
+
+#endif

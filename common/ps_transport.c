@@ -1,0 +1,339 @@
+#include "ps_transport.h"
+
+#include "ps_err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+_Static_assert(sizeof(zmq_msg_t) <= sizeof(((ps_tp_msg_t *)0)->impl), "zmq_msg_t too large");
+
+#define ID_LEN 5 /* 'w' + little-endian u32 rank */
+
+struct ps_tp {
+    void *ctx;
+    int is_server;
+    int nsock;
+    void **sock;
+    zmq_pollitem_t *items;
+    int next; /* round-robin start for fairness between servers */
+    ps_tp_stats_t st;
+};
+
+static int zfail(const char *what)
+{
+    ps_error_set("%s: %s", what, zmq_strerror(zmq_errno()));
+    return PS_EZMQ;
+}
+
+static int tp_alloc(ps_tp_t **out, int is_server, int nsock, int io_threads)
+{
+    ps_tp_t *tp = calloc(1, sizeof *tp);
+    if (!tp) {
+        return PS_ENOMEM;
+    }
+    tp->is_server = is_server;
+    tp->sock = calloc((size_t)nsock, sizeof *tp->sock);
+    tp->items = calloc((size_t)nsock, sizeof *tp->items);
+    tp->ctx = zmq_ctx_new();
+    if (!tp->sock || !tp->items || !tp->ctx) {
+        ps_tp_destroy(&tp);
+        return PS_ENOMEM;
+    }
+    zmq_ctx_set(tp->ctx, ZMQ_IO_THREADS, io_threads < 1 ? 1 : io_threads);
+    tp->nsock = nsock;
+    *out = tp;
+    return 0;
+}
+
+/* Unlimited queues: a ROUTER silently drops at its high-water mark, and the
+ * protocol already bounds what is in flight (one step per worker). */
+static int set_common_opts(void *s, int linger)
+{
+    int zero = 0;
+    if (zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) != 0) {
+        return zfail("zmq_setsockopt");
+    }
+    return 0;
+}
+
+int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads, char *endpoint,
+                     size_t cap)
+{
+    ps_tp_t *tp;
+    int rv, one = 1;
+    char bind_ep[512];
+    if ((rv = tp_alloc(&tp, 1, 1, io_threads)) != 0) {
+        return rv;
+    }
+    tp->sock[0] = zmq_socket(tp->ctx, ZMQ_ROUTER);
+    if (!tp->sock[0]) {
+        rv = zfail("zmq_socket");
+        goto fail;
+    }
+    if ((rv = set_common_opts(tp->sock[0], 0)) != 0) {
+        goto fail;
+    }
+    /* Replies to a vanished peer must fail loudly, not vanish. */
+    zmq_setsockopt(tp->sock[0], ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    if (strncmp(endpoint_base, "tcp://", 6) == 0) {
+        snprintf(bind_ep, sizeof bind_ep, "%s:*", endpoint_base);
+    } else {
+        snprintf(bind_ep, sizeof bind_ep, "%s", endpoint_base);
+    }
+    if (zmq_bind(tp->sock[0], bind_ep) != 0) {
+        ps_error_set("cannot bind the data port on %s: %s", bind_ep, zmq_strerror(zmq_errno()));
+        rv = PS_EZMQ;
+        goto fail;
+    }
+    size_t len = cap;
+    if (zmq_getsockopt(tp->sock[0], ZMQ_LAST_ENDPOINT, endpoint, &len) != 0) {
+        rv = zfail("ZMQ_LAST_ENDPOINT");
+        goto fail;
+    }
+    tp->items[0].socket = tp->sock[0];
+    tp->items[0].events = ZMQ_POLLIN;
+    *out = tp;
+    return 0;
+fail:
+    ps_tp_destroy(&tp);
+    return rv;
+}
+
+int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints,
+                     int io_threads)
+{
+    ps_tp_t *tp;
+    int rv;
+    uint8_t id[ID_LEN] = {'w', (uint8_t)rank, (uint8_t)(rank >> 8), (uint8_t)(rank >> 16),
+                          (uint8_t)(rank >> 24)};
+    if ((rv = tp_alloc(&tp, 0, nservers, io_threads)) != 0) {
+        return rv;
+    }
+    for (int s = 0; s < nservers; s++) {
+        tp->sock[s] = zmq_socket(tp->ctx, ZMQ_DEALER);
+        if (!tp->sock[s]) {
+            rv = zfail("zmq_socket");
+            goto fail;
+        }
+        /* A worker's last messages (SHUTDOWN) must reach the server. */
+        if ((rv = set_common_opts(tp->sock[s], 5000)) != 0) {
+            goto fail;
+        }
+        zmq_setsockopt(tp->sock[s], ZMQ_ROUTING_ID, id, sizeof id);
+        if (zmq_connect(tp->sock[s], endpoints[s]) != 0) {
+            ps_error_set("cannot connect to server %d at %s: %s", s, endpoints[s],
+                         zmq_strerror(zmq_errno()));
+            rv = PS_EZMQ;
+            goto fail;
+        }
+        tp->items[s].socket = tp->sock[s];
+        tp->items[s].events = ZMQ_POLLIN;
+    }
+    *out = tp;
+    return 0;
+fail:
+    ps_tp_destroy(&tp);
+    return rv;
+}
+
+void ps_tp_destroy(ps_tp_t **tpp)
+{
+    ps_tp_t *tp = *tpp;
+    if (!tp) {
+        return;
+    }
+    for (int i = 0; tp->sock && i < tp->nsock; i++) {
+        if (tp->sock[i]) {
+            zmq_close(tp->sock[i]);
+        }
+    }
+    if (tp->ctx) {
+        zmq_ctx_term(tp->ctx);
+    }
+    free(tp->sock);
+    free(tp->items);
+    free(tp);
+    *tpp = NULL;
+}
+
+static int send_frame(void *s, zmq_msg_t *msg, int more)
+{
+    if (zmq_msg_send(msg, s, more ? ZMQ_SNDMORE : 0) < 0) {
+        zmq_msg_close(msg);
+        return zfail("zmq_msg_send");
+    }
+    return 0;
+}
+
+static int payload_msg(zmq_msg_t *msg, const void *payload, size_t len, ps_tp_free_fn ffn,
+                       void *hint)
+{
+    if (len > 0 && ffn) {
+        /* zmq never writes through this pointer; the cast drops const only
+         * to fit its signature. */
+        if (zmq_msg_init_data(msg, (void *)payload, len, ffn, hint) != 0) {
+            return zfail("zmq_msg_init_data");
+        }
+        return 0;
+    }
+    if (zmq_msg_init_size(msg, len) != 0) {
+        return zfail("zmq_msg_init_size");
+    }
+    if (len > 0) {
+        memcpy(zmq_msg_data(msg), payload, len);
+    }
+    return 0;
+}
+
+int ps_tp_send(ps_tp_t *tp, int dest, const ps_hdr_t *h, const void *payload, size_t len,
+               ps_tp_free_fn ffn, void *hint)
+{
+    void *s = tp->is_server ? tp->sock[0] : tp->sock[dest];
+    zmq_msg_t msg;
+    int rv;
+    if (tp->is_server) {
+        uint8_t id[ID_LEN] = {'w', (uint8_t)dest, (uint8_t)(dest >> 8), (uint8_t)(dest >> 16),
+                              (uint8_t)(dest >> 24)};
+        if (zmq_send(s, id, sizeof id, ZMQ_SNDMORE) < 0) {
+            ps_error_set("cannot send to worker %d: %s", dest, zmq_strerror(zmq_errno()));
+            return PS_EZMQ;
+        }
+    }
+    zmq_msg_init_size(&msg, PS_WIRE_HDR_SIZE);
+    ps_wire_encode(h, zmq_msg_data(&msg));
+    if ((rv = send_frame(s, &msg, 1)) != 0) {
+        return rv;
+    }
+    if ((rv = payload_msg(&msg, payload, len, ffn, hint)) != 0) {
+        return rv;
+    }
+    if ((rv = send_frame(s, &msg, 0)) != 0) {
+        return rv;
+    }
+    tp->st.tx_msgs++;
+    tp->st.tx_bytes += PS_WIRE_HDR_SIZE + len;
+    return 0;
+}
+
+/* Reads every frame of one message into frames[0..*n); frames past `cap`
+ * are read and discarded so the socket stays in step. */
+static int recv_all(void *s, zmq_msg_t *frames, int cap, int *n)
+{
+    int more = 1, k = 0;
+    while (more) {
+        zmq_msg_t tmp, *dst = k < cap ? &frames[k] : &tmp;
+        zmq_msg_init(dst);
+        if (zmq_msg_recv(dst, s, 0) < 0) {
+            zmq_msg_close(dst);
+            for (int i = 0; i < k && i < cap; i++) {
+                zmq_msg_close(&frames[i]);
+            }
+            return zfail("zmq_msg_recv");
+        }
+        more = zmq_msg_more(dst);
+        if (dst == &tmp) {
+            zmq_msg_close(&tmp);
+        }
+        k++;
+    }
+    *n = k;
+    return 0;
+}
+
+static int peer_rank(zmq_msg_t *id)
+{
+    const uint8_t *p = zmq_msg_data(id);
+    if (zmq_msg_size(id) != ID_LEN || p[0] != 'w') {
+        return -1;
+    }
+    uint32_t r = (uint32_t)p[1] | ((uint32_t)p[2] << 8) | ((uint32_t)p[3] << 16) |
+                 ((uint32_t)p[4] << 24);
+    return r > 0x7fffffffu ? -1 : (int)r;
+}
+
+static int take_message(ps_tp_t *tp, void *s, int from, ps_tp_msg_t *m)
+{
+    zmq_msg_t f[4];
+    int n, rv, base = tp->is_server ? 1 : 0;
+    if ((rv = recv_all(s, f, 4, &n)) != 0) {
+        return rv;
+    }
+    m->peer = tp->is_server ? peer_rank(&f[0]) : from;
+    rv = PS_EPROTO;
+    if (n != base + 2) {
+        ps_error_set("message of %d frames (want %d)", n, base + 2);
+    } else if (m->peer < 0) {
+        ps_error_set("unknown routing id");
+    } else {
+        rv = ps_wire_decode(&m->hdr, zmq_msg_data(&f[base]), zmq_msg_size(&f[base]),
+                            zmq_msg_size(&f[base + 1]));
+    }
+    for (int i = 0; i < n && i < 4; i++) {
+        if (rv == 0 && i == base + 1) {
+            continue;
+        }
+        zmq_msg_close(&f[i]);
+    }
+    if (rv != 0) {
+        tp->st.rx_malformed++;
+        return rv;
+    }
+    zmq_msg_t *held = (zmq_msg_t *)m->impl;
+    zmq_msg_init(held);
+    zmq_msg_move(held, &f[base + 1]);
+    zmq_msg_close(&f[base + 1]);
+    m->held = 1;
+    m->payload = zmq_msg_data(held);
+    m->len = zmq_msg_size(held);
+    tp->st.rx_msgs++;
+    tp->st.rx_bytes += PS_WIRE_HDR_SIZE + m->len;
+    return 0;
+}
+
+int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms)
+{
+    m->held = 0;
+    m->peer = -1;
+    for (;;) {
+        /* Drain what is already queued before sleeping in zmq_poll. */
+        for (int k = 0; k < tp->nsock; k++) {
+            int i = (tp->next + k) % tp->nsock;
+            int ev = 0;
+            size_t evlen = sizeof ev;
+            zmq_getsockopt(tp->sock[i], ZMQ_EVENTS, &ev, &evlen);
+            if (ev & ZMQ_POLLIN) {
+                tp->next = (i + 1) % tp->nsock;
+                return take_message(tp, tp->sock[i], i, m);
+            }
+        }
+        int rc = zmq_poll(tp->items, tp->nsock, timeout_ms);
+        if (rc < 0) {
+            if (zmq_errno() == EINTR) {
+                continue;
+            }
+            return zfail("zmq_poll");
+        }
+        if (rc == 0) {
+            return PS_EAGAIN;
+        }
+    }
+}
+
+void ps_tp_msg_release(ps_tp_msg_t *m)
+{
+    if (m->held) {
+        zmq_msg_close((zmq_msg_t *)m->impl);
+        m->held = 0;
+    }
+    m->payload = NULL;
+    m->len = 0;
+}
+
+void ps_tp_stats(const ps_tp_t *tp, ps_tp_stats_t *st)
+{
+    *st = tp->st;
+}

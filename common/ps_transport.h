@@ -1,0 +1,63 @@
+/*
+ * ps_transport: the data plane, the only module that includes zmq.h.
+ *
+ * A server owns one ROUTER socket bound to a port the OS chooses; a worker
+ * owns one DEALER per server.  Every message is [header, payload] (see
+ * ps_wire.h); on the server the ROUTER adds the peer's routing id, which is
+ * derived from the worker's rank, so replies are addressed by rank.
+ *
+ * Sending: the header is copied (56 bytes); the payload is sent zero-copy
+ * when a free callback is given (the caller must keep the bytes unchanged
+ * until the callback runs, on a zmq I/O thread), copied otherwise.
+ * Receiving: the payload stays in zmq's buffer (zero-copy) until
+ * ps_tp_msg_release.  A message that fails ps_wire_decode, has the wrong
+ * number of frames or an unknown routing id is dropped, counted in the
+ * stats and reported as PS_EPROTO with a detail; it never reaches the caller.
+ * Not thread-safe: one thread per ps_tp_t.
+ */
+#ifndef PS_TRANSPORT_H
+#define PS_TRANSPORT_H
+
+#include "ps_wire.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ps_tp ps_tp_t;
+typedef void (*ps_tp_free_fn)(void *data, void *hint);
+
+typedef struct {
+    ps_hdr_t hdr;
+    const uint8_t *payload; /* valid until ps_tp_msg_release */
+    size_t len;
+    int peer; /* server: worker rank from the routing id; worker: server index */
+    _Alignas(8) unsigned char impl[64]; /* the zmq message holding the payload */
+    int held;
+} ps_tp_msg_t;
+
+typedef struct {
+    uint64_t rx_msgs, rx_bytes, tx_msgs, tx_bytes;
+    uint64_t rx_malformed; /* dropped by the transport itself */
+} ps_tp_stats_t;
+
+/* Bind a ROUTER on `endpoint_base` ("tcp://10.0.0.1" gets a port chosen by
+ * the OS; "ipc:///tmp/x" is used as it is); the full endpoint to advertise
+ * is written to `endpoint`.  io_threads >= 1. */
+int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads, char *endpoint,
+                     size_t cap);
+/* Connect one DEALER per server endpoint, with a routing id naming `rank`. */
+int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints,
+                     int io_threads);
+void ps_tp_destroy(ps_tp_t **tp);
+
+/* dest: worker rank on a server, server index on a worker. */
+int ps_tp_send(ps_tp_t *tp, int dest, const ps_hdr_t *h, const void *payload, size_t len,
+               ps_tp_free_fn ffn, void *hint);
+/* Wait up to timeout_ms (< 0: forever) for one message.  0 with *m filled,
+ * PS_EAGAIN on timeout, PS_EPROTO for a dropped malformed message (m->peer
+ * is the sender's rank when known, else -1), PS_EZMQ on socket failure. */
+int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms);
+void ps_tp_msg_release(ps_tp_msg_t *m);
+void ps_tp_stats(const ps_tp_t *tp, ps_tp_stats_t *st);
+
+#endif

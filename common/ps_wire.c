@@ -1,0 +1,114 @@
+#include "ps_wire.h"
+
+#include "ps_bytes.h"
+#include "ps_err.h"
+
+#include <string.h>
+
+ps_hdr_t ps_wire_hdr(ps_msg_type_t type, uint32_t sender)
+{
+    ps_hdr_t h;
+    memset(&h, 0, sizeof h);
+    h.magic = PS_WIRE_MAGIC;
+    h.version = PS_WIRE_VERSION;
+    h.type = (uint8_t)type;
+    h.sender = sender;
+    return h;
+}
+
+void ps_wire_encode(const ps_hdr_t *h, uint8_t *buf)
+{
+    ps_put_u32(buf + 0, h->magic);
+    ps_put_u16(buf + 4, h->version);
+    buf[6] = h->type;
+    buf[7] = h->flags;
+    ps_put_u32(buf + 8, h->sender);
+    ps_put_u32(buf + 12, h->request);
+    ps_put_u64(buf + 16, h->step);
+    ps_put_u32(buf + 24, h->chunk);
+    ps_put_u32(buf + 28, h->reserved);
+    ps_put_u64(buf + 32, h->offset);
+    ps_put_u32(buf + 40, h->count);
+    ps_put_u32(buf + 44, h->samples);
+    ps_put_u64(buf + 48, h->payload);
+}
+
+const char *ps_wire_type_name(int type)
+{
+    static const char *names[] = {"?",    "REGISTER", "INIT",       "ACK",     "ERROR",
+                                  "PUSH", "PULL",     "PULL_REPLY", "SHUTDOWN"};
+    if (type < 1 || type > PS_MSG_TYPE_MAX) {
+        return names[0];
+    }
+    return names[type];
+}
+
+/* The payload each type must carry, given its element count. */
+static int payload_ok(const ps_hdr_t *h)
+{
+    switch (h->type) {
+    case PS_MSG_INIT:
+    case PS_MSG_PUSH:
+    case PS_MSG_PULL_REPLY:
+        return h->count > 0 && h->payload == (uint64_t)h->count * 4;
+    case PS_MSG_REGISTER:
+        return h->payload >= 4 && h->payload <= PS_WIRE_MAX_LAYOUT && h->count == 0;
+    case PS_MSG_ERROR:
+        return h->payload <= PS_WIRE_MAX_TEXT && h->count == 0;
+    default:
+        return h->payload == 0 && h->count == 0;
+    }
+}
+
+static void decode_fields(ps_hdr_t *h, const uint8_t *buf)
+{
+    h->magic = ps_get_u32(buf + 0);
+    h->version = ps_get_u16(buf + 4);
+    h->type = buf[6];
+    h->flags = buf[7];
+    h->sender = ps_get_u32(buf + 8);
+    h->request = ps_get_u32(buf + 12);
+    h->step = ps_get_u64(buf + 16);
+    h->chunk = ps_get_u32(buf + 24);
+    h->reserved = ps_get_u32(buf + 28);
+    h->offset = ps_get_u64(buf + 32);
+    h->count = ps_get_u32(buf + 40);
+    h->samples = ps_get_u32(buf + 44);
+    h->payload = ps_get_u64(buf + 48);
+}
+
+int ps_wire_decode(ps_hdr_t *h, const uint8_t *buf, size_t len, size_t payload_len)
+{
+    if (len != PS_WIRE_HDR_SIZE) {
+        ps_error_set("header of %zu bytes (want %d)", len, PS_WIRE_HDR_SIZE);
+        return PS_EPROTO;
+    }
+    decode_fields(h, buf);
+    if (h->magic != PS_WIRE_MAGIC) {
+        ps_error_set("bad magic 0x%08x", h->magic);
+        return PS_EPROTO;
+    }
+    if (h->version != PS_WIRE_VERSION) {
+        ps_error_set("protocol version %u, this build speaks %d", h->version, PS_WIRE_VERSION);
+        return PS_EPROTO;
+    }
+    if (h->type < 1 || h->type > PS_MSG_TYPE_MAX) {
+        ps_error_set("unknown message type %u", h->type);
+        return PS_EPROTO;
+    }
+    if (h->flags != 0 || h->reserved != 0) {
+        ps_error_set("%s: non-zero flags/reserved fields", ps_wire_type_name(h->type));
+        return PS_EPROTO;
+    }
+    if (!payload_ok(h)) {
+        ps_error_set("%s: bad count %u / payload %llu", ps_wire_type_name(h->type), h->count,
+                     (unsigned long long)h->payload);
+        return PS_EPROTO;
+    }
+    if (h->payload != payload_len) {
+        ps_error_set("%s: header says %llu payload bytes, frame has %zu",
+                     ps_wire_type_name(h->type), (unsigned long long)h->payload, payload_len);
+        return PS_EPROTO;
+    }
+    return 0;
+}

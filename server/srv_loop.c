@@ -1,0 +1,371 @@
+#include "srv_loop.h"
+
+#include "ps_err.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* A held PUSH: the transport message that owns the payload, plus an
+ * aligned copy when the payload was not float-aligned. */
+typedef struct {
+    ps_tp_msg_t msg;
+    float *copy;
+} held_push_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void release_push(void *owner)
+{
+    held_push_t *h = owner;
+    ps_tp_msg_release(&h->msg);
+    free(h->copy);
+    free(h);
+}
+
+static void reply_done(void *data, void *hint)
+{
+    (void)data;
+    srv_store_unref(hint);
+}
+
+const char *srv_loop_reject_name(srv_reject_t r)
+{
+    static const char *names[] = {"malformed", "sender", "phase",    "chunk",
+                                  "step",      "duplicate", "layout"};
+    return r < SRV_REJ_NREASONS ? names[r] : "?";
+}
+
+int srv_loop_init(srv_loop_t *L)
+{
+    L->done = calloc((size_t)L->nworkers, 1);
+    return L->done ? 0 : PS_ENOMEM;
+}
+
+void srv_loop_fini(srv_loop_t *L)
+{
+    srv_store_fini(&L->store);
+    free(L->done);
+    L->done = NULL;
+}
+
+uint64_t srv_loop_rejected_total(const srv_loop_t *L)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < SRV_REJ_NREASONS; i++) {
+        n += L->rejected[i];
+    }
+    return n;
+}
+
+static void reject(srv_loop_t *L, srv_reject_t why, int peer, const char *detail)
+{
+    static ps_ratelimit_t rl;
+    L->rejected[why]++;
+    ps_log_ratelimited(&rl, "dropped a message from peer %d (%s): %s", peer,
+                       srv_loop_reject_name(why), detail);
+}
+
+static int send_simple(srv_loop_t *L, int w, ps_msg_type_t type, uint32_t request,
+                       const char *text)
+{
+    ps_hdr_t h = ps_wire_hdr(type, (uint32_t)L->server);
+    h.request = request;
+    size_t len = text ? strlen(text) : 0;
+    if (len > PS_WIRE_MAX_TEXT) {
+        len = PS_WIRE_MAX_TEXT;
+    }
+    h.payload = len;
+    return ps_tp_send(L->tp, w, &h, text, len, NULL, NULL);
+}
+
+static int send_chunk(srv_loop_t *L, int w, srv_chunk_t *c, uint32_t request)
+{
+    ps_hdr_t h = ps_wire_hdr(PS_MSG_PULL_REPLY, (uint32_t)L->server);
+    h.request = request;
+    h.step = c->version;
+    h.chunk = c->id;
+    h.offset = c->offset;
+    h.count = (uint32_t)c->count;
+    h.payload = c->count * sizeof(float);
+    srv_store_ref(c);
+    int rv = ps_tp_send(L->tp, w, &h, c->w, h.payload, reply_done, c);
+    if (rv != 0) {
+        /* zmq frees a zero-copy message it failed to queue, through the
+         * callback, except when the header frame itself failed. */
+        ps_log_error("cannot answer worker %d: %s", w, ps_error_msg());
+    }
+    return rv;
+}
+
+/* The chunk a data message names, checked against the map; NULL (and the
+ * message counted) when it is not ours or its offset/count disagree. */
+static srv_chunk_t *checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int need_payload)
+{
+    srv_chunk_t *c = srv_store_chunk(&L->store, m->hdr.chunk);
+    char why[128];
+    if (!c) {
+        snprintf(why, sizeof why, "chunk %u is not on server %d", m->hdr.chunk, L->server);
+    } else if (need_payload && (m->hdr.offset != c->offset || m->hdr.count != c->count)) {
+        snprintf(why, sizeof why, "chunk %u: offset %llu count %u, expected %zu/%zu",
+                 m->hdr.chunk, (unsigned long long)m->hdr.offset, m->hdr.count, c->offset,
+                 c->count);
+        c = NULL;
+    } else {
+        return c;
+    }
+    reject(L, SRV_REJ_CHUNK, m->peer, why);
+    return NULL;
+}
+
+static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
+{
+    ps_layout_t l;
+    if (m->peer != 0) {
+        reject(L, SRV_REJ_SENDER, m->peer, "REGISTER from a worker other than rank 0");
+        return;
+    }
+    if (ps_layout_decode(&l, m->payload, m->len) != 0) {
+        reject(L, SRV_REJ_LAYOUT, m->peer, ps_error_msg());
+        return;
+    }
+    if (L->registered) {
+        if (ps_layout_hash(&l) != ps_layout_hash(&L->store.layout)) {
+            reject(L, SRV_REJ_LAYOUT, m->peer, "a second, different layout");
+            send_simple(L, m->peer, PS_MSG_ERROR, m->hdr.request, "layout already registered");
+        }
+        return;
+    }
+    int rv = srv_store_init(&L->store, &l, L->chunk_elems, L->server, L->nservers, L->nworkers,
+                            &L->opt, release_push);
+    if (rv != 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->server,
+                 ps_error_msg());
+        reject(L, SRV_REJ_LAYOUT, m->peer, msg);
+        send_simple(L, m->peer, PS_MSG_ERROR, m->hdr.request, msg);
+        return;
+    }
+    L->registered = 1;
+}
+
+static void handle_init(srv_loop_t *L, ps_tp_msg_t *m)
+{
+    if (m->peer != 0 || !L->registered) {
+        reject(L, m->peer != 0 ? SRV_REJ_SENDER : SRV_REJ_PHASE, m->peer,
+               "INIT before REGISTER or not from worker 0");
+        return;
+    }
+    srv_chunk_t *c = checked_chunk(L, m, 1);
+    if (!c) {
+        return;
+    }
+    /* memcpy tolerates any alignment of the zmq buffer. */
+    srv_store_set_init(&L->store, c, (const float *)(const void *)m->payload);
+}
+
+static void answer_pulls(srv_loop_t *L, srv_chunk_t *c)
+{
+    for (int w = 0; w < L->nworkers; w++) {
+        if (c->pull_want[w] && c->version + 1 >= c->pull_want[w]) {
+            c->pull_want[w] = 0;
+            send_chunk(L, w, c, 0);
+        }
+    }
+}
+
+static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
+{
+    held_push_t *h = calloc(1, sizeof *h);
+    if (!h) {
+        return NULL;
+    }
+    h->msg = *m; /* takes over the zmq message */
+    m->held = 0;
+    if (((uintptr_t)h->msg.payload & (sizeof(float) - 1)) != 0) {
+        h->copy = malloc(h->msg.len);
+        if (!h->copy) {
+            release_push(h);
+            return NULL;
+        }
+        memcpy(h->copy, h->msg.payload, h->msg.len);
+    }
+    *grad = h->copy ? h->copy : (const float *)(const void *)h->msg.payload;
+    return h;
+}
+
+static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
+{
+    srv_chunk_t *c = checked_chunk(L, m, 1);
+    if (!c) {
+        return 0;
+    }
+    const float *grad;
+    held_push_t *h = hold(m, &grad);
+    if (!h) {
+        return PS_ENOMEM;
+    }
+    double t0 = now_s();
+    int rv = srv_store_push(&L->store, c, m->peer, m->hdr.step, m->hdr.samples, grad, h);
+    if (rv < 0) {
+        reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
+        release_push(h);
+        return 0;
+    }
+    L->pushes++;
+    if (rv == 1) {
+        L->apply_s += now_s() - t0;
+        if (c->version > L->max_version) {
+            L->max_version = c->version;
+        }
+        answer_pulls(L, c);
+    }
+    return 0;
+}
+
+static void handle_pull(srv_loop_t *L, ps_tp_msg_t *m)
+{
+    srv_chunk_t *c = checked_chunk(L, m, 0);
+    if (!c) {
+        return;
+    }
+    L->pulls++;
+    if (c->version >= m->hdr.step) {
+        send_chunk(L, m->peer, c, m->hdr.request);
+    } else {
+        c->pull_want[m->peer] = m->hdr.step + 1;
+    }
+}
+
+static int dispatch_train(srv_loop_t *L, ps_tp_msg_t *m)
+{
+    switch (m->hdr.type) {
+    case PS_MSG_PUSH:
+        return handle_push(L, m);
+    case PS_MSG_PULL:
+        handle_pull(L, m);
+        return 0;
+    case PS_MSG_SHUTDOWN:
+        if (!L->done[m->peer]) {
+            L->done[m->peer] = 1;
+            L->ndone++;
+        }
+        return 0;
+    case PS_MSG_REGISTER:
+        handle_register(L, m); /* a repeat is harmless; a different one is refused */
+        return 0;
+    default:
+        reject(L, SRV_REJ_PHASE, m->peer, ps_wire_type_name(m->hdr.type));
+        return 0;
+    }
+}
+
+static int dispatch_setup(srv_loop_t *L, ps_tp_msg_t *m)
+{
+    switch (m->hdr.type) {
+    case PS_MSG_REGISTER:
+        handle_register(L, m);
+        return 0;
+    case PS_MSG_INIT:
+        handle_init(L, m);
+        return 0;
+    default:
+        reject(L, SRV_REJ_PHASE, m->peer, ps_wire_type_name(m->hdr.type));
+        return 0;
+    }
+}
+
+/* Receive one message and hand it on; a malformed one is counted here. */
+static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *))
+{
+    ps_tp_msg_t m;
+    double t0 = now_s();
+    int rv = ps_tp_recv(L->tp, &m, L->timeout_ms);
+    double t1 = now_s();
+    L->wait_s += t1 - t0;
+    if (rv == PS_EPROTO) {
+        reject(L, SRV_REJ_MALFORMED, m.peer, ps_error_msg());
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (m.peer >= L->nworkers || m.hdr.sender != (uint32_t)m.peer) {
+        char why[96];
+        snprintf(why, sizeof why, "header says sender %u", m.hdr.sender);
+        reject(L, SRV_REJ_SENDER, m.peer, why);
+        ps_tp_msg_release(&m);
+        return 0;
+    }
+    rv = dispatch(L, &m);
+    ps_tp_msg_release(&m);
+    L->busy_s += now_s() - t1;
+    return rv;
+}
+
+int srv_loop_setup(srv_loop_t *L)
+{
+    int rv;
+    while (!L->registered || !srv_store_all_initialized(&L->store)) {
+        rv = step_once(L, dispatch_setup);
+        if (rv == PS_EAGAIN) {
+            ps_error_set("worker 0 (host %s) did not register the model within %d s",
+                         L->worker_hosts ? L->worker_hosts[0] : "?", L->timeout_ms / 1000);
+            return PS_ETIMEDOUT;
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return send_simple(L, 0, PS_MSG_ACK, 0, NULL);
+}
+
+/* Name the workers the server is waiting for. */
+static void describe_missing(srv_loop_t *L, char *out, size_t cap)
+{
+    int ranks[16], n = 0;
+    srv_chunk_t *c = NULL;
+    for (size_t i = 0; i < L->store.nlocal && !c; i++) {
+        if (L->store.chunks[i].arrived > 0) {
+            c = &L->store.chunks[i];
+        }
+    }
+    if (c) {
+        n = srv_store_missing(c, L->nworkers, ranks, 16);
+    } else {
+        for (int w = 0; w < L->nworkers; w++) {
+            if (!L->done[w] && n < 16) {
+                ranks[n++] = w;
+            }
+        }
+    }
+    size_t used = (size_t)snprintf(out, cap, "no message from worker");
+    for (int i = 0; i < n && i < 16 && used < cap; i++) {
+        used += (size_t)snprintf(out + used, cap - used, "%s %d (host %s)", i ? "," : "",
+                                 ranks[i], L->worker_hosts ? L->worker_hosts[ranks[i]] : "?");
+    }
+}
+
+int srv_loop_train(srv_loop_t *L)
+{
+    while (L->ndone < L->nworkers) {
+        int rv = step_once(L, dispatch_train);
+        if (rv == PS_EAGAIN) {
+            char who[600];
+            describe_missing(L, who, sizeof who);
+            ps_error_set("%s within --timeout %d s", who, L->timeout_ms / 1000);
+            return PS_ETIMEDOUT;
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,64 @@
+/*
+ * srv_loop: the server's single-threaded event loop over its ROUTER socket.
+ *
+ * Two phases.  Setup: wait for worker 0's REGISTER (the layout) and the
+ * INIT of every local chunk, then ACK.  Training: PUSH messages go to the
+ * store (srv_store), PULL requests are answered as soon as the chunk reaches
+ * the wanted version (zero-copy from the weights), SHUTDOWN marks a worker
+ * finished; the phase ends when every worker has shut down.
+ *
+ * Every message is checked against the layout and the chunk map before it
+ * touches memory; a bad one is dropped, counted by reason and logged at a
+ * limited rate with the peer's rank.  No message from the network can
+ * change a weight except a well-formed PUSH for the chunk's current step
+ * from a worker that has not pushed it yet.
+ *
+ * When nothing arrives for `timeout_ms` while workers are expected, the
+ * loop names the missing workers and returns PS_ETIMEDOUT.
+ */
+#ifndef SRV_LOOP_H
+#define SRV_LOOP_H
+
+#include "ps_transport.h"
+#include "srv_store.h"
+
+#include <stdint.h>
+
+typedef enum {
+    SRV_REJ_MALFORMED,   /* failed header/frame decoding */
+    SRV_REJ_SENDER,      /* sender rank unknown or not matching its routing id */
+    SRV_REJ_PHASE,       /* message type not valid now */
+    SRV_REJ_CHUNK,       /* chunk not on this server, or offset/count mismatch */
+    SRV_REJ_STEP,        /* push for a step other than the chunk's current one */
+    SRV_REJ_DUPLICATE,   /* second push from a worker for one step */
+    SRV_REJ_LAYOUT,      /* malformed or conflicting REGISTER */
+    SRV_REJ_NREASONS
+} srv_reject_t;
+
+typedef struct {
+    ps_tp_t *tp;
+    int server, nservers, nworkers;
+    size_t chunk_elems;
+    srv_optim_cfg_t opt;
+    int timeout_ms;
+    const char *const *worker_hosts; /* [nworkers], for timeout messages */
+
+    srv_store_t store;
+    int registered;
+    uint8_t *done;  /* [nworkers] SHUTDOWN received */
+    int ndone;
+    uint64_t rejected[SRV_REJ_NREASONS];
+    uint64_t pushes, pulls;
+    double apply_s, busy_s, wait_s;
+    uint64_t max_version;
+} srv_loop_t;
+
+/* Zero the loop and set the fields above `store`; allocates `done`. */
+int srv_loop_init(srv_loop_t *L);
+void srv_loop_fini(srv_loop_t *L);
+int srv_loop_setup(srv_loop_t *L);
+int srv_loop_train(srv_loop_t *L);
+uint64_t srv_loop_rejected_total(const srv_loop_t *L);
+const char *srv_loop_reject_name(srv_reject_t r);
+
+#endif

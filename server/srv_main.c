@@ -1,0 +1,261 @@
+/*
+ * ps-server: holds a share of the weights and the momentum velocity and
+ * applies torch.optim.SGD updates to the gradients the workers push.
+ *
+ *   mpirun -np S bin/ps-server [flags] : -np W bin/ps-worker [flags]
+ *
+ * Start-up is a sequence of collective steps shared with ps-worker (see
+ * ps_boot.h); each ends with ps_boot_agree so one rank's error ends every
+ * rank cleanly.  Training runs on the zmq event loop (srv_loop).
+ */
+#include "ps_boot.h"
+#include "ps_err.h"
+#include "ps_net.h"
+#include "ps_opts.h"
+#include "ps_transport.h"
+#include "srv_loop.h"
+#include "srv_optim.h"
+#include "srv_save.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    srv_optim_cfg_t opt;
+    const char *save;
+    int chunk_kib;
+    int io_threads;
+    int timeout_s;
+    const char *iface;
+    const char *bind;
+    const char *transport;
+    int quiet;
+} srv_cfg_t;
+
+static const char USAGE[] =
+    "usage: mpirun -np S ps-server [flags] : -np W ps-worker [flags]\n\n"
+    "Holds the model's weights and momentum velocity, sharded in chunks over the\n"
+    "S server ranks, and applies torch.optim.SGD's update to the mean gradient of\n"
+    "each global batch (synchronous: every worker's push for a step, summed in\n"
+    "worker-rank order, weighted by sample count).";
+
+static int parse_flags(srv_cfg_t *c, int argc, char **argv)
+{
+    ps_opt_t opts[] = {
+        {"lr", PS_OPT_DOUBLE, &c->opt.lr, "F", "learning rate"},
+        {"momentum", PS_OPT_DOUBLE, &c->opt.momentum, "F", "momentum factor (0 = plain SGD)"},
+        {"dampening", PS_OPT_DOUBLE, &c->opt.dampening, "F", "dampening for momentum"},
+        {"nesterov", PS_OPT_BOOL, &c->opt.nesterov, NULL,
+         "Nesterov momentum (needs momentum > 0 and dampening 0)"},
+        {"weight-decay", PS_OPT_DOUBLE, &c->opt.weight_decay, "F",
+         "L2 penalty added to the gradient"},
+        {"save", PS_OPT_STRING, &c->save, "PATH",
+         "write the final model (and momentum buffers) as one safetensors file"},
+        {"chunk-kib", PS_OPT_INT, &c->chunk_kib, "N",
+         "chunk size in KiB; chunks are spread over the servers"},
+        {"io-threads", PS_OPT_INT, &c->io_threads, "N", "libzmq I/O threads"},
+        {"timeout", PS_OPT_INT, &c->timeout_s, "SECONDS",
+         "end the job when the workers send nothing for this long"},
+        {"transport", PS_OPT_STRING, &c->transport, "auto|tcp|ipc",
+         "data-plane transport; auto = ipc when every rank is on one host"},
+        {"iface", PS_OPT_STRING, &c->iface, "NAME", "advertise this interface's address"},
+        {"bind", PS_OPT_STRING, &c->bind, "CIDR",
+         "advertise the local address in this subnet"},
+        {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
+    };
+    int n = (int)(sizeof opts / sizeof opts[0]);
+    int rv = ps_opts_parse(opts, n, argc, argv);
+    if (rv == PS_OPTS_HELP) {
+        ps_opts_help(stdout, USAGE, opts, n);
+    } else if (rv == PS_OPTS_VERSION) {
+        printf("ps-server %s\n", PS_VERSION_STRING);
+    }
+    return rv;
+}
+
+static int check_flags(const srv_cfg_t *c)
+{
+    int rv = srv_optim_check(&c->opt);
+    if (rv != 0) {
+        return rv;
+    }
+    if (c->chunk_kib < 4 || c->chunk_kib > 256 * 1024) {
+        ps_error_set("--chunk-kib %d outside [4, 262144]", c->chunk_kib);
+        return PS_EINVAL;
+    }
+    if (c->io_threads < 1 || c->io_threads > 64) {
+        ps_error_set("--io-threads %d outside [1, 64]", c->io_threads);
+        return PS_EINVAL;
+    }
+    if (c->timeout_s < 1) {
+        ps_error_set("--timeout must be at least 1 second");
+        return PS_EINVAL;
+    }
+    if (strcmp(c->transport, "auto") && strcmp(c->transport, "tcp") &&
+        strcmp(c->transport, "ipc")) {
+        ps_error_set("--transport '%s': want auto, tcp or ipc", c->transport);
+        return PS_EINVAL;
+    }
+    return 0;
+}
+
+/* Open the data port on the address the other ranks can reach. */
+static int open_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tp, char *ep, size_t cap,
+                     char *ipc_path, size_t ipc_cap)
+{
+    char base[300], addr[64];
+    int ipc = strcmp(c->transport, "ipc") == 0 ||
+              (strcmp(c->transport, "auto") == 0 && b->single_host && !c->iface && !c->bind);
+    if (ipc && !b->single_host) {
+        ps_error_set("--transport ipc needs every rank on one host");
+        return PS_EINVAL;
+    }
+    if (ipc) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(ipc_path, ipc_cap, "%s/ps-%d-%d.ipc", tmp && *tmp ? tmp : "/tmp", (int)getpid(),
+                 b->rank);
+        snprintf(base, sizeof base, "ipc://%s", ipc_path);
+    } else {
+        int rv = ps_net_pick_addr(c->iface, c->bind, b->single_host, addr, sizeof addr);
+        if (rv != 0) {
+            return rv;
+        }
+        snprintf(base, sizeof base, "tcp://%s", addr);
+    }
+    return ps_tp_server_new(tp, base, c->io_threads, ep, cap);
+}
+
+static void summary(const srv_loop_t *L, ps_tp_t *tp)
+{
+    ps_tp_stats_t st;
+    ps_tp_stats(tp, &st);
+    ps_log_info("done: step %llu, %llu chunk updates, %llu pushes, %llu pulls, "
+                "in %.1f MB, out %.1f MB, rejected %llu, apply %.2f s, idle %.2f s",
+                (unsigned long long)L->max_version, (unsigned long long)L->store.updates,
+                (unsigned long long)L->pushes, (unsigned long long)L->pulls,
+                (double)st.rx_bytes / 1e6, (double)st.tx_bytes / 1e6,
+                (unsigned long long)srv_loop_rejected_total(L), L->apply_s, L->wait_s);
+    for (int r = 0; r < SRV_REJ_NREASONS; r++) {
+        if (L->rejected[r]) {
+            ps_log_info("rejected (%s): %llu", srv_loop_reject_name(r),
+                        (unsigned long long)L->rejected[r]);
+        }
+    }
+}
+
+/* Training and saving; returns the agreed result of the save step. */
+static int serve(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t *tp, const char **hosts)
+{
+    srv_loop_t L;
+    memset(&L, 0, sizeof L);
+    L.tp = tp;
+    L.server = b->rank;
+    L.nservers = b->nservers;
+    L.nworkers = b->nworkers;
+    L.chunk_elems = (size_t)c->chunk_kib * 1024 / sizeof(float);
+    L.opt = c->opt;
+    L.timeout_ms = c->timeout_s * 1000;
+    L.worker_hosts = hosts;
+    int rv = srv_loop_init(&L);
+    if (rv == 0) {
+        rv = srv_loop_setup(&L);
+    }
+    if ((rv = ps_boot_agree(b, rv)) != 0) {
+        goto out;
+    }
+    if ((rv = srv_loop_train(&L)) != 0) {
+        ps_log_error("%s", ps_error_msg());
+        ps_boot_abort(b, 3);
+    }
+    uint64_t step = L.max_version;
+    ps_boot_servers_max_u64(b, &step);
+    if (c->save) {
+        rv = srv_save_model(b, &L.store, step, c->save);
+        if (rv == 0 && b->rank == 0) {
+            ps_log_info("saved the model to %s", c->save);
+        }
+    }
+    if (!c->quiet) {
+        summary(&L, tp);
+    }
+    rv = ps_boot_agree(b, rv);
+out:
+    if (rv != 0 && rv != PS_ESTATE) {
+        ps_log_error("%s", ps_error_msg());
+    }
+    srv_loop_fini(&L);
+    return rv;
+}
+
+static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
+{
+    ps_tp_t *tp = NULL;
+    char ep[512] = "", ipc_path[400] = "";
+    const char **hosts = NULL;
+    int rv = flags_rv ? flags_rv : check_flags(c);
+    if (rv == 0) {
+        rv = open_port(c, b, &tp, ep, sizeof ep, ipc_path, sizeof ipc_path);
+    }
+    if (rv != 0 && !flags_rv) {
+        ps_log_error("%s", ps_error_msg());
+    }
+    if ((rv = ps_boot_agree(b, rv)) != 0) {
+        goto out; /* flags (and, on servers, the data port) */
+    }
+    if ((rv = ps_boot_exchange(b, ep)) != 0) {
+        ps_boot_abort(b, 2);
+    }
+    uint64_t chunk = (uint64_t)c->chunk_kib;
+    ps_boot_bcast_from_server0(b, &chunk, sizeof chunk);
+    c->chunk_kib = (int)chunk;
+    hosts = calloc((size_t)b->nworkers + 1, sizeof *hosts);
+    for (int w = 0; hosts && w < b->nworkers; w++) {
+        hosts[w] = ps_boot_worker_host(b, w);
+    }
+    ps_log_debug("data port %s", ep);
+    /* The workers' data/model check and their layout agreement. */
+    if ((rv = ps_boot_agree(b, hosts ? 0 : PS_ENOMEM)) != 0 || (rv = ps_boot_agree(b, 0)) != 0) {
+        goto out;
+    }
+    rv = serve(c, b, tp, hosts);
+out:
+    free(hosts);
+    ps_tp_destroy(&tp);
+    if (ipc_path[0]) {
+        unlink(ipc_path);
+    }
+    return rv;
+}
+
+int main(int argc, char **argv)
+{
+    srv_cfg_t c = {
+        .opt = {.lr = 0.01, .momentum = 0.9},
+        .chunk_kib = 256,
+        .io_threads = 1,
+        .timeout_s = 300,
+        .transport = "auto",
+    };
+    ps_boot_t b;
+    int flags_rv = parse_flags(&c, argc, argv);
+    if (flags_rv == PS_OPTS_HELP || flags_rv == PS_OPTS_VERSION) {
+        return 0;
+    }
+    ps_boot_init(&b, &argc, &argv, 1);
+    ps_log_set_name("ps-server", b.rank);
+    if (c.quiet) {
+        ps_log_set_level(0);
+    }
+    if (b.nworkers < 1) {
+        ps_log_error("no ps-worker ranks in this job (launch: mpirun -np S ps-server : -np W "
+                     "ps-worker)");
+        flags_rv = PS_EINVAL;
+    } else if (flags_rv != 0) {
+        ps_log_error("%s", ps_error_msg());
+    }
+    int rv = run(&c, &b, flags_rv);
+    ps_boot_finalize(&b);
+    return rv == 0 ? 0 : 1;
+}

@@ -1,0 +1,252 @@
+#include "srv_optim.h"
+
+#include "ps_err.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Elements per block.  Full blocks run loops with a compile-time trip count
+ * (a multiple of every vector width), which GCC vectorises even at -O2's
+ * "very cheap" cost model; the last partial block runs the same code
+ * scalar.  Also the size of the on-stack aggregation buffer (4 KiB).
+ */
+#define OPT_BLK 1024
+
+/* The float32 scalars PyTorch's kernels see (see the header). */
+typedef struct {
+    float mom;
+    float damp1;
+    float wd;
+    float neglr;
+} opt_scal_t;
+
+/* Momentum handling, fixed per call so it is hoisted out of the loops. */
+enum { MODE_PLAIN, MODE_FIRST, MODE_MOM };
+
+/* ---- settings check ---------------------------------------------------- */
+
+/* Digits and decimal exponent of the shortest decimal that round-trips. */
+static int shortest_digits(double v, char *dig, int *exp10)
+{
+    char tmp[40];
+    int p;
+    for (p = 1; p <= 17; p++) {
+        snprintf(tmp, sizeof tmp, "%.*e", p - 1, fabs(v));
+        if (strtod(tmp, NULL) == fabs(v)) {
+            break;
+        }
+    }
+    int nd = 0;
+    const char *s = tmp;
+    for (; *s != 'e'; s++) {
+        if (*s != '.') {
+            dig[nd++] = *s;
+        }
+    }
+    while (nd > 1 && dig[nd - 1] == '0') {
+        nd--; /* %.*e pads with zeros; repr does not */
+    }
+    dig[nd] = '\0';
+    *exp10 = atoi(s + 1);
+    return nd;
+}
+
+/* Python's repr(float), so messages read exactly like PyTorch's. */
+static void py_repr(double v, char *out, size_t cap)
+{
+    if (isnan(v) || isinf(v) || v == 0.0) {
+        snprintf(out, cap, "%s", isnan(v) ? "nan" : isinf(v) ? (v < 0 ? "-inf" : "inf")
+                                                            : (signbit(v) ? "-0.0" : "0.0"));
+        return;
+    }
+    char dig[24];
+    int x;
+    int nd = shortest_digits(v, dig, &x);
+    const char *sign = v < 0 ? "-" : "";
+    if (x < -4 || x >= 16) {
+        snprintf(out, cap, "%s%c%s%se%c%02d", sign, dig[0], nd > 1 ? "." : "", dig + 1,
+                 x < 0 ? '-' : '+', abs(x));
+    } else if (x < 0) {
+        snprintf(out, cap, "%s0.%.*s%s", sign, -x - 1, "0000", dig);
+    } else if (nd <= x + 1) {
+        snprintf(out, cap, "%s%s%.*s.0", sign, dig, x + 1 - nd, "0000000000000000");
+    } else {
+        snprintf(out, cap, "%s%.*s.%s", sign, x + 1, dig, dig + x + 1);
+    }
+}
+
+/* Refuse a value that is negative or not finite, in PyTorch's words. */
+static int check_value(double v, const char *what)
+{
+    if (v >= 0.0 && isfinite(v)) {
+        return 0;
+    }
+    char txt[64];
+    py_repr(v, txt, sizeof txt);
+    ps_error_set("%s: %s", what, txt);
+    return PS_EINVAL;
+}
+
+int srv_optim_check(const srv_optim_cfg_t *c)
+{
+    /* Same order as torch.optim.SGD.__init__, so the first error matches. */
+    if (check_value(c->lr, "Invalid learning rate") != 0 ||
+        check_value(c->momentum, "Invalid momentum value") != 0 ||
+        check_value(c->weight_decay, "Invalid weight_decay value") != 0 ||
+        check_value(c->dampening, "Invalid dampening value") != 0) {
+        return PS_EINVAL;
+    }
+    if (c->nesterov && (c->momentum <= 0.0 || c->dampening != 0.0)) {
+        ps_error_set("Nesterov momentum requires a momentum and zero dampening");
+        return PS_EINVAL;
+    }
+    return 0;
+}
+
+/* ---- kernel ------------------------------------------------------------ */
+
+/* g = p0*c0 + p1*c1 + ... in part order, each product rounded (no fma). */
+static inline __attribute__((always_inline)) void
+sum_block(float *restrict g, const float *const *parts, const float *coef, int nparts,
+          size_t off, size_t m)
+{
+    const float *restrict p = parts[0] + off;
+    float c = coef[0];
+    for (size_t i = 0; i < m; i++) {
+        g[i] = p[i] * c;
+    }
+    for (int k = 1; k < nparts; k++) {
+        const float *restrict q = parts[k] + off;
+        float ck = coef[k];
+        for (size_t i = 0; i < m; i++) {
+            g[i] = g[i] + q[i] * ck;
+        }
+    }
+}
+
+/* Not inlined: the same for every variant, and it vectorises without FMA. */
+static void sum_parts(float *g, const float *const *parts, const float *coef, int nparts,
+                      size_t off, size_t m)
+{
+    if (m == OPT_BLK) {
+        sum_block(g, parts, coef, nparts, off, OPT_BLK);
+    } else {
+        sum_block(g, parts, coef, nparts, off, m);
+    }
+}
+
+/*
+ * One block.  Inlined with constant flags into each specialised caller, so
+ * the branches below vanish; src[i]*c0 is the aggregated gradient (for
+ * several parts src is the summed block and c0 is 1, an exact identity on
+ * any value an arithmetic sum can produce).
+ */
+static inline __attribute__((always_inline)) void
+update_block(opt_scal_t s, float *restrict w, float *restrict buf, const float *restrict src,
+             float c0, size_t m, int has_wd, int mode, int nest)
+{
+    for (size_t i = 0; i < m; i++) {
+        float g = src[i] * c0;
+        if (has_wd) {
+            g = fmaf(w[i], s.wd, g);
+        }
+        float d = g;
+        if (mode != MODE_PLAIN) {
+            float b = mode == MODE_FIRST ? g : fmaf(g, s.damp1, buf[i] * s.mom);
+            buf[i] = b;
+            d = nest ? fmaf(b, s.mom, g) : b;
+        }
+        w[i] = fmaf(d, s.neglr, w[i]);
+    }
+}
+
+/* The whole range, block by block; constant flags after inlining. */
+static inline __attribute__((always_inline)) void
+update_range(opt_scal_t s, float *w, float *buf, const float *const *parts, const float *coef,
+             int nparts, size_t n, int has_wd, int mode, int nest)
+{
+    float sum[OPT_BLK];
+    for (size_t off = 0; off < n; off += OPT_BLK) {
+        size_t m = n - off < OPT_BLK ? n - off : OPT_BLK;
+        const float *src = parts[0] + off;
+        float c0 = coef[0];
+        float *b = mode == MODE_PLAIN ? NULL : buf + off;
+        if (nparts > 1) {
+            sum_parts(sum, parts, coef, nparts, off, m);
+            src = sum;
+            c0 = 1.0f;
+        }
+        if (m == OPT_BLK) {
+            update_block(s, w + off, b, src, c0, OPT_BLK, has_wd, mode, nest);
+        } else {
+            update_block(s, w + off, b, src, c0, m, has_wd, mode, nest);
+        }
+    }
+}
+
+/* Momentum variant m = {plain, first, first+nesterov, mom, mom+nesterov}. */
+static inline __attribute__((always_inline)) void
+update_mode(int m, opt_scal_t s, float *w, float *buf, const float *const *parts,
+            const float *coef, int nparts, size_t n, int wd)
+{
+    switch (m) {
+    case 0:
+        update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_PLAIN, 0);
+        break;
+    case 1:
+        update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_FIRST, 0);
+        break;
+    case 2:
+        update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_FIRST, 1);
+        break;
+    case 3:
+        update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_MOM, 0);
+        break;
+    default:
+        update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_MOM, 1);
+        break;
+    }
+}
+
+/*
+ * Variant v = 5*has_wd + momentum variant, ten specialised loops.  Cloned
+ * per ISA: the x86-64-v3 clone vectorises fmaf to vfmadd on 8 floats; the
+ * default clone is plain x86-64 and calls libm's fmaf (exact everywhere).
+ * The ifunc resolver picks a clone once per process.
+ */
+__attribute__((target_clones("arch=x86-64-v3", "default"))) static void
+update_variant(int v, opt_scal_t s, float *w, float *buf, const float *const *parts,
+               const float *coef, int nparts, size_t n)
+{
+    if (v >= 5) {
+        update_mode(v - 5, s, w, buf, parts, coef, nparts, n, 1);
+    } else {
+        update_mode(v, s, w, buf, parts, coef, nparts, n, 0);
+    }
+}
+
+void srv_optim_apply(const srv_optim_cfg_t *c, float *w, float *buf, const float *const *parts,
+                     const float *coef, int nparts, size_t n, int first)
+{
+    assert(nparts >= 1);
+    assert(c->momentum == 0.0 || buf != NULL);
+    opt_scal_t s = {
+        .mom = (float)c->momentum,
+        .damp1 = (float)(1.0 - c->dampening),
+        .wd = (float)c->weight_decay,
+        .neglr = (float)(-c->lr),
+    };
+    /* torch tests momentum and weight_decay as Python floats, not floats. */
+    int v = 0;
+    if (c->momentum != 0.0) {
+        v = (first ? 1 : 3) + (c->nesterov ? 1 : 0);
+    }
+    if (c->weight_decay != 0.0) {
+        v += 5;
+    }
+    update_variant(v, s, w, buf, parts, coef, nparts, n);
+}

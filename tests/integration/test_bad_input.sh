@@ -1,0 +1,64 @@
+#!/bin/sh
+# Each kind of bad input ends the whole job promptly (within the timeout
+# given to psrun, far below the server's --timeout) with a non-zero exit and
+# a one-line message naming what is wrong.
+. "$(dirname "$0")/lib.sh"
+
+make_csv "$TMP/good.csv" 60 6 3
+printf '1,0.5,0.25\n2,0.1\n' >"$TMP/ragged.csv"
+printf '0 1:0.5 7:1\n1 2:0.25\n' >"$TMP/wide.svm"
+printf '0,1,2\n5,3,4\n' >"$TMP/label.csv"
+printf '0,1,x2\n' >"$TMP/number.csv"
+
+# expect_fail "description" "regex" S "server flags" W "worker flags"
+expect_fail() {
+    d=$1 re=$2
+    psrun 60 "$3" "$4" "$5" "$6" "$TMP/bad.log"
+    rc=$?
+    if [ $rc -eq 0 ] || [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+        not_ok "$d (exit status $rc, expected a prompt failure)"
+        sed 's/^/#   /' "$TMP/bad.log" | tail -8
+    elif ! grep -Eq "$re" "$TMP/bad.log"; then
+        not_ok "$d (no message matching /$re/)"
+        sed 's/^/#   /' "$TMP/bad.log" | tail -8
+    else
+        ok "$d"
+    fi
+}
+
+G="--data csv:$TMP/good.csv --model softmax --epochs 1 --batch-size 8"
+expect_fail "missing data file" "nonexistent.csv" 1 "" 2 \
+    "--data csv:$TMP/nonexistent.csv --model softmax"
+expect_fail "CSV row with the wrong column count names its line" "ragged.csv:2" 1 "" 2 \
+    "--data csv:$TMP/ragged.csv --model softmax"
+expect_fail "malformed number names its line" "number.csv:1" 1 "" 1 \
+    "--data csv:$TMP/number.csv --model softmax"
+expect_fail "feature index beyond --features" "wide.svm:1.*7" 1 "" 2 \
+    "--data libsvm:$TMP/wide.svm --features 4 --model softmax"
+expect_fail "label outside --classes" "label.csv:2.*5" 1 "" 2 \
+    "--data csv:$TMP/label.csv --classes 3 --model softmax"
+expect_fail "negative learning rate" "Invalid learning rate" 1 "--lr -0.1" 2 "$G"
+expect_fail "Nesterov without momentum" "Nesterov momentum requires" 1 \
+    "--momentum 0 --nesterov" 2 "$G"
+expect_fail "Nesterov with dampening" "Nesterov momentum requires" 1 \
+    "--momentum 0.9 --dampening 0.1 --nesterov" 2 "$G"
+expect_fail "negative weight decay" "Invalid weight_decay" 1 "--weight-decay -1" 1 "$G"
+expect_fail "bad worker flag value" "batch-size" 1 "" 2 "$G --batch-size 0"
+expect_fail "non-numeric flag value" "--lr: bad value" 1 "--lr abc" 1 "$G"
+expect_fail "unknown flag" "unknown flag '--bogus'" 1 "" 1 "$G --bogus 3"
+expect_fail "unknown model" "model" 1 "" 1 "$G --model resnet"
+
+# Workers that disagree on the model: MPMD with two worker contexts.
+timeout -k 5 60 mpirun --oversubscribe -np 1 "$SERVER" --quiet : \
+    -np 1 "$WORKER" --progress none $G --model mlp --hidden 8 : \
+    -np 1 "$WORKER" --progress none $G --model mlp --hidden 16 >"$TMP/dis.log" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "disagree on the model" "$TMP/dis.log"; then
+    ok "workers that disagree on the model end the job"
+else
+    not_ok "workers that disagree on the model end the job (status $rc)"
+    sed 's/^/#   /' "$TMP/dis.log" | tail -8
+fi
+
+# A malformed message on the data port never changes a weight: covered by
+# the unit tests of the decoder and by test_hostile.sh.

@@ -1,0 +1,48 @@
+#!/bin/sh
+# Real mpirun jobs whose final models must agree:
+#   W workers x S servers  ==  one worker with batch W x K x B
+#   K=4 x B=16             ==  K=1 x B=64
+#   uneven shards           ==  one worker (no hang, no bias)
+#   S=2 (and S=3)           ==  S=1, bit for bit
+#   two identical runs      ==  bit for bit
+# "==" up to float summation order where the batch is split differently.
+. "$(dirname "$0")/lib.sh"
+
+make_csv "$TMP/train.csv" 203 20 4
+SRV="--lr 0.1 --momentum 0.9 --chunk-kib 4"
+MODEL="--data csv:$TMP/train.csv --model mlp --hidden 48 --epochs 3 --no-shuffle --seed 3"
+
+run() { # name S W "extra server flags" "extra worker flags"
+    psrun 120 "$2" "$SRV --save $TMP/$1.st $4" "$3" "$MODEL $5" "$TMP/$1.log"
+    _rc=$?
+    [ $_rc -eq 0 ] || { echo "# job $1 failed ($_rc):"; sed 's/^/#   /' "$TMP/$1.log" | tail -15; }
+    return $_rc
+}
+
+run w1b64 1 1 "" "--batch-size 64" && ok "reference job: 1 worker, batch 64" ||
+    not_ok "reference job: 1 worker, batch 64"
+run w2b32 1 2 "" "--batch-size 32" && check "2 workers x batch 32 == 1 worker x batch 64" \
+    close_to "$TMP/w1b64.st" "$TMP/w2b32.st" 1e-4 1e-5 || not_ok "2 workers x batch 32 ran"
+run k4b16 1 1 "" "--batch-size 16 --accumulate 4" &&
+    check "accumulate 4 x batch 16 == accumulate 1 x batch 64" \
+        close_to "$TMP/w1b64.st" "$TMP/k4b16.st" 1e-4 1e-5 || not_ok "accumulate 4 x 16 ran"
+run w2k2b16 2 2 "" "--batch-size 16 --accumulate 2" &&
+    check "2 workers x 2 servers x K=2 x B=16 == 1 worker x batch 64" \
+        close_to "$TMP/w1b64.st" "$TMP/w2k2b16.st" 1e-4 1e-5 || not_ok "2x2 K=2 job ran"
+
+# 203 samples over 3 workers: shards of 68/68/67, last step partial.
+run w1b48 1 1 "" "--batch-size 48" || not_ok "reference job: batch 48"
+run w3b16 1 3 "" "--batch-size 16" && check "uneven shards: 3 workers x 16 == 1 worker x 48" \
+    close_to "$TMP/w1b48.st" "$TMP/w3b16.st" 1e-4 1e-5 || not_ok "uneven shards job ran"
+
+run s1 1 2 "" "--batch-size 32" && run s2 2 2 "" "--batch-size 32" &&
+    check "2 servers == 1 server, bit for bit" same_bits "$TMP/s1.st" "$TMP/s2.st" ||
+    not_ok "server-count jobs ran"
+run s3 3 2 "" "--batch-size 32" && check "3 servers == 1 server, bit for bit" \
+    same_bits "$TMP/s1.st" "$TMP/s3.st" || not_ok "3-server job ran"
+
+SHUF="--batch-size 16 --seed 11"
+run rep1 2 3 "--nesterov --weight-decay 0.001" "$SHUF" &&
+    run rep2 2 3 "--nesterov --weight-decay 0.001" "$SHUF" &&
+    check "two identical shuffled runs give identical --save files" \
+        same_bits "$TMP/rep1.st" "$TMP/rep2.st" || not_ok "repeat jobs ran"

@@ -1,0 +1,64 @@
+/*
+ * wkr_client: the worker side of the data plane, the one API a model needs
+ * to talk to the servers.
+ *
+ * The client owns one DEALER per server (through ps_transport) and knows the
+ * layout and the chunk map.  Gradients are pushed chunk by chunk straight
+ * from the caller's buffer (zero-copy): after a push the caller must not
+ * write that buffer until wkr_client_wait_sends() returns.  A PULL for the
+ * next version is requested right behind each chunk's push, so the reply
+ * can leave the server as soon as the step is applied.
+ *
+ * Every reply is checked (sender, chunk, offset, count, version) before it
+ * is copied; a server's ERROR ends the call with its text as the detail.
+ * Calls block for at most the timeout given at creation, then fail with a
+ * message naming the silent server and its host.  Not thread-safe.
+ */
+#ifndef WKR_CLIENT_H
+#define WKR_CLIENT_H
+
+#include "ps_chunk.h"
+#include "ps_layout.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct wkr_client wkr_client_t;
+
+typedef struct {
+    int rank;                    /* this worker's rank among the workers */
+    int nservers;
+    char *const *endpoints;      /* [nservers] */
+    const char *const *hosts;    /* [nservers], for messages; may be NULL */
+    const ps_layout_t *layout;
+    size_t chunk_elems;
+    int io_threads;
+    int timeout_ms;
+} wkr_client_cfg_t;
+
+typedef struct {
+    uint64_t bytes_pushed, bytes_pulled;
+    double wait_s; /* time blocked waiting for pull replies */
+} wkr_client_stats_t;
+
+int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg);
+void wkr_client_destroy(wkr_client_t **c);
+/* Worker 0 only: send the layout and the initial values of every chunk,
+ * wait for every server's ACK. */
+int wkr_client_register(wkr_client_t *c, const float *init);
+/* Start step `step`: forget which chunks were pushed or pulled. */
+void wkr_client_begin_step(wkr_client_t *c, uint64_t step);
+/* Push, for the current step, every not yet pushed chunk that lies wholly
+ * in grads[first .. total), each carrying `samples`, and request its pull
+ * at version step + 1. */
+int wkr_client_push_from(wkr_client_t *c, const float *grads, size_t first, uint32_t samples);
+/* Request every chunk at version >= `version` that is not requested yet,
+ * wait for all replies and copy them into params[0 .. total). */
+int wkr_client_pull(wkr_client_t *c, uint64_t version, float *params);
+/* Wait until the transport no longer reads the pushed gradient buffer. */
+int wkr_client_wait_sends(wkr_client_t *c);
+/* Tell every server this worker is done. */
+int wkr_client_shutdown(wkr_client_t *c);
+void wkr_client_stats(const wkr_client_t *c, wkr_client_stats_t *st);
+
+#endif

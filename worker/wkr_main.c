@@ -1,0 +1,329 @@
+/*
+ * ps-worker: loads its shard of the data, computes minibatch gradients of a
+ * built-in model and trains it against the ps-server ranks of the job.
+ *
+ *   mpirun -np S bin/ps-server [flags] : -np W bin/ps-worker [flags]
+ *
+ * The collective start-up sequence mirrors ps-server's (see ps_boot.h).
+ */
+#include "ps_boot.h"
+#include "ps_err.h"
+#include "ps_opts.h"
+#include "ps_safetensors.h"
+#include "wkr_client.h"
+#include "wkr_data.h"
+#include "wkr_model.h"
+#include "wkr_report.h"
+#include "wkr_train.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *model, *hidden, *data, *data_dir, *test_data, *init, *init_from, *metrics,
+        *progress;
+    int features, classes;
+    int io_threads, timeout_s, blas_threads, quiet;
+    int no_shuffle;
+    long long seed;
+    wkr_train_cfg_t train;
+} wkr_cfg_t;
+
+typedef struct {
+    wkr_dataset_t train, test;
+    int has_test;
+    wkr_model_t *model;
+    wkr_plan_t plan;
+} wkr_job_t;
+
+static const char USAGE[] =
+    "usage: mpirun -np S ps-server [flags] : -np W ps-worker [flags]\n\n"
+    "Trains a built-in model on its shard of the data (sample i goes to worker\n"
+    "i mod W).  Each step pushes the mean gradient over its K x B samples to the\n"
+    "servers and pulls the updated weights; the update uses the mean loss over\n"
+    "all W x K x B samples of the step.";
+
+static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
+{
+    ps_opt_t opts[] = {
+        {"model", PS_OPT_STRING, &c->model, "linear|softmax|mlp",
+         "linear (MSE), softmax regression or MLP (cross-entropy)"},
+        {"hidden", PS_OPT_STRING, &c->hidden, "N,N,...", "MLP hidden layer widths"},
+        {"data", PS_OPT_STRING, &c->data, "SPEC",
+         "fashion-mnist | libsvm:PATH | csv:PATH (label first)"},
+        {"data-dir", PS_OPT_STRING, &c->data_dir, "DIR", "folder of the Fashion-MNIST .gz files"},
+        {"test-data", PS_OPT_STRING, &c->test_data, "SPEC",
+         "test set, same forms (fashion-mnist: t10k by default)"},
+        {"features", PS_OPT_INT, &c->features, "D", "feature count (0 = infer from the data)"},
+        {"classes", PS_OPT_INT, &c->classes, "C", "class count (0 = infer: max label + 1)"},
+        {"batch-size", PS_OPT_INT, &c->train.batch, "B", "samples per micro-batch per worker"},
+        {"accumulate", PS_OPT_INT, &c->train.accumulate, "K", "micro-batches per push"},
+        {"epochs", PS_OPT_INT, &c->train.epochs, "E", "passes over the training data"},
+        {"steps", PS_OPT_LONG, &c->train.steps, "T", "train T steps instead (0 = use --epochs)"},
+        {"no-shuffle", PS_OPT_BOOL, &c->no_shuffle, NULL, "keep the file order of each shard"},
+        {"seed", PS_OPT_LONG, &c->seed, "N", "seed for initialisation and shuffling"},
+        {"init", PS_OPT_STRING, &c->init, "zeros|default",
+         "initial weights (default: PyTorch nn.Linear's uniform rule)"},
+        {"init-from", PS_OPT_STRING, &c->init_from, "PATH",
+         "initial weights from a safetensors file (tensor names and shapes must match)"},
+        {"metrics", PS_OPT_STRING, &c->metrics, "PATH",
+         "JSON lines, one per epoch, from worker rank 0"},
+        {"progress", PS_OPT_STRING, &c->progress, "auto|bar|plain|none",
+         "progress display (auto: bar on a terminal, plain lines otherwise)"},
+        {"io-threads", PS_OPT_INT, &c->io_threads, "N", "libzmq I/O threads"},
+        {"blas-threads", PS_OPT_INT, &c->blas_threads, "N", "OpenBLAS threads per worker"},
+        {"timeout", PS_OPT_INT, &c->timeout_s, "SECONDS",
+         "end the job when the servers do not answer for this long"},
+        {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
+    };
+    int n = (int)(sizeof opts / sizeof opts[0]);
+    int rv = ps_opts_parse(opts, n, argc, argv);
+    if (rv == PS_OPTS_HELP) {
+        ps_opts_help(stdout, USAGE, opts, n);
+    } else if (rv == PS_OPTS_VERSION) {
+        printf("ps-worker %s\n", PS_VERSION_STRING);
+    }
+    return rv;
+}
+
+static int check_flags(const wkr_cfg_t *c)
+{
+    wkr_progress_t p;
+    if (strcmp(c->progress, "auto") != 0 && wkr_report_parse_mode(c->progress, &p) != 0) {
+        return PS_EINVAL;
+    }
+    if (c->features < 0 || c->classes < 0 || c->io_threads < 1 || c->blas_threads < 1 ||
+        c->timeout_s < 1) {
+        ps_error_set("--features/--classes must be >= 0; --io-threads, --blas-threads and "
+                     "--timeout >= 1");
+        return PS_EINVAL;
+    }
+    if (c->train.batch < 1 || c->train.accumulate < 1 || c->train.epochs < 0 ||
+        c->train.steps < 0) {
+        ps_error_set("--batch-size and --accumulate must be >= 1, --epochs and --steps >= 0");
+        return PS_EINVAL;
+    }
+    return 0;
+}
+
+static int load_data(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j, wkr_model_kind_t kind)
+{
+    wkr_data_opts_t o = {.data_dir = c->data_dir, .features = c->features,
+                         .classes = c->classes, .regression = kind == WKR_MODEL_LINEAR,
+                         .shard = b->rank, .nshards = b->nworkers};
+    int rv = wkr_data_load(&j->train, c->data, 0, &o);
+    if (rv != 0) {
+        return rv;
+    }
+    const char *test = c->test_data;
+    if (!test && strcmp(c->data, "fashion-mnist") == 0) {
+        test = "fashion-mnist";
+    }
+    if (!test) {
+        return 0;
+    }
+    o.features = j->train.features;
+    o.classes = j->train.classes;
+    if ((rv = wkr_data_load(&j->test, test, 1, &o)) == 0) {
+        j->has_test = 1;
+    }
+    return rv;
+}
+
+/* Overwrite the initial weights with the tensors of a safetensors file. */
+static int load_init(wkr_model_t *m, const char *path)
+{
+    const ps_layout_t *l = wkr_model_layout(m);
+    ps_st_file_t *f = NULL;
+    int rv = ps_st_open(&f, path);
+    for (int i = 0; rv == 0 && i < l->n; i++) {
+        const ps_tensor_t *t = &l->t[i];
+        const float *data;
+        int ndim;
+        int64_t shape[PS_MAX_DIMS];
+        if (ps_st_get(f, t->name, &data, &ndim, shape) != 0) {
+            ps_error_set("--init-from %s: no tensor '%s'", path, t->name);
+            rv = PS_ENOENT;
+        } else if (ndim != t->ndim || memcmp(shape, t->dims, (size_t)ndim * sizeof *shape)) {
+            ps_error_set("--init-from %s: tensor '%s' has another shape than the model's",
+                         path, t->name);
+            rv = PS_EINVAL;
+        } else {
+            memcpy(wkr_model_params(m) + t->offset, data, t->numel * sizeof(float));
+        }
+    }
+    ps_st_close(&f);
+    return rv;
+}
+
+static int build_model(const wkr_cfg_t *c, wkr_job_t *j, wkr_model_kind_t kind)
+{
+    int hidden[32], nh = 0, rv;
+    wkr_init_t init;
+    if ((rv = wkr_model_parse_init(c->init, &init)) != 0) {
+        return rv;
+    }
+    if (kind == WKR_MODEL_MLP && (nh = ps_opts_int_list(c->hidden, hidden, 32)) < 0) {
+        ps_error_set("--hidden: %s", ps_error_msg());
+        return PS_EINVAL;
+    }
+    rv = wkr_model_new(&j->model, kind, j->train.features, j->train.classes, hidden, nh,
+                       c->train.batch);
+    if (rv != 0) {
+        return rv;
+    }
+    wkr_model_init(j->model, init, (uint64_t)c->seed);
+    if (c->init_from && (rv = load_init(j->model, c->init_from)) != 0) {
+        return rv;
+    }
+    return wkr_train_plan(&c->train, j->train.total, &j->plan);
+}
+
+/* Workers must agree on the model and on the plan, or sync would hang. */
+static int check_agreement(ps_boot_t *b, wkr_job_t *j, const wkr_cfg_t *c)
+{
+    const ps_layout_t *l = wkr_model_layout(j->model);
+    uint64_t h = ps_layout_hash(l), *all = calloc((size_t)b->nworkers, sizeof *all);
+    uint64_t plan[4] = {j->train.total, j->plan.total_steps, (uint64_t)c->train.batch,
+                        (uint64_t)c->train.accumulate};
+    for (int i = 0; i < 4; i++) {
+        h = (h ^ plan[i]) * 1099511628211ULL;
+    }
+    if (!all || ps_boot_workers_allgather_u64(b, h, all) != 0) {
+        free(all);
+        return PS_EMPI;
+    }
+    int same = all[b->rank] == all[0];
+    free(all);
+    if (!same) {
+        char desc[512];
+        ps_layout_describe(l, desc, sizeof desc);
+        ps_error_set("workers disagree on the model or plan: worker %d has model %s, %zu "
+                     "samples, %llu steps, batch %d x %d, unlike worker 0; give every worker "
+                     "the same flags and data",
+                     b->rank, desc, j->train.total, (unsigned long long)j->plan.total_steps,
+                     c->train.accumulate, c->train.batch);
+        return PS_EINVAL;
+    }
+    return 0;
+}
+
+static int connect_and_train(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j, size_t chunk)
+{
+    char *eps[b->nservers];
+    const char *hosts[b->nservers];
+    wkr_client_t *client = NULL;
+    wkr_report_t rep, *r = NULL;
+    for (int s = 0; s < b->nservers; s++) {
+        eps[s] = (char *)ps_boot_server_endpoint(b, s);
+        hosts[s] = ps_boot_server_host(b, s);
+    }
+    wkr_client_cfg_t cc = {.rank = b->rank, .nservers = b->nservers, .endpoints = eps,
+                           .hosts = hosts, .layout = wkr_model_layout(j->model),
+                           .chunk_elems = chunk, .io_threads = c->io_threads,
+                           .timeout_ms = c->timeout_s * 1000};
+    int rv = wkr_client_new(&client, &cc);
+    if (rv == 0 && b->rank == 0) {
+        rv = wkr_client_register(client, wkr_model_params(j->model));
+    }
+    if (rv == 0 && b->rank == 0 && (rv = wkr_report_open(&rep, c->progress, c->metrics)) == 0) {
+        r = &rep;
+    }
+    if (rv != 0) {
+        ps_log_error("%s", ps_error_msg());
+    }
+    if ((rv = ps_boot_agree(b, rv)) == 0) {
+        rv = wkr_train_run(&c->train, &j->plan, b, j->model, client, &j->train,
+                           j->has_test ? &j->test : NULL, r);
+        if (rv != 0) {
+            ps_log_error("%s", ps_error_msg());
+            ps_boot_abort(b, 3);
+        }
+        rv = wkr_client_shutdown(client);
+    }
+    if (r) {
+        wkr_report_close(r);
+    }
+    wkr_client_destroy(&client);
+    return rv;
+}
+
+static int run(wkr_cfg_t *c, ps_boot_t *b, int flags_rv)
+{
+    wkr_job_t j;
+    wkr_model_kind_t kind = WKR_MODEL_MLP;
+    int rv = flags_rv ? flags_rv : check_flags(c);
+    memset(&j, 0, sizeof j);
+    if (rv == 0 && (rv = wkr_model_parse_kind(c->model, &kind)) != 0) {
+        ps_error_set("--model: %s", ps_error_msg());
+    }
+    if (rv != 0 && !flags_rv) {
+        ps_log_error("%s", ps_error_msg());
+    }
+    if ((rv = ps_boot_agree(b, rv)) != 0) {
+        goto out; /* flags (and, on servers, the data port) */
+    }
+    if ((rv = ps_boot_exchange(b, NULL)) != 0) {
+        ps_boot_abort(b, 2);
+    }
+    uint64_t chunk_kib = 0;
+    ps_boot_bcast_from_server0(b, &chunk_kib, sizeof chunk_kib);
+    c->train.shuffle = !c->no_shuffle;
+    c->train.seed = (uint64_t)c->seed;
+    if ((rv = load_data(c, b, &j, kind)) == 0) {
+        rv = build_model(c, &j, kind);
+    }
+    if (rv != 0) {
+        ps_log_error("%s", ps_error_msg());
+    }
+    if ((rv = ps_boot_agree(b, rv)) != 0) {
+        goto out;
+    }
+    if ((rv = check_agreement(b, &j, c)) != 0) {
+        ps_log_error("%s", ps_error_msg());
+    }
+    if ((rv = ps_boot_agree(b, rv)) != 0) {
+        goto out;
+    }
+    rv = connect_and_train(c, b, &j, (size_t)chunk_kib * 1024 / sizeof(float));
+    rv = ps_boot_agree(b, rv);
+out:
+    wkr_model_destroy(&j.model);
+    wkr_data_fini(&j.train);
+    wkr_data_fini(&j.test);
+    return rv;
+}
+
+int main(int argc, char **argv)
+{
+    wkr_cfg_t c = {
+        .model = "mlp", .hidden = "256,128", .data = "fashion-mnist", .init = "default",
+        .progress = "auto", .io_threads = 1, .timeout_s = 300, .blas_threads = 1, .seed = 1,
+        .train = {.batch = 64, .accumulate = 1, .epochs = 10},
+    };
+    ps_boot_t b;
+    int flags_rv = parse_flags(&c, argc, argv);
+    if (flags_rv == PS_OPTS_HELP || flags_rv == PS_OPTS_VERSION) {
+        return 0;
+    }
+    ps_boot_init(&b, &argc, &argv, 0);
+    ps_log_set_name("ps-worker", b.rank);
+    c.train.rank = b.rank;
+    c.train.nworkers = b.nworkers;
+    if (c.quiet) {
+        ps_log_set_level(0);
+    }
+    openblas_set_num_threads(c.blas_threads);
+    if (flags_rv != 0) {
+        ps_log_error("%s", ps_error_msg());
+    } else if (b.nservers < 1) {
+        ps_log_error("no ps-server ranks in this job (launch: mpirun -np S ps-server : -np W "
+                     "ps-worker)");
+        flags_rv = PS_EINVAL;
+    }
+    int rv = run(&c, &b, flags_rv);
+    ps_boot_finalize(&b);
+    return rv == 0 ? 0 : 1;
+}

@@ -1,0 +1,51 @@
+/*
+ * wkr_report: what worker rank 0 shows and records about training.
+ *
+ * A progress bar on a terminal (redrawn at most ten times a second on
+ * stderr), or plain per-epoch lines on stdout when the output is not a
+ * terminal, and the metrics file: JSON lines, one per epoch, with at least
+ * epoch, step, train_loss, test_acc (when there is a test set),
+ * samples_per_s and elapsed_s.
+ *
+ * Under mpirun a rank's stdout is always a pseudo-terminal, so "is the user
+ * looking at a terminal" is answered for mpirun's own stdout (the parent
+ * process, through /proc) when the parent is mpirun or orted.
+ */
+#ifndef WKR_REPORT_H
+#define WKR_REPORT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum { WKR_PROGRESS_NONE, WKR_PROGRESS_PLAIN, WKR_PROGRESS_BAR } wkr_progress_t;
+
+typedef struct {
+    int epoch;          /* 1-based */
+    int epochs;         /* planned epochs (may be fractional with --steps: rounded up) */
+    uint64_t step;      /* global steps done */
+    double train_loss;
+    int has_test;
+    double test_loss, test_acc;
+    double samples_per_s;
+    double elapsed_s;
+    double compute_s, wait_s; /* this epoch: forward/backward, waiting for pulls */
+} wkr_epoch_rec_t;
+
+typedef struct {
+    wkr_progress_t mode;
+    FILE *metrics;
+    double last_draw;
+    int drew;
+} wkr_report_t;
+
+/* "auto" | "bar" | "plain" | "none". */
+int wkr_report_parse_mode(const char *s, wkr_progress_t *out);
+/* Resolve auto against the terminal, open the metrics file (NULL: none);
+ * PS_EIO naming the path when it cannot be created. */
+int wkr_report_open(wkr_report_t *r, const char *mode, const char *metrics_path);
+void wkr_report_step(wkr_report_t *r, int epoch, int epochs, uint64_t done, uint64_t per_epoch,
+                     double loss);
+int wkr_report_epoch(wkr_report_t *r, const wkr_epoch_rec_t *e);
+void wkr_report_close(wkr_report_t *r);
+
+#endif

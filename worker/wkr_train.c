@@ -1,0 +1,228 @@
+#include "wkr_train.h"
+
+#include "ps_err.h"
+#include "ps_rng.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* State shared with the model's grad-ready callback during one step. */
+typedef struct {
+    wkr_client_t *client;
+    float *grads;
+    size_t done_from; /* grads[done_from ..) already scaled and pushed */
+    float scale;      /* 1 / samples of this step on this worker */
+    uint32_t samples;
+    int rv;
+} push_ctx_t;
+
+typedef struct {
+    const wkr_train_cfg_t *cfg;
+    const wkr_plan_t *plan;
+    wkr_model_t *m;
+    wkr_client_t *c;
+    const wkr_dataset_t *train;
+    uint32_t *order;  /* shard positions in this epoch's order */
+    float *xb, *yb;   /* one micro-batch, gathered */
+    double loss_sum, compute_s;
+    uint64_t samples;
+} trainer_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total, wkr_plan_t *plan)
+{
+    if (cfg->batch < 1 || cfg->accumulate < 1) {
+        ps_error_set("--batch-size and --accumulate must be at least 1");
+        return PS_EINVAL;
+    }
+    if (cfg->steps < 0 || cfg->epochs < 0 || (cfg->steps == 0 && cfg->epochs == 0)) {
+        ps_error_set("give --epochs E >= 1 or --steps T >= 1 (--steps 0 with --epochs 0 "
+                     "trains nothing)");
+        return PS_EINVAL;
+    }
+    uint64_t g = (uint64_t)cfg->nworkers * (uint64_t)cfg->accumulate * (uint64_t)cfg->batch;
+    if (g > UINT32_MAX) {
+        ps_error_set("global batch W x K x B = %llu is too large", (unsigned long long)g);
+        return PS_EINVAL;
+    }
+    plan->steps_per_epoch = (total + g - 1) / g;
+    plan->total_steps =
+        cfg->steps > 0 ? (uint64_t)cfg->steps : (uint64_t)cfg->epochs * plan->steps_per_epoch;
+    return 0;
+}
+
+static void grad_ready(void *arg, size_t first)
+{
+    push_ctx_t *p = arg;
+    if (p->rv != 0 || first >= p->done_from) {
+        return;
+    }
+    for (size_t i = first; i < p->done_from; i++) {
+        p->grads[i] *= p->scale;
+    }
+    p->done_from = first;
+    p->rv = wkr_client_push_from(p->client, p->grads, first, p->samples);
+}
+
+static void epoch_order(trainer_t *t, uint64_t epoch)
+{
+    for (size_t i = 0; i < t->train->n; i++) {
+        t->order[i] = (uint32_t)i;
+    }
+    if (t->cfg->shuffle) {
+        ps_rng_t rng;
+        ps_rng_seed(&rng, t->cfg->seed, (epoch << 20) ^ (uint64_t)t->cfg->rank ^ 0x5bd1e995u);
+        ps_rng_shuffle(&rng, t->order, t->train->n);
+    }
+}
+
+static size_t clamp_count(size_t have, size_t from, size_t want)
+{
+    return from >= have ? 0 : (have - from < want ? have - from : want);
+}
+
+/* Forward/backward over the K micro-batches of step j, pushing as we go. */
+static int compute_step(trainer_t *t, uint64_t j, push_ctx_t *p)
+{
+    const wkr_dataset_t *d = t->train;
+    size_t B = (size_t)t->cfg->batch, K = (size_t)t->cfg->accumulate;
+    size_t lo = (size_t)j * K * B, D = (size_t)d->features;
+    size_t n_step = clamp_count(d->n, lo, K * B);
+    p->samples = (uint32_t)n_step;
+    p->scale = n_step ? 1.0f / (float)n_step : 0.0f;
+    double t0 = now_s();
+    for (size_t k = 0; k < K; k++) {
+        size_t mlo = lo + k * B, mn = clamp_count(d->n, mlo, B);
+        for (size_t i = 0; i < mn; i++) {
+            size_t row = t->order[mlo + i];
+            memcpy(t->xb + i * D, d->x + row * D, D * sizeof(float));
+            t->yb[i] = d->y[row];
+        }
+        double loss = 0;
+        int rv = wkr_model_accumulate(t->m, t->xb, t->yb, (int)mn, &loss,
+                                      k + 1 == K ? grad_ready : NULL, p);
+        if (rv != 0) {
+            return rv;
+        }
+        t->loss_sum += loss;
+    }
+    grad_ready(p, 0); /* whatever the callbacks did not cover, e.g. no samples */
+    t->samples += n_step;
+    t->compute_s += now_s() - t0;
+    return p->rv;
+}
+
+static int run_step(trainer_t *t, uint64_t s)
+{
+    float *params = wkr_model_params(t->m);
+    push_ctx_t p = {.client = t->c, .grads = wkr_model_grads(t->m),
+                    .done_from = wkr_model_layout(t->m)->total};
+    int rv;
+    wkr_client_wait_sends(t->c); /* grads may still be on their way out */
+    wkr_model_zero_grads(t->m);
+    wkr_client_begin_step(t->c, s);
+    if ((rv = compute_step(t, s % t->plan->steps_per_epoch, &p)) != 0) {
+        return rv;
+    }
+    return wkr_client_pull(t->c, s + 1, params);
+}
+
+/* Sum the epoch's figures over the workers and report them (rank 0). */
+static int end_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, wkr_report_t *r,
+                     wkr_epoch_rec_t *e, double epoch_s)
+{
+    double v[6] = {t->loss_sum, (double)t->samples, 0, 0, 0, t->compute_s};
+    if (test) {
+        int64_t correct = 0;
+        int rv = wkr_model_evaluate(t->m, test->x, test->y, test->n, &v[2], &correct);
+        if (rv != 0) {
+            return rv;
+        }
+        v[3] = (double)correct;
+        v[4] = (double)test->n;
+    }
+    int rv = ps_boot_workers_sum(b, v, 6);
+    if (rv != 0 || !r) {
+        return rv;
+    }
+    e->train_loss = v[1] > 0 ? v[0] / v[1] : 0;
+    e->has_test = test != NULL && v[4] > 0;
+    e->test_loss = e->has_test ? v[2] / v[4] : 0;
+    e->test_acc = e->has_test ? v[3] / v[4] : 0;
+    e->samples_per_s = epoch_s > 0 ? v[1] / epoch_s : 0;
+    e->compute_s = v[5] / t->cfg->nworkers;
+    return wkr_report_epoch(r, e);
+}
+
+static int trainer_init(trainer_t *t, const wkr_train_cfg_t *cfg, const wkr_plan_t *plan,
+                        wkr_model_t *m, wkr_client_t *c, const wkr_dataset_t *train)
+{
+    memset(t, 0, sizeof *t);
+    t->cfg = cfg;
+    t->plan = plan;
+    t->m = m;
+    t->c = c;
+    t->train = train;
+    t->order = malloc((train->n ? train->n : 1) * sizeof *t->order);
+    t->xb = malloc((size_t)cfg->batch * (size_t)train->features * sizeof(float));
+    t->yb = malloc((size_t)cfg->batch * sizeof(float));
+    return t->order && t->xb && t->yb ? 0 : PS_ENOMEM;
+}
+
+static void trainer_fini(trainer_t *t)
+{
+    free(t->order);
+    free(t->xb);
+    free(t->yb);
+}
+
+int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t *b,
+                  wkr_model_t *m, wkr_client_t *c, const wkr_dataset_t *train,
+                  const wkr_dataset_t *test, wkr_report_t *r)
+{
+    trainer_t t;
+    int rv = trainer_init(&t, cfg, plan, m, c, train);
+    uint64_t spe = plan->steps_per_epoch;
+    int epochs = (int)((plan->total_steps + spe - 1) / spe);
+    double start = now_s(), epoch_start = start;
+    wkr_client_stats_t st0 = {0}, st;
+    if (rv == 0) {
+        wkr_client_begin_step(c, 0);
+        rv = wkr_client_pull(c, 0, wkr_model_params(m)); /* the initial weights */
+    }
+    for (uint64_t s = 0; rv == 0 && s < plan->total_steps; s++) {
+        uint64_t j = s % spe, epoch = s / spe;
+        if (j == 0) {
+            epoch_order(&t, epoch);
+        }
+        if ((rv = run_step(&t, s)) != 0) {
+            break;
+        }
+        if (r) {
+            wkr_report_step(r, (int)epoch + 1, epochs, j + 1, spe,
+                            t.samples ? t.loss_sum / (double)t.samples : 0);
+        }
+        if (j + 1 == spe || s + 1 == plan->total_steps) {
+            double tnow = now_s();
+            wkr_client_stats(c, &st);
+            wkr_epoch_rec_t e = {.epoch = (int)epoch + 1, .epochs = epochs, .step = s + 1,
+                                 .elapsed_s = tnow - start, .wait_s = st.wait_s - st0.wait_s};
+            st0 = st;
+            rv = end_epoch(&t, b, test, r, &e, tnow - epoch_start);
+            t.loss_sum = 0;
+            t.samples = 0;
+            t.compute_s = 0;
+            epoch_start = now_s();
+        }
+    }
+    trainer_fini(&t);
+    return rv;
+}
