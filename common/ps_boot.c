@@ -82,13 +82,16 @@ int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server)
 
 int ps_boot_agree(ps_boot_t *b, int rc)
 {
-    int mine = rc != 0, any = 0;
-    (void)b;
-    if (MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) {
+    int mine = rc != 0 ? b->world_rank : INT_MAX, first = INT_MAX;
+    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS) {
         return PS_EMPI;
     }
-    if (!any) {
+    if (first == INT_MAX) {
         return 0;
+    }
+    /* One line for the job: the lowest failing rank says why. */
+    if (first == b->world_rank) {
+        ps_log_error("%s", ps_error_msg());
     }
     return rc != 0 ? rc : PS_ESTATE;
 }

@@ -29,7 +29,8 @@ typedef struct {
 /* MPI_Init + role split.  Not collective-safe to fail: MPI errors abort. */
 int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server);
 /* World: 0 when every rank passes rc == 0; otherwise our own rc when we
- * failed, else PS_ESTATE (someone else failed and said why). */
+ * failed, else PS_ESTATE.  The lowest failing rank logs its ps_error_msg()
+ * (so callers do not), giving one error line for the whole job. */
 int ps_boot_agree(ps_boot_t *b, int rc);
 /* World: servers pass their endpoint, workers NULL.  On return every rank
  * has the endpoints and host names of all servers, by server rank

@@ -333,6 +333,27 @@ void ps_tp_msg_release(ps_tp_msg_t *m)
     m->len = 0;
 }
 
+void ps_tp_msg_move(ps_tp_msg_t *dst, ps_tp_msg_t *src)
+{
+    dst->hdr = src->hdr;
+    dst->peer = src->peer;
+    dst->held = 0;
+    dst->payload = NULL;
+    dst->len = 0;
+    if (src->held) {
+        zmq_msg_t *d = (zmq_msg_t *)dst->impl;
+        zmq_msg_init(d);
+        zmq_msg_move(d, (zmq_msg_t *)src->impl);
+        zmq_msg_close((zmq_msg_t *)src->impl);
+        dst->held = 1;
+        dst->payload = zmq_msg_data(d);
+        dst->len = zmq_msg_size(d);
+    }
+    src->held = 0;
+    src->payload = NULL;
+    src->len = 0;
+}
+
 void ps_tp_stats(const ps_tp_t *tp, ps_tp_stats_t *st)
 {
     *st = tp->st;

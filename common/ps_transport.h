@@ -58,6 +58,10 @@ int ps_tp_send(ps_tp_t *tp, int dest, const ps_hdr_t *h, const void *payload, si
  * is the sender's rank when known, else -1), PS_EZMQ on socket failure. */
 int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms);
 void ps_tp_msg_release(ps_tp_msg_t *m);
+/* Move a received message to another place (a ps_tp_msg_t must never be
+ * copied with memcpy or assignment: small payloads live inside it); src is
+ * left empty. */
+void ps_tp_msg_move(ps_tp_msg_t *dst, ps_tp_msg_t *src);
 void ps_tp_stats(const ps_tp_t *tp, ps_tp_stats_t *st);
 
 #endif

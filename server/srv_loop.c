@@ -187,8 +187,7 @@ static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
     if (!h) {
         return NULL;
     }
-    h->msg = *m; /* takes over the zmq message */
-    m->held = 0;
+    ps_tp_msg_move(&h->msg, m);
     if (((uintptr_t)h->msg.payload & (sizeof(float) - 1)) != 0) {
         h->copy = malloc(h->msg.len);
         if (!h->copy) {

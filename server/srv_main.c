@@ -182,9 +182,6 @@ static int serve(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t *tp, const char **hos
     }
     rv = ps_boot_agree(b, rv);
 out:
-    if (rv != 0 && rv != PS_ESTATE) {
-        ps_log_error("%s", ps_error_msg());
-    }
     srv_loop_fini(&L);
     return rv;
 }
@@ -197,9 +194,6 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
     int rv = flags_rv ? flags_rv : check_flags(c);
     if (rv == 0) {
         rv = open_port(c, b, &tp, ep, sizeof ep, ipc_path, sizeof ipc_path);
-    }
-    if (rv != 0 && !flags_rv) {
-        ps_log_error("%s", ps_error_msg());
     }
     if ((rv = ps_boot_agree(b, rv)) != 0) {
         goto out; /* flags (and, on servers, the data port) */
@@ -248,12 +242,10 @@ int main(int argc, char **argv)
     if (c.quiet) {
         ps_log_set_level(0);
     }
-    if (b.nworkers < 1) {
-        ps_log_error("no ps-worker ranks in this job (launch: mpirun -np S ps-server : -np W "
+    if (flags_rv == 0 && b.nworkers < 1) {
+        ps_error_set("no ps-worker ranks in this job (launch: mpirun -np S ps-server : -np W "
                      "ps-worker)");
         flags_rv = PS_EINVAL;
-    } else if (flags_rv != 0) {
-        ps_log_error("%s", ps_error_msg());
     }
     int rv = run(&c, &b, flags_rv);
     ps_boot_finalize(&b);

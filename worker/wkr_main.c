@@ -231,9 +231,6 @@ static int connect_and_train(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j, siz
     if (rv == 0 && b->rank == 0 && (rv = wkr_report_open(&rep, c->progress, c->metrics)) == 0) {
         r = &rep;
     }
-    if (rv != 0) {
-        ps_log_error("%s", ps_error_msg());
-    }
     if ((rv = ps_boot_agree(b, rv)) == 0) {
         rv = wkr_train_run(&c->train, &j->plan, b, j->model, client, &j->train,
                            j->has_test ? &j->test : NULL, r);
@@ -259,9 +256,6 @@ static int run(wkr_cfg_t *c, ps_boot_t *b, int flags_rv)
     if (rv == 0 && (rv = wkr_model_parse_kind(c->model, &kind)) != 0) {
         ps_error_set("--model: %s", ps_error_msg());
     }
-    if (rv != 0 && !flags_rv) {
-        ps_log_error("%s", ps_error_msg());
-    }
     if ((rv = ps_boot_agree(b, rv)) != 0) {
         goto out; /* flags (and, on servers, the data port) */
     }
@@ -275,15 +269,10 @@ static int run(wkr_cfg_t *c, ps_boot_t *b, int flags_rv)
     if ((rv = load_data(c, b, &j, kind)) == 0) {
         rv = build_model(c, &j, kind);
     }
-    if (rv != 0) {
-        ps_log_error("%s", ps_error_msg());
-    }
     if ((rv = ps_boot_agree(b, rv)) != 0) {
         goto out;
     }
-    if ((rv = check_agreement(b, &j, c)) != 0) {
-        ps_log_error("%s", ps_error_msg());
-    }
+    rv = check_agreement(b, &j, c);
     if ((rv = ps_boot_agree(b, rv)) != 0) {
         goto out;
     }
@@ -316,10 +305,8 @@ int main(int argc, char **argv)
         ps_log_set_level(0);
     }
     openblas_set_num_threads(c.blas_threads);
-    if (flags_rv != 0) {
-        ps_log_error("%s", ps_error_msg());
-    } else if (b.nservers < 1) {
-        ps_log_error("no ps-server ranks in this job (launch: mpirun -np S ps-server : -np W "
+    if (flags_rv == 0 && b.nservers < 1) {
+        ps_error_set("no ps-server ranks in this job (launch: mpirun -np S ps-server : -np W "
                      "ps-worker)");
         flags_rv = PS_EINVAL;
     }

@@ -18,7 +18,7 @@ expect_fail() {
     if [ $rc -eq 0 ] || [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
         not_ok "$d (exit status $rc, expected a prompt failure)"
         sed 's/^/#   /' "$TMP/bad.log" | tail -8
-    elif ! grep -Eq "$re" "$TMP/bad.log"; then
+    elif ! grep -Eq -- "$re" "$TMP/bad.log"; then
         not_ok "$d (no message matching /$re/)"
         sed 's/^/#   /' "$TMP/bad.log" | tail -8
     else
