@@ -81,7 +81,7 @@ uint64_t ps_layout_hash(const ps_layout_t *l)
 {
     uint8_t buf[PS_MAX_TENSORS * (2 + PS_MAX_NAME + 8 * PS_MAX_DIMS) + 4];
     long n = ps_layout_encode(l, buf, sizeof buf);
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a 64 offset basis */
     for (long i = 0; i < n; i++) {
         h ^= buf[i];
         h *= 1099511628211ULL;

@@ -147,7 +147,8 @@ int ps_opts_int_list(const char *s, int *out, int max)
         char *end;
         errno = 0;
         long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 1 || v > INT_MAX || n >= max || (*end && *end != ',')) {
+        if (end == p || errno || v < 1 || v > INT_MAX || n >= max || (*end && *end != ',') ||
+            (*end == ',' && end[1] == '\0')) {
             ps_error_set("bad list '%s' (want up to %d positive integers, comma-separated)", s,
                          max);
             return PS_EINVAL;

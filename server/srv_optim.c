@@ -16,6 +16,17 @@
  */
 #define OPT_BLK 1024
 
+/*
+ * GCC function multiversioning (an ifunc picks the clone at load time) needs
+ * x86-64 and glibc.  Elsewhere one plain build (same bits, maybe slower;
+ * on aarch64 FMA is part of the base ISA anyway).
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#define OPT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define OPT_CLONES
+#endif
+
 /* The float32 scalars PyTorch's kernels see (see the header). */
 typedef struct {
     float mom;
@@ -218,7 +229,7 @@ update_mode(int m, opt_scal_t s, float *w, float *buf, const float *const *parts
  * default clone is plain x86-64 and calls libm's fmaf (exact everywhere).
  * The ifunc resolver picks a clone once per process.
  */
-__attribute__((target_clones("arch=x86-64-v3", "default"))) static void
+OPT_CLONES static void
 update_variant(int v, opt_scal_t s, float *w, float *buf, const float *const *parts,
                const float *coef, int nparts, size_t n)
 {

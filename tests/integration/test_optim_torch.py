@@ -111,10 +111,13 @@ def label(case, foreach):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.stderr.write("usage: %s DRIVER_PATH\n" % sys.argv[0])
+    # The harness (tests/run.sh) passes no arguments: the driver is found
+    # in $BUILD/tools.
+    if len(sys.argv) > 2:
+        sys.stderr.write("usage: %s [DRIVER_PATH]\n" % sys.argv[0])
         return 2
-    driver = sys.argv[1]
+    driver = sys.argv[1] if len(sys.argv) == 2 else os.path.join(
+        os.environ.get("BUILD", "build"), "tools", "optim_driver")
     torch.set_num_threads(1)
     runs = [(c, fe) for c in grid() for fe in (False, True)]
     print("1..%d" % len(runs))

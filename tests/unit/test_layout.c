@@ -308,12 +308,11 @@ static void test_round_trip_max(void **state)
 }
 
 /*
- * KNOWN BUG, expected to fail until common/ps_layout.c is fixed: the
- * header promises FNV-1a, but ps_layout_hash starts from
- * 1469598103934665603 (0x14650fb0739d0383), the 64-bit FNV offset basis
- * 14695981039346656037 (0xcbf29ce484222325) with its last digit dropped.
- * Equal layouts still hash equal, but no other FNV-1a implementation (a
- * Python tool, another language's client) can reproduce the value.
+ * Regression: ps_layout_hash once started from 1469598103934665603, the
+ * 64-bit FNV offset basis 14695981039346656037 (0xcbf29ce484222325) with
+ * its last digit dropped.  Equal layouts still hashed equal, but no other
+ * FNV-1a implementation (a Python tool, another client) could reproduce
+ * the value the header promises.
  */
 static void test_hash_is_fnv1a(void **state)
 {

@@ -368,11 +368,9 @@ static void test_int_list_bad(void **state)
 }
 
 /*
- * KNOWN BUG, expected to fail until common/ps_opts.c is fixed:
- * ps_opts_int_list("256,", ...) returns 1 instead of PS_EINVAL.  After the
- * last number it skips the comma (`p = *end ? end + 1 : end`) and the loop
- * ends on the NUL, so a trailing comma is accepted while "1,,2" and ",1"
- * are refused.
+ * Regression: ps_opts_int_list("256,", ...) once returned 1.  After the
+ * last number it skipped the comma and the loop ended on the NUL, so a
+ * trailing comma was accepted while "1,,2" and ",1" were refused.
  */
 static void test_int_list_trailing_comma(void **state)
 {

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char g_dir[64];
@@ -36,22 +37,31 @@ static int setup_dir(void **state)
     return mkdtemp(g_dir) == NULL ? -1 : 0;
 }
 
-static int teardown_dir(void **state)
+/* Empties `dir` (files, and the files of one level of subdirectories,
+ * which a failing test may leave) and removes it. */
+static int remove_tree(const char *dir, int depth)
 {
-    (void)state;
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(dir);
     struct dirent *e;
     while (d != NULL && (e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
             char p[512];
-            snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
-            unlink(p);
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            if (unlink(p) != 0 && depth > 0) {
+                remove_tree(p, depth - 1);
+            }
         }
     }
     if (d != NULL) {
         closedir(d);
     }
-    return rmdir(g_dir);
+    return rmdir(dir);
+}
+
+static int teardown_dir(void **state)
+{
+    (void)state;
+    return remove_tree(g_dir, 1);
 }
 
 static void write_raw(const char *path, const void *buf, size_t len)
@@ -587,6 +597,20 @@ static void test_atomic_replace(void **state)
     assert_non_null(strstr(ps_error_msg(), "nodir/x.safetensors.tmp."));
     assert_int_equal(count_tmp_files(), 0);
     unlink(path);
+
+    /* A failure after the temp file exists (the rename onto a non-empty
+     * directory fails) removes the temp file and leaves the target alone. */
+    char sub[256], inner[300];
+    snprintf(sub, sizeof sub, "%s", in_dir("dir.safetensors"));
+    snprintf(inner, sizeof inner, "%s/keep", sub);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    write_raw(inner, "x", 1);
+    assert_int_equal(ps_st_write(sub, &ts, 1, NULL, 0), PS_EIO);
+    assert_non_null(strstr(ps_error_msg(), "cannot rename"));
+    assert_int_equal(count_tmp_files(), 0);
+    assert_int_equal(access(inner, F_OK), 0);
+    unlink(inner);
+    rmdir(sub);
 }
 
 int main(void)

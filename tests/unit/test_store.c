@@ -1,0 +1,655 @@
+/*
+ * Unit tests for server/srv_store: which chunks a server owns, initial
+ * values, and the synchronous aggregation.
+ *
+ * Expected weights are computed here element by element with the rounding
+ * order srv_optim.h documents (g = part0*coef0; g = g + part1*coef1; ...;
+ * w = fmaf(d, -lr, w)), with coefficients (float)(n_w / N) in worker-rank
+ * order, and compared bit for bit.  Inputs are pseudo-random floats with
+ * full mantissas, so a wrong coefficient, a different summation order or a
+ * fused product shows up as a bit difference.  Release callbacks count
+ * their calls per push.
+ *
+ * Layout: one tensor of 3000 floats, chunk 1024: chunks 0 [0,1024),
+ * 1 [1024,2048), 2 [2048,3000) (952 elements, shorter than a block).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "ps_err.h"
+#include "srv_store.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOTAL 3000
+#define CHUNK 1024
+#define MAXN 1024
+
+static void layout_3000(ps_layout_t *l)
+{
+    const int64_t d[1] = {TOTAL};
+    ps_layout_init(l);
+    assert_int_equal(ps_layout_add(l, "w", 1, d), 0);
+}
+
+/* Release callback: the owner handle is a per-push counter. */
+static void count_release(void *owner)
+{
+    (*(int *)owner)++;
+}
+
+static void fill(float *x, size_t n, uint64_t seed)
+{
+    uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        /* In [-2, 2) with all 24 mantissa bits in play. */
+        x[i] = (float)((double)(s >> 40) / (double)(1 << 24) * 4.0 - 2.0);
+    }
+}
+
+static void assert_bits(const float *got, const float *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t g, w;
+        memcpy(&g, &got[i], 4);
+        memcpy(&w, &want[i], 4);
+        if (g != w) {
+            fail_msg("element %zu: got %a (0x%08x), want %a (0x%08x)", i, (double)got[i], g,
+                     (double)want[i], w);
+        }
+    }
+}
+
+/* An initialised store, every local chunk's weights from `seed`. */
+static void store_new(srv_store_t *s, int server, int nservers, int nworkers,
+                      srv_optim_cfg_t opt, uint64_t seed)
+{
+    ps_layout_t l;
+    layout_3000(&l);
+    assert_int_equal(
+        srv_store_init(s, &l, CHUNK, server, nservers, nworkers, &opt, count_release), 0);
+    float w0[MAXN];
+    for (size_t i = 0; i < s->nlocal; i++) {
+        srv_chunk_t *c = &s->chunks[i];
+        fill(w0, c->count, seed + c->id);
+        assert_int_equal(srv_store_set_init(s, c, w0), 0);
+    }
+}
+
+/* g = sum_k parts[k]*coef[k] in the given order, the way srv_optim.h says. */
+static float agg(const float *const *parts, const float *coef, int n, size_t i)
+{
+    float g = parts[0][i] * coef[0];
+    for (int k = 1; k < n; k++) {
+        float p = parts[k][i] * coef[k];
+        g = g + p;
+    }
+    return g;
+}
+
+static void test_local_chunks(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    srv_optim_cfg_t opt = {.lr = 0.1};
+    ps_layout_t l;
+    layout_3000(&l);
+
+    assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 2, 2, &opt, count_release), 0);
+    assert_int_equal(s.nlocal, 2);
+    assert_int_equal(s.chunks[0].id, 0);
+    assert_int_equal(s.chunks[1].id, 2);
+    srv_chunk_t *c0 = srv_store_chunk(&s, 0), *c2 = srv_store_chunk(&s, 2);
+    assert_ptr_equal(c0, &s.chunks[0]);
+    assert_ptr_equal(c2, &s.chunks[1]);
+    assert_int_equal(c0->offset, 0);
+    assert_int_equal(c0->count, 1024);
+    assert_int_equal(c2->offset, 2048);
+    assert_int_equal(c2->count, 952);
+    assert_null(srv_store_chunk(&s, 1)); /* server 1's */
+    assert_null(srv_store_chunk(&s, 3)); /* past the map */
+    assert_null(srv_store_chunk(&s, UINT32_MAX));
+    assert_true(c0->version == 0);
+    assert_int_equal(c0->arrived, 0);
+    assert_int_equal(c0->initialized, 0);
+    assert_null(c0->buf); /* no velocity without momentum */
+    srv_store_fini(&s);
+
+    assert_int_equal(srv_store_init(&s, &l, CHUNK, 1, 2, 2, &opt, count_release), 0);
+    assert_int_equal(s.nlocal, 1);
+    assert_int_equal(s.chunks[0].id, 1);
+    assert_int_equal(s.chunks[0].offset, 1024);
+    assert_int_equal(s.chunks[0].count, 1024);
+    assert_null(srv_store_chunk(&s, 0));
+    assert_non_null(srv_store_chunk(&s, 1));
+    srv_store_fini(&s);
+
+    opt.momentum = 0.9;
+    assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 1, 2, &opt, count_release), 0);
+    assert_int_equal(s.nlocal, 3);
+    for (uint32_t id = 0; id < 3; id++) {
+        srv_chunk_t *c = srv_store_chunk(&s, id);
+        assert_non_null(c);
+        assert_int_equal(c->id, id);
+        assert_non_null(c->buf);
+        for (size_t i = 0; i < c->count; i++) {
+            assert_true(c->buf[i] == 0.0f);
+        }
+    }
+    srv_store_fini(&s);
+    srv_store_fini(&s); /* safe twice */
+}
+
+static void test_init_refused(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    srv_optim_cfg_t opt = {.lr = 0.1};
+    ps_layout_t l;
+    layout_3000(&l);
+    assert_int_equal(srv_store_init(&s, &l, CHUNK - 1, 0, 1, 1, &opt, count_release),
+                     PS_EINVAL);
+    srv_store_fini(&s);
+    ps_layout_init(&l); /* no elements */
+    assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 1, 1, &opt, count_release), PS_EINVAL);
+    srv_store_fini(&s);
+}
+
+static void test_set_init(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    srv_optim_cfg_t opt = {.lr = 0.1};
+    ps_layout_t l;
+    layout_3000(&l);
+    assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 2, 2, &opt, count_release), 0);
+    float a[MAXN], b[MAXN];
+    fill(a, 1024, 1);
+    fill(b, 952, 2);
+    assert_int_equal(srv_store_all_initialized(&s), 0);
+    assert_int_equal(srv_store_set_init(&s, srv_store_chunk(&s, 0), a), 0);
+    assert_int_equal(srv_store_all_initialized(&s), 0);
+    assert_int_equal(srv_store_set_init(&s, srv_store_chunk(&s, 2), b), 0);
+    assert_int_equal(srv_store_all_initialized(&s), 1);
+    assert_bits(srv_store_chunk(&s, 0)->w, a, 1024);
+    assert_bits(srv_store_chunk(&s, 2)->w, b, 952);
+    srv_store_fini(&s);
+}
+
+/* The brief's example: lr 0.5, no momentum, samples 1 (worker 0) and 3
+ * (worker 1), pushed by worker 1 first. */
+static void test_weighted_mean_plain(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 2, 2, (srv_optim_cfg_t){.lr = 0.5}, 100);
+    for (uint32_t id = 0; id <= 2; id += 2) {
+        srv_chunk_t *c = srv_store_chunk(&s, id);
+        size_t n = c->count;
+        float w0[MAXN], g0[MAXN], g1[MAXN], want[MAXN];
+        int own0 = 0, own1 = 0;
+        memcpy(w0, c->w, n * sizeof(float));
+        fill(g0, n, 10 + id);
+        fill(g1, n, 20 + id);
+        assert_int_equal(srv_store_push(&s, c, 1, 0, 3, g1, &own1), 0);
+        assert_true(c->version == 0);
+        assert_bits(c->w, w0, n); /* nothing applied yet */
+        assert_int_equal(own1, 0);
+        assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g0, &own0), 1);
+        assert_true(c->version == 1);
+        assert_int_equal(own0, 1);
+        assert_int_equal(own1, 1);
+        assert_int_equal(c->arrived, 0);
+        /* coef = (float)(1/4), (float)(3/4): exact here. */
+        const float c0 = 0.25f, c1 = 0.75f, neglr = -0.5f;
+        for (size_t i = 0; i < n; i++) {
+            float g = g0[i] * c0;
+            float p = g1[i] * c1;
+            g = g + p;
+            want[i] = fmaf(g, neglr, w0[i]);
+        }
+        assert_bits(c->w, want, n);
+    }
+    assert_true(s.updates == 2);
+    srv_store_fini(&s);
+}
+
+/* Coefficients that are not exact in float: samples 1 and 2. */
+static void test_inexact_coefficients(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    const double lr = 0.1;
+    store_new(&s, 0, 1, 2, (srv_optim_cfg_t){.lr = lr}, 200);
+    srv_chunk_t *c = srv_store_chunk(&s, 1);
+    size_t n = c->count;
+    float w0[MAXN], g0[MAXN], g1[MAXN], want[MAXN];
+    int own[2] = {0, 0};
+    memcpy(w0, c->w, n * sizeof(float));
+    fill(g0, n, 31);
+    fill(g1, n, 32);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g0, &own[0]), 0);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 2, g1, &own[1]), 1);
+    const float coef[2] = {(float)(1.0 / 3.0), (float)(2.0 / 3.0)};
+    const float *parts[2] = {g0, g1};
+    for (size_t i = 0; i < n; i++) {
+        want[i] = fmaf(agg(parts, coef, 2, i), (float)(-lr), w0[i]);
+    }
+    assert_bits(c->w, want, n);
+    srv_store_fini(&s);
+}
+
+/* Sample counts over 2^24 are not exact in float: the coefficient is the
+ * quotient rounded once, (float)(n/N), not (float)n / (float)N. */
+static void test_large_sample_counts(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    const double lr = 0.5;
+    const uint32_t n0 = 16777217u, n1 = 1u; /* 2^24 + 1 */
+    store_new(&s, 0, 1, 2, (srv_optim_cfg_t){.lr = lr}, 250);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    float w0[MAXN], g0[MAXN], g1[MAXN], want[MAXN];
+    int own[2] = {0, 0};
+    memcpy(w0, c->w, sizeof w0);
+    fill(g0, 1024, 35);
+    fill(g1, 1024, 36);
+    const float coef[2] = {(float)(16777217.0 / 16777218.0), (float)(1.0 / 16777218.0)};
+    /* The test can tell the two roundings apart. */
+    assert_true(coef[0] != (float)n0 / (float)(n0 + n1));
+    assert_int_equal(srv_store_push(&s, c, 1, 0, n1, g1, &own[1]), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, n0, g0, &own[0]), 1);
+    const float *parts[2] = {g0, g1};
+    for (size_t i = 0; i < 1024; i++) {
+        want[i] = fmaf(agg(parts, coef, 2, i), (float)(-lr), w0[i]);
+    }
+    assert_bits(c->w, want, 1024);
+    srv_store_fini(&s);
+}
+
+static void test_arrival_order_two(void **state)
+{
+    (void)state;
+    srv_store_t a, b;
+    store_new(&a, 0, 1, 2, (srv_optim_cfg_t){.lr = 0.5}, 300);
+    store_new(&b, 0, 1, 2, (srv_optim_cfg_t){.lr = 0.5}, 300);
+    srv_chunk_t *ca = srv_store_chunk(&a, 2), *cb = srv_store_chunk(&b, 2);
+    float g0[MAXN], g1[MAXN];
+    int own[4] = {0, 0, 0, 0};
+    fill(g0, ca->count, 41);
+    fill(g1, ca->count, 42);
+    assert_int_equal(srv_store_push(&a, ca, 0, 0, 1, g0, &own[0]), 0);
+    assert_int_equal(srv_store_push(&a, ca, 1, 0, 3, g1, &own[1]), 1);
+    assert_int_equal(srv_store_push(&b, cb, 1, 0, 3, g1, &own[2]), 0);
+    assert_int_equal(srv_store_push(&b, cb, 0, 0, 1, g0, &own[3]), 1);
+    assert_bits(ca->w, cb->w, ca->count);
+    srv_store_fini(&a);
+    srv_store_fini(&b);
+}
+
+/* Three workers, every arrival order: always the rank-order sum. */
+static void test_arrival_order_three(void **state)
+{
+    (void)state;
+    const int perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+    const uint32_t samples[3] = {1, 2, 4};
+    const float coef[3] = {(float)(1.0 / 7.0), (float)(2.0 / 7.0), (float)(4.0 / 7.0)};
+    const double lr = 0.5;
+    static float g[3][MAXN], w0[MAXN], want[MAXN];
+    const float *parts[3] = {g[0], g[1], g[2]};
+    fill(g[0], 1024, 51);
+    fill(g[1], 1024, 52);
+    fill(g[2], 1024, 53);
+    /* The test can tell orders apart: summing 2,0,1 gives other bits. */
+    const float *other[3] = {g[2], g[0], g[1]};
+    const float ocoef[3] = {coef[2], coef[0], coef[1]};
+    int differs = 0;
+    for (size_t i = 0; i < 1024; i++) {
+        differs += agg(parts, coef, 3, i) != agg(other, ocoef, 3, i);
+    }
+    assert_true(differs > 0);
+    for (int p = 0; p < 6; p++) {
+        srv_store_t s;
+        int own[3] = {0, 0, 0};
+        store_new(&s, 0, 1, 3, (srv_optim_cfg_t){.lr = lr}, 400);
+        srv_chunk_t *c = srv_store_chunk(&s, 0);
+        memcpy(w0, c->w, 1024 * sizeof(float));
+        for (int k = 0; k < 3; k++) {
+            int w = perms[p][k];
+            assert_int_equal(srv_store_push(&s, c, w, 0, samples[w], g[w], &own[w]),
+                             k == 2 ? 1 : 0);
+        }
+        for (size_t i = 0; i < 1024; i++) {
+            want[i] = fmaf(agg(parts, coef, 3, i), (float)(-lr), w0[i]);
+        }
+        assert_bits(c->w, want, 1024);
+        assert_int_equal(own[0] + own[1] + own[2], 3);
+        srv_store_fini(&s);
+    }
+}
+
+static void test_wrong_step(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 2, (srv_optim_cfg_t){.lr = 0.5}, 500);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    float g[MAXN], w0[MAXN];
+    int own = 0, ok0 = 0, ok1 = 0, missing[2];
+    fill(g, 1024, 61);
+    memcpy(w0, c->w, sizeof w0);
+    ps_error_clear();
+    assert_int_equal(srv_store_push(&s, c, 0, 1, 1, g, &own), PS_ERANGE);
+    assert_string_not_equal(ps_error_msg(), "no detail recorded");
+    assert_int_equal(srv_store_push(&s, c, 1, UINT64_MAX, 1, g, &own), PS_ERANGE);
+    assert_int_equal(c->arrived, 0);
+    assert_null(c->part[0]);
+    assert_null(c->part[1]);
+    assert_int_equal(srv_store_missing(c, 2, missing, 2), 2);
+    /* Step 0 still completes normally. */
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g, &ok0), 0);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 1, g, &ok1), 1);
+    /* Now step 0 is the past. */
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g, &own), PS_ERANGE);
+    assert_int_equal(srv_store_push(&s, c, 0, 2, 1, g, &own), PS_ERANGE);
+    assert_int_equal(c->arrived, 0);
+    srv_store_fini(&s);
+    assert_int_equal(own, 0); /* refused pushes stay the caller's */
+    assert_int_equal(ok0, 1);
+    assert_int_equal(ok1, 1);
+}
+
+static void test_duplicate_push(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 2, (srv_optim_cfg_t){.lr = 0.5}, 600);
+    srv_chunk_t *c = srv_store_chunk(&s, 2);
+    size_t n = c->count;
+    float first[MAXN], second[MAXN], g1[MAXN], w0[MAXN], want[MAXN];
+    int own_first = 0, own_second = 0, own1 = 0;
+    fill(first, n, 71);
+    fill(second, n, 72);
+    fill(g1, n, 73);
+    memcpy(w0, c->w, n * sizeof(float));
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, first, &own_first), 0);
+    ps_error_clear();
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, second, &own_second), PS_ESTATE);
+    assert_string_not_equal(ps_error_msg(), "no detail recorded");
+    assert_int_equal(c->arrived, 1);
+    assert_ptr_equal(c->part[0], first);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 1, g1, &own1), 1);
+    for (size_t i = 0; i < n; i++) {
+        float g = first[i] * 0.5f;
+        float p = g1[i] * 0.5f;
+        want[i] = fmaf(g + p, -0.5f, w0[i]);
+    }
+    assert_bits(c->w, want, n);
+    srv_store_fini(&s);
+    assert_int_equal(own_first, 1);
+    assert_int_equal(own_second, 0);
+    assert_int_equal(own1, 1);
+}
+
+static void test_release_at_fini(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 3, (srv_optim_cfg_t){.lr = 0.5}, 700);
+    float g[MAXN];
+    int own[3] = {0, 0, 0};
+    fill(g, 1024, 81);
+    assert_int_equal(srv_store_push(&s, srv_store_chunk(&s, 0), 2, 0, 1, g, &own[0]), 0);
+    assert_int_equal(srv_store_push(&s, srv_store_chunk(&s, 0), 0, 0, 1, g, &own[1]), 0);
+    assert_int_equal(srv_store_push(&s, srv_store_chunk(&s, 2), 1, 0, 1, g, &own[2]), 0);
+    assert_int_equal(own[0] + own[1] + own[2], 0);
+    srv_store_fini(&s);
+    assert_int_equal(own[0], 1);
+    assert_int_equal(own[1], 1);
+    assert_int_equal(own[2], 1);
+    srv_store_fini(&s); /* nothing released twice */
+    assert_int_equal(own[0] + own[1] + own[2], 3);
+}
+
+static void test_no_release_callback(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    ps_layout_t l;
+    srv_optim_cfg_t opt = {.lr = 0.5};
+    layout_3000(&l);
+    assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 1, 2, &opt, NULL), 0);
+    float g[MAXN];
+    fill(g, 1024, 91);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    assert_int_equal(srv_store_set_init(&s, c, g), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g, NULL), 0);
+    srv_store_fini(&s);
+}
+
+/* Worker 1 had no sample: its (garbage) gradient gets no weight at all. */
+static void test_zero_sample_worker_excluded(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 3, (srv_optim_cfg_t){.lr = 0.5}, 800);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    float g0[MAXN], junk[MAXN], g2[MAXN], w0[MAXN], want[MAXN];
+    int own[3] = {0, 0, 0};
+    fill(g0, 1024, 101);
+    fill(g2, 1024, 102);
+    for (int i = 0; i < 1024; i++) {
+        junk[i] = NAN; /* 0 * NaN would poison the sum */
+    }
+    memcpy(w0, c->w, sizeof w0);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, junk, &own[1]), 0);
+    assert_int_equal(srv_store_push(&s, c, 2, 0, 2, g2, &own[2]), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 2, g0, &own[0]), 1);
+    for (int i = 0; i < 1024; i++) {
+        float g = g0[i] * 0.5f;
+        float p = g2[i] * 0.5f;
+        want[i] = fmaf(g + p, -0.5f, w0[i]);
+    }
+    assert_bits(c->w, want, 1024);
+    assert_int_equal(own[0] + own[1] + own[2], 3);
+    srv_store_fini(&s);
+    assert_int_equal(own[0] + own[1] + own[2], 3);
+}
+
+static void test_all_zero_samples(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 2, (srv_optim_cfg_t){.lr = 0.5}, 900);
+    srv_chunk_t *c = srv_store_chunk(&s, 2);
+    float junk[MAXN], w0[MAXN];
+    int own[2] = {0, 0};
+    for (int i = 0; i < MAXN; i++) {
+        junk[i] = NAN;
+    }
+    memcpy(w0, c->w, c->count * sizeof(float));
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, junk, &own[0]), 0);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, junk, &own[1]), 1);
+    assert_true(c->version == 1);
+    assert_bits(c->w, w0, c->count);
+    assert_true(s.zero_sample_steps == 1);
+    assert_true(s.updates == 1);
+    assert_int_equal(own[0] + own[1], 2);
+    srv_store_fini(&s);
+    assert_int_equal(own[0] + own[1], 2);
+}
+
+/* With dampening, torch's first update (buf = g) differs from a later one
+ * (buf = mom*buf + (1-damp)*g): a step with no samples must not count as
+ * the first. */
+static void test_zero_step_is_not_first_update(void **state)
+{
+    (void)state;
+    const srv_optim_cfg_t opt = {.lr = 0.1, .momentum = 0.9, .dampening = 0.5};
+    srv_store_t s;
+    store_new(&s, 0, 1, 1, opt, 1000);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    float junk[MAXN], g[MAXN], w0[MAXN], wb[MAXN], wantw[MAXN];
+    int own[3] = {0, 0, 0};
+    for (int i = 0; i < MAXN; i++) {
+        junk[i] = NAN;
+    }
+    fill(g, 1024, 111);
+    memcpy(w0, c->w, sizeof w0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, junk, &own[0]), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 1, 5, g, &own[1]), 1);
+    for (int i = 0; i < 1024; i++) {
+        float gi = g[i] * 1.0f; /* one part, coefficient 5/5 */
+        wb[i] = gi;             /* first update: buf = g, undampened */
+        wantw[i] = fmaf(wb[i], (float)(-0.1), w0[i]);
+    }
+    assert_bits(c->buf, wb, 1024);
+    assert_bits(c->w, wantw, 1024);
+    /* The next one is dampened: buf = fmaf(g, 1 - damp, buf*mom). */
+    fill(g, 1024, 112);
+    assert_int_equal(srv_store_push(&s, c, 0, 2, 5, g, &own[2]), 1);
+    for (int i = 0; i < 1024; i++) {
+        float bm = wb[i] * (float)0.9;
+        wb[i] = fmaf(g[i], 0.5f, bm);
+        wantw[i] = fmaf(wb[i], (float)(-0.1), wantw[i]);
+    }
+    assert_bits(c->buf, wb, 1024);
+    assert_bits(c->w, wantw, 1024);
+    assert_true(s.zero_sample_steps == 1);
+    srv_store_fini(&s);
+    assert_int_equal(own[0] + own[1] + own[2], 3);
+}
+
+static void test_missing(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 4, (srv_optim_cfg_t){.lr = 0.5}, 1100);
+    srv_chunk_t *c = srv_store_chunk(&s, 1);
+    float g[MAXN];
+    int own[4] = {0, 0, 0, 0}, r[4] = {-9, -9, -9, -9};
+    fill(g, 1024, 121);
+    assert_int_equal(srv_store_missing(c, 4, r, 4), 4);
+    assert_int_equal(r[0], 0);
+    assert_int_equal(r[3], 3);
+    assert_int_equal(srv_store_push(&s, c, 2, 0, 1, g, &own[2]), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g, &own[0]), 0);
+    for (int i = 0; i < 4; i++) {
+        r[i] = -9;
+    }
+    assert_int_equal(srv_store_missing(c, 4, r, 4), 2);
+    assert_int_equal(r[0], 1);
+    assert_int_equal(r[1], 3);
+    assert_int_equal(r[2], -9);
+    r[0] = r[1] = -9;
+    assert_int_equal(srv_store_missing(c, 4, r, 1), 2); /* count, not capped */
+    assert_int_equal(r[0], 1);
+    assert_int_equal(r[1], -9); /* nothing past cap */
+    assert_int_equal(srv_store_missing(c, 4, r, 0), 2);
+    assert_int_equal(srv_store_push(&s, c, 3, 0, 1, g, &own[3]), 0);
+    assert_int_equal(srv_store_missing(c, 4, r, 4), 1);
+    assert_int_equal(r[0], 1);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 1, g, &own[1]), 1);
+    /* A new step: everyone is missing again. */
+    assert_int_equal(srv_store_missing(c, 4, r, 4), 4);
+    srv_store_fini(&s);
+}
+
+/* Momentum 0.9, dampening 0: buf = g, then buf = fmaf(g, 1, buf*mom). */
+static void test_momentum_two_steps(void **state)
+{
+    (void)state;
+    const double lr = 0.1, mom = 0.9;
+    srv_store_t s;
+    store_new(&s, 0, 2, 2, (srv_optim_cfg_t){.lr = lr, .momentum = mom}, 1200);
+    srv_chunk_t *c = srv_store_chunk(&s, 2), *other = srv_store_chunk(&s, 0);
+    size_t n = c->count;
+    float ga[MAXN], gb[MAXN], w[MAXN], buf[MAXN], other0[MAXN];
+    int own[4] = {0, 0, 0, 0};
+    memcpy(w, c->w, n * sizeof(float));
+    memcpy(other0, other->w, sizeof other0);
+    const float neglr = (float)(-lr), fm = (float)mom;
+    for (int step = 0; step < 2; step++) {
+        fill(ga, n, 130 + (uint64_t)step);
+        fill(gb, n, 140 + (uint64_t)step);
+        assert_int_equal(srv_store_push(&s, c, 1, (uint64_t)step, 2, gb, &own[2 * step + 1]), 0);
+        assert_int_equal(srv_store_push(&s, c, 0, (uint64_t)step, 2, ga, &own[2 * step]), 1);
+        for (size_t i = 0; i < n; i++) {
+            float g = ga[i] * 0.5f;
+            float p = gb[i] * 0.5f;
+            g = g + p;
+            if (step == 0) {
+                buf[i] = g;
+            } else {
+                float bm = buf[i] * fm;
+                buf[i] = fmaf(g, 1.0f, bm);
+            }
+            w[i] = fmaf(buf[i], neglr, w[i]);
+        }
+        assert_bits(c->buf, buf, n);
+        assert_bits(c->w, w, n);
+        assert_true(c->version == (uint64_t)step + 1);
+    }
+    /* The other chunk is untouched. */
+    assert_bits(other->w, other0, 1024);
+    assert_true(other->version == 0);
+    for (size_t i = 0; i < 1024; i++) {
+        assert_true(other->buf[i] == 0.0f);
+    }
+    srv_store_fini(&s);
+    assert_int_equal(own[0] + own[1] + own[2] + own[3], 4);
+}
+
+static void test_refs(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 1, (srv_optim_cfg_t){.lr = 0.5}, 1300);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    srv_store_ref(c);
+    srv_store_ref(c);
+    assert_int_equal(atomic_load(&c->refs), 2);
+    srv_store_unref(c);
+    srv_store_unref(c);
+    assert_int_equal(atomic_load(&c->refs), 0);
+    /* With no reader left an update goes straight through. */
+    float g[MAXN];
+    int own = 0;
+    fill(g, 1024, 131);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g, &own), 1);
+    srv_store_fini(&s);
+    assert_int_equal(own, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_local_chunks),
+        cmocka_unit_test(test_init_refused),
+        cmocka_unit_test(test_set_init),
+        cmocka_unit_test(test_weighted_mean_plain),
+        cmocka_unit_test(test_inexact_coefficients),
+        cmocka_unit_test(test_large_sample_counts),
+        cmocka_unit_test(test_arrival_order_two),
+        cmocka_unit_test(test_arrival_order_three),
+        cmocka_unit_test(test_wrong_step),
+        cmocka_unit_test(test_duplicate_push),
+        cmocka_unit_test(test_release_at_fini),
+        cmocka_unit_test(test_no_release_callback),
+        cmocka_unit_test(test_zero_sample_worker_excluded),
+        cmocka_unit_test(test_all_zero_samples),
+        cmocka_unit_test(test_zero_step_is_not_first_update),
+        cmocka_unit_test(test_missing),
+        cmocka_unit_test(test_momentum_two_steps),
+        cmocka_unit_test(test_refs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,465 @@
+/*
+ * Unit tests for common/ps_transport over real sockets on 127.0.0.1.
+ *
+ * A server (ROUTER) and a client (DEALER per server) in one process; the
+ * hostile peers are raw zmq DEALERs made here (the only other file that
+ * includes zmq.h, on purpose: the transport must not be its own judge of
+ * what arrives on the wire).  Every wait is bounded, so a lost message
+ * fails a test instead of hanging it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "ps_err.h"
+#include "ps_transport.h"
+#include "ps_wire.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#define WAIT_MS 3000
+#define RANK 3
+
+typedef struct {
+    ps_tp_t *srv;
+    ps_tp_t *cli;
+    char ep[256];
+} fix_t;
+
+static int setup(void **state)
+{
+    fix_t *f = calloc(1, sizeof *f);
+    if (!f) {
+        return -1;
+    }
+    if (ps_tp_server_new(&f->srv, "tcp://127.0.0.1", 1, f->ep, sizeof f->ep) != 0) {
+        fprintf(stderr, "server: %s\n", ps_error_msg());
+        free(f);
+        return -1;
+    }
+    char *eps[1] = {f->ep};
+    if (ps_tp_client_new(&f->cli, RANK, 1, eps, 1) != 0) {
+        fprintf(stderr, "client: %s\n", ps_error_msg());
+        ps_tp_destroy(&f->srv);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fix_t *f = *state;
+    ps_tp_destroy(&f->cli);
+    ps_tp_destroy(&f->srv);
+    ps_tp_destroy(&f->srv); /* safe twice */
+    free(f);
+    return 0;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Free callback of zero-copy sends: runs on a zmq I/O thread. */
+static void on_free(void *data, void *hint)
+{
+    (void)data;
+    atomic_fetch_add((atomic_int *)hint, 1);
+}
+
+static int wait_flag(atomic_int *flag, int want)
+{
+    double end = now_ms() + WAIT_MS;
+    while (atomic_load(flag) < want && now_ms() < end) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(flag);
+}
+
+static ps_hdr_t push_hdr(uint32_t sender, uint32_t count)
+{
+    ps_hdr_t h = ps_wire_hdr(PS_MSG_PUSH, sender);
+    h.request = 11;
+    h.step = 5;
+    h.chunk = 7;
+    h.offset = 7 * 1024;
+    h.count = count;
+    h.samples = 16;
+    h.payload = (uint64_t)count * 4;
+    return h;
+}
+
+static void test_bind_endpoint(void **state)
+{
+    fix_t *f = *state;
+    const char *pre = "tcp://127.0.0.1:";
+    assert_true(strncmp(f->ep, pre, strlen(pre)) == 0);
+    char *end;
+    long port = strtol(f->ep + strlen(pre), &end, 10);
+    assert_true(*end == '\0');
+    assert_true(port > 0 && port < 65536);
+}
+
+static void test_push_zero_copy_and_reply(void **state)
+{
+    fix_t *f = *state;
+    enum { N = 1000 };
+    float *data = malloc(N * sizeof(float)), want[N];
+    assert_non_null(data);
+    for (int i = 0; i < N; i++) {
+        want[i] = data[i] = (float)i * 0.5f - 3.0f;
+    }
+    static atomic_int freed;
+    atomic_store(&freed, 0);
+    ps_hdr_t h = push_hdr(RANK, N);
+    assert_int_equal(ps_tp_send(f->cli, 0, &h, data, N * sizeof(float), on_free, &freed), 0);
+
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
+    assert_int_equal(m.peer, RANK);
+    assert_int_equal(m.hdr.type, PS_MSG_PUSH);
+    assert_int_equal(m.hdr.sender, RANK);
+    assert_int_equal(m.hdr.request, 11);
+    assert_true(m.hdr.step == 5);
+    assert_int_equal(m.hdr.chunk, 7);
+    assert_true(m.hdr.offset == 7 * 1024);
+    assert_int_equal(m.hdr.count, N);
+    assert_int_equal(m.hdr.samples, 16);
+    assert_int_equal(m.len, N * sizeof(float));
+    assert_memory_equal(m.payload, want, sizeof want);
+    ps_tp_msg_release(&m);
+    assert_null(m.payload);
+    ps_tp_msg_release(&m); /* safe twice */
+    /* The sender's buffer is zmq's until the callback: once, then ours. */
+    assert_int_equal(wait_flag(&freed, 1), 1);
+    free(data);
+
+    /* Reply by rank, payload copied: changing it after send is harmless. */
+    float reply[4] = {1.0f, -2.0f, 3.5f, 0.25f}, orig[4];
+    memcpy(orig, reply, sizeof reply);
+    ps_hdr_t r = ps_wire_hdr(PS_MSG_PULL_REPLY, 0);
+    r.count = 4;
+    r.payload = sizeof reply;
+    r.step = 6;
+    assert_int_equal(ps_tp_send(f->srv, RANK, &r, reply, sizeof reply, NULL, NULL), 0);
+    reply[0] = 99.0f;
+    assert_int_equal(ps_tp_recv(f->cli, &m, WAIT_MS), 0);
+    assert_int_equal(m.peer, 0); /* server index */
+    assert_int_equal(m.hdr.type, PS_MSG_PULL_REPLY);
+    assert_true(m.hdr.step == 6);
+    assert_int_equal(m.len, sizeof orig);
+    assert_memory_equal(m.payload, orig, sizeof orig);
+    ps_tp_msg_release(&m);
+
+    /* An empty payload. */
+    ps_hdr_t ack = ps_wire_hdr(PS_MSG_ACK, 0);
+    assert_int_equal(ps_tp_send(f->srv, RANK, &ack, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(ps_tp_recv(f->cli, &m, WAIT_MS), 0);
+    assert_int_equal(m.hdr.type, PS_MSG_ACK);
+    assert_int_equal(m.len, 0);
+    ps_tp_msg_release(&m);
+
+    ps_tp_stats_t st;
+    ps_tp_stats(f->cli, &st);
+    assert_true(st.tx_msgs == 1 && st.tx_bytes == PS_WIRE_HDR_SIZE + N * 4);
+    assert_true(st.rx_msgs == 2 && st.rx_bytes == 2 * PS_WIRE_HDR_SIZE + sizeof orig);
+    ps_tp_stats(f->srv, &st);
+    assert_true(st.rx_msgs == 1 && st.rx_bytes == PS_WIRE_HDR_SIZE + N * 4);
+    assert_true(st.tx_msgs == 2);
+    assert_true(st.rx_malformed == 0);
+}
+
+/* Small payloads may live inside the ps_tp_msg_t itself: a moved message
+ * keeps its bytes even when the source struct is then overwritten. */
+static void test_msg_move(void **state)
+{
+    fix_t *f = *state;
+    enum { BIG = 4096 };
+    float small[2] = {7.0f, -8.0f};
+    float *big = malloc(BIG * sizeof(float));
+    assert_non_null(big);
+    for (int i = 0; i < BIG; i++) {
+        big[i] = (float)i;
+    }
+    ps_hdr_t hs = push_hdr(RANK, 2), hb = push_hdr(RANK, BIG);
+    hb.chunk = 8;
+    assert_int_equal(ps_tp_send(f->cli, 0, &hs, small, sizeof small, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(f->cli, 0, &hb, big, BIG * sizeof(float), NULL, NULL), 0);
+    ps_tp_msg_t *src = malloc(sizeof *src), dst[2];
+    assert_non_null(src);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(ps_tp_recv(f->srv, src, WAIT_MS), 0);
+        ps_tp_msg_move(&dst[k], src);
+        assert_null(src->payload);
+        assert_int_equal(src->len, 0);
+        ps_tp_msg_release(src); /* an emptied source releases nothing */
+        memset(src, 0xa5, sizeof *src);
+    }
+    free(src);
+    assert_int_equal(dst[0].hdr.chunk, 7);
+    assert_int_equal(dst[0].peer, RANK);
+    assert_int_equal(dst[0].len, sizeof small);
+    assert_memory_equal(dst[0].payload, small, sizeof small);
+    assert_int_equal(dst[1].hdr.chunk, 8);
+    assert_int_equal(dst[1].len, BIG * sizeof(float));
+    assert_memory_equal(dst[1].payload, big, BIG * sizeof(float));
+    ps_tp_msg_release(&dst[0]);
+    ps_tp_msg_release(&dst[1]);
+    free(big);
+}
+
+static void test_recv_timeout(void **state)
+{
+    fix_t *f = *state;
+    ps_tp_msg_t m;
+    double t0 = now_ms();
+    assert_int_equal(ps_tp_recv(f->srv, &m, 100), PS_EAGAIN);
+    double dt = now_ms() - t0;
+    assert_true(dt >= 90.0 && dt < 2000.0);
+    assert_int_equal(ps_tp_recv(f->cli, &m, 0), PS_EAGAIN);
+    ps_tp_stats_t st;
+    ps_tp_stats(f->srv, &st);
+    assert_true(st.rx_msgs == 0 && st.rx_malformed == 0);
+}
+
+/* A raw DEALER with the given routing id (NULL: zmq picks one). */
+static void *raw_dealer(void *ctx, const char *ep, const void *id, size_t idlen)
+{
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    assert_non_null(s);
+    int zero = 0;
+    assert_int_equal(zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero), 0);
+    if (id) {
+        assert_int_equal(zmq_setsockopt(s, ZMQ_ROUTING_ID, id, idlen), 0);
+    }
+    assert_int_equal(zmq_connect(s, ep), 0);
+    return s;
+}
+
+static void raw_send(void *s, const void *const *frames, const size_t *lens, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int rc = zmq_send(s, frames[i], lens[i], i + 1 < n ? ZMQ_SNDMORE : 0);
+        assert_int_equal(rc, (int)lens[i]);
+    }
+}
+
+/* The next message on the server is dropped as malformed. */
+static void expect_dropped(fix_t *f, int peer, uint64_t malformed, const char *needle)
+{
+    ps_tp_msg_t m;
+    ps_error_clear();
+    int rv = ps_tp_recv(f->srv, &m, WAIT_MS);
+    if (rv != PS_EPROTO) {
+        fail_msg("recv returned %d, want PS_EPROTO (%s)", rv, ps_error_msg());
+    }
+    assert_int_equal(m.peer, peer);
+    if (needle && !strstr(ps_error_msg(), needle)) {
+        fail_msg("detail '%s' does not mention '%s'", ps_error_msg(), needle);
+    }
+    ps_tp_stats_t st;
+    ps_tp_stats(f->srv, &st);
+    assert_true(st.rx_malformed == malformed);
+    assert_true(st.rx_msgs == 0);
+}
+
+static void test_garbage_from_raw_dealer(void **state)
+{
+    fix_t *f = *state;
+    void *ctx = zmq_ctx_new();
+    assert_non_null(ctx);
+    const uint8_t id[5] = {'w', 7, 0, 0, 0};
+    void *s = raw_dealer(ctx, f->ep, id, sizeof id);
+
+    uint8_t hdr[PS_WIRE_HDR_SIZE], bad[PS_WIRE_HDR_SIZE];
+    float pay[2] = {1.5f, -2.5f};
+    ps_hdr_t h = push_hdr(7, 2);
+    ps_wire_encode(&h, hdr);
+    memcpy(bad, hdr, sizeof bad);
+    bad[0] ^= 0xff;
+
+    const void *one[1] = {"hello"};
+    const size_t one_len[1] = {5};
+    raw_send(s, one, one_len, 1);
+    expect_dropped(f, 7, 1, "frames");
+
+    const void *three[3] = {hdr, pay, "x"};
+    const size_t three_len[3] = {sizeof hdr, sizeof pay, 1};
+    raw_send(s, three, three_len, 3);
+    expect_dropped(f, 7, 2, "frames");
+
+    const void *badm[2] = {bad, pay};
+    const size_t two_len[2] = {sizeof bad, sizeof pay};
+    raw_send(s, badm, two_len, 2);
+    expect_dropped(f, 7, 3, "magic");
+
+    /* Header and frame disagree on the payload length. */
+    const size_t short_len[2] = {sizeof hdr, 4};
+    const void *good[2] = {hdr, pay};
+    raw_send(s, good, short_len, 2);
+    expect_dropped(f, 7, 4, NULL);
+
+    /* More frames than the transport keeps: all read, none leaked. */
+    const void *six[6] = {hdr, pay, "a", "b", "c", "d"};
+    const size_t six_len[6] = {sizeof hdr, sizeof pay, 1, 1, 1, 1};
+    raw_send(s, six, six_len, 6);
+    expect_dropped(f, 7, 5, "frames");
+
+    /* The socket is still in step: a valid message comes through. */
+    raw_send(s, good, two_len, 2);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
+    assert_int_equal(m.peer, 7);
+    assert_int_equal(m.hdr.type, PS_MSG_PUSH);
+    assert_int_equal(m.len, sizeof pay);
+    assert_memory_equal(m.payload, pay, sizeof pay);
+    ps_tp_msg_release(&m);
+    ps_tp_stats_t st;
+    ps_tp_stats(f->srv, &st);
+    assert_true(st.rx_msgs == 1 && st.rx_malformed == 5);
+
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+}
+
+static void test_bad_routing_ids(void **state)
+{
+    fix_t *f = *state;
+    void *ctx = zmq_ctx_new();
+    assert_non_null(ctx);
+    const uint8_t ids[][6] = {
+        {'a', 'b', 'c'},                /* too short */
+        {'x', 1, 0, 0, 0},              /* wrong tag */
+        {'w', 1, 0, 0},                 /* 'w' + 3 bytes */
+        {'w', 1, 0, 0, 0, 0},           /* 'w' + 5 bytes */
+        {'w', 0xff, 0xff, 0xff, 0xff},  /* rank over INT_MAX */
+    };
+    const size_t lens[] = {3, 5, 4, 6, 5};
+    uint8_t hdr[PS_WIRE_HDR_SIZE];
+    float pay[2] = {1.0f, 2.0f};
+    ps_hdr_t h = push_hdr(1, 2);
+    ps_wire_encode(&h, hdr);
+    const void *frames[2] = {hdr, pay};
+    const size_t flen[2] = {sizeof hdr, sizeof pay};
+    uint64_t dropped = 0;
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        void *s = raw_dealer(ctx, f->ep, ids[i], lens[i]);
+        raw_send(s, frames, flen, 2);
+        expect_dropped(f, -1, ++dropped, NULL);
+        zmq_close(s);
+    }
+    /* No routing id at all: ROUTER makes one up, which names no rank. */
+    void *s = raw_dealer(ctx, f->ep, NULL, 0);
+    raw_send(s, frames, flen, 2);
+    expect_dropped(f, -1, ++dropped, NULL);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+
+    /* The real client still gets through. */
+    ps_hdr_t ok = push_hdr(RANK, 2);
+    assert_int_equal(ps_tp_send(f->cli, 0, &ok, pay, sizeof pay, NULL, NULL), 0);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
+    assert_int_equal(m.peer, RANK);
+    ps_tp_msg_release(&m);
+}
+
+static void test_send_to_unknown_worker(void **state)
+{
+    fix_t *f = *state;
+    ps_hdr_t ack = ps_wire_hdr(PS_MSG_ACK, 0);
+    ps_error_clear();
+    assert_int_equal(ps_tp_send(f->srv, 99, &ack, NULL, 0, NULL, NULL), PS_EZMQ);
+    assert_string_not_equal(ps_error_msg(), "no detail recorded");
+    /* The socket is still usable afterwards. */
+    float pay[1] = {4.0f};
+    ps_hdr_t h = push_hdr(RANK, 1);
+    assert_int_equal(ps_tp_send(f->cli, 0, &h, pay, sizeof pay, NULL, NULL), 0);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
+    ps_tp_msg_release(&m);
+    assert_int_equal(ps_tp_send(f->srv, RANK, &ack, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(ps_tp_recv(f->cli, &m, WAIT_MS), 0);
+    assert_int_equal(m.hdr.type, PS_MSG_ACK);
+    ps_tp_msg_release(&m);
+}
+
+/* A client with two servers addresses them by index. */
+static void test_two_servers(void **state)
+{
+    (void)state;
+    ps_tp_t *a = NULL, *b = NULL, *cli = NULL;
+    char ea[256], eb[256];
+    assert_int_equal(ps_tp_server_new(&a, "tcp://127.0.0.1", 1, ea, sizeof ea), 0);
+    assert_int_equal(ps_tp_server_new(&b, "tcp://127.0.0.1", 1, eb, sizeof eb), 0);
+    assert_string_not_equal(ea, eb);
+    char *eps[2] = {ea, eb};
+    assert_int_equal(ps_tp_client_new(&cli, 5, 2, eps, 1), 0);
+    float pa[1] = {1.0f}, pb[1] = {2.0f};
+    ps_hdr_t h = push_hdr(5, 1);
+    assert_int_equal(ps_tp_send(cli, 1, &h, pb, sizeof pb, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(cli, 0, &h, pa, sizeof pa, NULL, NULL), 0);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(b, &m, WAIT_MS), 0);
+    assert_int_equal(m.peer, 5);
+    assert_memory_equal(m.payload, pb, sizeof pb);
+    ps_tp_msg_release(&m);
+    assert_int_equal(ps_tp_recv(a, &m, WAIT_MS), 0);
+    assert_memory_equal(m.payload, pa, sizeof pa);
+    ps_tp_msg_release(&m);
+    assert_int_equal(ps_tp_recv(a, &m, 0), PS_EAGAIN);
+    /* Replies come back tagged with the server's index. */
+    ps_hdr_t ack = ps_wire_hdr(PS_MSG_ACK, 0);
+    assert_int_equal(ps_tp_send(b, 5, &ack, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(ps_tp_recv(cli, &m, WAIT_MS), 0);
+    assert_int_equal(m.peer, 1);
+    ps_tp_msg_release(&m);
+    assert_int_equal(ps_tp_send(a, 5, &ack, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(ps_tp_recv(cli, &m, WAIT_MS), 0);
+    assert_int_equal(m.peer, 0);
+    ps_tp_msg_release(&m);
+    ps_tp_destroy(&cli);
+    ps_tp_destroy(&a);
+    ps_tp_destroy(&b);
+    assert_null(a);
+}
+
+static void test_bind_refused(void **state)
+{
+    (void)state;
+    ps_tp_t *tp = (ps_tp_t *)1;
+    char ep[256];
+    ps_error_clear();
+    assert_int_equal(ps_tp_server_new(&tp, "tcp://256.1.1.1", 1, ep, sizeof ep), PS_EZMQ);
+    assert_non_null(strstr(ps_error_msg(), "256.1.1.1"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_bind_endpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_zero_copy_and_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_msg_move, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recv_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_from_raw_dealer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_routing_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_to_unknown_worker, setup, teardown),
+        cmocka_unit_test(test_two_servers),
+        cmocka_unit_test(test_bind_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
