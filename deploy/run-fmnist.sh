@@ -7,7 +7,7 @@
 # SERVERS, WORKERS, EXTRA_SERVER_FLAGS, EXTRA_WORKER_FLAGS.
 set -eu
 RUN_DIR=${RUN_DIR:-runs/fmnist-$(date +%Y%m%d-%H%M%S)}
-EPOCHS=${EPOCHS:-10}
+EPOCHS=${EPOCHS:-20}
 SERVERS=${SERVERS:-1}
 WORKERS=${WORKERS:-2}
 mkdir -p "$RUN_DIR"
@@ -23,7 +23,7 @@ export OMPI_MCA_btl_base_warn_component_unused=0
 echo "run folder: $RUN_DIR"
 start=$(date +%s.%N)
 # shellcheck disable=SC2086
-{ mpirun -np "$SERVERS" bin/ps-server --lr 0.05 --momentum 0.9 \
+{ mpirun -np "$SERVERS" bin/ps-server --lr 0.02 --momentum 0.9 \
     --save "$RUN_DIR/model.safetensors" ${EXTRA_SERVER_FLAGS:-} \
     : -np "$WORKERS" bin/ps-worker --model mlp --hidden 256,128 --data fashion-mnist \
     --batch-size 64 --epochs "$EPOCHS" --metrics "$RUN_DIR/metrics.jsonl" \

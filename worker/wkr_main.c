@@ -289,6 +289,7 @@ int main(int argc, char **argv)
 {
     wkr_cfg_t c = {
         .model = "mlp", .hidden = "256,128", .data = "fashion-mnist", .init = "default",
+        .data_dir = WKR_FMNIST_DEFAULT_DIR,
         .progress = "auto", .io_threads = 1, .timeout_s = 300, .blas_threads = 1, .seed = 1,
         .train = {.batch = 64, .accumulate = 1, .epochs = 10},
     };
