@@ -14,6 +14,7 @@
 typedef struct {
     MPI_Comm role;
     int server0_world; /* world rank of server rank 0 */
+    int worker0_world; /* world rank of worker rank 0 */
     char (*server_ep)[EP_LEN];
     char (*server_host)[EP_LEN];
     char (*worker_host)[EP_LEN];
@@ -116,6 +117,9 @@ static void store_peers(ps_boot_t *b, const peer_rec_t *all)
             }
         } else {
             memcpy(im->worker_host[p->rank], p->host, EP_LEN);
+            if (p->rank == 0) {
+                im->worker0_world = i;
+            }
         }
     }
 }
@@ -174,10 +178,52 @@ int ps_boot_bcast_from_server0(ps_boot_t *b, void *buf, size_t len)
     return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Bcast", rv);
 }
 
+int ps_boot_bcast_from_worker0(ps_boot_t *b, void *buf, size_t len)
+{
+    if (len > INT_MAX) {
+        return PS_EINVAL;
+    }
+    int rv = MPI_Bcast(buf, (int)len, MPI_BYTE, impl(b)->worker0_world, MPI_COMM_WORLD);
+    return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Bcast", rv);
+}
+
 int ps_boot_workers_sum(ps_boot_t *b, double *vals, int n)
 {
     int rv = MPI_Allreduce(MPI_IN_PLACE, vals, n, MPI_DOUBLE, MPI_SUM, impl(b)->role);
     return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Allreduce", rv);
+}
+
+_Static_assert(sizeof(MPI_Request) <= sizeof(((ps_boot_req_t *)0)->impl), "MPI_Request size");
+
+int ps_boot_workers_isum(ps_boot_t *b, double *vals, int n, ps_boot_req_t *r)
+{
+    MPI_Request *req = (MPI_Request *)(void *)r->impl;
+    int rv = MPI_Iallreduce(MPI_IN_PLACE, vals, n, MPI_DOUBLE, MPI_SUM, impl(b)->role, req);
+    r->active = rv == MPI_SUCCESS;
+    return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Iallreduce", rv);
+}
+
+int ps_boot_req_test(ps_boot_req_t *r, int *done)
+{
+    *done = 1;
+    if (!r->active) {
+        return 0;
+    }
+    int rv = MPI_Test((MPI_Request *)(void *)r->impl, done, MPI_STATUS_IGNORE);
+    if (*done) {
+        r->active = 0;
+    }
+    return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Test", rv);
+}
+
+int ps_boot_req_wait(ps_boot_req_t *r)
+{
+    if (!r->active) {
+        return 0;
+    }
+    r->active = 0;
+    int rv = MPI_Wait((MPI_Request *)(void *)r->impl, MPI_STATUS_IGNORE);
+    return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Wait", rv);
 }
 
 int ps_boot_workers_allgather_u64(ps_boot_t *b, uint64_t mine, uint64_t *all)

@@ -42,8 +42,23 @@ const char *ps_boot_server_host(const ps_boot_t *b, int server);
 const char *ps_boot_worker_host(const ps_boot_t *b, int w);
 /* World: broadcast `len` bytes from server rank 0. */
 int ps_boot_bcast_from_server0(ps_boot_t *b, void *buf, size_t len);
+/* World: broadcast `len` bytes from worker rank 0. */
+int ps_boot_bcast_from_worker0(ps_boot_t *b, void *buf, size_t len);
 /* Workers: element-wise sum of n doubles over all workers, result on all. */
 int ps_boot_workers_sum(ps_boot_t *b, double *vals, int n);
+/* A pending non-blocking reduction (see ps_boot_workers_isum). */
+typedef struct {
+    _Alignas(8) unsigned char impl[16];
+    int active;
+} ps_boot_req_t;
+
+/* Workers: start an element-wise sum of n doubles in place, without
+ * waiting for the others (so an epoch's metrics do not make fast workers
+ * wait for slow ones).  `vals` must stay valid until the request is done.
+ * ps_boot_req_test makes progress and sets *done; ps_boot_req_wait blocks. */
+int ps_boot_workers_isum(ps_boot_t *b, double *vals, int n, ps_boot_req_t *r);
+int ps_boot_req_test(ps_boot_req_t *r, int *done);
+int ps_boot_req_wait(ps_boot_req_t *r);
 /* Workers: everyone's value of `mine`, by worker rank, into all[nworkers]. */
 int ps_boot_workers_allgather_u64(ps_boot_t *b, uint64_t mine, uint64_t *all);
 /* Servers: gather `n` floats from every server into `out` on server 0,

@@ -31,12 +31,13 @@ void ps_wire_encode(const ps_hdr_t *h, uint8_t *buf)
     ps_put_u32(buf + 40, h->count);
     ps_put_u32(buf + 44, h->samples);
     ps_put_u64(buf + 48, h->payload);
+    ps_put_u64(buf + 56, h->base);
 }
 
 const char *ps_wire_type_name(int type)
 {
-    static const char *names[] = {"?",    "REGISTER", "INIT",       "ACK",     "ERROR",
-                                  "PUSH", "PULL",     "PULL_REPLY", "SHUTDOWN"};
+    static const char *names[] = {"?",    "REGISTER",   "INIT",     "ACK",   "ERROR",      "PUSH",
+                                  "PULL", "PULL_REPLY", "SHUTDOWN", "STATS", "STATS_REPLY"};
     if (type < 1 || type > PS_MSG_TYPE_MAX) {
         return names[0];
     }
@@ -55,6 +56,8 @@ static int payload_ok(const ps_hdr_t *h)
         return h->payload >= 4 && h->payload <= PS_WIRE_MAX_LAYOUT && h->count == 0;
     case PS_MSG_ERROR:
         return h->payload <= PS_WIRE_MAX_TEXT && h->count == 0;
+    case PS_MSG_STATS_REPLY:
+        return h->payload == PS_WIRE_STATS_BYTES && h->count == 0;
     default:
         return h->payload == 0 && h->count == 0;
     }
@@ -75,6 +78,7 @@ static void decode_fields(ps_hdr_t *h, const uint8_t *buf)
     h->count = ps_get_u32(buf + 40);
     h->samples = ps_get_u32(buf + 44);
     h->payload = ps_get_u64(buf + 48);
+    h->base = ps_get_u64(buf + 56);
 }
 
 int ps_wire_decode(ps_hdr_t *h, const uint8_t *buf, size_t len, size_t payload_len)
@@ -111,4 +115,22 @@ int ps_wire_decode(ps_hdr_t *h, const uint8_t *buf, size_t len, size_t payload_l
         return PS_EPROTO;
     }
     return 0;
+}
+
+void ps_wire_stats_encode(const ps_wire_stats_t *st, uint8_t *buf)
+{
+    ps_put_u64(buf + 0, st->staleness_max);
+    ps_put_u64(buf + 8, st->staleness_sum);
+    ps_put_u64(buf + 16, st->applied);
+    ps_put_u64(buf + 24, st->rejected);
+    ps_put_u64(buf + 32, st->version);
+}
+
+void ps_wire_stats_decode(ps_wire_stats_t *st, const uint8_t *buf)
+{
+    st->staleness_max = ps_get_u64(buf + 0);
+    st->staleness_sum = ps_get_u64(buf + 8);
+    st->applied = ps_get_u64(buf + 16);
+    st->rejected = ps_get_u64(buf + 24);
+    st->version = ps_get_u64(buf + 32);
 }

@@ -2,7 +2,7 @@
  * ps_wire: the data-plane message header, encoded field by field.
  *
  * Every message on the data port is two frames: frame 0 is this fixed
- * 56-byte little-endian header, frame 1 the payload (possibly empty).
+ * 64-byte little-endian header, frame 1 the payload (possibly empty).
  *
  *   off size field
  *     0  4   magic          "PSMQ" (0x514d5350)
@@ -18,6 +18,7 @@
  *    40  4   count          elements in the payload (float32)
  *    44  4   samples        PUSH: samples behind the gradient
  *    48  8   payload bytes  length of frame 1
+ *    56  8   base           PUSH: weights version the gradient was computed on
  *
  * ps_wire_decode checks everything that can be checked without the layout:
  * magic, version, type, flags, reserved, and that the payload length is the
@@ -31,10 +32,11 @@
 #include <stdint.h>
 
 #define PS_WIRE_MAGIC 0x514d5350u
-#define PS_WIRE_VERSION 1
-#define PS_WIRE_HDR_SIZE 56
+#define PS_WIRE_VERSION 2
+#define PS_WIRE_HDR_SIZE 64
 #define PS_WIRE_MAX_TEXT 1024          /* ERROR payloads */
 #define PS_WIRE_MAX_LAYOUT (64 * 1024) /* REGISTER payloads */
+#define PS_WIRE_STATS_BYTES 40         /* STATS_REPLY: 5 x u64, see ps_wire_stats_t */
 
 typedef enum {
     PS_MSG_REGISTER = 1,   /* worker 0 -> server: the layout (payload) */
@@ -45,7 +47,9 @@ typedef enum {
     PS_MSG_PULL = 6,       /* worker -> server: want chunk at version >= step */
     PS_MSG_PULL_REPLY = 7, /* server -> worker: chunk weights at version step */
     PS_MSG_SHUTDOWN = 8,   /* worker -> server: this worker has finished */
-    PS_MSG_TYPE_MAX = 8,
+    PS_MSG_STATS = 9,      /* worker -> server: ask for the server's counters */
+    PS_MSG_STATS_REPLY = 10, /* server -> worker: ps_wire_stats_t payload */
+    PS_MSG_TYPE_MAX = 10,
 } ps_msg_type_t;
 
 typedef struct {
@@ -62,7 +66,17 @@ typedef struct {
     uint32_t count;
     uint32_t samples;
     uint64_t payload;
+    uint64_t base;
 } ps_hdr_t;
+
+/* The STATS_REPLY payload, five little-endian u64 in this order. */
+typedef struct {
+    uint64_t staleness_max;   /* over applied pushes: version applied to - base */
+    uint64_t staleness_sum;
+    uint64_t applied;         /* pushes applied */
+    uint64_t rejected;        /* messages dropped, all reasons */
+    uint64_t version;         /* highest chunk version on this server */
+} ps_wire_stats_t;
 
 /* A header with magic and version filled in and every other field zero. */
 ps_hdr_t ps_wire_hdr(ps_msg_type_t type, uint32_t sender);
@@ -74,5 +88,7 @@ void ps_wire_encode(const ps_hdr_t *h, uint8_t *buf);
 int ps_wire_decode(ps_hdr_t *h, const uint8_t *buf, size_t len, size_t payload_len);
 /* "PUSH" etc., or "?" for unknown values. */
 const char *ps_wire_type_name(int type);
+void ps_wire_stats_encode(const ps_wire_stats_t *st, uint8_t *buf);
+void ps_wire_stats_decode(ps_wire_stats_t *st, const uint8_t *buf);
 
 #endif

@@ -46,14 +46,17 @@ const char *srv_loop_reject_name(srv_reject_t r)
 int srv_loop_init(srv_loop_t *L)
 {
     L->done = calloc((size_t)L->nworkers, 1);
-    return L->done ? 0 : PS_ENOMEM;
+    L->worker_step = calloc((size_t)L->nworkers, sizeof *L->worker_step);
+    return L->done && L->worker_step ? 0 : PS_ENOMEM;
 }
 
 void srv_loop_fini(srv_loop_t *L)
 {
     srv_store_fini(&L->store);
     free(L->done);
+    free(L->worker_step);
     L->done = NULL;
+    L->worker_step = NULL;
 }
 
 uint64_t srv_loop_rejected_total(const srv_loop_t *L)
@@ -145,6 +148,10 @@ static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
     }
     int rv = srv_store_init(&L->store, &l, L->chunk_elems, L->server, L->nservers, L->nworkers,
                             &L->opt, release_push);
+    if (rv == 0) {
+        rv = srv_store_set_mode(&L->store, L->mode, L->staleness);
+        srv_store_set_lr(&L->store, L->lr_of, L->lr_arg);
+    }
     if (rv != 0) {
         char msg[600];
         snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->server,
@@ -212,14 +219,18 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
         return PS_ENOMEM;
     }
     double t0 = now_s();
-    int rv = srv_store_push(&L->store, c, m->peer, m->hdr.step, m->hdr.samples, grad, h);
+    uint64_t step = m->hdr.step;
+    int rv = srv_store_push(&L->store, c, m->peer, step, m->hdr.base, m->hdr.samples, grad, h);
     if (rv < 0) {
         reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
         release_push(h);
         return 0;
     }
     L->pushes++;
-    if (rv == 1) {
+    if (step + 1 > L->worker_step[m->peer]) {
+        L->worker_step[m->peer] = step + 1;
+    }
+    if (rv > 0) {
         L->apply_s += now_s() - t0;
         if (c->version > L->max_version) {
             L->max_version = c->version;
@@ -243,6 +254,38 @@ static void handle_pull(srv_loop_t *L, ps_tp_msg_t *m)
     }
 }
 
+static void handle_stats(srv_loop_t *L, ps_tp_msg_t *m)
+{
+    uint8_t buf[PS_WIRE_STATS_BYTES];
+    ps_wire_stats_t st = {.staleness_max = L->store.stale_max,
+                          .staleness_sum = L->store.stale_sum,
+                          .applied = L->store.stale_n,
+                          .rejected = srv_loop_rejected_total(L),
+                          .version = L->max_version};
+    ps_wire_stats_encode(&st, buf);
+    ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS_REPLY, (uint32_t)L->server);
+    h.request = m->hdr.request;
+    h.payload = sizeof buf;
+    ps_tp_send(L->tp, m->peer, &h, buf, sizeof buf, NULL, NULL);
+}
+
+/* Async: say how far the others are when a worker finishes, which shows
+ * whether fast workers were held back. */
+static void note_shutdown(srv_loop_t *L, int w)
+{
+    char line[512];
+    size_t used = 0;
+    for (int i = 0; i < L->nworkers && used < sizeof line; i++) {
+        used += (size_t)snprintf(line + used, sizeof line - used, "%s%d:%llu", i ? " " : "", i,
+                                 (unsigned long long)L->worker_step[i]);
+    }
+    if (L->mode == PS_MODE_ASYNC) {
+        ps_log_info("worker %d finished; steps pushed per worker: %s", w, line);
+    } else {
+        ps_log_debug("worker %d finished; steps pushed per worker: %s", w, line);
+    }
+}
+
 static int dispatch_train(srv_loop_t *L, ps_tp_msg_t *m)
 {
     switch (m->hdr.type) {
@@ -255,7 +298,11 @@ static int dispatch_train(srv_loop_t *L, ps_tp_msg_t *m)
         if (!L->done[m->peer]) {
             L->done[m->peer] = 1;
             L->ndone++;
+            note_shutdown(L, m->peer);
         }
+        return 0;
+    case PS_MSG_STATS:
+        handle_stats(L, m);
         return 0;
     case PS_MSG_REGISTER:
         handle_register(L, m); /* a repeat is harmless; a different one is refused */
@@ -332,12 +379,13 @@ static void describe_missing(srv_loop_t *L, char *out, size_t cap)
     int ranks[16], n = 0;
     srv_chunk_t *c = NULL;
     for (size_t i = 0; i < L->store.nlocal && !c; i++) {
-        if (L->store.chunks[i].arrived > 0) {
-            c = &L->store.chunks[i];
+        srv_chunk_t *k = &L->store.chunks[i];
+        if (L->mode != PS_MODE_ASYNC && srv_store_arrived(&L->store, k, k->version) > 0) {
+            c = k;
         }
     }
     if (c) {
-        n = srv_store_missing(c, L->nworkers, ranks, 16);
+        n = srv_store_missing(&L->store, c, ranks, 16);
     } else {
         for (int w = 0; w < L->nworkers; w++) {
             if (!L->done[w] && n < 16) {

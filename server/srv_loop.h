@@ -3,9 +3,11 @@
  *
  * Two phases.  Setup: wait for worker 0's REGISTER (the layout) and the
  * INIT of every local chunk, then ACK.  Training: PUSH messages go to the
- * store (srv_store), PULL requests are answered as soon as the chunk reaches
- * the wanted version (zero-copy from the weights), SHUTDOWN marks a worker
- * finished; the phase ends when every worker has shut down.
+ * store (srv_store, which applies them per the consistency mode), PULL
+ * requests are answered as soon as the chunk reaches the wanted version
+ * (zero-copy from the weights), STATS is answered with the server's
+ * counters, SHUTDOWN marks a worker finished; the phase ends when every
+ * worker has shut down.
  *
  * Every message is checked against the layout and the chunk map before it
  * touches memory; a bad one is dropped, counted by reason and logged at a
@@ -40,12 +42,17 @@ typedef struct {
     int server, nservers, nworkers;
     size_t chunk_elems;
     srv_optim_cfg_t opt;
+    ps_mode_t mode;
+    uint64_t staleness;
+    srv_lr_fn lr_of; /* the schedule; NULL = constant opt.lr */
+    void *lr_arg;
     int timeout_ms;
     const char *const *worker_hosts; /* [nworkers], for timeout messages */
 
     srv_store_t store;
     int registered;
     uint8_t *done;  /* [nworkers] SHUTDOWN received */
+    uint64_t *worker_step; /* [nworkers] highest step pushed + 1 */
     int ndone;
     uint64_t rejected[SRV_REJ_NREASONS];
     uint64_t pushes, pulls;

@@ -10,6 +10,7 @@
  */
 #include "ps_boot.h"
 #include "ps_err.h"
+#include "ps_jobinfo.h"
 #include "ps_net.h"
 #include "ps_opts.h"
 #include "ps_transport.h"
@@ -31,7 +32,15 @@ typedef struct {
     const char *iface;
     const char *bind;
     const char *transport;
+    const char *mode;
+    long long staleness;
+    const char *schedule;
+    long long warmup;
+    const char *form;
     int quiet;
+    /* Resolved from the flags above. */
+    ps_srvinfo_t info;
+    ps_planinfo_t plan;
 } srv_cfg_t;
 
 static const char USAGE[] =
@@ -51,6 +60,22 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
          "Nesterov momentum (needs momentum > 0 and dampening 0)"},
         {"weight-decay", PS_OPT_DOUBLE, &c->opt.weight_decay, "F",
          "L2 penalty added to the gradient"},
+        {"mode", PS_OPT_STRING, &c->mode, "sync|async|ssp",
+         "consistency: sync (every step waits for all workers), async (apply each push "
+         "on arrival), ssp (workers at most --staleness steps apart)"},
+        {"staleness", PS_OPT_LONG, &c->staleness, "S", "ssp bound (0 = sync, bit for bit)"},
+        {"lr-schedule", PS_OPT_STRING, &c->schedule, "SPEC",
+         "constant | step:EPOCHS:GAMMA (e.g. step:30,60:0.1) | cosine (over all steps)"},
+        {"warmup-steps", PS_OPT_LONG, &c->warmup, "N",
+         "linear warm-up: update t < N uses lr * (t+1)/N"},
+        {"momentum-form", PS_OPT_STRING, &c->form, "torch|sutskever|ema",
+         "torch.optim.SGD, Sutskever/Keras (v = mu*v - lr*g; w += v), or EMA "
+         "(v = b*v + (1-b)*g; w -= lr*v)"},
+        {"maximize", PS_OPT_BOOL, &c->opt.maximize, NULL, "maximize the objective (g = -g)"},
+        {"clip-grad-value", PS_OPT_DOUBLE, &c->opt.clip_value, "C",
+         "clip the aggregated gradient element-wise to [-C, C] (0 = off)"},
+        {"decoupled-weight-decay", PS_OPT_DOUBLE, &c->opt.decoupled_wd, "F",
+         "w -= lr*F*w before the momentum step (0 = off)"},
         {"save", PS_OPT_STRING, &c->save, "PATH",
          "write the final model (and momentum buffers) as one safetensors file"},
         {"chunk-kib", PS_OPT_INT, &c->chunk_kib, "N",
@@ -75,12 +100,40 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
     return rv;
 }
 
-static int check_flags(const srv_cfg_t *c)
+static int resolve_mode(srv_cfg_t *c)
 {
-    int rv = srv_optim_check(&c->opt);
-    if (rv != 0) {
+    const char *names[] = {"sync", "ssp", "async"};
+    for (uint32_t m = 0; m < 3; m++) {
+        if (strcmp(c->mode, names[m]) == 0) {
+            c->info.mode = m;
+        }
+    }
+    if (strcmp(c->mode, names[c->info.mode]) != 0) {
+        ps_error_set("--mode '%s': want sync, async or ssp", c->mode);
+        return PS_EINVAL;
+    }
+    if (c->staleness < 0 || (c->staleness > 0 && c->info.mode != PS_MODE_SSP)) {
+        ps_error_set("--staleness %lld: a bound >= 0, only with --mode ssp", c->staleness);
+        return PS_EINVAL;
+    }
+    c->info.staleness = (uint64_t)c->staleness;
+    return 0;
+}
+
+static int check_flags(srv_cfg_t *c)
+{
+    int rv;
+    if ((rv = srv_optim_parse_form(c->form, &c->opt.form)) != 0 ||
+        (rv = srv_optim_check(&c->opt)) != 0 || (rv = resolve_mode(c)) != 0) {
         return rv;
     }
+    if (c->warmup < 0 || (rv = ps_sched_parse(&c->info.sched, c->schedule, c->warmup)) != 0) {
+        if (c->warmup < 0) {
+            ps_error_set("--warmup-steps must be >= 0");
+        }
+        return PS_EINVAL;
+    }
+    c->info.lr = c->opt.lr;
     if (c->chunk_kib < 4 || c->chunk_kib > 256 * 1024) {
         ps_error_set("--chunk-kib %d outside [4, 262144]", c->chunk_kib);
         return PS_EINVAL;
@@ -145,9 +198,17 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
     }
 }
 
-/* Training and saving; returns the agreed result of the save step. */
-static int serve(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t *tp, const char **hosts)
+static double scheduled_lr(void *arg, uint64_t t)
 {
+    const srv_cfg_t *c = arg;
+    return ps_sched_lr(&c->info.sched, c->info.lr, t, c->plan.steps_per_epoch,
+                       c->plan.total_steps);
+}
+
+/* Training and saving; returns the agreed result of the save step. */
+static int serve(srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tpp, const char **hosts)
+{
+    ps_tp_t *tp = *tpp;
     srv_loop_t L;
     memset(&L, 0, sizeof L);
     L.tp = tp;
@@ -156,6 +217,10 @@ static int serve(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t *tp, const char **hos
     L.nworkers = b->nworkers;
     L.chunk_elems = (size_t)c->chunk_kib * 1024 / sizeof(float);
     L.opt = c->opt;
+    L.mode = (ps_mode_t)c->info.mode;
+    L.staleness = c->info.staleness;
+    L.lr_of = scheduled_lr;
+    L.lr_arg = c;
     L.timeout_ms = c->timeout_s * 1000;
     L.worker_hosts = hosts;
     int rv = srv_loop_init(&L);
@@ -172,7 +237,11 @@ static int serve(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t *tp, const char **hos
     uint64_t step = L.max_version;
     ps_boot_servers_max_u64(b, &step);
     if (c->save) {
-        rv = srv_save_model(b, &L.store, step, c->save);
+        char sched[160];
+        ps_sched_describe(&c->info.sched, sched, sizeof sched);
+        srv_save_info_t info = {.step = step, .mode = c->mode, .schedule = sched,
+                                .form = srv_optim_form_name(c->opt.form)};
+        rv = srv_save_model(b, &L.store, &info, c->save);
         if (rv == 0 && b->rank == 0) {
             ps_log_info("saved the model to %s", c->save);
         }
@@ -182,6 +251,9 @@ static int serve(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t *tp, const char **hos
     }
     rv = ps_boot_agree(b, rv);
 out:
+    /* Close the socket first: its queued zero-copy replies point into the
+     * store's chunks and are released when it closes. */
+    ps_tp_destroy(tpp);
     srv_loop_fini(&L);
     return rv;
 }
@@ -201,9 +273,9 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
     if ((rv = ps_boot_exchange(b, ep)) != 0) {
         ps_boot_abort(b, 2);
     }
-    uint64_t chunk = (uint64_t)c->chunk_kib;
-    ps_boot_bcast_from_server0(b, &chunk, sizeof chunk);
-    c->chunk_kib = (int)chunk;
+    c->info.chunk_kib = (uint64_t)c->chunk_kib;
+    ps_boot_bcast_from_server0(b, &c->info, sizeof c->info);
+    c->chunk_kib = (int)c->info.chunk_kib;
     hosts = calloc((size_t)b->nworkers + 1, sizeof *hosts);
     for (int w = 0; hosts && w < b->nworkers; w++) {
         hosts[w] = ps_boot_worker_host(b, w);
@@ -213,7 +285,8 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
     if ((rv = ps_boot_agree(b, hosts ? 0 : PS_ENOMEM)) != 0 || (rv = ps_boot_agree(b, 0)) != 0) {
         goto out;
     }
-    rv = serve(c, b, tp, hosts);
+    ps_boot_bcast_from_worker0(b, &c->plan, sizeof c->plan);
+    rv = serve(c, b, &tp, hosts);
 out:
     free(hosts);
     ps_tp_destroy(&tp);
@@ -231,6 +304,9 @@ int main(int argc, char **argv)
         .io_threads = 1,
         .timeout_s = 300,
         .transport = "auto",
+        .mode = "sync",
+        .schedule = "constant",
+        .form = "torch",
     };
     ps_boot_t b;
     int flags_rv = parse_flags(&c, argc, argv);

@@ -27,13 +27,29 @@
 #define OPT_CLONES
 #endif
 
-/* The float32 scalars PyTorch's kernels see (see the header). */
+/*
+ * The float32 scalars PyTorch's kernels see (see the header).  sign is -1
+ * for maximize: the aggregated g is multiplied by it, and since rounding to
+ * nearest is symmetric, p*(-c) == -(p*c) and s*(-1) == -s exactly, so
+ * maximize costs nothing in the loops (torch negates the gradient first).
+ */
 typedef struct {
     float mom;
     float damp1;
     float wd;
     float neglr;
+    float sign;
 } opt_scal_t;
+
+/* The extra scalars and flags of the general path (see ext_range). */
+typedef struct {
+    float clip;
+    float dec;
+    float omb;
+    int has_clip;
+    int has_wd;
+    int has_dec;
+} opt_ext_t;
 
 /* Momentum handling, fixed per call so it is hoisted out of the loops. */
 enum { MODE_PLAIN, MODE_FIRST, MODE_MOM };
@@ -102,6 +118,34 @@ static int check_value(double v, const char *what)
     return PS_EINVAL;
 }
 
+/* The checks the other forms and the extras add (after torch's own). */
+static int check_extras(const srv_optim_cfg_t *c)
+{
+    if (c->form != SRV_FORM_TORCH && c->form != SRV_FORM_SUTSKEVER && c->form != SRV_FORM_EMA) {
+        ps_error_set("Invalid momentum form: %d (want torch, sutskever or ema)", (int)c->form);
+        return PS_EINVAL;
+    }
+    if (c->form == SRV_FORM_EMA && c->nesterov) {
+        ps_error_set("Nesterov momentum is not available with the ema form");
+        return PS_EINVAL;
+    }
+    if (c->form != SRV_FORM_TORCH && c->dampening != 0.0) {
+        ps_error_set("Dampening must be 0 with the %s form", srv_optim_form_name(c->form));
+        return PS_EINVAL;
+    }
+    if (c->form == SRV_FORM_EMA && c->momentum >= 1.0) {
+        char txt[64];
+        py_repr(c->momentum, txt, sizeof txt);
+        ps_error_set("The ema form needs momentum (beta) below 1, not %s", txt);
+        return PS_EINVAL;
+    }
+    if (check_value(c->clip_value, "Invalid clip value") != 0 ||
+        check_value(c->decoupled_wd, "Invalid decoupled weight decay value") != 0) {
+        return PS_EINVAL;
+    }
+    return 0;
+}
+
 int srv_optim_check(const srv_optim_cfg_t *c)
 {
     /* Same order as torch.optim.SGD.__init__, so the first error matches. */
@@ -115,7 +159,27 @@ int srv_optim_check(const srv_optim_cfg_t *c)
         ps_error_set("Nesterov momentum requires a momentum and zero dampening");
         return PS_EINVAL;
     }
-    return 0;
+    return check_extras(c);
+}
+
+static const char *const form_names[] = {"torch", "sutskever", "ema"};
+
+int srv_optim_parse_form(const char *s, srv_form_t *out)
+{
+    for (int f = 0; s != NULL && f < 3; f++) {
+        if (strcmp(s, form_names[f]) == 0) {
+            *out = (srv_form_t)f;
+            return 0;
+        }
+    }
+    ps_error_set("unknown momentum form \"%s\" (want torch, sutskever or ema)",
+                 s != NULL ? s : "");
+    return PS_EINVAL;
+}
+
+const char *srv_optim_form_name(srv_form_t f)
+{
+    return (unsigned)f < 3 ? form_names[f] : "unknown";
 }
 
 /* ---- kernel ------------------------------------------------------------ */
@@ -153,8 +217,8 @@ static void sum_parts(float *g, const float *const *parts, const float *coef, in
 /*
  * One block.  Inlined with constant flags into each specialised caller, so
  * the branches below vanish; src[i]*c0 is the aggregated gradient (for
- * several parts src is the summed block and c0 is 1, an exact identity on
- * any value an arithmetic sum can produce).
+ * several parts src is the summed block and c0 is +-1, an exact identity
+ * or negation on any value an arithmetic sum can produce).
  */
 static inline __attribute__((always_inline)) void
 update_block(opt_scal_t s, float *restrict w, float *restrict buf, const float *restrict src,
@@ -184,12 +248,12 @@ update_range(opt_scal_t s, float *w, float *buf, const float *const *parts, cons
     for (size_t off = 0; off < n; off += OPT_BLK) {
         size_t m = n - off < OPT_BLK ? n - off : OPT_BLK;
         const float *src = parts[0] + off;
-        float c0 = coef[0];
+        float c0 = coef[0] * s.sign;
         float *b = mode == MODE_PLAIN ? NULL : buf + off;
         if (nparts > 1) {
             sum_parts(sum, parts, coef, nparts, off, m);
             src = sum;
-            c0 = 1.0f;
+            c0 = s.sign;
         }
         if (m == OPT_BLK) {
             update_block(s, w + off, b, src, c0, OPT_BLK, has_wd, mode, nest);
@@ -240,6 +304,178 @@ update_variant(int v, opt_scal_t s, float *w, float *buf, const float *const *pa
     }
 }
 
+/* ---- the general path: other forms, clipping, decoupled decay --------- */
+
+/*
+ * Final-step variants of the general path, fixed per call: the torch form's
+ * five momentum variants (as update_mode numbers them), then sutskever's
+ * four and ema's two.
+ */
+enum {
+    FV_TORCH = 0, /* + 0..4: plain, first, first+nest, mom, mom+nest */
+    FV_SUT_FIRST = 5,
+    FV_SUT_FIRST_NEST,
+    FV_SUT_MOM,
+    FV_SUT_MOM_NEST,
+    FV_EMA_FIRST,
+    FV_EMA_MOM,
+};
+
+/* clip, coupled weight decay, then decoupled decay, each its own loop. */
+static inline __attribute__((always_inline)) void
+pre_block(const opt_ext_t *e, opt_scal_t s, float *restrict w, float *restrict g, size_t m)
+{
+    if (e->has_clip) {
+        float hi = e->clip, lo = -e->clip;
+        for (size_t i = 0; i < m; i++) {
+            /* fminf(fmaxf(g, lo), hi), spelled as compares so it vectorises:
+             * the same value for every g, NaN included (-> lo), since lo
+             * and hi are not NaN. */
+            float x = g[i] > lo ? g[i] : lo;
+            g[i] = x < hi ? x : hi;
+        }
+    }
+    if (e->has_wd) {
+        for (size_t i = 0; i < m; i++) {
+            g[i] = fmaf(w[i], s.wd, g[i]);
+        }
+    }
+    if (e->has_dec) {
+        for (size_t i = 0; i < m; i++) {
+            w[i] = w[i] * e->dec;
+        }
+    }
+}
+
+/* Sutskever: v = mom*v - lr*g (v = -lr*g first); w += v or mom*v - lr*g. */
+static inline __attribute__((always_inline)) void
+sut_block(opt_scal_t s, float *restrict w, float *restrict v, const float *restrict g, size_t m,
+          int first, int nest)
+{
+    for (size_t i = 0; i < m; i++) {
+        float vi = first ? g[i] * s.neglr : fmaf(g[i], s.neglr, v[i] * s.mom);
+        v[i] = vi;
+        w[i] = w[i] + (nest ? fmaf(vi, s.mom, g[i] * s.neglr) : vi);
+    }
+}
+
+/* EMA: v = beta*v + (1-beta)*g (v = (1-beta)*g first); w -= lr*v. */
+static inline __attribute__((always_inline)) void
+ema_block(opt_scal_t s, float omb, float *restrict w, float *restrict v, const float *restrict g,
+          size_t m, int first)
+{
+    for (size_t i = 0; i < m; i++) {
+        float vi = first ? g[i] * omb : fmaf(g[i], omb, v[i] * s.mom);
+        v[i] = vi;
+        w[i] = fmaf(vi, s.neglr, w[i]);
+    }
+}
+
+/* One block of g (already aggregated and signed): the steps, then the form. */
+static inline __attribute__((always_inline)) void
+ext_block(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *b, float *g, size_t m)
+{
+    pre_block(e, s, w, g, m);
+    if (fv < FV_SUT_FIRST) {
+        /* torch: wd is already in g, so the block runs without it; g*1 == g. */
+        update_block(s, w, b, g, 1.0f, m, 0, fv == 0 ? MODE_PLAIN : fv <= 2 ? MODE_FIRST : MODE_MOM,
+                     fv == 2 || fv == 4);
+    } else if (fv < FV_EMA_FIRST) {
+        sut_block(s, w, b, g, m, fv <= FV_SUT_FIRST_NEST, fv == FV_SUT_FIRST_NEST ||
+                                                          fv == FV_SUT_MOM_NEST);
+    } else {
+        ema_block(s, e->omb, w, b, g, m, fv == FV_EMA_FIRST);
+    }
+}
+
+/* g = p*c0 for one part; the copy lets the blocks work in place. */
+static void scale_copy(float *restrict g, const float *restrict p, float c0, size_t m)
+{
+    for (size_t i = 0; i < m; i++) {
+        g[i] = p[i] * c0;
+    }
+}
+
+/* The whole range, block by block, for a constant variant fv. */
+static inline __attribute__((always_inline)) void
+ext_range(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *buf,
+          const float *const *parts, const float *coef, int nparts, size_t n)
+{
+    float g[OPT_BLK];
+    for (size_t off = 0; off < n; off += OPT_BLK) {
+        size_t m = n - off < OPT_BLK ? n - off : OPT_BLK;
+        float *b = fv == 0 ? NULL : buf + off;
+        if (nparts > 1) {
+            sum_parts(g, parts, coef, nparts, off, m);
+            if (s.sign < 0.0f) {
+                for (size_t i = 0; i < m; i++) {
+                    g[i] = -g[i]; /* == g*(-1): maximize */
+                }
+            }
+        } else {
+            scale_copy(g, parts[0] + off, coef[0] * s.sign, m);
+        }
+        if (m == OPT_BLK) {
+            ext_block(fv, e, s, w + off, b, g, OPT_BLK);
+        } else {
+            ext_block(fv, e, s, w + off, b, g, m);
+        }
+    }
+}
+/* Variant fv as a compile-time constant in each case; cloned per ISA. */
+OPT_CLONES static void
+ext_variant(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *buf,
+            const float *const *parts, const float *coef, int nparts, size_t n)
+{
+    switch (fv) {
+#define EXT_CASE(k)                                                                                \
+    case k:                                                                                        \
+        ext_range(k, e, s, w, buf, parts, coef, nparts, n);                                        \
+        break;
+        EXT_CASE(0)
+        EXT_CASE(1)
+        EXT_CASE(2)
+        EXT_CASE(3)
+        EXT_CASE(4)
+        EXT_CASE(5)
+        EXT_CASE(6)
+        EXT_CASE(7)
+        EXT_CASE(8)
+        EXT_CASE(9)
+        EXT_CASE(10)
+#undef EXT_CASE
+    default:
+        break;
+    }
+}
+
+/* Settings the fast path does not cover: pick the variant, then run it. */
+static void apply_general(const srv_optim_cfg_t *c, opt_scal_t s, float *w, float *buf,
+                          const float *const *parts, const float *coef, int nparts, size_t n,
+                          int first)
+{
+    opt_ext_t e = {
+        .clip = (float)c->clip_value,
+        .dec = (float)(1.0 - c->lr * c->decoupled_wd),
+        .omb = (float)(1.0 - c->momentum),
+        .has_clip = c->clip_value > 0.0,
+        .has_wd = c->weight_decay != 0.0,
+        .has_dec = c->decoupled_wd > 0.0,
+    };
+    int fv = 0; /* momentum 0: plain SGD in every form */
+    if (c->momentum != 0.0) {
+        int nest = c->nesterov != 0;
+        if (c->form == SRV_FORM_SUTSKEVER) {
+            fv = (first ? FV_SUT_FIRST : FV_SUT_MOM) + nest;
+        } else if (c->form == SRV_FORM_EMA) {
+            fv = first ? FV_EMA_FIRST : FV_EMA_MOM;
+        } else {
+            fv = (first ? 1 : 3) + nest;
+        }
+    }
+    ext_variant(fv, &e, s, w, buf, parts, coef, nparts, n);
+}
+
 void srv_optim_apply(const srv_optim_cfg_t *c, float *w, float *buf, const float *const *parts,
                      const float *coef, int nparts, size_t n, int first)
 {
@@ -250,7 +486,16 @@ void srv_optim_apply(const srv_optim_cfg_t *c, float *w, float *buf, const float
         .damp1 = (float)(1.0 - c->dampening),
         .wd = (float)c->weight_decay,
         .neglr = (float)(-c->lr),
+        .sign = c->maximize ? -1.0f : 1.0f,
     };
+    /* The torch form without clip or decoupled decay (maximize folds into
+     * the sign) keeps its ten specialised loops; the rest is the general
+     * path.  With momentum 0 every form is plain SGD, the torch loop. */
+    if (c->clip_value > 0.0 || c->decoupled_wd > 0.0 ||
+        (c->momentum != 0.0 && c->form != SRV_FORM_TORCH)) {
+        apply_general(c, s, w, buf, parts, coef, nparts, n, first);
+        return;
+    }
     /* torch tests momentum and weight_decay as Python floats, not floats. */
     int v = 0;
     if (c->momentum != 0.0) {

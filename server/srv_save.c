@@ -61,8 +61,8 @@ static int gather_flat(ps_boot_t *b, const srv_store_t *s, int want_buf, float *
     return rv;
 }
 
-static int write_file(const srv_store_t *s, const float *w, const float *buf, uint64_t step,
-                      const char *path)
+static int write_file(const srv_store_t *s, const float *w, const float *buf,
+                      const srv_save_info_t *info, const char *path)
 {
     const ps_layout_t *l = &s->layout;
     ps_st_tensor_t t[2 * PS_MAX_TENSORS];
@@ -75,23 +75,37 @@ static int write_file(const srv_store_t *s, const float *w, const float *buf, ui
         snprintf(names[i], sizeof names[i], "%s.momentum_buffer", l->t[i].name);
         t[n++] = (ps_st_tensor_t){names[i], l->t[i].ndim, l->t[i].dims, buf + l->t[i].offset};
     }
-    char v[6][64];
-    snprintf(v[0], sizeof v[0], "%llu", (unsigned long long)step);
+    char v[9][64];
+    snprintf(v[0], sizeof v[0], "%llu", (unsigned long long)info->step);
     snprintf(v[1], sizeof v[1], "%.17g", s->opt.lr);
     snprintf(v[2], sizeof v[2], "%.17g", s->opt.momentum);
     snprintf(v[3], sizeof v[3], "%.17g", s->opt.dampening);
     snprintf(v[4], sizeof v[4], "%s", s->opt.nesterov ? "true" : "false");
     snprintf(v[5], sizeof v[5], "%.17g", s->opt.weight_decay);
-    const char *meta[] = {"format",   "ps-momentum-sgd", "optimizer", "torch.optim.SGD",
-                          "step",     v[0],              "lr",        v[1],
-                          "momentum", v[2],              "dampening", v[3],
-                          "nesterov", v[4],              "weight_decay", v[5]};
+    snprintf(v[6], sizeof v[6], "%s", s->opt.maximize ? "true" : "false");
+    snprintf(v[7], sizeof v[7], "%.17g", s->opt.clip_value);
+    snprintf(v[8], sizeof v[8], "%.17g", s->opt.decoupled_wd);
+    const char *meta[] = {"format",       "ps-momentum-sgd",
+                          "optimizer",    "torch.optim.SGD",
+                          "step",         v[0],
+                          "lr",           v[1],
+                          "momentum",     v[2],
+                          "dampening",    v[3],
+                          "nesterov",     v[4],
+                          "weight_decay", v[5],
+                          "maximize",     v[6],
+                          "clip_grad_value", v[7],
+                          "decoupled_weight_decay", v[8],
+                          "momentum_form", info->form,
+                          "lr_schedule",  info->schedule,
+                          "mode",         info->mode};
     return ps_st_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0] / 2));
 }
 
-int srv_save_model(ps_boot_t *b, const srv_store_t *s, uint64_t step, const char *path)
+int srv_save_model(ps_boot_t *b, const srv_store_t *s, const srv_save_info_t *info,
+                   const char *path)
 {
-    int with_buf = s->opt.momentum != 0 && step > 0;
+    int with_buf = s->opt.momentum != 0 && info->step > 0;
     float *w = NULL, *buf = NULL;
     int rv = 0;
     if (b->rank == 0) {
@@ -108,7 +122,7 @@ int srv_save_model(ps_boot_t *b, const srv_store_t *s, uint64_t step, const char
         rv = rv1 ? rv1 : rv2;
     }
     if (rv == 0 && b->rank == 0) {
-        rv = write_file(s, w, buf, step, path);
+        rv = write_file(s, w, buf, info, path);
     }
     free(w);
     free(buf);

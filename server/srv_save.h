@@ -6,7 +6,8 @@
  * them over MPI, reassembles the flat parameter space from the chunk map
  * and writes `<name>` tensors in layout order, then `<name>.momentum_buffer`
  * for each tensor when momentum > 0 and at least one update was applied,
- * with the step count and optimizer settings in __metadata__.  The file is
+ * with the step count, optimizer settings, momentum form, learning-rate
+ * schedule and mode in __metadata__ (a resumed run continues from them).  The file is
  * written atomically (ps_st_write).  The result is agreed on: every server
  * returns the same code.
  */
@@ -16,6 +17,15 @@
 #include "ps_boot.h"
 #include "srv_store.h"
 
-int srv_save_model(ps_boot_t *b, const srv_store_t *s, uint64_t step, const char *path);
+/* What the metadata records beyond the optimizer settings in the store. */
+typedef struct {
+    uint64_t step;        /* updates applied (async: pushes applied) */
+    const char *mode;     /* "sync" | "ssp" | "async" */
+    const char *schedule; /* ps_sched_describe text */
+    const char *form;     /* momentum form name */
+} srv_save_info_t;
+
+int srv_save_model(ps_boot_t *b, const srv_store_t *s, const srv_save_info_t *info,
+                   const char *path);
 
 #endif

@@ -6,26 +6,46 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_STALENESS 1024
+
+static float *alloc_floats(size_t n)
+{
+    return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+}
+
+/* Per-chunk arrays of held pushes: nslots x nworkers. */
+static int slots_alloc(srv_chunk_t *c, int nslots, int nworkers)
+{
+    size_t n = (size_t)nslots * (size_t)nworkers;
+    free(c->arrived);
+    free(c->part);
+    free(c->owner);
+    free(c->samples);
+    free(c->base);
+    c->arrived = calloc((size_t)nslots, sizeof *c->arrived);
+    c->part = calloc(n, sizeof *c->part);
+    c->owner = calloc(n, sizeof *c->owner);
+    c->samples = calloc(n, sizeof *c->samples);
+    c->base = calloc(n, sizeof *c->base);
+    return c->arrived && c->part && c->owner && c->samples && c->base ? 0 : PS_ENOMEM;
+}
+
 static int chunk_alloc(srv_chunk_t *c, const ps_chunk_t *m, int nworkers, int momentum)
 {
     c->id = m->id;
     c->offset = m->offset;
     c->count = m->count;
     atomic_init(&c->refs, 0);
-    c->w = aligned_alloc(64, ((m->count * sizeof(float)) + 63) / 64 * 64);
-    c->buf = momentum ? aligned_alloc(64, ((m->count * sizeof(float)) + 63) / 64 * 64) : NULL;
-    c->part = calloc((size_t)nworkers, sizeof *c->part);
-    c->owner = calloc((size_t)nworkers, sizeof *c->owner);
-    c->samples = calloc((size_t)nworkers, sizeof *c->samples);
+    c->w = alloc_floats(m->count);
+    c->buf = momentum ? alloc_floats(m->count) : NULL;
     c->pull_want = calloc((size_t)nworkers, sizeof *c->pull_want);
-    if (!c->w || (momentum && !c->buf) || !c->part || !c->owner || !c->samples ||
-        !c->pull_want) {
+    if (!c->w || (momentum && !c->buf) || !c->pull_want) {
         return PS_ENOMEM;
     }
     if (c->buf) {
         memset(c->buf, 0, m->count * sizeof(float));
     }
-    return 0;
+    return slots_alloc(c, 1, nworkers);
 }
 
 int srv_store_init(srv_store_t *s, const ps_layout_t *l, size_t chunk_elems, int server,
@@ -38,6 +58,9 @@ int srv_store_init(srv_store_t *s, const ps_layout_t *l, size_t chunk_elems, int
     s->nworkers = nworkers;
     s->opt = *opt;
     s->release = rel;
+    s->mode = PS_MODE_SYNC;
+    s->nslots = 1;
+    s->last_lr = opt->lr;
     if ((rv = ps_chunkmap_init(&s->map, l->total, chunk_elems, nservers)) != 0) {
         return rv;
     }
@@ -64,30 +87,65 @@ int srv_store_init(srv_store_t *s, const ps_layout_t *l, size_t chunk_elems, int
     return 0;
 }
 
-static void drop_held(srv_store_t *s, srv_chunk_t *c)
+int srv_store_set_mode(srv_store_t *s, ps_mode_t mode, uint64_t staleness)
 {
-    for (int w = 0; c->part && w < s->nworkers; w++) {
-        if (c->part[w]) {
-            if (s->release) {
-                s->release(c->owner[w]);
-            }
-            c->part[w] = NULL;
-            c->owner[w] = NULL;
+    if (mode == PS_MODE_SSP && staleness > MAX_STALENESS) {
+        ps_error_set("--staleness %llu over the limit of %d", (unsigned long long)staleness,
+                     MAX_STALENESS);
+        return PS_EINVAL;
+    }
+    s->mode = mode;
+    s->staleness = mode == PS_MODE_SSP ? staleness : 0;
+    s->nslots = (int)s->staleness + 1;
+    for (size_t i = 0; i < s->nlocal; i++) {
+        if (slots_alloc(&s->chunks[i], s->nslots, s->nworkers) != 0) {
+            return PS_ENOMEM;
         }
     }
-    c->arrived = 0;
+    return 0;
+}
+
+void srv_store_set_lr(srv_store_t *s, srv_lr_fn lr_of, void *arg)
+{
+    s->lr_of = lr_of;
+    s->lr_arg = arg;
+}
+
+static size_t slot_at(const srv_store_t *s, uint64_t step)
+{
+    return (size_t)(step % (uint64_t)s->nslots) * (size_t)s->nworkers;
+}
+
+/* Release every push held in one slot. */
+static void drop_slot(srv_store_t *s, srv_chunk_t *c, uint64_t step)
+{
+    size_t base = slot_at(s, step);
+    for (int w = 0; w < s->nworkers; w++) {
+        if (c->part[base + (size_t)w]) {
+            if (s->release) {
+                s->release(c->owner[base + (size_t)w]);
+            }
+            c->part[base + (size_t)w] = NULL;
+            c->owner[base + (size_t)w] = NULL;
+        }
+    }
+    c->arrived[step % (uint64_t)s->nslots] = 0;
 }
 
 void srv_store_fini(srv_store_t *s)
 {
     for (size_t i = 0; s->chunks && i < s->nlocal; i++) {
         srv_chunk_t *c = &s->chunks[i];
-        drop_held(s, c);
+        for (int k = 0; c->part && k < s->nslots; k++) {
+            drop_slot(s, c, (uint64_t)k);
+        }
         free(c->w);
         free(c->buf);
+        free(c->arrived);
         free(c->part);
         free(c->owner);
         free(c->samples);
+        free(c->base);
         free(c->pull_want);
     }
     free(s->chunks);
@@ -132,67 +190,145 @@ void srv_store_unref(srv_chunk_t *c)
     atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel);
 }
 
-/* Combine the held gradients in worker order and apply the update. */
-static void apply_step(srv_store_t *s, srv_chunk_t *c)
+static void note_staleness(srv_store_t *s, uint64_t applied_to, uint64_t base)
 {
-    const float *parts[c->arrived];
-    float coef[c->arrived];
-    uint64_t total = 0;
-    int k = 0;
-    for (int w = 0; w < s->nworkers; w++) {
-        total += c->samples[w];
+    uint64_t st = applied_to - base;
+    s->stale_sum += st;
+    s->stale_n++;
+    if (st > s->stale_max) {
+        s->stale_max = st;
     }
-    for (int w = 0; w < s->nworkers && total > 0; w++) {
-        if (c->samples[w] == 0) {
-            continue; /* an empty share carries no gradient and no weight */
-        }
-        parts[k] = c->part[w];
-        coef[k] = (float)((double)c->samples[w] / (double)total);
-        k++;
+}
+
+/* Run the optimizer over the chunk with the learning rate of step t. */
+static void update(srv_store_t *s, srv_chunk_t *c, const float *const *parts,
+                   const float *coef, int nparts, uint64_t t)
+{
+    srv_optim_cfg_t opt = s->opt;
+    if (s->lr_of) {
+        opt.lr = s->lr_of(s->lr_arg, t);
     }
+    s->last_lr = opt.lr;
     /* Zero-copy pull replies may still be reading w: wait them out. */
     while (atomic_load_explicit(&c->refs, memory_order_acquire) > 0) {
         sched_yield();
     }
+    srv_optim_apply(&opt, c->w, c->buf, parts, coef, nparts, c->count, !c->had_update);
+    c->had_update = 1;
+}
+
+/* Combine the pushes held for the chunk's current step in worker order,
+ * weighted by sample count, and apply them. */
+static void apply_slot(srv_store_t *s, srv_chunk_t *c)
+{
+    size_t at = slot_at(s, c->version);
+    const float *parts[s->nworkers];
+    float coef[s->nworkers];
+    uint64_t total = 0;
+    int k = 0;
+    for (int w = 0; w < s->nworkers; w++) {
+        total += c->samples[at + (size_t)w];
+    }
+    for (int w = 0; w < s->nworkers && total > 0; w++) {
+        size_t i = at + (size_t)w;
+        note_staleness(s, c->version, c->base[i]);
+        if (c->samples[i] == 0) {
+            continue; /* an empty share carries no gradient and no weight */
+        }
+        parts[k] = c->part[i];
+        coef[k] = (float)((double)c->samples[i] / (double)total);
+        k++;
+    }
     if (k > 0) {
-        srv_optim_apply(&s->opt, c->w, c->buf, parts, coef, k, c->count, !c->had_update);
-        c->had_update = 1;
+        update(s, c, parts, coef, k, c->version);
     } else {
         s->zero_sample_steps++;
     }
+    drop_slot(s, c, c->version);
     c->version++;
     s->updates++;
-    drop_held(s, c);
 }
 
-int srv_store_push(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint32_t samples,
-                   const float *grad, void *owner)
+static int push_async(srv_store_t *s, srv_chunk_t *c, uint64_t step, uint64_t base,
+                      uint32_t samples, const float *grad, void *owner)
 {
-    if (step != c->version) {
-        ps_error_set("push for step %llu, chunk %u is at step %llu", (unsigned long long)step,
-                     c->id, (unsigned long long)c->version);
+    const float one = 1.0f;
+    int applied = 0;
+    if (samples > 0) {
+        note_staleness(s, c->version, base);
+        update(s, c, &grad, &one, 1, step);
+        c->version++;
+        s->updates++;
+        applied = 1;
+    }
+    if (s->release) {
+        s->release(owner);
+    }
+    return applied;
+}
+
+static int check_window(const srv_store_t *s, const srv_chunk_t *c, uint64_t step, uint64_t base)
+{
+    if (base > c->version) {
+        ps_error_set("push computed on version %llu, chunk %u is at %llu",
+                     (unsigned long long)base, c->id, (unsigned long long)c->version);
         return PS_ERANGE;
     }
-    if (c->part[w]) {
+    if (s->mode != PS_MODE_ASYNC && (step < c->version || step - c->version > s->staleness)) {
+        ps_error_set("push for step %llu, chunk %u accepts steps %llu..%llu",
+                     (unsigned long long)step, c->id, (unsigned long long)c->version,
+                     (unsigned long long)(c->version + s->staleness));
+        return PS_ERANGE;
+    }
+    return 0;
+}
+
+int srv_store_push(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_t base,
+                   uint32_t samples, const float *grad, void *owner)
+{
+    int rv = check_window(s, c, step, base);
+    if (rv != 0) {
+        return rv;
+    }
+    if (s->mode == PS_MODE_ASYNC) {
+        return push_async(s, c, step, base, samples, grad, owner);
+    }
+    size_t i = slot_at(s, step) + (size_t)w;
+    if (c->part[i]) {
         ps_error_set("second push from worker %d for chunk %u step %llu", w, c->id,
                      (unsigned long long)step);
         return PS_ESTATE;
     }
-    c->part[w] = grad;
-    c->owner[w] = owner;
-    c->samples[w] = samples;
-    if (++c->arrived < s->nworkers) {
-        return 0;
+    c->part[i] = grad;
+    c->owner[i] = owner;
+    c->samples[i] = samples;
+    c->base[i] = base;
+    c->arrived[step % (uint64_t)s->nslots]++;
+    int applied = 0;
+    /* Completing the current step may make held later steps ready too. */
+    while (c->arrived[c->version % (uint64_t)s->nslots] == s->nworkers) {
+        apply_slot(s, c);
+        applied++;
     }
-    apply_step(s, c);
-    return 1;
+    return applied;
 }
 
-int srv_store_missing(const srv_chunk_t *c, int nworkers, int *ranks, int cap)
+int srv_store_arrived(const srv_store_t *s, const srv_chunk_t *c, uint64_t step)
+{
+    return c->arrived[step % (uint64_t)s->nslots];
+}
+
+const float *srv_store_held(const srv_store_t *s, const srv_chunk_t *c, uint64_t step, int w)
+{
+    return c->part[slot_at(s, step) + (size_t)w];
+}
+
+int srv_store_missing(const srv_store_t *s, const srv_chunk_t *c, int *ranks, int cap)
 {
     int n = 0;
-    for (int w = 0; w < nworkers; w++) {
-        if (!c->part[w]) {
+    size_t at = slot_at(s, c->version);
+    for (int w = 0; w < s->nworkers; w++) {
+        if (!c->part[at + (size_t)w]) {
             if (n < cap) {
                 ranks[n] = w;
             }

@@ -1,14 +1,28 @@
 /*
- * srv_store: the chunks one server owns, and the synchronous aggregation.
+ * srv_store: the chunks one server owns, and how pushes become updates.
  *
  * The store owns each local chunk's weights, momentum velocity, version
- * (updates applied) and first-update flag.  Pushes for a chunk's current
- * version are held (the payload is not copied: the store keeps the caller's
- * pointer and an owner handle, released through the store's release
- * callback once the step is applied or the store is finalised).  When every
- * worker's push for the step is in, the gradients are combined in worker-
- * rank order, each weighted by its sample count, and the momentum update is
- * applied: the result does not depend on arrival order.
+ * (updates applied) and first-update flag.  Three consistency modes:
+ *
+ *   sync   a chunk's step t is applied once every worker's push for step t
+ *          is in; the gradients are combined in worker-rank order, each
+ *          weighted by its sample count, so the result does not depend on
+ *          arrival order.
+ *   ssp    the same aggregation, but pushes for steps up to version +
+ *          staleness may arrive early and are held (workers run ahead of
+ *          the slowest by at most `staleness` steps; the pull side of the
+ *          rule is the worker's, which asks for version >= step + 1 - S).
+ *          staleness 0 is sync, bit for bit.
+ *   async  every push is applied on arrival with its own mean gradient;
+ *          the version counts pushes.
+ *
+ * Held pushes are not copied: the store keeps the caller's pointer and an
+ * owner handle, released through the release callback once the step is
+ * applied or the store is finalised.  Staleness of every applied push
+ * (version it was applied to minus the version it was computed on) is
+ * recorded.  The learning rate of each update comes from `lr_of` (the
+ * schedule): for sync/ssp its argument is the step being applied, for async
+ * the pushing worker's step.
  *
  * Zero-copy readers of a chunk's weights (pull replies in flight) hold a
  * reference (srv_store_ref/unref, thread-safe); an update waits until none
@@ -18,6 +32,7 @@
 #define SRV_STORE_H
 
 #include "ps_chunk.h"
+#include "ps_jobinfo.h"
 #include "ps_layout.h"
 #include "srv_optim.h"
 
@@ -25,6 +40,7 @@
 #include <stdint.h>
 
 typedef void (*srv_release_fn)(void *owner);
+typedef double (*srv_lr_fn)(void *arg, uint64_t t);
 
 typedef struct {
     uint32_t id;
@@ -33,10 +49,12 @@ typedef struct {
     uint64_t version;    /* updates applied so far */
     int had_update;      /* momentum buffer exists (torch's buf is not None) */
     int initialized;
-    int arrived;         /* pushes held for `version` */
-    const float **part;  /* [nworkers] held gradients, NULL when not in */
-    void **owner;        /* [nworkers] owner handles of held gradients */
-    uint32_t *samples;   /* [nworkers] */
+    /* Held pushes, nslots x nworkers, slot = step % nslots. */
+    int *arrived;        /* [nslots] */
+    const float **part;  /* NULL where not in */
+    void **owner;
+    uint32_t *samples;
+    uint64_t *base;
     uint64_t *pull_want; /* [nworkers] wanted version + 1; 0 = no pull waiting */
     atomic_int refs;
 } srv_chunk_t;
@@ -46,16 +64,28 @@ typedef struct {
     ps_chunkmap_t map;
     int server, nworkers;
     srv_optim_cfg_t opt;
+    ps_mode_t mode;
+    uint64_t staleness; /* ssp bound; 0 in sync */
+    int nslots;         /* staleness + 1 (1 in async: nothing is held) */
+    srv_lr_fn lr_of;    /* NULL: opt.lr at every step */
+    void *lr_arg;
     srv_release_fn release;
     size_t nlocal;
     srv_chunk_t *chunks;  /* local chunks, ascending id */
     int32_t *local_of;    /* chunk id -> index into chunks, -1 when remote */
     uint64_t updates;     /* chunk updates applied */
     uint64_t zero_sample_steps; /* steps where no worker had a sample */
+    uint64_t stale_max, stale_sum, stale_n; /* over applied pushes */
+    double last_lr;       /* lr of the latest update */
 } srv_store_t;
 
+/* A sync store with the constant learning rate opt->lr. */
 int srv_store_init(srv_store_t *s, const ps_layout_t *l, size_t chunk_elems, int server,
                    int nservers, int nworkers, const srv_optim_cfg_t *opt, srv_release_fn rel);
+/* Before the first push: the consistency mode (staleness only for ssp;
+ * PS_EINVAL over 1024) and the schedule. */
+int srv_store_set_mode(srv_store_t *s, ps_mode_t mode, uint64_t staleness);
+void srv_store_set_lr(srv_store_t *s, srv_lr_fn lr_of, void *arg);
 /* Releases held pushes and frees everything; safe on a zeroed store. */
 void srv_store_fini(srv_store_t *s);
 /* The local chunk with this id, or NULL when it is not ours / out of range. */
@@ -64,16 +94,22 @@ srv_chunk_t *srv_store_chunk(srv_store_t *s, uint32_t id);
 int srv_store_set_init(srv_store_t *s, srv_chunk_t *c, const float *data);
 int srv_store_all_initialized(const srv_store_t *s);
 
-/* Hold worker `w`'s gradient for `step`.  Returns 1 when this push
- * completed the step and the update was applied (version advanced), 0 when
- * still waiting for others, PS_ERANGE for a step other than the chunk's
- * version, PS_ESTATE for a second push from the same worker (detail set;
- * nothing is held then and the caller still owns `owner`). */
-int srv_store_push(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint32_t samples,
-                   const float *grad, void *owner);
+/* Take worker `w`'s gradient for `step`, computed on weights of version
+ * `base`.  Returns the number of updates this push caused (0 while
+ * waiting for other workers; async: 1, or 0 for an empty push), PS_ERANGE
+ * for a step outside the window (sync: the chunk's version; ssp: version
+ * .. version + staleness) or a base newer than the chunk, PS_ESTATE for a
+ * second push from the same worker for one step (detail set; nothing is
+ * held then and the caller still owns `owner`).  `w` must be in
+ * [0, nworkers). */
+int srv_store_push(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_t base,
+                   uint32_t samples, const float *grad, void *owner);
+/* Pushes held for `step` and the one from worker w (NULL if none). */
+int srv_store_arrived(const srv_store_t *s, const srv_chunk_t *c, uint64_t step);
+const float *srv_store_held(const srv_store_t *s, const srv_chunk_t *c, uint64_t step, int w);
 /* Workers whose push for the chunk's current step is missing; returns the
  * count and writes up to `cap` ranks. */
-int srv_store_missing(const srv_chunk_t *c, int nworkers, int *ranks, int cap);
+int srv_store_missing(const srv_store_t *s, const srv_chunk_t *c, int *ranks, int cap);
 
 void srv_store_ref(srv_chunk_t *c);
 void srv_store_unref(srv_chunk_t *c);

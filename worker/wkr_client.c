@@ -17,6 +17,7 @@ struct wkr_client {
     ps_tp_t *tp;
     uint64_t step;
     uint8_t *pushed, *requested, *received; /* per chunk, this step */
+    uint64_t *have; /* per chunk: version of the weights in params */
     size_t nreceived;
     atomic_int inflight; /* zero-copy pushes not yet released by zmq */
     wkr_client_stats_t st;
@@ -47,7 +48,8 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
     c->pushed = calloc(c->map.n, 1);
     c->requested = calloc(c->map.n, 1);
     c->received = calloc(c->map.n, 1);
-    if (!c->pushed || !c->requested || !c->received) {
+    c->have = calloc(c->map.n, sizeof *c->have);
+    if (!c->pushed || !c->requested || !c->received || !c->have) {
         rv = PS_ENOMEM;
         goto fail;
     }
@@ -76,6 +78,7 @@ void wkr_client_destroy(wkr_client_t **cp)
     free(c->pushed);
     free(c->requested);
     free(c->received);
+    free(c->have);
     free(c);
     *cp = NULL;
 }
@@ -119,6 +122,7 @@ static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, 
 {
     ps_hdr_t h = ps_wire_hdr(type, (uint32_t)c->cfg.rank);
     h.step = step;
+    h.base = type == PS_MSG_PUSH ? c->have[k->id] : 0;
     h.chunk = k->id;
     h.offset = k->offset;
     h.samples = samples;
@@ -171,6 +175,19 @@ void wkr_client_begin_step(wkr_client_t *c, uint64_t step)
     c->nreceived = 0;
 }
 
+/* The oldest weights version step `step` may start from. */
+static uint64_t need_version(const wkr_client_t *c, uint64_t step)
+{
+    switch (c->cfg.mode) {
+    case PS_MODE_ASYNC:
+        return 0;
+    case PS_MODE_SSP:
+        return step > c->cfg.staleness ? step - c->cfg.staleness : 0;
+    default:
+        return step;
+    }
+}
+
 static void push_released(void *data, void *hint)
 {
     (void)data;
@@ -196,7 +213,8 @@ int wkr_client_push_from(wkr_client_t *c, const float *grads, size_t first, uint
         }
         c->pushed[i] = 1;
         c->st.bytes_pushed += k->count * sizeof(float);
-        if ((rv = send_chunk(c, PS_MSG_PULL, k, c->step + 1, NULL, 0, NULL)) != 0) {
+        if ((rv = send_chunk(c, PS_MSG_PULL, k, need_version(c, c->step + 1), NULL, 0, NULL)) !=
+            0) {
             return rv;
         }
         c->requested[i] = 1;
@@ -206,6 +224,7 @@ int wkr_client_push_from(wkr_client_t *c, const float *grads, size_t first, uint
 
 /* Check a PULL_REPLY against the chunk map and copy it in. */
 static void take_reply(wkr_client_t *c, const ps_tp_msg_t *m, uint64_t version, float *params)
+
 {
     const ps_hdr_t *h = &m->hdr;
     if (h->type != PS_MSG_PULL_REPLY || h->chunk >= c->map.n) {
@@ -220,13 +239,15 @@ static void take_reply(wkr_client_t *c, const ps_tp_msg_t *m, uint64_t version, 
         return;
     }
     memcpy(params + k->offset, m->payload, m->len);
+    c->have[h->chunk] = h->step;
     c->received[h->chunk] = 1;
     c->nreceived++;
     c->st.bytes_pulled += m->len;
 }
 
-int wkr_client_pull(wkr_client_t *c, uint64_t version, float *params)
+int wkr_client_pull(wkr_client_t *c, uint64_t step, float *params)
 {
+    uint64_t version = need_version(c, step);
     int rv;
     for (size_t i = 0; i < c->map.n; i++) {
         if (!c->requested[i]) {
@@ -267,6 +288,37 @@ int wkr_client_shutdown(wkr_client_t *c)
         if (rv != 0) {
             return rv;
         }
+    }
+    return 0;
+}
+
+int wkr_client_server_stats(wkr_client_t *c, ps_wire_stats_t *out)
+{
+    int rv, got = 0;
+    memset(out, 0, sizeof *out);
+    for (int s = 0; s < c->cfg.nservers; s++) {
+        ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS, (uint32_t)c->cfg.rank);
+        if ((rv = ps_tp_send(c->tp, s, &h, NULL, 0, NULL, NULL)) != 0) {
+            return rv;
+        }
+    }
+    while (got < c->cfg.nservers) {
+        ps_tp_msg_t m;
+        ps_wire_stats_t st;
+        if ((rv = recv_reply(c, &m, "the servers' counters")) != 0) {
+            return rv;
+        }
+        if (m.hdr.type == PS_MSG_STATS_REPLY) {
+            ps_wire_stats_decode(&st, m.payload);
+            out->staleness_max = st.staleness_max > out->staleness_max ? st.staleness_max
+                                                                        : out->staleness_max;
+            out->version = st.version > out->version ? st.version : out->version;
+            out->staleness_sum += st.staleness_sum;
+            out->applied += st.applied;
+            out->rejected += st.rejected;
+            got++;
+        }
+        ps_tp_msg_release(&m);
     }
     return 0;
 }

@@ -6,8 +6,11 @@
  * layout and the chunk map.  Gradients are pushed chunk by chunk straight
  * from the caller's buffer (zero-copy): after a push the caller must not
  * write that buffer until wkr_client_wait_sends() returns.  A PULL for the
- * next version is requested right behind each chunk's push, so the reply
- * can leave the server as soon as the step is applied.
+ * weights a step may start from is requested right behind each chunk's
+ * push, so the reply can leave the server as soon as the consistency mode
+ * allows: sync wants version step + 1, ssp step + 1 - staleness, async
+ * whatever is current.  Each push carries the version of the weights it
+ * was computed on, from which the server measures staleness.
  *
  * Every reply is checked (sender, chunk, offset, count, version) before it
  * is copied; a server's ERROR ends the call with its text as the detail.
@@ -18,7 +21,9 @@
 #define WKR_CLIENT_H
 
 #include "ps_chunk.h"
+#include "ps_jobinfo.h"
 #include "ps_layout.h"
+#include "ps_wire.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +39,8 @@ typedef struct {
     size_t chunk_elems;
     int io_threads;
     int timeout_ms;
+    ps_mode_t mode;
+    uint64_t staleness;
 } wkr_client_cfg_t;
 
 typedef struct {
@@ -52,9 +59,13 @@ void wkr_client_begin_step(wkr_client_t *c, uint64_t step);
  * in grads[first .. total), each carrying `samples`, and request its pull
  * at version step + 1. */
 int wkr_client_push_from(wkr_client_t *c, const float *grads, size_t first, uint32_t samples);
-/* Request every chunk at version >= `version` that is not requested yet,
- * wait for all replies and copy them into params[0 .. total). */
-int wkr_client_pull(wkr_client_t *c, uint64_t version, float *params);
+/* Request every chunk that is not requested yet at the version step
+ * `step` may start from (see above; the initial weights: step 0), wait for
+ * all replies and copy them into params[0 .. total). */
+int wkr_client_pull(wkr_client_t *c, uint64_t step, float *params);
+/* Ask every server for its counters and combine them (maximum of the
+ * maxima and versions, sums of the rest). */
+int wkr_client_server_stats(wkr_client_t *c, ps_wire_stats_t *out);
 /* Wait until the transport no longer reads the pushed gradient buffer. */
 int wkr_client_wait_sends(wkr_client_t *c);
 /* Tell every server this worker is done. */

@@ -8,6 +8,7 @@
  */
 #include "ps_boot.h"
 #include "ps_err.h"
+#include "ps_jobinfo.h"
 #include "ps_opts.h"
 #include "ps_safetensors.h"
 #include "wkr_client.h"
@@ -77,6 +78,8 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
         {"timeout", PS_OPT_INT, &c->timeout_s, "SECONDS",
          "end the job when the servers do not answer for this long"},
         {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
+        {"test-delay-ms", PS_OPT_INT, &c->train.delay_ms, "MS",
+         "TEST ONLY: sleep this long before every step (simulates a slow worker)"},
     };
     int n = (int)(sizeof opts / sizeof opts[0]);
     int rv = ps_opts_parse(opts, n, argc, argv);
@@ -101,7 +104,7 @@ static int check_flags(const wkr_cfg_t *c)
         return PS_EINVAL;
     }
     if (c->train.batch < 1 || c->train.accumulate < 1 || c->train.epochs < 0 ||
-        c->train.steps < 0) {
+        c->train.steps < 0 || c->train.delay_ms < 0) {
         ps_error_set("--batch-size and --accumulate must be >= 1, --epochs and --steps >= 0");
         return PS_EINVAL;
     }
@@ -210,8 +213,10 @@ static int check_agreement(ps_boot_t *b, wkr_job_t *j, const wkr_cfg_t *c)
     return 0;
 }
 
-static int connect_and_train(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j, size_t chunk)
+static int connect_and_train(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j,
+                             const ps_srvinfo_t *srv)
 {
+    size_t chunk = (size_t)srv->chunk_kib * 1024 / sizeof(float);
     char *eps[b->nservers];
     const char *hosts[b->nservers];
     wkr_client_t *client = NULL;
@@ -223,7 +228,8 @@ static int connect_and_train(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j, siz
     wkr_client_cfg_t cc = {.rank = b->rank, .nservers = b->nservers, .endpoints = eps,
                            .hosts = hosts, .layout = wkr_model_layout(j->model),
                            .chunk_elems = chunk, .io_threads = c->io_threads,
-                           .timeout_ms = c->timeout_s * 1000};
+                           .timeout_ms = c->timeout_s * 1000, .mode = (ps_mode_t)srv->mode,
+                           .staleness = srv->staleness};
     int rv = wkr_client_new(&client, &cc);
     if (rv == 0 && b->rank == 0) {
         rv = wkr_client_register(client, wkr_model_params(j->model));
@@ -262,8 +268,10 @@ static int run(wkr_cfg_t *c, ps_boot_t *b, int flags_rv)
     if ((rv = ps_boot_exchange(b, NULL)) != 0) {
         ps_boot_abort(b, 2);
     }
-    uint64_t chunk_kib = 0;
-    ps_boot_bcast_from_server0(b, &chunk_kib, sizeof chunk_kib);
+    ps_srvinfo_t srv;
+    memset(&srv, 0, sizeof srv);
+    ps_boot_bcast_from_server0(b, &srv, sizeof srv);
+    c->train.srv = &srv;
     c->train.shuffle = !c->no_shuffle;
     c->train.seed = (uint64_t)c->seed;
     if ((rv = load_data(c, b, &j, kind)) == 0) {
@@ -276,7 +284,9 @@ static int run(wkr_cfg_t *c, ps_boot_t *b, int flags_rv)
     if ((rv = ps_boot_agree(b, rv)) != 0) {
         goto out;
     }
-    rv = connect_and_train(c, b, &j, (size_t)chunk_kib * 1024 / sizeof(float));
+    ps_planinfo_t plan = {j.plan.steps_per_epoch, j.plan.total_steps};
+    ps_boot_bcast_from_worker0(b, &plan, sizeof plan);
+    rv = connect_and_train(c, b, &j, &srv);
     rv = ps_boot_agree(b, rv);
 out:
     wkr_model_destroy(&j.model);

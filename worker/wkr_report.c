@@ -103,6 +103,11 @@ static void write_json(FILE *f, const wkr_epoch_rec_t *e)
     if (e->has_test) {
         fprintf(f, ",\"test_loss\":%.6g,\"test_acc\":%.6g", e->test_loss, e->test_acc);
     }
+    fprintf(f, ",\"lr\":%.9g", e->lr);
+    if (e->has_staleness) {
+        fprintf(f, ",\"staleness_max\":%.6g,\"staleness_mean\":%.6g", e->staleness_max,
+                e->staleness_mean);
+    }
     fprintf(f, ",\"samples_per_s\":%.6g,\"elapsed_s\":%.6g,\"compute_s\":%.6g,\"wait_s\":%.6g}\n",
             e->samples_per_s, e->elapsed_s, e->compute_s, e->wait_s);
 }

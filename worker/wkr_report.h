@@ -29,6 +29,9 @@ typedef struct {
     double samples_per_s;
     double elapsed_s;
     double compute_s, wait_s; /* this epoch: forward/backward, waiting for pulls */
+    double lr;                /* learning rate of the epoch's last step */
+    int has_staleness;
+    double staleness_max, staleness_mean; /* over pushes applied so far */
 } wkr_epoch_rec_t;
 
 typedef struct {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* State shared with the model's grad-ready callback during one step. */
 typedef struct {
@@ -27,6 +28,7 @@ typedef struct {
     uint32_t *order;  /* shard positions in this epoch's order */
     float *xb, *yb;   /* one micro-batch, gathered */
     double loss_sum, compute_s;
+    double wait_before; /* client wait time at the start of the epoch */
     uint64_t samples;
 } trainer_t;
 
@@ -126,6 +128,9 @@ static int run_step(trainer_t *t, uint64_t s)
     push_ctx_t p = {.client = t->c, .grads = wkr_model_grads(t->m),
                     .done_from = wkr_model_layout(t->m)->total};
     int rv;
+    if (t->cfg->delay_ms > 0) {
+        usleep((useconds_t)t->cfg->delay_ms * 1000u);
+    }
     wkr_client_wait_sends(t->c); /* grads may still be on their way out */
     wkr_model_zero_grads(t->m);
     wkr_client_begin_step(t->c, s);
@@ -135,11 +140,22 @@ static int run_step(trainer_t *t, uint64_t s)
     return wkr_client_pull(t->c, s + 1, params);
 }
 
-/* Sum the epoch's figures over the workers and report them (rank 0). */
-static int end_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, wkr_report_t *r,
-                     wkr_epoch_rec_t *e, double epoch_s)
+/* One epoch's figures on their way through the (non-blocking) sum over
+ * the workers; rank 0 reports them when the sum is complete. */
+typedef struct {
+    wkr_epoch_rec_t e;
+    double v[6]; /* loss sum, samples, test loss sum, correct, test n, compute s */
+    double epoch_s;
+    ps_boot_req_t req;
+} pending_t;
+
+/* Evaluate and start summing the epoch's figures over the workers. */
+static int start_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pending_t *p)
 {
-    double v[6] = {t->loss_sum, (double)t->samples, 0, 0, 0, t->compute_s};
+    double *v = p->v;
+    v[0] = t->loss_sum;
+    v[1] = (double)t->samples;
+    v[5] = t->compute_s;
     if (test) {
         int64_t correct = 0;
         int rv = wkr_model_evaluate(t->m, test->x, test->y, test->n, &v[2], &correct);
@@ -149,17 +165,63 @@ static int end_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, wkr_
         v[3] = (double)correct;
         v[4] = (double)test->n;
     }
-    int rv = ps_boot_workers_sum(b, v, 6);
-    if (rv != 0 || !r) {
+    return ps_boot_workers_isum(b, v, 6, &p->req);
+}
+
+/* The sum is complete: rank 0 adds the servers' counters and reports. */
+static int finish_epoch(trainer_t *t, int has_test, wkr_report_t *r, pending_t *p)
+{
+    wkr_epoch_rec_t *e = &p->e;
+    const double *v = p->v;
+    ps_wire_stats_t st;
+    if (!r) {
+        return 0;
+    }
+    int rv = wkr_client_server_stats(t->c, &st);
+    if (rv != 0) {
         return rv;
     }
+    e->has_staleness = 1;
+    e->staleness_max = (double)st.staleness_max;
+    e->staleness_mean = st.applied ? (double)st.staleness_sum / (double)st.applied : 0;
+    if (t->cfg->srv) {
+        e->lr = ps_sched_lr(&t->cfg->srv->sched, t->cfg->srv->lr, e->step - 1,
+                            t->plan->steps_per_epoch, t->plan->total_steps);
+    }
     e->train_loss = v[1] > 0 ? v[0] / v[1] : 0;
-    e->has_test = test != NULL && v[4] > 0;
+    e->has_test = has_test && v[4] > 0;
     e->test_loss = e->has_test ? v[2] / v[4] : 0;
     e->test_acc = e->has_test ? v[3] / v[4] : 0;
-    e->samples_per_s = epoch_s > 0 ? v[1] / epoch_s : 0;
+    e->samples_per_s = p->epoch_s > 0 ? v[1] / p->epoch_s : 0;
     e->compute_s = v[5] / t->cfg->nworkers;
     return wkr_report_epoch(r, e);
+}
+
+/* Report, in order, every epoch whose sum has completed (all of them when
+ * `wait`). */
+static int drain_epochs(trainer_t *t, int has_test, wkr_report_t *r, pending_t *p, int *next,
+                        int started, int wait)
+{
+    while (*next < started) {
+        int done = 0, rv;
+        if (wait) {
+            rv = ps_boot_req_wait(&p[*next].req);
+            done = 1;
+        } else {
+            rv = ps_boot_req_test(&p[*next].req, &done);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+        if (!done) {
+            return 0;
+        }
+        if ((rv = finish_epoch(t, has_test, r, &p[*next])) != 0) {
+            return rv;
+        }
+        (*next)++;
+    }
+    return 0;
 }
 
 static int trainer_init(trainer_t *t, const wkr_train_cfg_t *cfg, const wkr_plan_t *plan,
@@ -184,6 +246,25 @@ static void trainer_fini(trainer_t *t)
     free(t->yb);
 }
 
+/* Close epoch `epoch` (0-based) ending at step s: start its reduction. */
+static int close_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pending_t *p,
+                       uint64_t epoch, uint64_t s, double start, double *epoch_start)
+{
+    double tnow = now_s();
+    wkr_client_stats_t st;
+    wkr_client_stats(t->c, &st);
+    p->e = (wkr_epoch_rec_t){.epoch = (int)epoch + 1, .step = s + 1, .elapsed_s = tnow - start,
+                             .wait_s = st.wait_s - t->wait_before};
+    p->epoch_s = tnow - *epoch_start;
+    t->wait_before = st.wait_s;
+    int rv = start_epoch(t, b, test, p);
+    t->loss_sum = 0;
+    t->samples = 0;
+    t->compute_s = 0;
+    *epoch_start = now_s();
+    return rv;
+}
+
 int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t *b,
                   wkr_model_t *m, wkr_client_t *c, const wkr_dataset_t *train,
                   const wkr_dataset_t *test, wkr_report_t *r)
@@ -191,9 +272,12 @@ int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t 
     trainer_t t;
     int rv = trainer_init(&t, cfg, plan, m, c, train);
     uint64_t spe = plan->steps_per_epoch;
-    int epochs = (int)((plan->total_steps + spe - 1) / spe);
+    int epochs = (int)((plan->total_steps + spe - 1) / spe), started = 0, reported = 0;
     double start = now_s(), epoch_start = start;
-    wkr_client_stats_t st0 = {0}, st;
+    pending_t *pend = calloc((size_t)epochs + 1, sizeof *pend);
+    if (rv == 0 && !pend) {
+        rv = PS_ENOMEM;
+    }
     if (rv == 0) {
         wkr_client_begin_step(c, 0);
         rv = wkr_client_pull(c, 0, wkr_model_params(m)); /* the initial weights */
@@ -211,18 +295,18 @@ int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t 
                             t.samples ? t.loss_sum / (double)t.samples : 0);
         }
         if (j + 1 == spe || s + 1 == plan->total_steps) {
-            double tnow = now_s();
-            wkr_client_stats(c, &st);
-            wkr_epoch_rec_t e = {.epoch = (int)epoch + 1, .epochs = epochs, .step = s + 1,
-                                 .elapsed_s = tnow - start, .wait_s = st.wait_s - st0.wait_s};
-            st0 = st;
-            rv = end_epoch(&t, b, test, r, &e, tnow - epoch_start);
-            t.loss_sum = 0;
-            t.samples = 0;
-            t.compute_s = 0;
-            epoch_start = now_s();
+            rv = close_epoch(&t, b, test, &pend[started], epoch, s, start, &epoch_start);
+            pend[started].e.epochs = epochs;
+            started++;
+        }
+        if (rv == 0) {
+            rv = drain_epochs(&t, test != NULL, r, pend, &reported, started, 0);
         }
     }
+    if (rv == 0) {
+        rv = drain_epochs(&t, test != NULL, r, pend, &reported, started, 1);
+    }
+    free(pend);
     trainer_fini(&t);
     return rv;
 }

@@ -37,6 +37,8 @@ typedef struct {
     int shuffle;
     uint64_t seed;
     int rank, nworkers;
+    int delay_ms;              /* TEST ONLY: sleep this long every step */
+    const ps_srvinfo_t *srv;   /* the servers' settings (for the lr in metrics) */
 } wkr_train_cfg_t;
 
 typedef struct {

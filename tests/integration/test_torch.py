@@ -1,6 +1,7 @@
 """Our saved model against torch.optim.SGD on the same data, batches and
 initial weights (Debian's python3-torch).  Skipped, and said so, when
 /usr/bin/python3 has no torch.  Prints TAP lines."""
+import math
 import os
 import subprocess
 import sys
@@ -66,10 +67,15 @@ class Net(torch.nn.Module):
         return x
 
 
-def torch_train(net, x, y, regression, g, steps, opt_kw):
+def torch_train(net, x, y, regression, g, steps, opt_kw, extra):
+    """extra: 'schedule' (a function of the optimizer and steps per epoch
+    returning (scheduler, per_step)), 'clip' (clamp the gradient first),
+    'decoupled' (multiply the weights by 1 - lr*F before the step)."""
     opt = torch.optim.SGD(net.parameters(), **opt_kw)
     xt = torch.from_numpy(x)
     spe = (len(x) + g - 1) // g
+    sched, per_step = (extra["schedule"](opt, spe, steps) if "schedule" in extra
+                       else (None, False))
     for s in range(steps):
         j = s % spe
         xb = xt[j * g:(j + 1) * g]
@@ -82,12 +88,21 @@ def torch_train(net, x, y, regression, g, steps, opt_kw):
             loss = torch.nn.functional.cross_entropy(out, yb)
         opt.zero_grad()
         loss.backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                if "clip" in extra:
+                    p.grad.clamp_(-extra["clip"], extra["clip"])
+                if "decoupled" in extra:
+                    p.mul_(1 - opt.param_groups[0]["lr"] * extra["decoupled"])
         opt.step()
+        if sched is not None and (per_step or (s + 1) % spe == 0):
+            sched.step()
     return opt
 
 
 def case(name, model, sizes, regression, servers, workers, k, b, epochs, opt_kw, srv_flags,
-         n=150):
+         n=150, extra=None):
+    extra = extra or {}
     with tempfile.TemporaryDirectory() as tmp:
         x, y = make_data(tmp, n, sizes[0], sizes[-1], regression)
         torch.manual_seed(0)
@@ -112,13 +127,13 @@ def case(name, model, sizes, regression, servers, workers, k, b, epochs, opt_kw,
             return
         g = workers * k * b
         steps = epochs * ((n + g - 1) // g)
-        opt = torch_train(net, x, y, regression, g, steps, opt_kw)
+        opt = torch_train(net, x, y, regression, g, steps, opt_kw, extra)
         ours, meta = sthelp.read(save)
         worst = 0.0
         for kk, v in net.state_dict().items():
             worst = max(worst, float(np.max(np.abs(ours[kk] - v.numpy()))))
         tap(worst < 2e-5, "%s: weights match torch.optim.SGD (max diff %.2g)" % (name, worst))
-        if opt_kw.get("momentum", 0) > 0:
+        if opt_kw.get("momentum", 0) > 0 and "sutskever" not in srv_flags:
             bw = 0.0
             for kk, p in net.named_parameters():
                 buf = opt.state[p]["momentum_buffer"].numpy()
@@ -145,3 +160,42 @@ case("linear regression, dampening, 2 servers", "linear", [7, 1], True, 2, 2, 1,
      ["--lr", "0.02", "--momentum", "0.5", "--dampening", "0.1"])
 case("mlp, plain SGD, 3 workers uneven shards", "mlp", [7, 1100, 3], False, 2, 3, 1, 11, 2,
      dict(lr=0.05), ["--lr", "0.05", "--momentum", "0"], n=152)
+
+
+# Schedules: evaluated per step on the server, against torch's schedulers.
+def multistep(milestones, gamma):
+    return lambda opt, spe, steps: (
+        torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=gamma), False)
+
+
+def cosine_warmup(warm):
+    def make(opt, spe, steps):
+        f = lambda t: ((1 + math.cos(math.pi * t / steps)) / 2) * (  # noqa: E731
+            (t + 1) / warm if t < warm else 1.0)
+        return torch.optim.lr_scheduler.LambdaLR(opt, f), True
+    return make
+
+
+case("softmax, step schedule", "softmax", [7, 3], False, 1, 2, 1, 8, 4,
+     dict(lr=0.1, momentum=0.9), ["--lr", "0.1", "--momentum", "0.9",
+                                   "--lr-schedule", "step:1,3:0.5"],
+     extra={"schedule": multistep([1, 3], 0.5)})
+case("mlp, cosine + warm-up, 2 servers", "mlp", [7, 16, 3], False, 2, 2, 1, 8, 3,
+     dict(lr=0.1, momentum=0.9, nesterov=True),
+     ["--lr", "0.1", "--momentum", "0.9", "--nesterov", "--lr-schedule", "cosine",
+      "--warmup-steps", "5"], extra={"schedule": cosine_warmup(5)})
+case("softmax, maximize", "softmax", [7, 3], False, 1, 1, 1, 16, 2,
+     dict(lr=0.01, momentum=0.9, maximize=True),
+     ["--lr", "0.01", "--momentum", "0.9", "--maximize"])
+case("softmax, clip-grad-value + weight decay", "softmax", [7, 3], False, 1, 2, 1, 8, 2,
+     dict(lr=0.1, momentum=0.9, weight_decay=0.01),
+     ["--lr", "0.1", "--momentum", "0.9", "--weight-decay", "0.01",
+      "--clip-grad-value", "0.05"], extra={"clip": 0.05})
+case("softmax, decoupled weight decay", "softmax", [7, 3], False, 1, 1, 1, 16, 2,
+     dict(lr=0.1, momentum=0.9), ["--lr", "0.1", "--momentum", "0.9",
+                                  "--decoupled-weight-decay", "0.1"],
+     extra={"decoupled": 0.1})
+# At a constant lr the Sutskever form follows torch's trajectory.
+case("mlp, sutskever form with Nesterov == torch at constant lr", "mlp", [7, 16, 3], False, 1, 2,
+     1, 8, 2, dict(lr=0.05, momentum=0.9, nesterov=True),
+     ["--lr", "0.05", "--momentum", "0.9", "--nesterov", "--momentum-form", "sutskever"])

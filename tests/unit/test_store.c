@@ -118,7 +118,7 @@ static void test_local_chunks(void **state)
     assert_null(srv_store_chunk(&s, 3)); /* past the map */
     assert_null(srv_store_chunk(&s, UINT32_MAX));
     assert_true(c0->version == 0);
-    assert_int_equal(c0->arrived, 0);
+    assert_int_equal(srv_store_arrived(&s, c0, 0), 0);
     assert_int_equal(c0->initialized, 0);
     assert_null(c0->buf); /* no velocity without momentum */
     srv_store_fini(&s);
@@ -199,15 +199,15 @@ static void test_weighted_mean_plain(void **state)
         memcpy(w0, c->w, n * sizeof(float));
         fill(g0, n, 10 + id);
         fill(g1, n, 20 + id);
-        assert_int_equal(srv_store_push(&s, c, 1, 0, 3, g1, &own1), 0);
+        assert_int_equal(srv_store_push(&s, c, 1, 0, 0, 3, g1, &own1), 0);
         assert_true(c->version == 0);
         assert_bits(c->w, w0, n); /* nothing applied yet */
         assert_int_equal(own1, 0);
-        assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g0, &own0), 1);
+        assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g0, &own0), 1);
         assert_true(c->version == 1);
         assert_int_equal(own0, 1);
         assert_int_equal(own1, 1);
-        assert_int_equal(c->arrived, 0);
+        assert_int_equal(srv_store_arrived(&s, c, c->version), 0);
         /* coef = (float)(1/4), (float)(3/4): exact here. */
         const float c0 = 0.25f, c1 = 0.75f, neglr = -0.5f;
         for (size_t i = 0; i < n; i++) {
@@ -236,8 +236,8 @@ static void test_inexact_coefficients(void **state)
     memcpy(w0, c->w, n * sizeof(float));
     fill(g0, n, 31);
     fill(g1, n, 32);
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g0, &own[0]), 0);
-    assert_int_equal(srv_store_push(&s, c, 1, 0, 2, g1, &own[1]), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g0, &own[0]), 0);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, 2, g1, &own[1]), 1);
     const float coef[2] = {(float)(1.0 / 3.0), (float)(2.0 / 3.0)};
     const float *parts[2] = {g0, g1};
     for (size_t i = 0; i < n; i++) {
@@ -265,8 +265,8 @@ static void test_large_sample_counts(void **state)
     const float coef[2] = {(float)(16777217.0 / 16777218.0), (float)(1.0 / 16777218.0)};
     /* The test can tell the two roundings apart. */
     assert_true(coef[0] != (float)n0 / (float)(n0 + n1));
-    assert_int_equal(srv_store_push(&s, c, 1, 0, n1, g1, &own[1]), 0);
-    assert_int_equal(srv_store_push(&s, c, 0, 0, n0, g0, &own[0]), 1);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, n1, g1, &own[1]), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, n0, g0, &own[0]), 1);
     const float *parts[2] = {g0, g1};
     for (size_t i = 0; i < 1024; i++) {
         want[i] = fmaf(agg(parts, coef, 2, i), (float)(-lr), w0[i]);
@@ -286,10 +286,10 @@ static void test_arrival_order_two(void **state)
     int own[4] = {0, 0, 0, 0};
     fill(g0, ca->count, 41);
     fill(g1, ca->count, 42);
-    assert_int_equal(srv_store_push(&a, ca, 0, 0, 1, g0, &own[0]), 0);
-    assert_int_equal(srv_store_push(&a, ca, 1, 0, 3, g1, &own[1]), 1);
-    assert_int_equal(srv_store_push(&b, cb, 1, 0, 3, g1, &own[2]), 0);
-    assert_int_equal(srv_store_push(&b, cb, 0, 0, 1, g0, &own[3]), 1);
+    assert_int_equal(srv_store_push(&a, ca, 0, 0, 0, 1, g0, &own[0]), 0);
+    assert_int_equal(srv_store_push(&a, ca, 1, 0, 0, 3, g1, &own[1]), 1);
+    assert_int_equal(srv_store_push(&b, cb, 1, 0, 0, 3, g1, &own[2]), 0);
+    assert_int_equal(srv_store_push(&b, cb, 0, 0, 0, 1, g0, &own[3]), 1);
     assert_bits(ca->w, cb->w, ca->count);
     srv_store_fini(&a);
     srv_store_fini(&b);
@@ -324,7 +324,7 @@ static void test_arrival_order_three(void **state)
         memcpy(w0, c->w, 1024 * sizeof(float));
         for (int k = 0; k < 3; k++) {
             int w = perms[p][k];
-            assert_int_equal(srv_store_push(&s, c, w, 0, samples[w], g[w], &own[w]),
+            assert_int_equal(srv_store_push(&s, c, w, 0, 0, samples[w], g[w], &own[w]),
                              k == 2 ? 1 : 0);
         }
         for (size_t i = 0; i < 1024; i++) {
@@ -347,20 +347,20 @@ static void test_wrong_step(void **state)
     fill(g, 1024, 61);
     memcpy(w0, c->w, sizeof w0);
     ps_error_clear();
-    assert_int_equal(srv_store_push(&s, c, 0, 1, 1, g, &own), PS_ERANGE);
+    assert_int_equal(srv_store_push(&s, c, 0, 1, 1, 1, g, &own), PS_ERANGE);
     assert_string_not_equal(ps_error_msg(), "no detail recorded");
-    assert_int_equal(srv_store_push(&s, c, 1, UINT64_MAX, 1, g, &own), PS_ERANGE);
-    assert_int_equal(c->arrived, 0);
-    assert_null(c->part[0]);
-    assert_null(c->part[1]);
-    assert_int_equal(srv_store_missing(c, 2, missing, 2), 2);
+    assert_int_equal(srv_store_push(&s, c, 1, UINT64_MAX, 0, 1, g, &own), PS_ERANGE);
+    assert_int_equal(srv_store_arrived(&s, c, c->version), 0);
+    assert_null(srv_store_held(&s, c, 0, 0));
+    assert_null(srv_store_held(&s, c, 0, 1));
+    assert_int_equal(srv_store_missing(&s, c, missing, 2), 2);
     /* Step 0 still completes normally. */
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g, &ok0), 0);
-    assert_int_equal(srv_store_push(&s, c, 1, 0, 1, g, &ok1), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &ok0), 0);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, 1, g, &ok1), 1);
     /* Now step 0 is the past. */
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g, &own), PS_ERANGE);
-    assert_int_equal(srv_store_push(&s, c, 0, 2, 1, g, &own), PS_ERANGE);
-    assert_int_equal(c->arrived, 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &own), PS_ERANGE);
+    assert_int_equal(srv_store_push(&s, c, 0, 2, 2, 1, g, &own), PS_ERANGE);
+    assert_int_equal(srv_store_arrived(&s, c, c->version), 0);
     srv_store_fini(&s);
     assert_int_equal(own, 0); /* refused pushes stay the caller's */
     assert_int_equal(ok0, 1);
@@ -380,13 +380,13 @@ static void test_duplicate_push(void **state)
     fill(second, n, 72);
     fill(g1, n, 73);
     memcpy(w0, c->w, n * sizeof(float));
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, first, &own_first), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, first, &own_first), 0);
     ps_error_clear();
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, second, &own_second), PS_ESTATE);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, second, &own_second), PS_ESTATE);
     assert_string_not_equal(ps_error_msg(), "no detail recorded");
-    assert_int_equal(c->arrived, 1);
-    assert_ptr_equal(c->part[0], first);
-    assert_int_equal(srv_store_push(&s, c, 1, 0, 1, g1, &own1), 1);
+    assert_int_equal(srv_store_arrived(&s, c, c->version), 1);
+    assert_ptr_equal(srv_store_held(&s, c, 0, 0), first);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, 1, g1, &own1), 1);
     for (size_t i = 0; i < n; i++) {
         float g = first[i] * 0.5f;
         float p = g1[i] * 0.5f;
@@ -407,9 +407,9 @@ static void test_release_at_fini(void **state)
     float g[MAXN];
     int own[3] = {0, 0, 0};
     fill(g, 1024, 81);
-    assert_int_equal(srv_store_push(&s, srv_store_chunk(&s, 0), 2, 0, 1, g, &own[0]), 0);
-    assert_int_equal(srv_store_push(&s, srv_store_chunk(&s, 0), 0, 0, 1, g, &own[1]), 0);
-    assert_int_equal(srv_store_push(&s, srv_store_chunk(&s, 2), 1, 0, 1, g, &own[2]), 0);
+    assert_int_equal(srv_store_push(&s, srv_store_chunk(&s, 0), 2, 0, 0, 1, g, &own[0]), 0);
+    assert_int_equal(srv_store_push(&s, srv_store_chunk(&s, 0), 0, 0, 0, 1, g, &own[1]), 0);
+    assert_int_equal(srv_store_push(&s, srv_store_chunk(&s, 2), 1, 0, 0, 1, g, &own[2]), 0);
     assert_int_equal(own[0] + own[1] + own[2], 0);
     srv_store_fini(&s);
     assert_int_equal(own[0], 1);
@@ -431,7 +431,7 @@ static void test_no_release_callback(void **state)
     fill(g, 1024, 91);
     srv_chunk_t *c = srv_store_chunk(&s, 0);
     assert_int_equal(srv_store_set_init(&s, c, g), 0);
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g, NULL), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, NULL), 0);
     srv_store_fini(&s);
 }
 
@@ -450,9 +450,9 @@ static void test_zero_sample_worker_excluded(void **state)
         junk[i] = NAN; /* 0 * NaN would poison the sum */
     }
     memcpy(w0, c->w, sizeof w0);
-    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, junk, &own[1]), 0);
-    assert_int_equal(srv_store_push(&s, c, 2, 0, 2, g2, &own[2]), 0);
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 2, g0, &own[0]), 1);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, 0, junk, &own[1]), 0);
+    assert_int_equal(srv_store_push(&s, c, 2, 0, 0, 2, g2, &own[2]), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 2, g0, &own[0]), 1);
     for (int i = 0; i < 1024; i++) {
         float g = g0[i] * 0.5f;
         float p = g2[i] * 0.5f;
@@ -476,8 +476,8 @@ static void test_all_zero_samples(void **state)
         junk[i] = NAN;
     }
     memcpy(w0, c->w, c->count * sizeof(float));
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, junk, &own[0]), 0);
-    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, junk, &own[1]), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 0, junk, &own[0]), 0);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, 0, junk, &own[1]), 1);
     assert_true(c->version == 1);
     assert_bits(c->w, w0, c->count);
     assert_true(s.zero_sample_steps == 1);
@@ -504,8 +504,8 @@ static void test_zero_step_is_not_first_update(void **state)
     }
     fill(g, 1024, 111);
     memcpy(w0, c->w, sizeof w0);
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, junk, &own[0]), 1);
-    assert_int_equal(srv_store_push(&s, c, 0, 1, 5, g, &own[1]), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 0, junk, &own[0]), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 1, 1, 5, g, &own[1]), 1);
     for (int i = 0; i < 1024; i++) {
         float gi = g[i] * 1.0f; /* one part, coefficient 5/5 */
         wb[i] = gi;             /* first update: buf = g, undampened */
@@ -515,7 +515,7 @@ static void test_zero_step_is_not_first_update(void **state)
     assert_bits(c->w, wantw, 1024);
     /* The next one is dampened: buf = fmaf(g, 1 - damp, buf*mom). */
     fill(g, 1024, 112);
-    assert_int_equal(srv_store_push(&s, c, 0, 2, 5, g, &own[2]), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 2, 2, 5, g, &own[2]), 1);
     for (int i = 0; i < 1024; i++) {
         float bm = wb[i] * (float)0.9;
         wb[i] = fmaf(g[i], 0.5f, bm);
@@ -537,29 +537,29 @@ static void test_missing(void **state)
     float g[MAXN];
     int own[4] = {0, 0, 0, 0}, r[4] = {-9, -9, -9, -9};
     fill(g, 1024, 121);
-    assert_int_equal(srv_store_missing(c, 4, r, 4), 4);
+    assert_int_equal(srv_store_missing(&s, c, r, 4), 4);
     assert_int_equal(r[0], 0);
     assert_int_equal(r[3], 3);
-    assert_int_equal(srv_store_push(&s, c, 2, 0, 1, g, &own[2]), 0);
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g, &own[0]), 0);
+    assert_int_equal(srv_store_push(&s, c, 2, 0, 0, 1, g, &own[2]), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &own[0]), 0);
     for (int i = 0; i < 4; i++) {
         r[i] = -9;
     }
-    assert_int_equal(srv_store_missing(c, 4, r, 4), 2);
+    assert_int_equal(srv_store_missing(&s, c, r, 4), 2);
     assert_int_equal(r[0], 1);
     assert_int_equal(r[1], 3);
     assert_int_equal(r[2], -9);
     r[0] = r[1] = -9;
-    assert_int_equal(srv_store_missing(c, 4, r, 1), 2); /* count, not capped */
+    assert_int_equal(srv_store_missing(&s, c, r, 1), 2); /* count, not capped */
     assert_int_equal(r[0], 1);
     assert_int_equal(r[1], -9); /* nothing past cap */
-    assert_int_equal(srv_store_missing(c, 4, r, 0), 2);
-    assert_int_equal(srv_store_push(&s, c, 3, 0, 1, g, &own[3]), 0);
-    assert_int_equal(srv_store_missing(c, 4, r, 4), 1);
+    assert_int_equal(srv_store_missing(&s, c, r, 0), 2);
+    assert_int_equal(srv_store_push(&s, c, 3, 0, 0, 1, g, &own[3]), 0);
+    assert_int_equal(srv_store_missing(&s, c, r, 4), 1);
     assert_int_equal(r[0], 1);
-    assert_int_equal(srv_store_push(&s, c, 1, 0, 1, g, &own[1]), 1);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, 1, g, &own[1]), 1);
     /* A new step: everyone is missing again. */
-    assert_int_equal(srv_store_missing(c, 4, r, 4), 4);
+    assert_int_equal(srv_store_missing(&s, c, r, 4), 4);
     srv_store_fini(&s);
 }
 
@@ -580,8 +580,8 @@ static void test_momentum_two_steps(void **state)
     for (int step = 0; step < 2; step++) {
         fill(ga, n, 130 + (uint64_t)step);
         fill(gb, n, 140 + (uint64_t)step);
-        assert_int_equal(srv_store_push(&s, c, 1, (uint64_t)step, 2, gb, &own[2 * step + 1]), 0);
-        assert_int_equal(srv_store_push(&s, c, 0, (uint64_t)step, 2, ga, &own[2 * step]), 1);
+        assert_int_equal(srv_store_push(&s, c, 1, (uint64_t)step, (uint64_t)step, 2, gb, &own[2 * step + 1]), 0);
+        assert_int_equal(srv_store_push(&s, c, 0, (uint64_t)step, (uint64_t)step, 2, ga, &own[2 * step]), 1);
         for (size_t i = 0; i < n; i++) {
             float g = ga[i] * 0.5f;
             float p = gb[i] * 0.5f;
@@ -624,7 +624,7 @@ static void test_refs(void **state)
     float g[MAXN];
     int own = 0;
     fill(g, 1024, 131);
-    assert_int_equal(srv_store_push(&s, c, 0, 0, 1, g, &own), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &own), 1);
     srv_store_fini(&s);
     assert_int_equal(own, 1);
 }

@@ -1,5 +1,5 @@
 /*
- * Unit tests for common/ps_wire: the 56-byte header codec.
+ * Unit tests for common/ps_wire: the 64-byte header codec.
  *
  * The fixed-bytes test compares the encoder with an array written by hand
  * from the offset table in ps_wire.h (and decodes that array back), so a
@@ -26,7 +26,7 @@
  * table in ps_wire.h, little endian). */
 static const uint8_t push_bytes[PS_WIRE_HDR_SIZE] = {
     0x50, 0x53, 0x4d, 0x51,                         /*  0 magic "PSMQ" */
-    0x01, 0x00,                                     /*  4 version 1 */
+    0x02, 0x00,                                     /*  4 version 2 */
     0x05,                                           /*  6 type PUSH */
     0x00,                                           /*  7 flags */
     0x04, 0x03, 0x02, 0x01,                         /*  8 sender 0x01020304 */
@@ -38,6 +38,7 @@ static const uint8_t push_bytes[PS_WIRE_HDR_SIZE] = {
     0x00, 0x01, 0x00, 0x00,                         /* 40 count 256 */
     0x44, 0x43, 0x42, 0x41,                         /* 44 samples 0x41424344 */
     0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* 48 payload 1024 */
+    0x58, 0x57, 0x56, 0x55, 0x54, 0x53, 0x52, 0x51, /* 56 base */
 };
 
 static ps_hdr_t push_hdr(void)
@@ -50,6 +51,7 @@ static ps_hdr_t push_hdr(void)
     h.count = 256;
     h.samples = 0x41424344u;
     h.payload = 1024;
+    h.base = 0x5152535455565758ull;
     return h;
 }
 
@@ -68,6 +70,7 @@ static void assert_hdr_equal(const ps_hdr_t *a, const ps_hdr_t *b)
     assert_int_equal(a->count, b->count);
     assert_int_equal(a->samples, b->samples);
     assert_true(a->payload == b->payload);
+    assert_true(a->base == b->base);
 }
 
 /* Decodes from an exact-size heap copy so valgrind sees any over-read. */
@@ -137,7 +140,7 @@ static void test_encode_fixed_bytes(void **state)
     ps_hdr_t h = push_hdr();
     ps_wire_encode(&h, buf);
     assert_memory_equal(buf, push_bytes, PS_WIRE_HDR_SIZE);
-    /* Exactly 56 bytes written, nothing past them. */
+    /* Exactly 64 bytes written, nothing past them. */
     for (size_t i = PS_WIRE_HDR_SIZE; i < sizeof buf; i++) {
         assert_int_equal(buf[i], 0xee);
     }
@@ -177,6 +180,7 @@ static ps_hdr_t valid_hdr(int type, size_t *payload)
     h.chunk = 5;
     h.offset = 5 * 1024;
     h.samples = 64;
+    h.base = 0x200000000ull + (uint64_t)type;
     switch (type) {
     case PS_MSG_INIT:
     case PS_MSG_PUSH:
@@ -189,6 +193,9 @@ static ps_hdr_t valid_hdr(int type, size_t *payload)
         break;
     case PS_MSG_ERROR:
         h.payload = 10;
+        break;
+    case PS_MSG_STATS_REPLY:
+        h.payload = PS_WIRE_STATS_BYTES;
         break;
     default:
         break;
@@ -210,8 +217,8 @@ static void test_round_trip_every_type(void **state)
 static void test_type_names(void **state)
 {
     (void)state;
-    const char *want[] = {"?",    "REGISTER", "INIT",       "ACK",     "ERROR",
-                          "PUSH", "PULL",     "PULL_REPLY", "SHUTDOWN"};
+    const char *want[] = {"?",    "REGISTER", "INIT",       "ACK",      "ERROR", "PUSH",
+                          "PULL", "PULL_REPLY", "SHUTDOWN", "STATS", "STATS_REPLY"};
     for (int t = 1; t <= PS_MSG_TYPE_MAX; t++) {
         assert_string_equal(ps_wire_type_name(t), want[t]);
     }
@@ -275,7 +282,7 @@ static void test_reject_other_version(void **state)
 static void test_reject_unknown_type(void **state)
 {
     (void)state;
-    const int types[] = {0, PS_MSG_TYPE_MAX + 1, 10, 128, 255};
+    const int types[] = {0, PS_MSG_TYPE_MAX + 1, 12, 128, 255};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         ps_hdr_t h = ps_wire_hdr(PS_MSG_ACK, 1);
         h.type = (uint8_t)types[i];

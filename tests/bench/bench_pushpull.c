@@ -1,0 +1,746 @@
+/*
+ * bench_pushpull: one push + pull round trip through the real data path,
+ * against raw libzmq moving the same bytes.
+ *
+ *     bench_pushpull [--chunk-elems N] [--iters N] [--seconds S] [RESULTS.jsonl]
+ *
+ * Ours: a server thread runs the real event loop (srv_loop: setup, train,
+ * with lr 0 and momentum 0, so the update kernel runs but the weights stay
+ * put); the main thread is a worker using wkr_client: begin_step, push the
+ * whole 16 MiB gradient (chunk by chunk, zero-copy), pull the next version
+ * into the caller's buffer, wait for the sends.  Reference: a DEALER and a
+ * ROUTER in two threads of this process ping-pong the same 16 MiB payload
+ * (zero-copy zmq_msg_init_data on both sides, nothing copied out), over the
+ * same kind of endpoint.  So the ratio charges our code with everything it
+ * adds: headers, chunking, the update kernel and the copy into `params`.
+ *
+ * Both run over tcp://127.0.0.1 and ipc (a path under /tmp, removed after).
+ * Rounds of ours and of the reference alternate, so drift in the load of
+ * this shared machine hits both alike; the median of each is reported (the
+ * best one is printed too).  A second figure pushes+pulls a layout of many
+ * 1 KiB tensors against one tensor of the same size (per-tensor overhead).
+ *
+ * Every run is checked: the pulled weights must equal the initial values
+ * bit for bit, the server must have counted every push and rejected none,
+ * every reference reply must have the full length.  A failed check exits
+ * non-zero and writes nothing.  Results go to stdout as a table and, when a
+ * path is given, are appended to it as JSON lines.
+ *
+ * This program includes zmq.h for the reference only; our path goes
+ * through ps_transport like the real binaries.
+ */
+#include "ps_err.h"
+#include "ps_layout.h"
+#include "srv_loop.h"
+#include "wkr_client.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define BIG_ELEMS ((size_t)4 << 20) /* 16 MiB of float32 */
+#define SMALL_TENSOR 256            /* floats per small tensor (1 KiB) */
+#define SMALL_WANTED 1000           /* small tensors asked for */
+#define TIMEOUT_MS 30000
+#define WARMUP 3
+#define MIN_ITERS 5
+
+typedef struct {
+    size_t chunk_elems;
+    int iters;      /* 0: calibrate to `seconds` */
+    double seconds; /* wall time wanted for our side of each comparison */
+    const char *results;
+} cfg_t;
+
+typedef struct {
+    double med, best;
+} timing_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void spin_until_zero(atomic_int *n)
+{
+    while (atomic_load_explicit(n, memory_order_acquire) > 0) {
+        sched_yield();
+    }
+}
+
+/* ---------------------------------------------------------------- ours */
+
+typedef struct {
+    ps_layout_t layout;
+    float *init, *grads, *params;
+    srv_loop_t L;
+    pthread_t thread;
+    int started, srv_rv;
+    char ep[512];
+    char *eps[1];
+    wkr_client_t *client;
+    uint64_t step;
+    double apply_s; /* server time in the update, over all rounds */
+} ours_t;
+
+static void *ours_server(void *arg)
+{
+    ours_t *o = arg;
+    int rv = srv_loop_setup(&o->L);
+    if (rv == 0) {
+        rv = srv_loop_train(&o->L);
+    }
+    if (rv != 0) {
+        fprintf(stderr, "bench_pushpull: server loop: %s\n", ps_error_msg());
+    }
+    o->srv_rv = rv;
+    return NULL;
+}
+
+static int ours_buffers(ours_t *o)
+{
+    size_t n = o->layout.total;
+    o->init = malloc(n * sizeof(float));
+    o->grads = malloc(n * sizeof(float));
+    o->params = malloc(n * sizeof(float));
+    if (!o->init || !o->grads || !o->params) {
+        return PS_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        o->init[i] = (float)(i % 1000) * 1e-3f - 0.5f;
+        o->grads[i] = (float)(i % 7) * 1e-4f; /* every page touched before timing */
+        o->params[i] = 0.0f;
+    }
+    return 0;
+}
+
+/* Server thread up, client connected, model registered.  On failure the
+ * caller still calls ours_stop() on the half-built state. */
+static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t chunk_elems)
+{
+    int rv;
+    memset(o, 0, sizeof *o);
+    o->layout = *l;
+    if ((rv = ours_buffers(o)) != 0 ||
+        (rv = ps_tp_server_new(&o->L.tp, base, 1, o->ep, sizeof o->ep)) != 0) {
+        return rv;
+    }
+    /* Fields left zero: server 0, sync mode, a constant learning rate. */
+    o->L.nservers = 1;
+    o->L.nworkers = 1;
+    o->L.chunk_elems = chunk_elems;
+    o->L.opt = (srv_optim_cfg_t){.lr = 0.0, .momentum = 0.0};
+    o->L.timeout_ms = TIMEOUT_MS;
+    if ((rv = srv_loop_init(&o->L)) != 0) {
+        return rv;
+    }
+    if (pthread_create(&o->thread, NULL, ours_server, o) != 0) {
+        ps_error_set("cannot start the server thread");
+        return PS_ENOMEM;
+    }
+    o->started = 1;
+    o->eps[0] = o->ep;
+    wkr_client_cfg_t cc = {.rank = 0, .nservers = 1, .endpoints = o->eps, .layout = &o->layout,
+                           .chunk_elems = chunk_elems, .io_threads = 1,
+                           .timeout_ms = TIMEOUT_MS};
+    if ((rv = wkr_client_new(&o->client, &cc)) != 0) {
+        return rv;
+    }
+    return wkr_client_register(o->client, o->init);
+}
+
+/* One timed round: the worker's whole step minus the compute. */
+static int ours_round(void *arg, double *dt)
+{
+    ours_t *o = arg;
+    double t0 = now_s();
+    wkr_client_begin_step(o->client, o->step);
+    int rv = wkr_client_push_from(o->client, o->grads, 0, 1);
+    if (rv == 0) {
+        rv = wkr_client_pull(o->client, o->step + 1, o->params);
+    }
+    if (rv == 0) {
+        rv = wkr_client_wait_sends(o->client);
+    }
+    *dt = now_s() - t0;
+    o->step++;
+    return rv;
+}
+
+/* One more round into a poisoned buffer: lr 0 means every pulled weight
+ * must come back as it was registered. */
+static int ours_verify(ours_t *o)
+{
+    double dt;
+    memset(o->params, 0xff, o->layout.total * sizeof(float));
+    int rv = ours_round(o, &dt);
+    if (rv != 0) {
+        return rv;
+    }
+    if (memcmp(o->params, o->init, o->layout.total * sizeof(float)) != 0) {
+        ps_error_set("pulled weights differ from the registered ones");
+        return PS_EPROTO;
+    }
+    return 0;
+}
+
+/* Every push counted, nothing rejected (read after the join). */
+static int ours_counters(const ours_t *o, size_t chunk_elems)
+{
+    uint64_t nchunks = (o->layout.total + chunk_elems - 1) / chunk_elems;
+    if (srv_loop_rejected_total(&o->L) != 0) {
+        ps_error_set("the server rejected %llu messages",
+                     (unsigned long long)srv_loop_rejected_total(&o->L));
+        return PS_EPROTO;
+    }
+    if (o->L.pushes != o->step * nchunks) {
+        ps_error_set("the server counted %llu pushes, expected %llu",
+                     (unsigned long long)o->L.pushes, (unsigned long long)(o->step * nchunks));
+        return PS_EPROTO;
+    }
+    return 0;
+}
+
+static int ours_stop(ours_t *o, size_t chunk_elems, int rv)
+{
+    if (rv == 0 && o->client) {
+        rv = ours_verify(o);
+    }
+    if (o->client) {
+        int r2 = wkr_client_shutdown(o->client);
+        rv = rv ? rv : r2;
+    }
+    if (o->started) {
+        pthread_join(o->thread, NULL);
+        rv = rv ? rv : o->srv_rv;
+        rv = rv ? rv : ours_counters(o, chunk_elems);
+        o->apply_s = o->L.apply_s;
+    }
+    wkr_client_destroy(&o->client);
+    /* Closing the socket first runs the free callbacks of any reply still
+     * queued, while the store they point into is alive. */
+    ps_tp_destroy(&o->L.tp);
+    srv_loop_fini(&o->L);
+    free(o->init);
+    free(o->grads);
+    free(o->params);
+    return rv;
+}
+
+/* ----------------------------------------------------------- reference */
+
+typedef struct {
+    void *sctx, *cctx, *router, *dealer;
+    void *sbuf, *cbuf; /* the server's reply payload, the client's request */
+    size_t bytes;
+    atomic_int inflight; /* client payloads zmq still reads */
+    pthread_t thread;
+    int started, srv_rv;
+    char ep[512];
+} ref_t;
+
+static int zfail(const char *what)
+{
+    ps_error_set("%s: %s", what, zmq_strerror(zmq_errno()));
+    return PS_EZMQ;
+}
+
+/* The server's payload is read-only and freed after zmq_ctx_term. */
+static void ref_nofree(void *data, void *hint)
+{
+    (void)data;
+    (void)hint;
+}
+
+static void ref_released(void *data, void *hint)
+{
+    (void)data;
+    atomic_fetch_sub_explicit(&((ref_t *)hint)->inflight, 1, memory_order_acq_rel);
+}
+
+static int ref_reply(ref_t *r, zmq_msg_t *id)
+{
+    zmq_msg_t m;
+    if (zmq_msg_send(id, r->router, ZMQ_SNDMORE) < 0) {
+        return zfail("router send id");
+    }
+    if (zmq_msg_init_data(&m, r->sbuf, r->bytes, ref_nofree, NULL) != 0) {
+        return zfail("zmq_msg_init_data");
+    }
+    if (zmq_msg_send(&m, r->router, 0) < 0) {
+        zmq_msg_close(&m);
+        return zfail("router send");
+    }
+    return 0;
+}
+
+/* Echo loop: a full-size request gets a full-size reply; an empty one
+ * ends the loop. */
+static void *ref_server(void *arg)
+{
+    ref_t *r = arg;
+    int rv = 0;
+    while (rv == 0) {
+        zmq_msg_t id, body;
+        zmq_msg_init(&id);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&id, r->router, 0) < 0 || zmq_msg_recv(&body, r->router, 0) < 0) {
+            rv = zfail("router recv");
+        }
+        size_t len = zmq_msg_size(&body);
+        zmq_msg_close(&body);
+        if (rv == 0 && len == 0) {
+            zmq_msg_close(&id);
+            break;
+        }
+        if (rv == 0 && len != r->bytes) {
+            ps_error_set("reference request of %zu bytes", len);
+            rv = PS_EPROTO;
+        }
+        rv = rv ? rv : ref_reply(r, &id);
+        zmq_msg_close(&id);
+    }
+    if (rv != 0) {
+        fprintf(stderr, "bench_pushpull: reference server: %s\n", ps_error_msg());
+    }
+    r->srv_rv = rv;
+    return NULL;
+}
+
+static int ref_sockopts(void *s)
+{
+    int zero = 0, tmo = TIMEOUT_MS;
+    if (zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(s, ZMQ_RCVTIMEO, &tmo, sizeof tmo) != 0) {
+        return zfail("zmq_setsockopt");
+    }
+    return 0;
+}
+
+/* Two contexts of one I/O thread each, as our server and client have. */
+static int ref_sockets(ref_t *r, const char *bind_ep)
+{
+    size_t len = sizeof r->ep;
+    r->sctx = zmq_ctx_new();
+    r->cctx = zmq_ctx_new();
+    if (!r->sctx || !r->cctx) {
+        return zfail("zmq_ctx_new");
+    }
+    r->router = zmq_socket(r->sctx, ZMQ_ROUTER);
+    r->dealer = zmq_socket(r->cctx, ZMQ_DEALER);
+    if (!r->router || !r->dealer) {
+        return zfail("zmq_socket");
+    }
+    if (ref_sockopts(r->router) != 0 || ref_sockopts(r->dealer) != 0) {
+        return PS_EZMQ;
+    }
+    if (zmq_bind(r->router, bind_ep) != 0) {
+        return zfail(bind_ep);
+    }
+    if (zmq_getsockopt(r->router, ZMQ_LAST_ENDPOINT, r->ep, &len) != 0) {
+        return zfail("ZMQ_LAST_ENDPOINT");
+    }
+    if (zmq_connect(r->dealer, r->ep) != 0) {
+        return zfail(r->ep);
+    }
+    return 0;
+}
+
+static int ref_start(ref_t *r, const char *bind_ep, size_t bytes)
+{
+    int rv;
+    memset(r, 0, sizeof *r);
+    atomic_init(&r->inflight, 0);
+    r->bytes = bytes;
+    r->sbuf = malloc(bytes);
+    r->cbuf = malloc(bytes);
+    if (!r->sbuf || !r->cbuf) {
+        return PS_ENOMEM;
+    }
+    memset(r->sbuf, 0x11, bytes);
+    memset(r->cbuf, 0x22, bytes);
+    if ((rv = ref_sockets(r, bind_ep)) != 0) {
+        return rv;
+    }
+    if (pthread_create(&r->thread, NULL, ref_server, r) != 0) {
+        ps_error_set("cannot start the reference server thread");
+        return PS_ENOMEM;
+    }
+    r->started = 1;
+    return 0;
+}
+
+static int ref_send(ref_t *r, void *data, size_t len)
+{
+    zmq_msg_t m;
+    atomic_fetch_add_explicit(&r->inflight, 1, memory_order_acq_rel);
+    if (zmq_msg_init_data(&m, data, len, ref_released, r) != 0) {
+        atomic_fetch_sub_explicit(&r->inflight, 1, memory_order_acq_rel);
+        return zfail("zmq_msg_init_data");
+    }
+    if (zmq_msg_send(&m, r->dealer, 0) < 0) {
+        zmq_msg_close(&m);
+        return zfail("dealer send");
+    }
+    return 0;
+}
+
+static int ref_round(void *arg, double *dt)
+{
+    ref_t *r = arg;
+    zmq_msg_t rep;
+    double t0 = now_s();
+    int rv = ref_send(r, r->cbuf, r->bytes);
+    zmq_msg_init(&rep);
+    if (rv == 0 && zmq_msg_recv(&rep, r->dealer, 0) < 0) {
+        rv = zfail("dealer recv");
+    }
+    if (rv == 0 && zmq_msg_size(&rep) != r->bytes) {
+        ps_error_set("reference reply of %zu bytes", zmq_msg_size(&rep));
+        rv = PS_EPROTO;
+    }
+    zmq_msg_close(&rep);
+    spin_until_zero(&r->inflight); /* as wkr_client_wait_sends */
+    *dt = now_s() - t0;
+    return rv;
+}
+
+static int ref_stop(ref_t *r, int rv)
+{
+    if (r->started) {
+        /* An empty request ends the echo loop; a failed send would leave
+         * the thread waiting, so it must not be ignored. */
+        static char empty;
+        int r2 = ref_send(r, &empty, 0);
+        if (r2 == 0) {
+            pthread_join(r->thread, NULL);
+            rv = rv ? rv : r->srv_rv;
+        } else {
+            rv = rv ? rv : r2;
+            pthread_detach(r->thread);
+            return rv; /* the thread still uses the sockets: leave them */
+        }
+    }
+    if (r->router) {
+        zmq_close(r->router);
+    }
+    if (r->dealer) {
+        zmq_close(r->dealer);
+    }
+    if (r->sctx) {
+        zmq_ctx_term(r->sctx);
+    }
+    if (r->cctx) {
+        zmq_ctx_term(r->cctx);
+    }
+    free(r->sbuf);
+    free(r->cbuf);
+    return rv;
+}
+
+/* ------------------------------------------------------------- timing */
+
+typedef int (*round_fn)(void *ctx, double *dt);
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static timing_t summarize(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    timing_t r = {.best = t[0], .med = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2])};
+    return r;
+}
+
+/* Rounds for about cfg->seconds of side A, from A's fastest warm-up. */
+static int calibrate(const cfg_t *cfg, double warm_best, int max_iters)
+{
+    if (cfg->iters > 0) {
+        return cfg->iters;
+    }
+    double n = cfg->seconds / (warm_best > 1e-7 ? warm_best : 1e-7);
+    return n < MIN_ITERS ? MIN_ITERS : n > max_iters ? max_iters : (int)n;
+}
+
+/* Warm up both sides, then alternate their rounds (A first on even
+ * rounds, B first on odd ones). */
+static int run_interleaved(const cfg_t *cfg, round_fn fa, void *a, round_fn fb, void *b,
+                           int max_iters, timing_t *ta, timing_t *tb, int *iters)
+{
+    double dt, warm_best = 1e30;
+    int rv = 0;
+    for (int i = 0; i < WARMUP && rv == 0; i++) {
+        rv = fa(a, &dt);
+        warm_best = dt < warm_best ? dt : warm_best;
+        rv = rv ? rv : fb(b, &dt);
+    }
+    int n = calibrate(cfg, warm_best, max_iters);
+    double *sa = malloc((size_t)n * sizeof *sa), *sb = malloc((size_t)n * sizeof *sb);
+    if (rv == 0 && (!sa || !sb)) {
+        rv = PS_ENOMEM;
+    }
+    for (int i = 0; i < n && rv == 0; i++) {
+        rv = (i & 1) ? fb(b, &sb[i]) : fa(a, &sa[i]);
+        rv = rv ? rv : (i & 1) ? fa(a, &sa[i]) : fb(b, &sb[i]);
+    }
+    if (rv == 0) {
+        *ta = summarize(sa, n);
+        *tb = summarize(sb, n);
+        *iters = n;
+    }
+    free(sa);
+    free(sb);
+    return rv;
+}
+
+/* ------------------------------------------------------- the figures */
+
+typedef struct {
+    const char *kind;
+    timing_t ours, ref;
+    int iters;
+    double apply_ms; /* server update per round */
+} big_res_t;
+
+static double gbps(size_t bytes, double s)
+{
+    return 2.0 * (double)bytes / s * 1e-9;
+}
+
+static void ipc_paths(char *ours, char *ref, size_t cap, const char *what)
+{
+    snprintf(ours, cap, "/tmp/ps-bench-%ld-%s-ours.ipc", (long)getpid(), what);
+    snprintf(ref, cap, "/tmp/ps-bench-%ld-%s-ref.ipc", (long)getpid(), what);
+}
+
+static int bench_big(const cfg_t *cfg, const char *kind, big_res_t *res)
+{
+    ps_layout_t l;
+    int64_t dims[1] = {(int64_t)BIG_ELEMS};
+    char p_ours[256], p_ref[256], base[300], bind_ep[300];
+    int ipc = strcmp(kind, "ipc") == 0;
+    ours_t o;
+    ref_t r;
+    memset(&o, 0, sizeof o);
+    memset(&r, 0, sizeof r);
+    ipc_paths(p_ours, p_ref, sizeof p_ours, "big");
+    snprintf(base, sizeof base, ipc ? "ipc://%s" : "tcp://127.0.0.1", p_ours);
+    snprintf(bind_ep, sizeof bind_ep, ipc ? "ipc://%s" : "tcp://127.0.0.1:*", p_ref);
+    ps_layout_init(&l);
+    int rv = ps_layout_add(&l, "tensor", 1, dims);
+    rv = rv ? rv : ours_start(&o, &l, base, cfg->chunk_elems);
+    rv = rv ? rv : ref_start(&r, bind_ep, BIG_ELEMS * sizeof(float));
+    rv = rv ? rv : run_interleaved(cfg, ours_round, &o, ref_round, &r, 1000, &res->ours,
+                                   &res->ref, &res->iters);
+    rv = ref_stop(&r, rv);
+    rv = ours_stop(&o, cfg->chunk_elems, rv);
+    res->kind = kind;
+    res->apply_ms = o.step ? 1e3 * o.apply_s / (double)o.step : 0;
+    if (ipc) {
+        unlink(p_ours);
+        unlink(p_ref);
+    }
+    return rv;
+}
+
+/* As many 1 KiB tensors as asked for, or as the layout holds. */
+static int small_layouts(ps_layout_t *many, ps_layout_t *one)
+{
+    int64_t d = SMALL_TENSOR;
+    char name[32];
+    ps_layout_init(many);
+    for (int i = 0; i < SMALL_WANTED; i++) {
+        snprintf(name, sizeof name, "layer%d.weight", i);
+        if (ps_layout_add(many, name, 1, &d) != 0) {
+            printf("note: the layout holds %d tensors at most (%s); using %d\n", many->n,
+                   ps_error_msg(), many->n);
+            break;
+        }
+    }
+    int64_t dims[2] = {many->n, SMALL_TENSOR};
+    ps_layout_init(one);
+    return many->n > 0 ? ps_layout_add(one, "all", 2, dims) : PS_EINVAL;
+}
+
+typedef struct {
+    int ntensors, iters;
+    size_t bytes;
+    timing_t many, one;
+} small_res_t;
+
+static int bench_small(const cfg_t *cfg, small_res_t *res)
+{
+    ps_layout_t many, one;
+    ours_t a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    int rv = small_layouts(&many, &one);
+    rv = rv ? rv : ours_start(&a, &many, "tcp://127.0.0.1", cfg->chunk_elems);
+    rv = rv ? rv : ours_start(&b, &one, "tcp://127.0.0.1", cfg->chunk_elems);
+    cfg_t c = *cfg;
+    c.seconds = cfg->seconds / 3; /* short rounds: a third is plenty */
+    rv = rv ? rv : run_interleaved(&c, ours_round, &a, ours_round, &b, 20000, &res->many,
+                                   &res->one, &res->iters);
+    rv = ours_stop(&b, cfg->chunk_elems, rv);
+    rv = ours_stop(&a, cfg->chunk_elems, rv);
+    res->ntensors = many.n;
+    res->bytes = many.total * sizeof(float);
+    return rv;
+}
+
+/* ------------------------------------------------------------- output */
+
+static void print_big(const big_res_t *r)
+{
+    size_t bytes = BIG_ELEMS * sizeof(float);
+    printf("%-5s %-22s %10.3f %10.3f %10.3f %10.3f\n", r->kind, "ours (push+pull)",
+           1e3 * r->ours.med, 1e3 * r->ours.best, gbps(bytes, r->ours.med),
+           gbps(bytes, r->ours.best));
+    printf("%-5s %-22s %10.3f %10.3f %10.3f %10.3f\n", r->kind, "raw libzmq ping-pong",
+           1e3 * r->ref.med, 1e3 * r->ref.best, gbps(bytes, r->ref.med),
+           gbps(bytes, r->ref.best));
+    printf("%-5s ratio ours/raw %.3f (median), %.3f (best); %d rounds; server update "
+           "%.3f ms/round\n",
+           r->kind, r->ref.med / r->ours.med, r->ref.best / r->ours.best, r->iters, r->apply_ms);
+}
+
+static void print_small(const small_res_t *s)
+{
+    printf("%-5s %-22s %10.3f %10.3f %10.3f %10.3f\n", "tcp", "many 1 KiB tensors", 1e6 * s->many.med,
+           1e6 * s->many.best, gbps(s->bytes, s->many.med), gbps(s->bytes, s->many.best));
+    printf("%-5s %-22s %10.3f %10.3f %10.3f %10.3f\n", "tcp", "one tensor", 1e6 * s->one.med,
+           1e6 * s->one.best, gbps(s->bytes, s->one.med), gbps(s->bytes, s->one.best));
+}
+
+static void json_line(FILE *f, const char *name, double v, const char *unit, const char *ref,
+                      double rv)
+{
+    fprintf(f,
+            "{\"name\":\"%s\",\"value\":%.4f,\"unit\":\"%s\",\"reference\":\"%s\","
+            "\"reference_value\":%.4f,\"ratio\":%.4f}\n",
+            name, v, unit, ref, rv, v / rv);
+}
+
+static int write_json(const char *path, const big_res_t *big, const small_res_t *s)
+{
+    FILE *f = fopen(path, "a");
+    char name[64], ref[96];
+    size_t bytes = BIG_ELEMS * sizeof(float);
+    if (!f) {
+        fprintf(stderr, "bench_pushpull: cannot open %s\n", path);
+        return 1;
+    }
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, "pushpull_16MiB_%s", big[i].kind);
+        snprintf(ref, sizeof ref, "raw libzmq ping-pong (%s)", big[i].kind);
+        json_line(f, name, gbps(bytes, big[i].ours.med), "GB/s", ref,
+                  gbps(bytes, big[i].ref.med));
+    }
+    const big_res_t *fast = big[0].ours.med <= big[1].ours.med ? &big[0] : &big[1];
+    snprintf(ref, sizeof ref, "raw libzmq ping-pong (%s)", fast->kind);
+    json_line(f, "pushpull_16MiB", gbps(bytes, fast->ours.med), "GB/s", ref,
+              gbps(bytes, fast->ref.med));
+    snprintf(ref, sizeof ref, "ours, one [%d,%d] tensor (tcp)", s->ntensors, SMALL_TENSOR);
+    json_line(f, "pushpull_small_tensors", gbps(s->bytes, s->many.med), "GB/s", ref,
+              gbps(s->bytes, s->one.med));
+    return fclose(f) == 0 ? 0 : 1;
+}
+
+/* ------------------------------------------------------------- main */
+
+/* A number in [lo, hi]; a whole one unless the range starts below 1. */
+static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    double x = v ? strtod(v, &end) : 0;
+    if (!v || end == v || *end != '\0' || !(x >= lo && x <= hi) ||
+        (lo >= 1 && x != (double)(long)x)) {
+        fprintf(stderr, "bench_pushpull: %s wants a %s in [%.9g, %.9g]\n", flag,
+                lo >= 1 ? "whole number" : "number", lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, cfg_t *c)
+{
+    double x;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--chunk-elems") == 0) {
+            if (parse_num(a, v, 1024, (double)BIG_ELEMS, &x) != 0) {
+                return -1;
+            }
+            c->chunk_elems = (size_t)x;
+            i++;
+        } else if (strcmp(a, "--iters") == 0) {
+            if (parse_num(a, v, 1, 100000, &x) != 0) {
+                return -1;
+            }
+            c->iters = (int)x;
+            i++;
+        } else if (strcmp(a, "--seconds") == 0) {
+            if (parse_num(a, v, 0.01, 60, &x) != 0) {
+                return -1;
+            }
+            c->seconds = x;
+            i++;
+        } else if (a[0] == '-' || c->results) {
+            fprintf(stderr, "usage: bench_pushpull [--chunk-elems N] [--iters N] "
+                            "[--seconds S] [RESULTS.jsonl]\n");
+            return -1;
+        } else {
+            c->results = a;
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    cfg_t cfg = {.chunk_elems = 65536, .iters = 0, .seconds = 1.5, .results = NULL};
+    big_res_t big[2];
+    small_res_t small;
+    int rv = 0;
+    if (parse_args(argc, argv, &cfg) != 0) {
+        return 2;
+    }
+    ps_log_set_name("bench_pushpull", 0);
+    printf("push+pull round trip of a 16 MiB tensor, chunks of %zu elements (%zu KiB)\n",
+           cfg.chunk_elems, cfg.chunk_elems * sizeof(float) / 1024);
+    printf("%-5s %-22s %10s %10s %10s %10s\n", "", "", "median ms", "best ms", "GB/s med",
+           "GB/s best");
+    const char *kinds[2] = {"tcp", "ipc"};
+    for (int i = 0; i < 2 && rv == 0; i++) {
+        if ((rv = bench_big(&cfg, kinds[i], &big[i])) == 0) {
+            print_big(&big[i]);
+        }
+    }
+    if (rv == 0 && (rv = bench_small(&cfg, &small)) == 0) {
+        printf("\n%d tensors of %d floats vs one [%d,%d] tensor, %d rounds\n", small.ntensors,
+               SMALL_TENSOR, small.ntensors, SMALL_TENSOR, small.iters);
+        printf("%-5s %-22s %10s %10s %10s %10s\n", "", "", "median us", "best us", "GB/s med",
+               "GB/s best");
+        print_small(&small);
+        printf("ratio time(one)/time(many) %.3f (median)\n", small.one.med / small.many.med);
+    }
+    if (rv != 0) {
+        fprintf(stderr, "bench_pushpull: %s: %s\n", ps_strerror(rv), ps_error_msg());
+        return 1;
+    }
+    return cfg.results ? write_json(cfg.results, big, &small) : 0;
+}

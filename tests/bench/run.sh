@@ -1,0 +1,160 @@
+#!/bin/sh
+# The runner behind `make bench`.  Every benchmark appends JSON lines
+#   {"name","value","unit","reference","reference_value","ratio"}
+# to $BUILD/bench.jsonl (written fresh each run), each measured against a
+# reference taken in the same run, with ratio oriented so higher is better:
+#   bench_update    the server's update kernel vs a fused streaming loop
+#   bench_pushpull  a 16 MiB push+pull vs raw libzmq ping-pong, tcp and ipc,
+#                   and many small tensors vs one tensor of the same size
+#   fmnist          training throughput of the MLP 784-256-128-10 on
+#                   Fashion-MNIST (1 server, 2 workers x batch 64, 2 epochs)
+#                   vs PyTorch in one process on one thread (batch 128)
+# and a table of every line closes the run.  Exit status 0 when every
+# benchmark ran; a skipped reference (no torch) is not a failure.
+#
+# Environment: BUILD (build folder, default build), BINDIR (binaries,
+# default bin), BENCH_PYTHON (the interpreter with torch and numpy, default
+# /usr/bin/python3).
+set -u
+BUILD=${BUILD:-build}
+BINDIR=${BINDIR:-bin}
+PY=${BENCH_PYTHON:-/usr/bin/python3}
+OUT="$BUILD/bench.jsonl"
+LOG_DIR="$BUILD/bench-logs"
+status=0
+
+# Open MPI refuses to start as root without these; mpirun counts cores, not
+# hardware threads, so allow more ranks than cores.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_MCA_btl_base_warn_component_unused=0
+
+mkdir -p "$BUILD" "$LOG_DIR"
+rm -f "$OUT"
+
+fail() {
+    echo "bench: $*" >&2
+    status=1
+}
+
+# A benchmark binary writes its own line(s) to $OUT.
+run_bin() {
+    bin="$BUILD/bench/$1"
+    echo "== $1"
+    if [ ! -x "$bin" ]; then
+        fail "$bin is missing (build it with make bench)"
+        return
+    fi
+    timeout 300 "$bin" "$OUT" || fail "$1 failed (exit $?)"
+}
+
+# The value of "samples_per_s" in the last line of a JSON-lines file.
+last_samples_per_s() {
+    tail -n 1 "$1" 2>/dev/null | sed -n 's/.*"samples_per_s": *\([0-9.eE+-]*\).*/\1/p'
+}
+
+# Our job: 1 server, 2 workers, per-epoch metrics from worker 0; sets $ours.
+fmnist_ours() {
+    ours=""
+    metrics="$LOG_DIR/fmnist-metrics.jsonl"
+    rm -f "$metrics"
+    timeout 900 mpirun -np 1 "$BINDIR/ps-server" --quiet --lr 0.05 --momentum 0.9 \
+        : -np 2 "$BINDIR/ps-worker" --progress none --model mlp --hidden 256,128 \
+        --data fashion-mnist --batch-size 64 --epochs 2 --metrics "$metrics" \
+        >"$LOG_DIR/fmnist.log" 2>&1
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        tail -n 20 "$LOG_DIR/fmnist.log" | sed 's/^/    /' >&2
+        fail "the Fashion-MNIST job failed (exit $rc); log in $LOG_DIR/fmnist.log"
+        return 1
+    fi
+    cat "$metrics"
+    ours=$(last_samples_per_s "$metrics")
+}
+
+# The reference: same model, global batch, epochs and optimizer in PyTorch;
+# sets $ref, empty when torch is missing.
+fmnist_torch() {
+    ref=""
+    if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+        echo "fmnist: reference skipped: torch is not importable by $PY"
+        return
+    fi
+    OMP_NUM_THREADS=1 timeout 900 "$PY" tests/bench/torch_single.py --epochs 2 \
+        --batch-size 128 --lr 0.05 --momentum 0.9 --hidden 256,128 \
+        >"$LOG_DIR/torch.jsonl" 2>"$LOG_DIR/torch.log"
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        cat "$LOG_DIR/torch.log" >&2
+        fail "the PyTorch reference failed (exit $rc)"
+        return
+    fi
+    cat "$LOG_DIR/torch.jsonl"
+    ref=$(last_samples_per_s "$LOG_DIR/torch.jsonl")
+}
+
+is_number() {
+    case "$1" in
+    '' | *[!0-9.eE+-]*) return 1 ;;
+    esac
+    return 0
+}
+
+run_fmnist() {
+    echo "== fmnist: mpirun 1 ps-server + 2 ps-worker, batch 64 each, 2 epochs"
+    fmnist_ours || return
+    if ! is_number "$ours"; then
+        fail "cannot read samples_per_s from $LOG_DIR/fmnist-metrics.jsonl"
+        return
+    fi
+    echo "== fmnist reference: PyTorch, 1 process, 1 thread, batch 128, 2 epochs"
+    fmnist_torch
+    if [ -n "$ref" ] && ! is_number "$ref"; then
+        fail "cannot read samples_per_s from $LOG_DIR/torch.jsonl"
+        ref=""
+    fi
+    awk -v v="$ours" -v r="$ref" 'BEGIN {
+        printf "{\"name\":\"fmnist_mlp_samples_per_s\",\"value\":%.1f,", v
+        printf "\"unit\":\"samples/s\",\"reference\":"
+        printf "\"PyTorch SGD, 1 process, 1 thread, batch 128%s\",", r == "" ? " (skipped)" : ""
+        if (r == "" || r + 0 <= 0) {
+            printf "\"reference_value\":null,\"ratio\":null}\n"
+        } else {
+            printf "\"reference_value\":%.1f,\"ratio\":%.4f}\n", r, v / r
+        }
+    }' >>"$OUT"
+    tail -n 1 "$OUT"
+}
+
+print_table() {
+    echo
+    echo "== results ($OUT)"
+    if [ ! -s "$OUT" ]; then
+        echo "(no results)"
+        return
+    fi
+    if [ ! -x "$PY" ]; then
+        cat "$OUT"
+        return
+    fi
+    "$PY" - "$OUT" <<'EOF'
+import json, sys
+
+def num(x):
+    if x is None:
+        return "-"
+    return f"{x:.1f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(f"{'name':<28} {'value':>12} {'unit':<12} {'reference':>12} {'ratio':>8}  reference is")
+for r in rows:
+    print(f"{r['name']:<28} {num(r['value']):>12} {r['unit']:<12} "
+          f"{num(r['reference_value']):>12} {num(r['ratio']):>8}  {r['reference']}")
+EOF
+}
+
+run_bin bench_update
+run_bin bench_pushpull
+run_fmnist
+print_table
+exit "$status"
