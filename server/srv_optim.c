@@ -371,28 +371,43 @@ ema_block(opt_scal_t s, float omb, float *restrict w, float *restrict v, const f
     }
 }
 
-/* One block of g (already aggregated and signed): the steps, then the form. */
+/* g = the signed aggregate of the parts over [off, off + m). */
 static inline __attribute__((always_inline)) void
-ext_block(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *b, float *g, size_t m)
+gather_block(opt_scal_t s, float *restrict g, const float *const *parts, const float *coef,
+             int nparts, size_t off, size_t m)
 {
-    pre_block(e, s, w, g, m);
-    if (fv < FV_SUT_FIRST) {
-        /* torch: wd is already in g, so the block runs without it; g*1 == g. */
-        update_block(s, w, b, g, 1.0f, m, 0, fv == 0 ? MODE_PLAIN : fv <= 2 ? MODE_FIRST : MODE_MOM,
-                     fv == 2 || fv == 4);
-    } else if (fv < FV_EMA_FIRST) {
-        sut_block(s, w, b, g, m, fv <= FV_SUT_FIRST_NEST, fv == FV_SUT_FIRST_NEST ||
-                                                          fv == FV_SUT_MOM_NEST);
-    } else {
-        ema_block(s, e->omb, w, b, g, m, fv == FV_EMA_FIRST);
+    if (nparts > 1) {
+        sum_parts(g, parts, coef, nparts, off, m);
+        if (s.sign < 0.0f) {
+            for (size_t i = 0; i < m; i++) {
+                g[i] = -g[i]; /* == g*(-1): maximize */
+            }
+        }
+        return;
+    }
+    const float *restrict p = parts[0] + off;
+    float c0 = coef[0] * s.sign;
+    for (size_t i = 0; i < m; i++) {
+        g[i] = p[i] * c0;
     }
 }
 
-/* g = p*c0 for one part; the copy lets the blocks work in place. */
-static void scale_copy(float *restrict g, const float *restrict p, float c0, size_t m)
+/* One block: aggregate into g, the steps before momentum, then the form. */
+static inline __attribute__((always_inline)) void
+ext_block(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *b, float *g,
+          const float *const *parts, const float *coef, int nparts, size_t off, size_t m)
 {
-    for (size_t i = 0; i < m; i++) {
-        g[i] = p[i] * c0;
+    gather_block(s, g, parts, coef, nparts, off, m);
+    pre_block(e, s, w, g, m);
+    if (fv < FV_SUT_FIRST) {
+        /* torch: wd is already in g, so the block runs without it; g*1 == g. */
+        int mode = fv == 0 ? MODE_PLAIN : fv <= 2 ? MODE_FIRST : MODE_MOM;
+        update_block(s, w, b, g, 1.0f, m, 0, mode, fv == 2 || fv == 4);
+    } else if (fv < FV_EMA_FIRST) {
+        int nest = fv == FV_SUT_FIRST_NEST || fv == FV_SUT_MOM_NEST;
+        sut_block(s, w, b, g, m, fv <= FV_SUT_FIRST_NEST, nest);
+    } else {
+        ema_block(s, e->omb, w, b, g, m, fv == FV_EMA_FIRST);
     }
 }
 
@@ -405,23 +420,14 @@ ext_range(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *buf,
     for (size_t off = 0; off < n; off += OPT_BLK) {
         size_t m = n - off < OPT_BLK ? n - off : OPT_BLK;
         float *b = fv == 0 ? NULL : buf + off;
-        if (nparts > 1) {
-            sum_parts(g, parts, coef, nparts, off, m);
-            if (s.sign < 0.0f) {
-                for (size_t i = 0; i < m; i++) {
-                    g[i] = -g[i]; /* == g*(-1): maximize */
-                }
-            }
-        } else {
-            scale_copy(g, parts[0] + off, coef[0] * s.sign, m);
-        }
         if (m == OPT_BLK) {
-            ext_block(fv, e, s, w + off, b, g, OPT_BLK);
+            ext_block(fv, e, s, w + off, b, g, parts, coef, nparts, off, OPT_BLK);
         } else {
-            ext_block(fv, e, s, w + off, b, g, m);
+            ext_block(fv, e, s, w + off, b, g, parts, coef, nparts, off, m);
         }
     }
 }
+
 /* Variant fv as a compile-time constant in each case; cloned per ISA. */
 OPT_CLONES static void
 ext_variant(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *buf,

@@ -244,7 +244,6 @@ static int connect_and_train(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j,
             ps_log_error("%s", ps_error_msg());
             ps_boot_abort(b, 3);
         }
-        rv = wkr_client_shutdown(client);
     }
     if (r) {
         wkr_report_close(r);

@@ -303,8 +303,16 @@ int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t 
             rv = drain_epochs(&t, test != NULL, r, pend, &reported, started, 0);
         }
     }
+    /* Only rank 0 still talks to the servers (STATS) while the last sums
+     * complete; the others are done now, and say so at once. */
+    if (rv == 0 && cfg->rank != 0) {
+        rv = wkr_client_shutdown(c);
+    }
     if (rv == 0) {
         rv = drain_epochs(&t, test != NULL, r, pend, &reported, started, 1);
+    }
+    if (rv == 0 && cfg->rank == 0) {
+        rv = wkr_client_shutdown(c);
     }
     free(pend);
     trainer_fini(&t);

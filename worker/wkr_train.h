@@ -48,8 +48,9 @@ typedef struct {
 
 /* Validate the configuration against the data and compute the plan. */
 int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total_samples, wkr_plan_t *plan);
-/* Run the plan.  `b` is used for the metric reductions (collective over the
- * workers); `r` may be NULL on ranks other than 0. */
+/* Run the plan, then tell the servers this worker is done.  `b` is used
+ * for the metric reductions (collective over the workers, non-blocking);
+ * `r` may be NULL on ranks other than 0. */
 int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t *b,
                   wkr_model_t *m, wkr_client_t *c, const wkr_dataset_t *train,
                   const wkr_dataset_t *test, wkr_report_t *r);

@@ -10,7 +10,11 @@
  *     b[i] = m*b[i] + g[i]; w[i] -= lr*b[i]
  * compiled here with the same flags.  Both read g, b, w and write b, w, so
  * both are bound by memory bandwidth and the ratio shows the kernel's own
- * overhead.  Prints one line and appends one JSON line to RESULTS.jsonl.
+ * overhead.  Then the same for the general path: the sutskever form, and
+ * the torch form with maximize, clipping and decoupled weight decay.
+ * Prints one line per variant and appends one JSON line each to
+ * RESULTS.jsonl (update_kernel, update_kernel_sutskever,
+ * update_kernel_extras).
  */
 #include "ps_err.h"
 #include "srv_optim.h"
@@ -73,7 +77,7 @@ static double time_ref(bench_t *bn)
     return now_sec() - t0;
 }
 
-static int append_json(const char *path, double x, double y)
+static int append_json(const char *path, const char *name, double x, double y)
 {
     FILE *f = fopen(path, "a");
     if (f == NULL) {
@@ -81,36 +85,58 @@ static int append_json(const char *path, double x, double y)
         return 1;
     }
     fprintf(f,
-            "{\"name\":\"update_kernel\",\"value\":%.4f,\"unit\":\"Gparam/s\","
+            "{\"name\":\"%s\",\"value\":%.4f,\"unit\":\"Gparam/s\","
             "\"reference\":\"fused streaming loop\",\"reference_value\":%.4f,\"ratio\":%.4f}\n",
-            x, y, x / y);
+            name, x, y, x / y);
     return fclose(f) == 0 ? 0 : 1;
 }
 
-int main(int argc, char **argv)
+/* Best of REPS for one setting and the reference; one line, one JSON line. */
+static int bench_one(bench_t *bn, const char *name, const char *path)
 {
-    bench_t bn = {
-        .w = alloc_fill(0.5f),
-        .b = alloc_fill(0.0f),
-        .g = alloc_fill(1e-3f),
-        .cfg = {.lr = 1e-3, .momentum = 0.9},
-    };
-    if (bn.w == NULL || bn.b == NULL || bn.g == NULL || srv_optim_check(&bn.cfg) != 0) {
-        fprintf(stderr, "bench_update: setup failed\n");
-        return 1;
-    }
     double best_k = 1e30, best_r = 1e30;
-    time_kernel(&bn); /* warm up both paths (ifunc resolution, page faults) */
-    time_ref(&bn);
+    time_kernel(bn); /* warm up both paths (ifunc resolution, page faults) */
+    time_ref(bn);
     for (int r = 0; r < REPS; r++) {
         /* Interleaved, so drift in machine load hits both alike. */
-        double tk = time_kernel(&bn), tr = time_ref(&bn);
+        double tk = time_kernel(bn), tr = time_ref(bn);
         best_k = tk < best_k ? tk : best_k;
         best_r = tr < best_r ? tr : best_r;
     }
     double x = (double)N / best_k * 1e-9, y = (double)N / best_r * 1e-9;
-    printf("update_kernel  %.3f Gparam/s  reference %.3f Gparam/s  ratio %.3f\n", x, y, x / y);
-    int rv = argc > 1 ? append_json(argv[1], x, y) : 0;
+    printf("%-24s %.3f Gparam/s  reference %.3f Gparam/s  ratio %.3f\n", name, x, y, x / y);
+    return path != NULL ? append_json(path, name, x, y) : 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        srv_optim_cfg_t cfg;
+    } runs[] = {
+        {"update_kernel", {.lr = 1e-3, .momentum = 0.9}},
+        {"update_kernel_sutskever", {.lr = 1e-3, .momentum = 0.9, .form = SRV_FORM_SUTSKEVER}},
+        {"update_kernel_extras",
+         {.lr = 1e-3, .momentum = 0.9, .maximize = 1, .clip_value = 1.0, .decoupled_wd = 1e-2}},
+    };
+    bench_t bn = {
+        .w = alloc_fill(0.5f),
+        .b = alloc_fill(0.0f),
+        .g = alloc_fill(1e-3f),
+    };
+    int rv = bn.w == NULL || bn.b == NULL || bn.g == NULL;
+    for (size_t i = 0; rv == 0 && i < sizeof runs / sizeof runs[0]; i++) {
+        bn.cfg = runs[i].cfg;
+        if (srv_optim_check(&bn.cfg) != 0) {
+            fprintf(stderr, "bench_update: %s: %s\n", runs[i].name, ps_error_msg());
+            rv = 1;
+            break;
+        }
+        rv = bench_one(&bn, runs[i].name, argc > 1 ? argv[1] : NULL);
+    }
+    if (rv != 0) {
+        fprintf(stderr, "bench_update: failed\n");
+    }
     free(bn.w);
     free(bn.b);
     free(bn.g);

@@ -82,7 +82,7 @@ left() {
     tag=$1
     found=$({
         ip netns list | grep -- "-$tag\( \|$\)" || :
-        ip -o link show | grep -- "-$tag[@:]" || :
+        ip -o link show | grep -- "-${tag}[@:]" || :
     })
     [ -z "$found" ] && return 0
     echo "$found"
@@ -94,6 +94,7 @@ host_exec() {
     shift
     # unshare --uts gives this host its own hostname without touching the
     # machine's; the command keeps its PID through the execs.
+    # shellcheck disable=SC2016
     exec ip netns exec "$host" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$host" "$@"
 }
 
