@@ -1,13 +1,15 @@
 #!/bin/sh
 # `make run`: train the MLP 784-256-128-10 on Fashion-MNIST with 1 server and
-# 2 workers on this machine, save the model and the metrics in one run
-# folder, and print the test accuracy and the time it took.
+# 2 workers on this machine (momentum 0.9, lr 0.05 on a cosine schedule,
+# batch 64 per worker, 10 epochs), save the model and the metrics in one run
+# folder, and print the test accuracy, the time it took and the time to
+# reach 0.8833.
 #
 # Override with environment variables: RUN_DIR (output folder), EPOCHS,
 # SERVERS, WORKERS, EXTRA_SERVER_FLAGS, EXTRA_WORKER_FLAGS.
 set -eu
 RUN_DIR=${RUN_DIR:-runs/fmnist-$(date +%Y%m%d-%H%M%S)}
-EPOCHS=${EPOCHS:-20}
+EPOCHS=${EPOCHS:-10}
 SERVERS=${SERVERS:-1}
 WORKERS=${WORKERS:-2}
 mkdir -p "$RUN_DIR"
@@ -23,7 +25,7 @@ export OMPI_MCA_btl_base_warn_component_unused=0
 echo "run folder: $RUN_DIR"
 start=$(date +%s.%N)
 # shellcheck disable=SC2086
-{ mpirun -np "$SERVERS" bin/ps-server --lr 0.02 --momentum 0.9 \
+{ mpirun -np "$SERVERS" bin/ps-server --lr 0.05 --momentum 0.9 --lr-schedule cosine \
     --save "$RUN_DIR/model.safetensors" ${EXTRA_SERVER_FLAGS:-} \
     : -np "$WORKERS" bin/ps-worker --model mlp --hidden 256,128 --data fashion-mnist \
     --batch-size 64 --epochs "$EPOCHS" --metrics "$RUN_DIR/metrics.jsonl" \
@@ -38,5 +40,11 @@ fi
 acc=$(tail -n 1 "$RUN_DIR/metrics.jsonl" | sed -n 's/.*"test_acc":\([0-9.eE+-]*\).*/\1/p')
 awk -v a="$acc" -v e="$EPOCHS" -v t0="$start" -v t1="$end" \
     'BEGIN { printf "test accuracy %s after %s epochs, %.1f s wall time\n", a, e, t1 - t0 }'
+# Time to accuracy: the first epoch at or above the MLP row of the
+# Fashion-MNIST benchmark table (0.8833).
+awk -F'[:,}]' '{ for (i = 1; i < NF; i++) { if ($i == "\"test_acc\"") a = $(i + 1);
+                                            if ($i == "\"elapsed_s\"") t = $(i + 1) }
+                 if (a >= 0.8833) { printf "reached 0.8833 at epoch %d after %.1f s\n", NR, t; f = 1; exit } }
+     END { if (!f) print "did not reach 0.8833" }' "$RUN_DIR/metrics.jsonl"
 echo "model:   $RUN_DIR/model.safetensors"
 echo "metrics: $RUN_DIR/metrics.jsonl"
