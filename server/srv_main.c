@@ -190,6 +190,10 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
                 (unsigned long long)L->pushes, (unsigned long long)L->pulls,
                 (double)st.rx_bytes / 1e6, (double)st.tx_bytes / 1e6,
                 (unsigned long long)srv_loop_rejected_total(L), L->apply_s, L->wait_s);
+    ps_log_info("staleness of applied pushes: max %llu, mean %.3f over %llu pushes",
+                (unsigned long long)L->store.stale_max,
+                L->store.stale_n ? (double)L->store.stale_sum / (double)L->store.stale_n : 0.0,
+                (unsigned long long)L->store.stale_n);
     for (int r = 0; r < SRV_REJ_NREASONS; r++) {
         if (L->rejected[r]) {
             ps_log_info("rejected (%s): %llu", srv_loop_reject_name(r),
