@@ -12,6 +12,8 @@
 CC ?= gcc
 PKGS := ompi-c libzmq openblas zlib
 SAN ?=
+# Before its first use: BUILD below is expanded immediately.
+comma := ,
 
 ifeq ($(SAN),)
 BUILD := build
@@ -20,7 +22,6 @@ else
 BUILD := build/san-$(subst $(comma),-,$(SAN))
 SANFLAGS := -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 endif
-comma := ,
 
 # Without pkg-config or the packages, these stay empty and the deps check in
 # `make run/test/bench` installs them first.

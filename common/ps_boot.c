@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #define EP_LEN 256
+#define KEY_LEN 41
 
 typedef struct {
     MPI_Comm role;
@@ -18,6 +19,8 @@ typedef struct {
     char (*server_ep)[EP_LEN];
     char (*server_host)[EP_LEN];
     char (*worker_host)[EP_LEN];
+    char (*server_key)[KEY_LEN];
+    char (*worker_key)[KEY_LEN];
 } boot_impl_t;
 
 static boot_impl_t *impl(const ps_boot_t *b)
@@ -102,6 +105,7 @@ typedef struct {
     int rank;
     char ep[EP_LEN];
     char host[EP_LEN];
+    char key[KEY_LEN];
 } peer_rec_t;
 
 static void store_peers(ps_boot_t *b, const peer_rec_t *all)
@@ -112,11 +116,13 @@ static void store_peers(ps_boot_t *b, const peer_rec_t *all)
         if (p->is_server) {
             memcpy(im->server_ep[p->rank], p->ep, EP_LEN);
             memcpy(im->server_host[p->rank], p->host, EP_LEN);
+            memcpy(im->server_key[p->rank], p->key, KEY_LEN);
             if (p->rank == 0) {
                 im->server0_world = i;
             }
         } else {
             memcpy(im->worker_host[p->rank], p->host, EP_LEN);
+            memcpy(im->worker_key[p->rank], p->key, KEY_LEN);
             if (p->rank == 0) {
                 im->worker0_world = i;
             }
@@ -124,14 +130,17 @@ static void store_peers(ps_boot_t *b, const peer_rec_t *all)
     }
 }
 
-int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint)
+int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey)
 {
     boot_impl_t *im = impl(b);
     peer_rec_t mine, *all = calloc((size_t)b->world_size, sizeof *all);
     im->server_ep = calloc((size_t)b->nservers + 1, EP_LEN);
     im->server_host = calloc((size_t)b->nservers + 1, EP_LEN);
     im->worker_host = calloc((size_t)b->nworkers + 1, EP_LEN);
-    if (!all || !im->server_ep || !im->server_host || !im->worker_host) {
+    im->server_key = calloc((size_t)b->nservers + 1, KEY_LEN);
+    im->worker_key = calloc((size_t)b->nworkers + 1, KEY_LEN);
+    if (!all || !im->server_ep || !im->server_host || !im->worker_host || !im->server_key ||
+        !im->worker_key) {
         free(all);
         return PS_ENOMEM;
     }
@@ -140,6 +149,7 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint)
     mine.rank = b->rank;
     snprintf(mine.ep, EP_LEN, "%s", my_endpoint ? my_endpoint : "");
     snprintf(mine.host, EP_LEN, "%s", b->host);
+    snprintf(mine.key, KEY_LEN, "%s", my_pubkey ? my_pubkey : "");
     int rv = MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE,
                            MPI_COMM_WORLD);
     if (rv != MPI_SUCCESS) {
@@ -154,6 +164,16 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint)
 const char *ps_boot_server_endpoint(const ps_boot_t *b, int server)
 {
     return impl(b)->server_ep[server];
+}
+
+const char (*ps_boot_server_keys(const ps_boot_t *b))[41]
+{
+    return (const char(*)[41])impl(b)->server_key;
+}
+
+const char (*ps_boot_worker_keys(const ps_boot_t *b))[41]
+{
+    return (const char(*)[41])impl(b)->worker_key;
 }
 
 const char *ps_boot_server_host(const ps_boot_t *b, int server)
@@ -291,6 +311,8 @@ void ps_boot_finalize(ps_boot_t *b)
         free(im->server_ep);
         free(im->server_host);
         free(im->worker_host);
+        free(im->server_key);
+        free(im->worker_key);
         free(im);
         b->impl = NULL;
     }

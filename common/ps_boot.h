@@ -32,11 +32,15 @@ int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server);
  * failed, else PS_ESTATE.  The lowest failing rank logs its ps_error_msg()
  * (so callers do not), giving one error line for the whole job. */
 int ps_boot_agree(ps_boot_t *b, int rc);
-/* World: servers pass their endpoint, workers NULL.  On return every rank
- * has the endpoints and host names of all servers, by server rank
- * (arrays of nservers strings, owned by b). */
-int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint);
+/* World: servers pass their endpoint, workers NULL; everyone passes its
+ * CurveZMQ public key ("" or NULL without one).  On return every rank has
+ * the endpoints, host names and public keys of all ranks, by role rank
+ * (owned by b).  The launcher's channel is the root of trust for the keys. */
+int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey);
 const char *ps_boot_server_endpoint(const ps_boot_t *b, int server);
+/* Public keys by role rank: [n][41] arrays, "" where a rank has none. */
+const char (*ps_boot_server_keys(const ps_boot_t *b))[41];
+const char (*ps_boot_worker_keys(const ps_boot_t *b))[41];
 const char *ps_boot_server_host(const ps_boot_t *b, int server);
 /* Host name of worker `w` (known after ps_boot_exchange). */
 const char *ps_boot_worker_host(const ps_boot_t *b, int w);

@@ -1,6 +1,7 @@
 #include "ps_transport.h"
 
 #include "ps_err.h"
+#include "ps_tp_auth.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@ struct ps_tp {
     zmq_pollitem_t *items;
     int next; /* round-robin start for fairness between servers */
     ps_tp_stats_t st;
+    ps_tp_auth_t *auth; /* server with CurveZMQ only */
 };
 
 static int zfail(const char *what)
@@ -60,8 +62,37 @@ static int set_common_opts(void *s, int linger)
     return 0;
 }
 
-int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads, char *endpoint,
-                     size_t cap)
+int ps_tp_keypair(ps_tp_keypair_t *kp)
+{
+    if (!zmq_has("curve") || zmq_curve_keypair(kp->pub, kp->sec) != 0) {
+        ps_error_set("this libzmq has no CurveZMQ support (use --insecure to run without it)");
+        return PS_EZMQ;
+    }
+    return 0;
+}
+
+/* CurveZMQ server side: our key pair, and the ZAP handler that checks the
+ * clients' keys against the allow list. */
+static int server_security(ps_tp_t *tp, const ps_tp_keypair_t *keys)
+{
+    int one = 1, rv;
+    if ((rv = ps_tp_auth_start(&tp->auth, tp->ctx, tp->sock[0])) != 0) {
+        return rv;
+    }
+    if (zmq_setsockopt(tp->sock[0], ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+        zmq_setsockopt(tp->sock[0], ZMQ_CURVE_SECRETKEY, keys->sec, 40) != 0) {
+        return zfail("CurveZMQ server options");
+    }
+    return 0;
+}
+
+int ps_tp_server_allow(ps_tp_t *tp, const char (*pubkeys)[PS_TP_KEY_LEN], int n)
+{
+    return tp->auth ? ps_tp_auth_allow(tp->auth, pubkeys, n) : 0;
+}
+
+int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
+                     const ps_tp_keypair_t *keys, char *endpoint, size_t cap)
 {
     ps_tp_t *tp;
     int rv, one = 1;
@@ -79,6 +110,9 @@ int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads, c
     }
     /* Replies to a vanished peer must fail loudly, not vanish. */
     zmq_setsockopt(tp->sock[0], ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    if (keys && (rv = server_security(tp, keys)) != 0) {
+        goto fail;
+    }
     if (strncmp(endpoint_base, "tcp://", 6) == 0) {
         snprintf(bind_ep, sizeof bind_ep, "%s:*", endpoint_base);
     } else {
@@ -103,8 +137,22 @@ fail:
     return rv;
 }
 
+static int client_security(void *s, const ps_tp_keypair_t *keys, const char *server_pub)
+{
+    if (!keys || !server_pub[0]) {
+        return 0;
+    }
+    if (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_pub, 40) != 0 ||
+        zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, keys->pub, 40) != 0 ||
+        zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, keys->sec, 40) != 0) {
+        return zfail("CurveZMQ client options");
+    }
+    return 0;
+}
+
 int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints,
-                     int io_threads)
+                     int io_threads, const ps_tp_keypair_t *keys,
+                     const char (*server_pub)[PS_TP_KEY_LEN])
 {
     ps_tp_t *tp;
     int rv;
@@ -124,6 +172,9 @@ int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoin
             goto fail;
         }
         zmq_setsockopt(tp->sock[s], ZMQ_ROUTING_ID, id, sizeof id);
+        if ((rv = client_security(tp->sock[s], keys, server_pub ? server_pub[s] : "")) != 0) {
+            goto fail;
+        }
         if (zmq_connect(tp->sock[s], endpoints[s]) != 0) {
             ps_error_set("cannot connect to server %d at %s: %s", s, endpoints[s],
                          zmq_strerror(zmq_errno()));
@@ -152,8 +203,9 @@ void ps_tp_destroy(ps_tp_t **tpp)
         }
     }
     if (tp->ctx) {
-        zmq_ctx_term(tp->ctx);
+        zmq_ctx_term(tp->ctx); /* also ends the auth thread (ETERM) */
     }
+    ps_tp_auth_stop(&tp->auth);
     free(tp->sock);
     free(tp->items);
     free(tp);
@@ -357,4 +409,5 @@ void ps_tp_msg_move(ps_tp_msg_t *dst, ps_tp_msg_t *src)
 void ps_tp_stats(const ps_tp_t *tp, ps_tp_stats_t *st)
 {
     *st = tp->st;
+    st->handshakes_refused = tp->auth ? ps_tp_auth_refused(tp->auth) : 0;
 }

@@ -13,7 +13,14 @@
  * ps_tp_msg_release.  A message that fails ps_wire_decode, has the wrong
  * number of frames or an unknown routing id is dropped, counted in the
  * stats and reported as PS_EPROTO with a detail; it never reaches the caller.
- * Not thread-safe: one thread per ps_tp_t.
+ *
+ * Security: with keys, the data port speaks CurveZMQ.  The server accepts a
+ * connection only from a client whose public key is on its allow list (a
+ * ZAP handler on a thread of the transport); every refused handshake, and
+ * every connection that fails the handshake for any reason (a plain-text
+ * client, the wrong server key), is counted.  Without keys (--insecure)
+ * anyone who reaches the port can send messages.
+ * Not thread-safe: one thread per ps_tp_t (the ZAP thread is internal).
  */
 #ifndef PS_TRANSPORT_H
 #define PS_TRANSPORT_H
@@ -37,17 +44,36 @@ typedef struct {
 
 typedef struct {
     uint64_t rx_msgs, rx_bytes, tx_msgs, tx_bytes;
-    uint64_t rx_malformed; /* dropped by the transport itself */
+    uint64_t rx_malformed;       /* dropped by the transport itself */
+    uint64_t handshakes_refused; /* not on the allow list, or failed the handshake */
 } ps_tp_stats_t;
+
+#define PS_TP_KEY_LEN 41 /* a Z85 CurveZMQ key, 40 characters + NUL */
+
+typedef struct {
+    char pub[PS_TP_KEY_LEN];
+    char sec[PS_TP_KEY_LEN];
+} ps_tp_keypair_t;
+
+/* A fresh CurveZMQ key pair; PS_EZMQ when libzmq was built without CURVE. */
+int ps_tp_keypair(ps_tp_keypair_t *kp);
 
 /* Bind a ROUTER on `endpoint_base` ("tcp://10.0.0.1" gets a port chosen by
  * the OS; "ipc:///tmp/x" is used as it is); the full endpoint to advertise
- * is written to `endpoint`.  io_threads >= 1. */
-int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads, char *endpoint,
-                     size_t cap);
-/* Connect one DEALER per server endpoint, with a routing id naming `rank`. */
+ * is written to `endpoint`.  io_threads >= 1.  `keys` NULL: no security;
+ * otherwise CurveZMQ with this key pair and, until ps_tp_server_allow, an
+ * empty allow list (every client refused). */
+int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
+                     const ps_tp_keypair_t *keys, char *endpoint, size_t cap);
+/* Replace the allow list with n Z85 public keys. */
+int ps_tp_server_allow(ps_tp_t *tp, const char (*pubkeys)[PS_TP_KEY_LEN], int n);
+/* Connect one DEALER per server endpoint, with a routing id naming `rank`.
+ * keys NULL: plain text.  Otherwise CurveZMQ with this key pair, and
+ * server_pub[s] is server s's public key ("" for a server without
+ * security). */
 int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints,
-                     int io_threads);
+                     int io_threads, const ps_tp_keypair_t *keys,
+                     const char (*server_pub)[PS_TP_KEY_LEN]);
 void ps_tp_destroy(ps_tp_t **tp);
 
 /* dest: worker rank on a server, server index on a worker. */

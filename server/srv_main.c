@@ -37,6 +37,8 @@ typedef struct {
     const char *schedule;
     long long warmup;
     const char *form;
+    int insecure;
+    const char *endpoint_file;
     int quiet;
     /* Resolved from the flags above. */
     ps_srvinfo_t info;
@@ -88,6 +90,10 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
         {"iface", PS_OPT_STRING, &c->iface, "NAME", "advertise this interface's address"},
         {"bind", PS_OPT_STRING, &c->bind, "CIDR",
          "advertise the local address in this subnet"},
+        {"insecure", PS_OPT_BOOL, &c->insecure, NULL,
+         "no CurveZMQ on the data port: anyone who reaches it can push (benchmarks only)"},
+        {"endpoint-file", PS_OPT_STRING, &c->endpoint_file, "PATH",
+         "server 0 writes one line per server: RANK ENDPOINT PUBLIC_KEY"},
         {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
     };
     int n = (int)(sizeof opts / sizeof opts[0]);
@@ -155,8 +161,8 @@ static int check_flags(srv_cfg_t *c)
 }
 
 /* Open the data port on the address the other ranks can reach. */
-static int open_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tp, char *ep, size_t cap,
-                     char *ipc_path, size_t ipc_cap)
+static int open_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tp, const ps_tp_keypair_t *keys,
+                     char *ep, size_t cap, char *ipc_path, size_t ipc_cap)
 {
     char base[300], addr[64];
     int ipc = strcmp(c->transport, "ipc") == 0 ||
@@ -177,7 +183,7 @@ static int open_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tp, char *ep, s
         }
         snprintf(base, sizeof base, "tcp://%s", addr);
     }
-    return ps_tp_server_new(tp, base, c->io_threads, ep, cap);
+    return ps_tp_server_new(tp, base, c->io_threads, keys, ep, cap);
 }
 
 static void summary(const srv_loop_t *L, ps_tp_t *tp)
@@ -190,6 +196,10 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
                 (unsigned long long)L->pushes, (unsigned long long)L->pulls,
                 (double)st.rx_bytes / 1e6, (double)st.tx_bytes / 1e6,
                 (unsigned long long)srv_loop_rejected_total(L), L->apply_s, L->wait_s);
+    if (st.handshakes_refused) {
+        ps_log_info("refused handshakes on the data port: %llu",
+                    (unsigned long long)st.handshakes_refused);
+    }
     ps_log_info("staleness of applied pushes: max %llu, mean %.3f over %llu pushes",
                 (unsigned long long)L->store.stale_max,
                 L->store.stale_n ? (double)L->store.stale_sum / (double)L->store.stale_n : 0.0,
@@ -262,21 +272,65 @@ out:
     return rv;
 }
 
+/* Server 0: "RANK ENDPOINT PUBLIC_KEY" per server, for operators and tests;
+ * written to a temporary name and renamed so readers never see half. */
+static int write_endpoint_file(const srv_cfg_t *c, ps_boot_t *b)
+{
+    char tmp[4200];
+    if (!c->endpoint_file || b->rank != 0) {
+        return 0;
+    }
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", c->endpoint_file, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        ps_error_set("--endpoint-file %s: cannot write", c->endpoint_file);
+        return PS_EIO;
+    }
+    const char(*keys)[41] = ps_boot_server_keys(b);
+    for (int s = 0; s < b->nservers; s++) {
+        fprintf(f, "%d %s %s\n", s, ps_boot_server_endpoint(b, s), keys[s][0] ? keys[s] : "-");
+    }
+    if (fclose(f) != 0 || rename(tmp, c->endpoint_file) != 0) {
+        unlink(tmp);
+        ps_error_set("--endpoint-file %s: cannot write", c->endpoint_file);
+        return PS_EIO;
+    }
+    return 0;
+}
+
+/* Only this job's workers may talk to the data port. */
+static int secure_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t *tp)
+{
+    if (c->insecure) {
+        if (b->rank == 0) {
+            ps_log_info("WARNING: --insecure: the data port accepts unauthenticated messages");
+        }
+        return 0;
+    }
+    return ps_tp_server_allow(tp, ps_boot_worker_keys(b), b->nworkers);
+}
+
 static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
 {
+    ps_tp_keypair_t keys = {{0}, {0}};
     ps_tp_t *tp = NULL;
     char ep[512] = "", ipc_path[400] = "";
     const char **hosts = NULL;
     int rv = flags_rv ? flags_rv : check_flags(c);
+    if (rv == 0 && !c->insecure) {
+        rv = ps_tp_keypair(&keys);
+    }
     if (rv == 0) {
-        rv = open_port(c, b, &tp, ep, sizeof ep, ipc_path, sizeof ipc_path);
+        rv = open_port(c, b, &tp, c->insecure ? NULL : &keys, ep, sizeof ep, ipc_path,
+                       sizeof ipc_path);
     }
     if ((rv = ps_boot_agree(b, rv)) != 0) {
         goto out; /* flags (and, on servers, the data port) */
     }
-    if ((rv = ps_boot_exchange(b, ep)) != 0) {
+    if ((rv = ps_boot_exchange(b, ep, keys.pub)) != 0) {
         ps_boot_abort(b, 2);
     }
+    memset(keys.sec, 0, sizeof keys.sec); /* the socket has its copy */
     c->info.chunk_kib = (uint64_t)c->chunk_kib;
     ps_boot_bcast_from_server0(b, &c->info, sizeof c->info);
     c->chunk_kib = (int)c->info.chunk_kib;
@@ -285,8 +339,13 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
         hosts[w] = ps_boot_worker_host(b, w);
     }
     ps_log_debug("data port %s", ep);
-    /* The workers' data/model check and their layout agreement. */
-    if ((rv = ps_boot_agree(b, hosts ? 0 : PS_ENOMEM)) != 0 || (rv = ps_boot_agree(b, 0)) != 0) {
+    /* Our port's allow list and endpoint file; the workers' data/model
+     * check; their layout agreement. */
+    rv = hosts ? secure_port(c, b, tp) : PS_ENOMEM;
+    if (rv == 0) {
+        rv = write_endpoint_file(c, b);
+    }
+    if ((rv = ps_boot_agree(b, rv)) != 0 || (rv = ps_boot_agree(b, 0)) != 0) {
         goto out;
     }
     ps_boot_bcast_from_worker0(b, &c->plan, sizeof c->plan);

@@ -54,7 +54,7 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
         goto fail;
     }
     if ((rv = ps_tp_client_new(&c->tp, cfg->rank, cfg->nservers, cfg->endpoints,
-                               cfg->io_threads)) != 0) {
+                               cfg->io_threads, cfg->keys, cfg->server_keys)) != 0) {
         goto fail;
     }
     *out = c;

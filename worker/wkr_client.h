@@ -23,6 +23,7 @@
 #include "ps_chunk.h"
 #include "ps_jobinfo.h"
 #include "ps_layout.h"
+#include "ps_transport.h"
 #include "ps_wire.h"
 
 #include <stddef.h>
@@ -41,6 +42,8 @@ typedef struct {
     int timeout_ms;
     ps_mode_t mode;
     uint64_t staleness;
+    const ps_tp_keypair_t *keys;        /* NULL: plain text */
+    const char (*server_keys)[41];      /* [nservers]; "" for an --insecure server */
 } wkr_client_cfg_t;
 
 typedef struct {

@@ -11,6 +11,7 @@
 #include "ps_jobinfo.h"
 #include "ps_opts.h"
 #include "ps_safetensors.h"
+#include "ps_transport.h"
 #include "wkr_client.h"
 #include "wkr_data.h"
 #include "wkr_model.h"
@@ -214,7 +215,7 @@ static int check_agreement(ps_boot_t *b, wkr_job_t *j, const wkr_cfg_t *c)
 }
 
 static int connect_and_train(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j,
-                             const ps_srvinfo_t *srv)
+                             const ps_srvinfo_t *srv, const ps_tp_keypair_t *keys)
 {
     size_t chunk = (size_t)srv->chunk_kib * 1024 / sizeof(float);
     char *eps[b->nservers];
@@ -229,7 +230,8 @@ static int connect_and_train(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j,
                            .hosts = hosts, .layout = wkr_model_layout(j->model),
                            .chunk_elems = chunk, .io_threads = c->io_threads,
                            .timeout_ms = c->timeout_s * 1000, .mode = (ps_mode_t)srv->mode,
-                           .staleness = srv->staleness};
+                           .staleness = srv->staleness, .keys = keys,
+                           .server_keys = ps_boot_server_keys(b)};
     int rv = wkr_client_new(&client, &cc);
     if (rv == 0 && b->rank == 0) {
         rv = wkr_client_register(client, wkr_model_params(j->model));
@@ -264,7 +266,12 @@ static int run(wkr_cfg_t *c, ps_boot_t *b, int flags_rv)
     if ((rv = ps_boot_agree(b, rv)) != 0) {
         goto out; /* flags (and, on servers, the data port) */
     }
-    if ((rv = ps_boot_exchange(b, NULL)) != 0) {
+    /* Our CurveZMQ key pair: the public half travels with the exchange. */
+    ps_tp_keypair_t keys;
+    if (ps_tp_keypair(&keys) != 0) {
+        memset(&keys, 0, sizeof keys);
+    }
+    if ((rv = ps_boot_exchange(b, NULL, keys.pub)) != 0) {
         ps_boot_abort(b, 2);
     }
     ps_srvinfo_t srv;
@@ -285,7 +292,8 @@ static int run(wkr_cfg_t *c, ps_boot_t *b, int flags_rv)
     }
     ps_planinfo_t plan = {j.plan.steps_per_epoch, j.plan.total_steps};
     ps_boot_bcast_from_worker0(b, &plan, sizeof plan);
-    rv = connect_and_train(c, b, &j, &srv);
+    rv = connect_and_train(c, b, &j, &srv, keys.pub[0] ? &keys : NULL);
+    memset(&keys, 0, sizeof keys);
     rv = ps_boot_agree(b, rv);
 out:
     wkr_model_destroy(&j.model);

@@ -130,7 +130,7 @@ static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t 
     memset(o, 0, sizeof *o);
     o->layout = *l;
     if ((rv = ours_buffers(o)) != 0 ||
-        (rv = ps_tp_server_new(&o->L.tp, base, 1, o->ep, sizeof o->ep)) != 0) {
+        (rv = ps_tp_server_new(&o->L.tp, base, 1, NULL, o->ep, sizeof o->ep)) != 0) {
         return rv;
     }
     /* Fields left zero: server 0, sync mode, a constant learning rate. */

@@ -9,16 +9,29 @@
 #   fmnist          training throughput of the MLP 784-256-128-10 on
 #                   Fashion-MNIST (1 server, 2 workers x batch 64, 2 epochs)
 #                   vs PyTorch in one process on one thread (batch 128)
+#   fmnist_vs_ddp   the whole `make run` job (5 epochs, cosine lr) timed from
+#                   mpirun to exit, vs the same job in PyTorch DDP (gloo, 2
+#                   processes, tests/bench/ddp_fmnist.py) timed from spawn
+#                   to join; best of FMNIST_DDP_RUNS alternated runs of each;
+#                   plus the final test accuracy of both
 # and a table of every line closes the run.  Exit status 0 when every
 # benchmark ran; a skipped reference (no torch) is not a failure.
 #
 # Environment: BUILD (build folder, default build), BINDIR (binaries,
 # default bin), BENCH_PYTHON (the interpreter with torch and numpy, default
-# /usr/bin/python3).
+# /usr/bin/python3), FMNIST_DDP_RUNS (runs of each side of fmnist_vs_ddp,
+# default 2; the machine is shared, so the best run of each is kept).
 set -u
 BUILD=${BUILD:-build}
 BINDIR=${BINDIR:-bin}
 PY=${BENCH_PYTHON:-/usr/bin/python3}
+DDP_RUNS=${FMNIST_DDP_RUNS:-2}
+case "$DDP_RUNS" in
+'' | *[!0-9]* | 0)
+    echo "bench: FMNIST_DDP_RUNS must be a whole number >= 1, not '$DDP_RUNS'" >&2
+    exit 2
+    ;;
+esac
 OUT="$BUILD/bench.jsonl"
 LOG_DIR="$BUILD/bench-logs"
 status=0
@@ -126,6 +139,121 @@ run_fmnist() {
     tail -n 1 "$OUT"
 }
 
+# The value of numeric field $2 in the last line of JSON-lines file $1.
+last_field() {
+    tail -n 1 "$1" 2>/dev/null | sed -n "s/.*\"$2\": *\([0-9.eE+-]*\).*/\1/p"
+}
+
+now_s() {
+    date +%s.%N
+}
+
+# One run of our whole job, exactly `make run`'s training (no --save); sets
+# $vs_ours_s (wall seconds of mpirun) and $vs_ours_acc.
+vs_ours_once() {
+    metrics="$LOG_DIR/fmnist5-metrics.jsonl"
+    rm -f "$metrics"
+    t0=$(now_s)
+    timeout 900 mpirun -np 1 "$BINDIR/ps-server" --quiet --lr 0.05 --momentum 0.9 \
+        --lr-schedule cosine \
+        : -np 2 "$BINDIR/ps-worker" --progress none --model mlp --hidden 256,128 \
+        --data fashion-mnist --batch-size 64 --epochs 5 --metrics "$metrics" \
+        >"$LOG_DIR/fmnist5.log" 2>&1
+    rc=$?
+    t1=$(now_s)
+    if [ "$rc" -ne 0 ]; then
+        tail -n 20 "$LOG_DIR/fmnist5.log" | sed 's/^/    /' >&2
+        fail "the 5-epoch Fashion-MNIST job failed (exit $rc); log in $LOG_DIR/fmnist5.log"
+        return 1
+    fi
+    vs_ours_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    vs_ours_acc=$(last_field "$metrics" test_acc)
+    tail -n 1 "$metrics" | sed 's/^/    /'
+    echo "    ours: ${vs_ours_s} s wall (mpirun start to exit), test_acc $vs_ours_acc"
+    if ! is_number "$vs_ours_acc"; then
+        fail "cannot read test_acc from $metrics"
+        return 1
+    fi
+    cat "$metrics" >>"$LOG_DIR/fmnist5-metrics-all.jsonl"
+}
+
+# One run of the DDP reference; sets $vs_ddp_s (job_s: spawn to join) and
+# $vs_ddp_acc, or returns 1.
+vs_ddp_once() {
+    timeout 900 "$PY" tests/bench/ddp_fmnist.py --epochs 5 --batch-size 64 --lr 0.05 \
+        --momentum 0.9 --hidden 256,128 --world 2 \
+        >"$LOG_DIR/ddp.jsonl" 2>"$LOG_DIR/ddp.log"
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        tail -n 20 "$LOG_DIR/ddp.log" | sed 's/^/    /' >&2
+        fail "the PyTorch DDP reference failed (exit $rc); log in $LOG_DIR/ddp.log"
+        return 1
+    fi
+    vs_ddp_s=$(last_field "$LOG_DIR/ddp.jsonl" job_s)
+    vs_ddp_acc=$(last_field "$LOG_DIR/ddp.jsonl" test_acc)
+    tail -n 1 "$LOG_DIR/ddp.jsonl" | sed 's/^/    /'
+    echo "    DDP: ${vs_ddp_s} s (spawn to join), test_acc $vs_ddp_acc"
+    if ! is_number "$vs_ddp_s" || ! is_number "$vs_ddp_acc"; then
+        fail "cannot read job_s/test_acc from $LOG_DIR/ddp.jsonl"
+        return 1
+    fi
+    cat "$LOG_DIR/ddp.jsonl" >>"$LOG_DIR/ddp-all.jsonl"
+}
+
+# Keeps the fastest run of a side: best_<side>_s and best_<side>_acc.
+keep_best() {
+    eval "b=\${best_$1_s:-}"
+    if [ -z "$b" ] || awk -v n="$2" -v b="$b" 'BEGIN { exit !(n < b) }'; then
+        eval "best_$1_s=\$2 best_$1_acc=\$3"
+    fi
+}
+
+run_fmnist_vs_ddp() {
+    echo "== fmnist_vs_ddp: the make-run job (1 server + 2 workers, batch 64, 5 epochs," \
+        "cosine lr) vs PyTorch DDP gloo, 2 processes x 1 thread; best of $DDP_RUNS each"
+    have_torch=1
+    if ! "$PY" -c 'import torch, torch.distributed as d; assert d.is_gloo_available()' \
+        >/dev/null 2>&1; then
+        echo "fmnist_vs_ddp: reference skipped: torch (with gloo) is not importable by $PY"
+        have_torch=0
+    fi
+    best_ours_s="" best_ours_acc="" best_ddp_s="" best_ddp_acc=""
+    rm -f "$LOG_DIR/fmnist5-metrics-all.jsonl" "$LOG_DIR/ddp-all.jsonl"
+    i=0
+    while [ "$i" -lt "$DDP_RUNS" ]; do
+        # Alternate which side goes first, so drift in the machine's load
+        # hits both alike.
+        if [ $((i % 2)) -eq 1 ] && [ "$have_torch" -eq 1 ]; then
+            vs_ddp_once && keep_best ddp "$vs_ddp_s" "$vs_ddp_acc"
+        fi
+        vs_ours_once || return
+        keep_best ours "$vs_ours_s" "$vs_ours_acc"
+        if [ $((i % 2)) -eq 0 ] && [ "$have_torch" -eq 1 ]; then
+            vs_ddp_once && keep_best ddp "$vs_ddp_s" "$vs_ddp_acc"
+        fi
+        i=$((i + 1))
+    done
+    awk -v v="$best_ours_s" -v r="$best_ddp_s" -v va="$best_ours_acc" -v ra="$best_ddp_acc" '
+    function line(name, val, unit, ref, rv, ratio, fmt) {
+        printf "{\"name\":\"%s\",\"value\":" fmt ",\"unit\":\"%s\",\"reference\":\"%s\",", \
+            name, val, unit, ref
+        if (rv == "") {
+            printf "\"reference_value\":null,\"ratio\":null}\n"
+        } else {
+            printf "\"reference_value\":" fmt ",\"ratio\":%.4f}\n", rv, ratio
+        }
+    }
+    BEGIN {
+        skip = (r == "" || r + 0 <= 0)
+        ref = "PyTorch DDP gloo, 2 processes" (skip ? " (skipped)" : "")
+        line("fmnist_vs_ddp", v, "s", ref, skip ? "" : r, skip ? 0 : r / v, "%.3f")
+        ref = "PyTorch DDP gloo, 2 processes, test accuracy" (skip ? " (skipped)" : "")
+        line("fmnist_accuracy_vs_ddp", va, "accuracy", ref, skip ? "" : ra,
+             skip ? 0 : va / ra, "%.4f")
+    }' >>"$OUT"
+    tail -n 2 "$OUT"
+}
+
 print_table() {
     echo
     echo "== results ($OUT)"
@@ -156,5 +284,6 @@ EOF
 run_bin bench_update
 run_bin bench_pushpull
 run_fmnist
+run_fmnist_vs_ddp
 print_table
 exit "$status"

@@ -40,13 +40,13 @@ static int setup(void **state)
     if (!f) {
         return -1;
     }
-    if (ps_tp_server_new(&f->srv, "tcp://127.0.0.1", 1, f->ep, sizeof f->ep) != 0) {
+    if (ps_tp_server_new(&f->srv, "tcp://127.0.0.1", 1, NULL, f->ep, sizeof f->ep) != 0) {
         fprintf(stderr, "server: %s\n", ps_error_msg());
         free(f);
         return -1;
     }
     char *eps[1] = {f->ep};
-    if (ps_tp_client_new(&f->cli, RANK, 1, eps, 1) != 0) {
+    if (ps_tp_client_new(&f->cli, RANK, 1, eps, 1, NULL, NULL) != 0) {
         fprintf(stderr, "client: %s\n", ps_error_msg());
         ps_tp_destroy(&f->srv);
         free(f);
@@ -404,11 +404,11 @@ static void test_two_servers(void **state)
     (void)state;
     ps_tp_t *a = NULL, *b = NULL, *cli = NULL;
     char ea[256], eb[256];
-    assert_int_equal(ps_tp_server_new(&a, "tcp://127.0.0.1", 1, ea, sizeof ea), 0);
-    assert_int_equal(ps_tp_server_new(&b, "tcp://127.0.0.1", 1, eb, sizeof eb), 0);
+    assert_int_equal(ps_tp_server_new(&a, "tcp://127.0.0.1", 1, NULL, ea, sizeof ea), 0);
+    assert_int_equal(ps_tp_server_new(&b, "tcp://127.0.0.1", 1, NULL, eb, sizeof eb), 0);
     assert_string_not_equal(ea, eb);
     char *eps[2] = {ea, eb};
-    assert_int_equal(ps_tp_client_new(&cli, 5, 2, eps, 1), 0);
+    assert_int_equal(ps_tp_client_new(&cli, 5, 2, eps, 1, NULL, NULL), 0);
     float pa[1] = {1.0f}, pb[1] = {2.0f};
     ps_hdr_t h = push_hdr(5, 1);
     assert_int_equal(ps_tp_send(cli, 1, &h, pb, sizeof pb, NULL, NULL), 0);
@@ -444,7 +444,7 @@ static void test_bind_refused(void **state)
     ps_tp_t *tp = (ps_tp_t *)1;
     char ep[256];
     ps_error_clear();
-    assert_int_equal(ps_tp_server_new(&tp, "tcp://256.1.1.1", 1, ep, sizeof ep), PS_EZMQ);
+    assert_int_equal(ps_tp_server_new(&tp, "tcp://256.1.1.1", 1, NULL, ep, sizeof ep), PS_EZMQ);
     assert_non_null(strstr(ps_error_msg(), "256.1.1.1"));
 }
 

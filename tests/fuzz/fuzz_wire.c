@@ -1,0 +1,110 @@
+/*
+ * libFuzzer target: the data-plane decoders (common/ps_wire.h and the
+ * REGISTER payload decoder in common/ps_layout.h).
+ *
+ * An input is one message as the server receives it: the first 64 bytes
+ * are frame 0 (the header), the rest frame 1 (the payload).  Shorter inputs
+ * are a short frame 0 with an empty payload.  Invariants on success:
+ *   - re-encoding the decoded header gives the same 64 bytes;
+ *   - the payload length is the one the type requires;
+ *   - a REGISTER payload that decodes re-encodes to the same bytes and
+ *     describes a consistent layout (offsets end to end, names found);
+ *   - a STATS_REPLY payload round-trips through decode and encode.
+ * Every payload is also fed to ps_layout_decode directly, so the layout
+ * decoder is fuzzed without the fuzzer first having to find a valid
+ * REGISTER header.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fuzz_util.h"
+#include "ps_layout.h"
+#include "ps_wire.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A decoded layout is consistent and re-encodes to the bytes it came from. */
+static void check_layout(const uint8_t *p, size_t len)
+{
+    ps_layout_t l;
+    if (ps_layout_decode(&l, p, len) != 0) {
+        FZ_CHECK(l.n == 0 && l.total == 0); /* reset on failure */
+        return;
+    }
+    FZ_CHECK(l.n >= 0 && l.n <= PS_MAX_TENSORS);
+    size_t at = 0;
+    for (int i = 0; i < l.n; i++) {
+        const ps_tensor_t *t = &l.t[i];
+        size_t numel = 1;
+        FZ_CHECK(t->ndim >= 1 && t->ndim <= PS_MAX_DIMS);
+        for (int d = 0; d < t->ndim; d++) {
+            FZ_CHECK(t->dims[d] >= 1);
+            numel *= (size_t)t->dims[d];
+        }
+        FZ_CHECK(t->numel == numel && t->offset == at);
+        FZ_CHECK(ps_layout_find(&l, t->name) == i);
+        at += numel;
+    }
+    FZ_CHECK(l.total == at && l.total <= PS_MAX_ELEMS);
+    static uint8_t again[PS_WIRE_MAX_LAYOUT];
+    long n = ps_layout_encode(&l, again, sizeof again);
+    FZ_CHECK(n >= 0 && (size_t)n == len && memcmp(again, p, len) == 0);
+    char text[256];
+    ps_layout_describe(&l, text, sizeof text);
+    FZ_CHECK(strlen(text) < sizeof text);
+    (void)ps_layout_hash(&l);
+}
+
+static void check_header(const ps_hdr_t *h, const uint8_t *frame0, size_t payload_len)
+{
+    uint8_t again[PS_WIRE_HDR_SIZE];
+    ps_wire_encode(h, again);
+    FZ_CHECK(memcmp(again, frame0, PS_WIRE_HDR_SIZE) == 0);
+    FZ_CHECK(h->magic == PS_WIRE_MAGIC && h->version == PS_WIRE_VERSION);
+    FZ_CHECK(h->type >= 1 && h->type <= PS_MSG_TYPE_MAX);
+    FZ_CHECK(strcmp(ps_wire_type_name(h->type), "?") != 0);
+    FZ_CHECK(h->flags == 0 && h->reserved == 0 && h->payload == payload_len);
+    if (h->type == PS_MSG_INIT || h->type == PS_MSG_PUSH || h->type == PS_MSG_PULL_REPLY) {
+        FZ_CHECK(h->count > 0 && payload_len == (size_t)h->count * 4);
+    } else {
+        FZ_CHECK(h->count == 0);
+    }
+    if (h->type == PS_MSG_REGISTER) {
+        FZ_CHECK(payload_len >= 4 && payload_len <= PS_WIRE_MAX_LAYOUT);
+    }
+}
+
+static void check_stats(const uint8_t *p)
+{
+    ps_wire_stats_t st;
+    uint8_t again[PS_WIRE_STATS_BYTES];
+    ps_wire_stats_decode(&st, p);
+    ps_wire_stats_encode(&st, again);
+    FZ_CHECK(memcmp(again, p, PS_WIRE_STATS_BYTES) == 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    size_t hlen = size < PS_WIRE_HDR_SIZE ? size : PS_WIRE_HDR_SIZE;
+    const uint8_t *payload = data + hlen;
+    size_t plen = size - hlen;
+    ps_hdr_t h;
+    (void)ps_wire_type_name(size > 6 ? data[6] : -1);
+    if (ps_wire_decode(&h, data, hlen, plen) == 0) {
+        FZ_CHECK(hlen == PS_WIRE_HDR_SIZE);
+        check_header(&h, data, plen);
+        if (h.type == PS_MSG_STATS_REPLY) {
+            check_stats(payload);
+        }
+    } else {
+        FZ_CHECK(ps_error_msg()[0] != '\0');
+    }
+    if (plen == PS_WIRE_STATS_BYTES) {
+        check_stats(payload);
+    }
+    if (plen <= PS_WIRE_MAX_LAYOUT) {
+        check_layout(payload, plen);
+    }
+    return 0;
+}
