@@ -21,6 +21,7 @@ typedef struct {
     uint64_t staleness;  /* ssp bound */
     double lr;           /* base learning rate */
     ps_sched_t sched;
+    uint32_t nonfinite_skip; /* --on-nonfinite skip */
 } ps_srvinfo_t;
 
 typedef struct {

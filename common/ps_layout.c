@@ -67,6 +67,16 @@ int ps_layout_add(ps_layout_t *l, const char *name, int ndim, const int64_t *dim
     return 0;
 }
 
+int ps_layout_tensor_at(const ps_layout_t *l, size_t idx)
+{
+    for (int i = 0; i < l->n; i++) {
+        if (idx >= l->t[i].offset && idx - l->t[i].offset < l->t[i].numel) {
+            return i;
+        }
+    }
+    return -1;
+}
+
 int ps_layout_find(const ps_layout_t *l, const char *name)
 {
     for (int i = 0; i < l->n; i++) {

@@ -100,7 +100,8 @@ int ps_wire_decode(ps_hdr_t *h, const uint8_t *buf, size_t len, size_t payload_l
         ps_error_set("unknown message type %u", h->type);
         return PS_EPROTO;
     }
-    if (h->flags != 0 || h->reserved != 0) {
+    uint8_t allowed = h->type == PS_MSG_PUSH ? PS_FLAG_SKIP : 0;
+    if ((h->flags & ~allowed) != 0 || h->reserved != 0) {
         ps_error_set("%s: non-zero flags/reserved fields", ps_wire_type_name(h->type));
         return PS_EPROTO;
     }

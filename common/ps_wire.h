@@ -8,7 +8,7 @@
  *     0  4   magic          "PSMQ" (0x514d5350)
  *     4  2   version        PS_WIRE_VERSION; a mismatch is refused
  *     6  1   type           ps_msg_type_t
- *     7  1   flags          must be 0 in this version
+ *     7  1   flags          PUSH: PS_FLAG_SKIP or 0; other types: 0
  *     8  4   sender         world-independent role rank of the sender
  *    12  4   request id     echoed in replies
  *    16  8   step           training step (weights version)
@@ -36,7 +36,11 @@
 #define PS_WIRE_HDR_SIZE 64
 #define PS_WIRE_MAX_TEXT 1024          /* ERROR payloads */
 #define PS_WIRE_MAX_LAYOUT (64 * 1024) /* REGISTER payloads */
-#define PS_WIRE_STATS_BYTES 40         /* STATS_REPLY: 5 x u64, see ps_wire_stats_t */
+#define PS_WIRE_STATS_BYTES 40
+/* PUSH flag: the worker's gradient for this step was not finite and
+ * --on-nonfinite skip is on; the payload is ignored and the whole step is
+ * dropped for everyone. */
+#define PS_FLAG_SKIP 0x01         /* STATS_REPLY: 5 x u64, see ps_wire_stats_t */
 
 typedef enum {
     PS_MSG_REGISTER = 1,   /* worker 0 -> server: the layout (payload) */

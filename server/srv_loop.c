@@ -207,6 +207,42 @@ static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
     return h;
 }
 
+/* Index of the first NaN or Inf, or n. */
+static size_t first_nonfinite(const float *g, size_t n)
+{
+    const uint32_t *u = (const uint32_t *)(const void *)g;
+    for (size_t i = 0; i < n; i++) {
+        if ((u[i] & 0x7f800000u) == 0x7f800000u) {
+            return i;
+        }
+    }
+    return n;
+}
+
+/* A push whose gradient is not finite: drop the step, or end the job. */
+static int nonfinite_push(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m, size_t at)
+{
+    if (!L->nonfinite_skip && !(m->hdr.flags & PS_FLAG_SKIP)) {
+        int t = ps_layout_tensor_at(&L->store.layout, c->offset + at);
+        ps_error_set("non-finite gradient from worker %d (host %s) in %s at step %llu "
+                     "(--on-nonfinite abort)",
+                     m->peer, L->worker_hosts ? L->worker_hosts[m->peer] : "?",
+                     t >= 0 ? L->store.layout.t[t].name : "?",
+                     (unsigned long long)m->hdr.step + 1);
+        return PS_ERANGE;
+    }
+    int rv = srv_store_push_skip(&L->store, c, m->peer, m->hdr.step, m->hdr.base);
+    if (rv < 0) {
+        reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
+        return 0;
+    }
+    L->pushes++;
+    if (rv > 0) {
+        answer_pulls(L, c);
+    }
+    return 0;
+}
+
 static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
 {
     srv_chunk_t *c = checked_chunk(L, m, 1);
@@ -214,9 +250,17 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
         return 0;
     }
     const float *grad;
+    if (m->hdr.flags & PS_FLAG_SKIP) {
+        return nonfinite_push(L, c, m, 0);
+    }
     held_push_t *h = hold(m, &grad);
     if (!h) {
         return PS_ENOMEM;
+    }
+    size_t bad = first_nonfinite(grad, c->count);
+    if (bad < c->count) {
+        release_push(h);
+        return nonfinite_push(L, c, m, bad);
     }
     double t0 = now_s();
     uint64_t step = m->hdr.step;

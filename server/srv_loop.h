@@ -15,6 +15,12 @@
  * change a weight except a well-formed PUSH for the chunk's current step
  * from a worker that has not pushed it yet.
  *
+ * Every pushed gradient is checked for NaN/Inf before it is held: with
+ * --on-nonfinite abort the loop returns PS_ERANGE naming the worker, tensor
+ * and step; with skip the step is dropped for everyone (as when the worker
+ * itself flags the push with PS_FLAG_SKIP), so the model never holds a
+ * non-finite value that came from a gradient.
+ *
  * When nothing arrives for `timeout_ms` while workers are expected, the
  * loop names the missing workers and returns PS_ETIMEDOUT.
  */
@@ -46,6 +52,7 @@ typedef struct {
     uint64_t staleness;
     srv_lr_fn lr_of; /* the schedule; NULL = constant opt.lr */
     void *lr_arg;
+    int nonfinite_skip; /* --on-nonfinite skip (else abort) */
     int timeout_ms;
     const char *const *worker_hosts; /* [nworkers], for timeout messages */
 

@@ -39,6 +39,7 @@ typedef struct {
     const char *form;
     int insecure;
     const char *endpoint_file;
+    const char *on_nonfinite;
     int quiet;
     /* Resolved from the flags above. */
     ps_srvinfo_t info;
@@ -78,6 +79,9 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
          "clip the aggregated gradient element-wise to [-C, C] (0 = off)"},
         {"decoupled-weight-decay", PS_OPT_DOUBLE, &c->opt.decoupled_wd, "F",
          "w -= lr*F*w before the momentum step (0 = off)"},
+        {"on-nonfinite", PS_OPT_STRING, &c->on_nonfinite, "abort|skip",
+         "a NaN/Inf gradient ends the job naming worker, tensor and step, or drops that "
+         "step for everyone"},
         {"save", PS_OPT_STRING, &c->save, "PATH",
          "write the final model (and momentum buffers) as one safetensors file"},
         {"chunk-kib", PS_OPT_INT, &c->chunk_kib, "N",
@@ -140,6 +144,11 @@ static int check_flags(srv_cfg_t *c)
         return PS_EINVAL;
     }
     c->info.lr = c->opt.lr;
+    if (strcmp(c->on_nonfinite, "abort") && strcmp(c->on_nonfinite, "skip")) {
+        ps_error_set("--on-nonfinite '%s': want abort or skip", c->on_nonfinite);
+        return PS_EINVAL;
+    }
+    c->info.nonfinite_skip = strcmp(c->on_nonfinite, "skip") == 0;
     if (c->chunk_kib < 4 || c->chunk_kib > 256 * 1024) {
         ps_error_set("--chunk-kib %d outside [4, 262144]", c->chunk_kib);
         return PS_EINVAL;
@@ -196,6 +205,10 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
                 (unsigned long long)L->pushes, (unsigned long long)L->pulls,
                 (double)st.rx_bytes / 1e6, (double)st.tx_bytes / 1e6,
                 (unsigned long long)srv_loop_rejected_total(L), L->apply_s, L->wait_s);
+    if (srv_store_skipped_steps(&L->store)) {
+        ps_log_info("steps skipped for non-finite gradients: %llu",
+                    (unsigned long long)srv_store_skipped_steps(&L->store));
+    }
     if (st.handshakes_refused) {
         ps_log_info("refused handshakes on the data port: %llu",
                     (unsigned long long)st.handshakes_refused);
@@ -235,6 +248,7 @@ static int serve(srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tpp, const char **hosts)
     L.staleness = c->info.staleness;
     L.lr_of = scheduled_lr;
     L.lr_arg = c;
+    L.nonfinite_skip = (int)c->info.nonfinite_skip;
     L.timeout_ms = c->timeout_s * 1000;
     L.worker_hosts = hosts;
     int rv = srv_loop_init(&L);
@@ -370,6 +384,7 @@ int main(int argc, char **argv)
         .mode = "sync",
         .schedule = "constant",
         .form = "torch",
+        .on_nonfinite = "abort",
     };
     ps_boot_t b;
     int flags_rv = parse_flags(&c, argc, argv);

@@ -22,12 +22,14 @@ static int slots_alloc(srv_chunk_t *c, int nslots, int nworkers)
     free(c->owner);
     free(c->samples);
     free(c->base);
+    free(c->skip);
     c->arrived = calloc((size_t)nslots, sizeof *c->arrived);
+    c->skip = calloc(n, sizeof *c->skip);
     c->part = calloc(n, sizeof *c->part);
     c->owner = calloc(n, sizeof *c->owner);
     c->samples = calloc(n, sizeof *c->samples);
     c->base = calloc(n, sizeof *c->base);
-    return c->arrived && c->part && c->owner && c->samples && c->base ? 0 : PS_ENOMEM;
+    return c->arrived && c->part && c->owner && c->samples && c->base && c->skip ? 0 : PS_ENOMEM;
 }
 
 static int chunk_alloc(srv_chunk_t *c, const ps_chunk_t *m, int nworkers, int momentum)
@@ -121,12 +123,14 @@ static void drop_slot(srv_store_t *s, srv_chunk_t *c, uint64_t step)
 {
     size_t base = slot_at(s, step);
     for (int w = 0; w < s->nworkers; w++) {
-        if (c->part[base + (size_t)w]) {
-            if (s->release) {
-                s->release(c->owner[base + (size_t)w]);
+        size_t i = base + (size_t)w;
+        if (c->part[i]) {
+            if (s->release && c->owner[i]) {
+                s->release(c->owner[i]);
             }
-            c->part[base + (size_t)w] = NULL;
-            c->owner[base + (size_t)w] = NULL;
+            c->part[i] = NULL;
+            c->owner[i] = NULL;
+            c->skip[i] = 0;
         }
     }
     c->arrived[step % (uint64_t)s->nslots] = 0;
@@ -146,6 +150,7 @@ void srv_store_fini(srv_store_t *s)
         free(c->owner);
         free(c->samples);
         free(c->base);
+        free(c->skip);
         free(c->pull_want);
     }
     free(s->chunks);
@@ -225,9 +230,14 @@ static void apply_slot(srv_store_t *s, srv_chunk_t *c)
     const float *parts[s->nworkers];
     float coef[s->nworkers];
     uint64_t total = 0;
-    int k = 0;
+    int k = 0, skip = 0;
     for (int w = 0; w < s->nworkers; w++) {
         total += c->samples[at + (size_t)w];
+        skip |= c->skip[at + (size_t)w];
+    }
+    if (skip) {
+        total = 0; /* a non-finite gradient drops the whole step */
+        c->skipped++;
     }
     for (int w = 0; w < s->nworkers && total > 0; w++) {
         size_t i = at + (size_t)w;
@@ -241,7 +251,7 @@ static void apply_slot(srv_store_t *s, srv_chunk_t *c)
     }
     if (k > 0) {
         update(s, c, parts, coef, k, c->version);
-    } else {
+    } else if (!skip) {
         s->zero_sample_steps++;
     }
     drop_slot(s, c, c->version);
@@ -283,6 +293,31 @@ static int check_window(const srv_store_t *s, const srv_chunk_t *c, uint64_t ste
     return 0;
 }
 
+/* Hold one push (sync/ssp) and apply every step it completes. */
+static int take(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_t base,
+                uint32_t samples, const float *grad, void *owner, int skip)
+{
+    size_t i = slot_at(s, step) + (size_t)w;
+    if (c->part[i]) {
+        ps_error_set("second push from worker %d for chunk %u step %llu", w, c->id,
+                     (unsigned long long)step);
+        return PS_ESTATE;
+    }
+    c->part[i] = grad;
+    c->owner[i] = owner;
+    c->samples[i] = skip ? 0 : samples;
+    c->base[i] = base;
+    c->skip[i] = (uint8_t)skip;
+    c->arrived[step % (uint64_t)s->nslots]++;
+    int applied = 0;
+    /* Completing the current step may make held later steps ready too. */
+    while (c->arrived[c->version % (uint64_t)s->nslots] == s->nworkers) {
+        apply_slot(s, c);
+        applied++;
+    }
+    return applied;
+}
+
 int srv_store_push(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_t base,
                    uint32_t samples, const float *grad, void *owner)
 {
@@ -293,24 +328,34 @@ int srv_store_push(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_
     if (s->mode == PS_MODE_ASYNC) {
         return push_async(s, c, step, base, samples, grad, owner);
     }
-    size_t i = slot_at(s, step) + (size_t)w;
-    if (c->part[i]) {
-        ps_error_set("second push from worker %d for chunk %u step %llu", w, c->id,
-                     (unsigned long long)step);
-        return PS_ESTATE;
+    return take(s, c, w, step, base, samples, grad, owner, 0);
+}
+
+/* A sentinel for a held skip push: not NULL, never read. */
+static const float skip_marker = 0.0f;
+
+int srv_store_push_skip(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_t base)
+{
+    int rv = check_window(s, c, step, base);
+    if (rv != 0) {
+        return rv;
     }
-    c->part[i] = grad;
-    c->owner[i] = owner;
-    c->samples[i] = samples;
-    c->base[i] = base;
-    c->arrived[step % (uint64_t)s->nslots]++;
-    int applied = 0;
-    /* Completing the current step may make held later steps ready too. */
-    while (c->arrived[c->version % (uint64_t)s->nslots] == s->nworkers) {
-        apply_slot(s, c);
-        applied++;
+    if (s->mode == PS_MODE_ASYNC) {
+        c->skipped++;
+        return 0;
     }
-    return applied;
+    return take(s, c, w, step, base, 0, &skip_marker, NULL, 1);
+}
+
+uint64_t srv_store_skipped_steps(const srv_store_t *s)
+{
+    uint64_t m = 0;
+    for (size_t i = 0; i < s->nlocal; i++) {
+        if (s->chunks[i].skipped > m) {
+            m = s->chunks[i].skipped;
+        }
+    }
+    return m;
 }
 
 int srv_store_arrived(const srv_store_t *s, const srv_chunk_t *c, uint64_t step)

@@ -55,6 +55,8 @@ typedef struct {
     void **owner;
     uint32_t *samples;
     uint64_t *base;
+    uint8_t *skip;       /* the push asked to drop its step (non-finite) */
+    uint64_t skipped;    /* steps dropped on this chunk */
     uint64_t *pull_want; /* [nworkers] wanted version + 1; 0 = no pull waiting */
     atomic_int refs;
 } srv_chunk_t;
@@ -104,6 +106,13 @@ int srv_store_all_initialized(const srv_store_t *s);
  * [0, nworkers). */
 int srv_store_push(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_t base,
                    uint32_t samples, const float *grad, void *owner);
+/* Like a push, from a worker whose gradient for `step` was not finite: the
+ * whole step is dropped on this chunk (sync/ssp: whatever the others
+ * push; async: just this push).  The version still advances in sync/ssp so
+ * every worker stays in step. */
+int srv_store_push_skip(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_t base);
+/* Steps dropped because of non-finite gradients (the most on any chunk). */
+uint64_t srv_store_skipped_steps(const srv_store_t *s);
 /* Pushes held for `step` and the one from worker w (NULL if none). */
 int srv_store_arrived(const srv_store_t *s, const srv_chunk_t *c, uint64_t step);
 const float *srv_store_held(const srv_store_t *s, const srv_chunk_t *c, uint64_t step, int w);

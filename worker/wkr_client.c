@@ -16,6 +16,7 @@ struct wkr_client {
     ps_chunkmap_t map;
     ps_tp_t *tp;
     uint64_t step;
+    int skip; /* flag this step's pushes PS_FLAG_SKIP */
     uint8_t *pushed, *requested, *received; /* per chunk, this step */
     uint64_t *have; /* per chunk: version of the weights in params */
     size_t nreceived;
@@ -123,6 +124,7 @@ static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, 
     ps_hdr_t h = ps_wire_hdr(type, (uint32_t)c->cfg.rank);
     h.step = step;
     h.base = type == PS_MSG_PUSH ? c->have[k->id] : 0;
+    h.flags = type == PS_MSG_PUSH && c->skip ? PS_FLAG_SKIP : 0;
     h.chunk = k->id;
     h.offset = k->offset;
     h.samples = samples;
@@ -169,6 +171,7 @@ int wkr_client_register(wkr_client_t *c, const float *init)
 void wkr_client_begin_step(wkr_client_t *c, uint64_t step)
 {
     c->step = step;
+    c->skip = 0;
     memset(c->pushed, 0, c->map.n);
     memset(c->requested, 0, c->map.n);
     memset(c->received, 0, c->map.n);
@@ -186,6 +189,11 @@ static uint64_t need_version(const wkr_client_t *c, uint64_t step)
     default:
         return step;
     }
+}
+
+void wkr_client_set_skip(wkr_client_t *c, int skip)
+{
+    c->skip = skip;
 }
 
 static void push_released(void *data, void *hint)

@@ -58,6 +58,8 @@ void wkr_client_destroy(wkr_client_t **c);
 int wkr_client_register(wkr_client_t *c, const float *init);
 /* Start step `step`: forget which chunks were pushed or pulled. */
 void wkr_client_begin_step(wkr_client_t *c, uint64_t step);
+/* Flag every push of the current step PS_FLAG_SKIP (reset by begin_step). */
+void wkr_client_set_skip(wkr_client_t *c, int skip);
 /* Push, for the current step, every not yet pushed chunk that lies wholly
  * in grads[first .. total), each carrying `samples`, and request its pull
  * at version step + 1. */

@@ -81,6 +81,8 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
         {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
         {"test-delay-ms", PS_OPT_INT, &c->train.delay_ms, "MS",
          "TEST ONLY: sleep this long before every step (simulates a slow worker)"},
+        {"test-nan-step", PS_OPT_LONG, &c->train.nan_step, "N",
+         "TEST ONLY: make this worker's gradient NaN at step N (1-based)"},
     };
     int n = (int)(sizeof opts / sizeof opts[0]);
     int rv = ps_opts_parse(opts, n, argc, argv);

@@ -12,10 +12,15 @@
 /* State shared with the model's grad-ready callback during one step. */
 typedef struct {
     wkr_client_t *client;
+    const ps_layout_t *layout;
     float *grads;
-    size_t done_from; /* grads[done_from ..) already scaled and pushed */
+    size_t done_from; /* grads[done_from ..) already scaled (and pushed) */
     float scale;      /* 1 / samples of this step on this worker */
     uint32_t samples;
+    uint64_t step;
+    int rank;
+    int hold;         /* --on-nonfinite skip: push only once all is checked */
+    int inject_nan;   /* TEST ONLY: poison this step's gradient */
     int rv;
 } push_ctx_t;
 
@@ -61,17 +66,56 @@ int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total, wkr_plan_t *plan)
     return 0;
 }
 
+/* Index of the first NaN/Inf in g[from, to), or `to`. */
+static size_t first_nonfinite(const float *g, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++) {
+        if (!isfinite(g[i])) {
+            return i;
+        }
+    }
+    return to;
+}
+
 static void grad_ready(void *arg, size_t first)
 {
     push_ctx_t *p = arg;
     if (p->rv != 0 || first >= p->done_from) {
         return;
     }
+    if (p->inject_nan && first == 0) {
+        p->grads[0] = NAN;
+    }
     for (size_t i = first; i < p->done_from; i++) {
         p->grads[i] *= p->scale;
     }
+    size_t bad = p->hold ? p->done_from : first_nonfinite(p->grads, first, p->done_from);
+    if (bad < p->done_from) {
+        int tensor = ps_layout_tensor_at(p->layout, bad);
+        ps_error_set("non-finite gradient on worker %d in %s at step %llu "
+                     "(--on-nonfinite abort)",
+                     p->rank, tensor >= 0 ? p->layout->t[tensor].name : "?",
+                     (unsigned long long)p->step + 1);
+        p->rv = PS_ERANGE;
+        return;
+    }
     p->done_from = first;
-    p->rv = wkr_client_push_from(p->client, p->grads, first, p->samples);
+    if (!p->hold) {
+        p->rv = wkr_client_push_from(p->client, p->grads, first, p->samples);
+    }
+}
+
+/* --on-nonfinite skip: check the whole gradient, then push it, flagged to
+ * drop the step everywhere when it is not finite. */
+static int push_held(push_ctx_t *p)
+{
+    size_t total = p->layout->total;
+    if (first_nonfinite(p->grads, 0, total) < total) {
+        ps_log_info("non-finite gradient at step %llu: the step is skipped",
+                    (unsigned long long)p->step + 1);
+        wkr_client_set_skip(p->client, 1);
+    }
+    return wkr_client_push_from(p->client, p->grads, 0, p->samples);
 }
 
 static void epoch_order(trainer_t *t, uint64_t epoch)
@@ -117,6 +161,9 @@ static int compute_step(trainer_t *t, uint64_t j, push_ctx_t *p)
         t->loss_sum += loss;
     }
     grad_ready(p, 0); /* whatever the callbacks did not cover, e.g. no samples */
+    if (p->rv == 0 && p->hold) {
+        p->rv = push_held(p);
+    }
     t->samples += n_step;
     t->compute_s += now_s() - t0;
     return p->rv;
@@ -125,8 +172,12 @@ static int compute_step(trainer_t *t, uint64_t j, push_ctx_t *p)
 static int run_step(trainer_t *t, uint64_t s)
 {
     float *params = wkr_model_params(t->m);
+    const ps_srvinfo_t *srv = t->cfg->srv;
     push_ctx_t p = {.client = t->c, .grads = wkr_model_grads(t->m),
-                    .done_from = wkr_model_layout(t->m)->total};
+                    .layout = wkr_model_layout(t->m),
+                    .done_from = wkr_model_layout(t->m)->total, .step = s, .rank = t->cfg->rank,
+                    .hold = srv && srv->nonfinite_skip,
+                    .inject_nan = t->cfg->nan_step > 0 && (uint64_t)t->cfg->nan_step == s + 1};
     int rv;
     if (t->cfg->delay_ms > 0) {
         usleep((useconds_t)t->cfg->delay_ms * 1000u);

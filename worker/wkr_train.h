@@ -16,7 +16,11 @@
  *
  * Gradients leave layer by layer while backward still runs (the model's
  * grad-ready callback), with the pull for the next step requested behind
- * each chunk.
+ * each chunk.  Each region is checked for NaN/Inf before it leaves: with
+ * the servers' --on-nonfinite abort a non-finite gradient ends the job
+ * naming this worker, the tensor and the step; with skip the whole
+ * gradient is checked first (no overlap) and pushed flagged PS_FLAG_SKIP,
+ * which drops the step for everyone.
  */
 #ifndef WKR_TRAIN_H
 #define WKR_TRAIN_H
@@ -38,6 +42,7 @@ typedef struct {
     uint64_t seed;
     int rank, nworkers;
     int delay_ms;              /* TEST ONLY: sleep this long every step */
+    long long nan_step;        /* TEST ONLY: > 0: poison step nan_step's gradient (1-based) */
     const ps_srvinfo_t *srv;   /* the servers' settings (for the lr in metrics) */
 } wkr_train_cfg_t;
 

@@ -53,9 +53,10 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 
 # Hosts left by an earlier run that was killed outright (SIGKILL runs no
-# trap): their tag is the PID of a test that no longer exists.
+# trap): their tag is the PID of a test that no longer exists, and nothing
+# runs in them.
 for stale in $(ip netns list 2>/dev/null | sed -n 's/^psh1-\([0-9][0-9]*\)\( .*\)\{0,1\}$/\1/p'); do
-    if ! kill -0 "$stale" 2>/dev/null; then
+    if ! kill -0 "$stale" 2>/dev/null && [ -z "$(ip netns pids "psh1-$stale" 2>/dev/null)" ]; then
         sh "$NETNS" down "$stale" 3 >/dev/null 2>&1
         echo "# removed test hosts left by run $stale"
     fi
@@ -139,7 +140,7 @@ fi
 # multi NAME "extra server flags" [mpirun placement...]: the same job with
 # 2 servers on host 1 and one worker on each of hosts 2 and 3 (or the
 # placement given), within MULTI_T seconds.
-MULTI_T=120
+MULTI_T=120 WFLAGS=""
 multi() {
     _name=$1 _extra=$2
     shift 2
@@ -150,7 +151,7 @@ multi() {
     for a in "$@"; do
         case "$a" in
         SERVER) a="$ABS_SERVER $SRV $_extra --save $TMP/$_name.st" ;;
-        WORKER) a="$ABS_WORKER --progress none $MODEL" ;;
+        WORKER) a="$ABS_WORKER --progress none $MODEL $WFLAGS" ;;
         esac
         _args="$_args $a"
     done
@@ -187,15 +188,16 @@ check_multi apphf "per-role hostfiles: a server on each of hosts 1+2, both worke
 
 # --- failures must be prompt and say why ------------------------------------
 
-# expect_fail NAME "what" REGEX LIMIT "server flags": the job fails with a
-# message matching REGEX within LIMIT seconds (killed at LIMIT + 10).
+# expect_fail NAME "what" REGEX LIMIT "server flags" ["worker flags"]: the
+# job fails with a message matching REGEX within LIMIT seconds (killed at
+# LIMIT + 10).
 expect_fail() {
     _n=$1 _what=$2 _re=$3 _lim=$4
     _t0=$(date +%s)
-    MULTI_T=$((_lim + 10))
+    MULTI_T=$((_lim + 10)) WFLAGS=${6:-}
     multi "$_n" "$5"
     _rc=$? _dt=$(($(date +%s) - _t0))
-    MULTI_T=120
+    MULTI_T=120 WFLAGS=""
     if [ $_rc -eq 0 ] || [ $_rc -eq 124 ] || [ $_rc -eq 137 ] || [ $_dt -gt "$_lim" ]; then
         not_ok "$_what (exit status $_rc after ${_dt} s; wanted an error within $_lim s)"
         show_log "$TMP/$_n.log"
@@ -207,7 +209,8 @@ expect_fail() {
     fi
 }
 
-# SRV above gives --timeout 20, repeated here at 3 so a silent hang shows.
+# SRV and MODEL above give --timeout 20; 3 here, so that a job that waits
+# out its timeouts still ends well within the limit, and a hang shows.
 expect_fail nosuch "--iface nosuch0 fails fast, naming the interface" "nosuch0" 20 \
     "--iface nosuch0 --timeout 3"
 # A server that advertises an address the workers cannot reach (here
@@ -215,7 +218,7 @@ expect_fail nosuch "--iface nosuch0 fails fast, naming the interface" "nosuch0" 
 # end the job after --timeout with an error, not hang.  This is also the
 # control for the default test above: loopback cannot carry this job.
 expect_fail lo "an unreachable advertised address (--iface lo) ends the job after --timeout" \
-    "did not|timed out|timeout" 20 "--iface lo --timeout 3"
+    "did not|timed out|timeout" 20 "--iface lo --timeout 3" "--timeout 3"
 
 # --- what crosses the network, and how fast ---------------------------------
 

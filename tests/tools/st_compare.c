@@ -1,4 +1,5 @@
 /*
+ * st_compare --finite A: exit 0 when every value in A is finite.
  * st_compare A B [--rtol R] [--atol T]: exit 0 when two safetensors files
  * hold the same tensor names and shapes and every value of B is within
  * atol + rtol*|a| of A's; prints the worst difference either way.  Used by
@@ -49,8 +50,37 @@ static int compare_tensor(const ps_st_file_t *a, const ps_st_file_t *b, const ch
     return bad;
 }
 
+static int all_finite(const char *path)
+{
+    ps_st_file_t *f = NULL;
+    if (ps_st_open(&f, path) != 0) {
+        fprintf(stderr, "st_compare: %s\n", ps_error_msg());
+        return 2;
+    }
+    size_t bad = 0;
+    for (int i = 0; i < ps_st_count(f); i++) {
+        const float *d;
+        int nd;
+        int64_t sh[PS_MAX_DIMS];
+        ps_st_get(f, ps_st_name(f, i), &d, &nd, sh);
+        size_t n = 1;
+        for (int k = 0; k < nd; k++) {
+            n *= (size_t)sh[k];
+        }
+        for (size_t j = 0; j < n; j++) {
+            bad += !isfinite(d[j]);
+        }
+    }
+    printf("%zu non-finite values\n", bad);
+    ps_st_close(&f);
+    return bad != 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--finite") == 0) {
+        return all_finite(argv[2]);
+    }
     double rtol = 1e-5, atol = 1e-6, worst = 0;
     ps_st_file_t *a = NULL, *b = NULL;
     if (argc < 3) {

@@ -629,6 +629,99 @@ static void test_refs(void **state)
     assert_int_equal(own, 1);
 }
 
+/* A skip push drops the whole step: no update, version still advances,
+ * the other worker's gradient is released unused. */
+static void test_skip_drops_step(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 2, (srv_optim_cfg_t){.lr = 0.5}, 300);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    float w0[MAXN], g[MAXN];
+    int own = 0;
+    memcpy(w0, c->w, c->count * sizeof(float));
+    fill(g, c->count, 31);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 4, g, &own), 0);
+    assert_int_equal(srv_store_push_skip(&s, c, 1, 0, 0), 1);
+    assert_true(c->version == 1);
+    assert_bits(c->w, w0, c->count);
+    assert_int_equal(own, 1);
+    assert_true(srv_store_skipped_steps(&s) == 1);
+    /* The next step is a normal one again: w = w0 - 0.5*g (one part, coef 1). */
+    assert_int_equal(srv_store_push(&s, c, 0, 1, 1, 2, g, &own), 0);
+    assert_int_equal(srv_store_push(&s, c, 1, 1, 1, 2, g, &own), 1);
+    float want[MAXN];
+    for (size_t i = 0; i < c->count; i++) {
+        float a = g[i] * 0.5f, b = g[i] * 0.5f;
+        want[i] = fmaf(a + b, -0.5f, w0[i]);
+    }
+    assert_bits(c->w, want, c->count);
+    srv_store_fini(&s);
+}
+
+/* ssp: pushes up to `staleness` steps ahead are held and applied in step
+ * order once the earlier step completes; outside the window is refused. */
+static void test_ssp_window(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 2, (srv_optim_cfg_t){.lr = 0.25}, 400);
+    assert_int_equal(srv_store_set_mode(&s, PS_MODE_SSP, 1), 0);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    float w0[MAXN], g0[MAXN], g1[MAXN];
+    int own[4] = {0, 0, 0, 0};
+    memcpy(w0, c->w, c->count * sizeof(float));
+    fill(g0, c->count, 41);
+    fill(g1, c->count, 42);
+    /* Worker 0 runs ahead: steps 0 and 1 (step 1 computed on version 0). */
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g0, &own[0]), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 1, 0, 1, g1, &own[1]), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 2, 0, 1, g1, &own[3]), PS_ERANGE);
+    assert_int_equal(srv_store_arrived(&s, c, 1), 1);
+    /* Worker 1 completes step 0, then step 1: one update each. */
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, 1, g0, &own[2]), 1);
+    assert_true(c->version == 1);
+    assert_int_equal(srv_store_push(&s, c, 1, 1, 1, 1, g1, &own[2]), 1);
+    assert_true(c->version == 2);
+    /* Staleness: step 1 from worker 0 was computed on version 0 -> 1. */
+    assert_true(s.stale_max == 1);
+    assert_true(s.stale_n == 4 && s.stale_sum == 1);
+    float want[MAXN];
+    for (size_t i = 0; i < c->count; i++) {
+        float a = g0[i] * 0.5f, b = g0[i] * 0.5f;
+        float w1 = fmaf(a + b, -0.25f, w0[i]);
+        float p = g1[i] * 0.5f, q = g1[i] * 0.5f;
+        want[i] = fmaf(p + q, -0.25f, w1);
+    }
+    assert_bits(c->w, want, c->count);
+    srv_store_fini(&s);
+}
+
+/* async: every push applies at once with its own gradient. */
+static void test_async_applies_each_push(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 2, (srv_optim_cfg_t){.lr = 0.5}, 500);
+    assert_int_equal(srv_store_set_mode(&s, PS_MODE_ASYNC, 0), 0);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    float w0[MAXN], g[MAXN], want[MAXN];
+    int own = 0;
+    memcpy(w0, c->w, c->count * sizeof(float));
+    fill(g, c->count, 51);
+    assert_int_equal(srv_store_push(&s, c, 1, 7, 0, 3, g, &own), 1);
+    assert_int_equal(own, 1); /* released at once */
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 3, g, &own), 1);
+    assert_true(c->version == 2);
+    assert_true(s.stale_max == 1); /* the second push was computed on version 0 */
+    for (size_t i = 0; i < c->count; i++) {
+        want[i] = fmaf(g[i], -0.5f, fmaf(g[i], -0.5f, w0[i]));
+    }
+    assert_bits(c->w, want, c->count);
+    assert_int_equal(srv_store_push(&s, c, 0, 1, 3, 3, g, &own), PS_ERANGE); /* base > version */
+    srv_store_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -650,6 +743,9 @@ int main(void)
         cmocka_unit_test(test_missing),
         cmocka_unit_test(test_momentum_two_steps),
         cmocka_unit_test(test_refs),
+        cmocka_unit_test(test_skip_drops_step),
+        cmocka_unit_test(test_ssp_window),
+        cmocka_unit_test(test_async_applies_each_push),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -293,10 +293,23 @@ static void test_reject_unknown_type(void **state)
 static void test_reject_flags(void **state)
 {
     (void)state;
-    for (int bit = 0; bit < 8; bit++) {
+    /* PUSH defines bit 0 (PS_FLAG_SKIP); every other bit, and any bit on
+     * another type, is refused. */
+    for (int bit = 1; bit < 8; bit++) {
         ps_hdr_t h = push_hdr();
         h.flags = (uint8_t)(1u << bit);
         expect_reject_hdr(&h, 1024, NULL);
+    }
+    ps_hdr_t h = push_hdr();
+    h.flags = PS_FLAG_SKIP;
+    expect_accept_hdr(&h, 1024);
+    for (int t = 1; t <= PS_MSG_TYPE_MAX; t++) {
+        size_t pl;
+        ps_hdr_t o = valid_hdr(t, &pl);
+        o.flags = PS_FLAG_SKIP;
+        if (t != PS_MSG_PUSH) {
+            expect_reject_hdr(&o, pl, NULL);
+        }
     }
 }
 
