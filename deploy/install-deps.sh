@@ -6,6 +6,10 @@
 #
 # Runs apt-get directly as root, through sudo otherwise.
 #
+# This is the one install step: CI (.ci/run) and the container build
+# (deploy/container/Dockerfile, checked by tests/integration/test_deploy.sh)
+# both call it, as `make deps` does: a package added here reaches all three.
+#
 # RHEL/Rocky/Alma equivalents (EPEL enabled): openmpi openmpi-devel
 # zeromq-devel openblas-devel zlib-devel pkgconf-pkg-config libcmocka-devel
 # inih-devel gnuplot; Fashion-MNIST is not packaged there: fetch the four
@@ -15,8 +19,9 @@ set -eu
 # Build and run.
 PKGS="openmpi-bin libopenmpi-dev libzmq3-dev libopenblas-dev zlib1g-dev pkg-config
 dataset-fashion-mnist make gcc"
-# Tests: the unit-test framework, the PyTorch reference, network namespaces.
-PKGS="$PKGS libcmocka-dev python3-torch python3-numpy iproute2 procps"
+# Tests: the unit-test framework, the PyTorch reference, network namespaces
+# (iproute2: `ip netns` and `ss` for tests/integration/test_cluster.sh).
+PKGS="$PKGS libcmocka-dev python3-torch python3-numpy iproute2 procps clang libclang-rt-dev"
 
 missing=""
 for p in $PKGS; do

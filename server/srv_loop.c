@@ -152,6 +152,11 @@ static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
         rv = srv_store_set_mode(&L->store, L->mode, L->staleness);
         srv_store_set_lr(&L->store, L->lr_of, L->lr_arg);
     }
+    if (rv == 0 && L->resume && (L->resume->layout_hash != ps_layout_hash(&l) ||
+                                 L->resume->total != l.total)) {
+        ps_error_set("the checkpoint holds another model than the one the workers registered");
+        rv = PS_EINVAL;
+    }
     if (rv != 0) {
         char msg[600];
         snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->server,
@@ -161,6 +166,12 @@ static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
         return;
     }
     L->registered = 1;
+    if (L->resume) {
+        srv_ckpt_apply(L->resume, &L->store);
+        L->resumed = 1;
+        L->max_version = L->resume->step;
+    }
+    L->ckpt_next = L->max_version + L->ckpt_every;
 }
 
 static void handle_init(srv_loop_t *L, ps_tp_msg_t *m)
@@ -174,8 +185,11 @@ static void handle_init(srv_loop_t *L, ps_tp_msg_t *m)
     if (!c) {
         return;
     }
-    /* memcpy tolerates any alignment of the zmq buffer. */
-    srv_store_set_init(&L->store, c, (const float *)(const void *)m->payload);
+    L->inits_seen++;
+    if (!L->resumed) {
+        /* memcpy tolerates any alignment of the zmq buffer. */
+        srv_store_set_init(&L->store, c, (const float *)(const void *)m->payload);
+    }
 }
 
 static void answer_pulls(srv_loop_t *L, srv_chunk_t *c)
@@ -186,6 +200,38 @@ static void answer_pulls(srv_loop_t *L, srv_chunk_t *c)
             send_chunk(L, w, c, 0);
         }
     }
+}
+
+/* Sync mode: once every local chunk has reached a checkpoint step, write
+ * the checkpoint, before the replies that let the workers go past it. */
+static void maybe_checkpoint(srv_loop_t *L)
+{
+    if (!L->ckpt_dir || L->ckpt_every == 0) {
+        return;
+    }
+    for (size_t i = 0; i < L->store.nlocal; i++) {
+        if (L->store.chunks[i].version != L->ckpt_next) {
+            return;
+        }
+    }
+    int rv = srv_ckpt_write(&L->store, L->ckpt_dir, L->ckpt_next, L->nservers, L->settings);
+    if (rv != 0) {
+        ps_log_error("checkpoint of step %llu failed: %s (training goes on; the previous "
+                     "checkpoint is kept)",
+                     (unsigned long long)L->ckpt_next, ps_error_msg());
+    }
+    L->ckpt_next += L->ckpt_every;
+}
+
+/* A chunk moved to a new version: checkpoint if due, then release the
+ * pulls waiting for it. */
+static void after_update(srv_loop_t *L, srv_chunk_t *c)
+{
+    if (c->version > L->max_version) {
+        L->max_version = c->version;
+    }
+    maybe_checkpoint(L);
+    answer_pulls(L, c);
 }
 
 static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
@@ -238,7 +284,7 @@ static int nonfinite_push(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m, s
     }
     L->pushes++;
     if (rv > 0) {
-        answer_pulls(L, c);
+        after_update(L, c);
     }
     return 0;
 }
@@ -276,10 +322,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
     }
     if (rv > 0) {
         L->apply_s += now_s() - t0;
-        if (c->version > L->max_version) {
-            L->max_version = c->version;
-        }
-        answer_pulls(L, c);
+        after_update(L, c);
     }
     return 0;
 }
@@ -403,7 +446,8 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
 int srv_loop_setup(srv_loop_t *L)
 {
     int rv;
-    while (!L->registered || !srv_store_all_initialized(&L->store)) {
+    while (!L->registered || !srv_store_all_initialized(&L->store) ||
+           L->inits_seen < L->store.nlocal) {
         rv = step_once(L, dispatch_setup);
         if (rv == PS_EAGAIN) {
             ps_error_set("worker 0 (host %s) did not register the model within %d s",

@@ -2,7 +2,10 @@
  * srv_loop: the server's single-threaded event loop over its ROUTER socket.
  *
  * Two phases.  Setup: wait for worker 0's REGISTER (the layout) and the
- * INIT of every local chunk, then ACK.  Training: PUSH messages go to the
+ * INIT of every local chunk, then ACK (when resuming, the chunks come from
+ * the checkpoint instead and the INIT values are ignored).  In sync mode
+ * with checkpoints on, the state is written every `ckpt_every` steps, before
+ * the pull replies that let the workers go on.  Training: PUSH messages go to the
  * store (srv_store, which applies them per the consistency mode), PULL
  * requests are answered as soon as the chunk reaches the wanted version
  * (zero-copy from the weights), STATS is answered with the server's
@@ -28,6 +31,7 @@
 #define SRV_LOOP_H
 
 #include "ps_transport.h"
+#include "srv_ckpt.h"
 #include "srv_store.h"
 
 #include <stdint.h>
@@ -53,6 +57,10 @@ typedef struct {
     srv_lr_fn lr_of; /* the schedule; NULL = constant opt.lr */
     void *lr_arg;
     int nonfinite_skip; /* --on-nonfinite skip (else abort) */
+    const char *ckpt_dir;    /* NULL: no checkpoints */
+    uint64_t ckpt_every;     /* steps */
+    const char *settings;    /* recorded in checkpoints, checked on resume */
+    const srv_ckpt_state_t *resume; /* NULL: start from worker 0's INIT */
     int timeout_ms;
     const char *const *worker_hosts; /* [nworkers], for timeout messages */
 
@@ -65,6 +73,9 @@ typedef struct {
     uint64_t pushes, pulls;
     double apply_s, busy_s, wait_s;
     uint64_t max_version;
+    uint64_t ckpt_next;  /* next step to checkpoint */
+    size_t inits_seen;   /* INIT messages taken for local chunks */
+    int resumed;
 } srv_loop_t;
 
 /* Zero the loop and set the fields above `store`; allocates `done`. */

@@ -40,6 +40,9 @@ typedef struct {
     int insecure;
     const char *endpoint_file;
     const char *on_nonfinite;
+    const char *ckpt_dir;
+    long long ckpt_every;
+    const char *resume;
     int quiet;
     /* Resolved from the flags above. */
     ps_srvinfo_t info;
@@ -82,6 +85,11 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
         {"on-nonfinite", PS_OPT_STRING, &c->on_nonfinite, "abort|skip",
          "a NaN/Inf gradient ends the job naming worker, tensor and step, or drops that "
          "step for everyone"},
+        {"checkpoint-dir", PS_OPT_STRING, &c->ckpt_dir, "DIR",
+         "write checkpoints here (one file per server + MANIFEST per step; sync mode)"},
+        {"checkpoint-every", PS_OPT_LONG, &c->ckpt_every, "N", "checkpoint every N steps"},
+        {"resume", PS_OPT_STRING, &c->resume, "DIR",
+         "continue from the newest whole checkpoint in DIR (same settings; any server count)"},
         {"save", PS_OPT_STRING, &c->save, "PATH",
          "write the final model (and momentum buffers) as one safetensors file"},
         {"chunk-kib", PS_OPT_INT, &c->chunk_kib, "N",
@@ -149,6 +157,15 @@ static int check_flags(srv_cfg_t *c)
         return PS_EINVAL;
     }
     c->info.nonfinite_skip = strcmp(c->on_nonfinite, "skip") == 0;
+    if ((c->ckpt_dir || c->resume) && c->info.mode != PS_MODE_SYNC) {
+        ps_error_set("--checkpoint-dir and --resume need --mode sync (in the other modes the "
+                     "chunks are never all at one step)");
+        return PS_EINVAL;
+    }
+    if (c->ckpt_every < 0 || (c->ckpt_dir && c->ckpt_every == 0)) {
+        ps_error_set("--checkpoint-every N >= 1 goes with --checkpoint-dir");
+        return PS_EINVAL;
+    }
     if (c->chunk_kib < 4 || c->chunk_kib > 256 * 1024) {
         ps_error_set("--chunk-kib %d outside [4, 262144]", c->chunk_kib);
         return PS_EINVAL;
@@ -225,6 +242,22 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
     }
 }
 
+/* Everything a checkpoint must share with the run that resumes it. */
+static void describe_settings(const srv_cfg_t *c, char *out, size_t cap)
+{
+    char sched[160];
+    ps_sched_describe(&c->info.sched, sched, sizeof sched);
+    snprintf(out, cap,
+             "lr=%.17g;momentum=%.17g;dampening=%.17g;nesterov=%d;weight_decay=%.17g;"
+             "form=%s;maximize=%d;clip=%.17g;decoupled=%.17g;schedule=%s;mode=%s;"
+             "nonfinite=%s;steps_per_epoch=%llu;total_steps=%llu",
+             c->opt.lr, c->opt.momentum, c->opt.dampening, c->opt.nesterov, c->opt.weight_decay,
+             srv_optim_form_name(c->opt.form), c->opt.maximize, c->opt.clip_value,
+             c->opt.decoupled_wd, sched, c->mode, c->on_nonfinite,
+             (unsigned long long)c->plan.steps_per_epoch,
+             (unsigned long long)c->plan.total_steps);
+}
+
 static double scheduled_lr(void *arg, uint64_t t)
 {
     const srv_cfg_t *c = arg;
@@ -233,9 +266,12 @@ static double scheduled_lr(void *arg, uint64_t t)
 }
 
 /* Training and saving; returns the agreed result of the save step. */
-static int serve(srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tpp, const char **hosts)
+static int serve(srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tpp, const char **hosts,
+                 const srv_ckpt_state_t *resume)
 {
     ps_tp_t *tp = *tpp;
+    char settings[1024];
+    describe_settings(c, settings, sizeof settings);
     srv_loop_t L;
     memset(&L, 0, sizeof L);
     L.tp = tp;
@@ -249,6 +285,10 @@ static int serve(srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tpp, const char **hosts)
     L.lr_of = scheduled_lr;
     L.lr_arg = c;
     L.nonfinite_skip = (int)c->info.nonfinite_skip;
+    L.ckpt_dir = c->ckpt_dir;
+    L.ckpt_every = (uint64_t)c->ckpt_every;
+    L.settings = settings;
+    L.resume = resume;
     L.timeout_ms = c->timeout_s * 1000;
     L.worker_hosts = hosts;
     int rv = srv_loop_init(&L);
@@ -257,6 +297,12 @@ static int serve(srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tpp, const char **hosts)
     }
     if ((rv = ps_boot_agree(b, rv)) != 0) {
         goto out;
+    }
+    /* The workers continue from the step the servers resumed at. */
+    uint64_t start = L.max_version;
+    ps_boot_bcast_from_server0(b, &start, sizeof start);
+    if (b->rank == 0 && start > 0) {
+        ps_log_info("resumed at step %llu", (unsigned long long)start);
     }
     if ((rv = srv_loop_train(&L)) != 0) {
         ps_log_error("%s", ps_error_msg());
@@ -324,6 +370,28 @@ static int secure_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t *tp)
     return ps_tp_server_allow(tp, ps_boot_worker_keys(b), b->nworkers);
 }
 
+/* --resume: every server loads the same newest whole checkpoint. */
+static int load_resume(const srv_cfg_t *c, ps_boot_t *b, srv_ckpt_state_t *st)
+{
+    char settings[1024];
+    int rv = 0;
+    uint64_t step = 0, most;
+    if (c->resume) {
+        describe_settings(c, settings, sizeof settings);
+        rv = srv_ckpt_load(st, c->resume, settings);
+        step = st->step;
+    }
+    most = step;
+    ps_boot_servers_max_u64(b, &most);
+    if (rv == 0 && most != step) {
+        ps_error_set("servers found different checkpoints (step %llu here, %llu elsewhere): "
+                     "do all servers see the same --resume folder?",
+                     (unsigned long long)step, (unsigned long long)most);
+        rv = PS_EINVAL;
+    }
+    return rv;
+}
+
 static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
 {
     ps_tp_keypair_t keys = {{0}, {0}};
@@ -352,7 +420,7 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
     for (int w = 0; hosts && w < b->nworkers; w++) {
         hosts[w] = ps_boot_worker_host(b, w);
     }
-    ps_log_debug("data port %s", ep);
+    ps_log_info("data port %s (%s)", ep, c->insecure ? "no authentication" : "CurveZMQ");
     /* Our port's allow list and endpoint file; the workers' data/model
      * check; their layout agreement. */
     rv = hosts ? secure_port(c, b, tp) : PS_ENOMEM;
@@ -363,7 +431,12 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
         goto out;
     }
     ps_boot_bcast_from_worker0(b, &c->plan, sizeof c->plan);
-    rv = serve(c, b, &tp, hosts);
+    srv_ckpt_state_t resume;
+    memset(&resume, 0, sizeof resume);
+    if ((rv = ps_boot_agree(b, load_resume(c, b, &resume))) == 0) {
+        rv = serve(c, b, &tp, hosts, c->resume ? &resume : NULL);
+    }
+    srv_ckpt_fini(&resume);
 out:
     free(hosts);
     ps_tp_destroy(&tp);

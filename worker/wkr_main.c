@@ -216,7 +216,7 @@ static int check_agreement(ps_boot_t *b, wkr_job_t *j, const wkr_cfg_t *c)
     return 0;
 }
 
-static int connect_and_train(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j,
+static int connect_and_train(wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j,
                              const ps_srvinfo_t *srv, const ps_tp_keypair_t *keys)
 {
     size_t chunk = (size_t)srv->chunk_kib * 1024 / sizeof(float);
@@ -242,12 +242,14 @@ static int connect_and_train(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j,
         r = &rep;
     }
     if ((rv = ps_boot_agree(b, rv)) == 0) {
+        ps_boot_bcast_from_server0(b, &c->train.start_step, sizeof c->train.start_step);
         rv = wkr_train_run(&c->train, &j->plan, b, j->model, client, &j->train,
                            j->has_test ? &j->test : NULL, r);
         if (rv != 0) {
             ps_log_error("%s", ps_error_msg());
             ps_boot_abort(b, 3);
         }
+        rv = ps_boot_agree(b, rv); /* pairs with the servers' save step */
     }
     if (r) {
         wkr_report_close(r);
@@ -294,9 +296,10 @@ static int run(wkr_cfg_t *c, ps_boot_t *b, int flags_rv)
     }
     ps_planinfo_t plan = {j.plan.steps_per_epoch, j.plan.total_steps};
     ps_boot_bcast_from_worker0(b, &plan, sizeof plan);
-    rv = connect_and_train(c, b, &j, &srv, keys.pub[0] ? &keys : NULL);
+    if ((rv = ps_boot_agree(b, 0)) == 0) { /* the servers' --resume */
+        rv = connect_and_train(c, b, &j, &srv, keys.pub[0] ? &keys : NULL);
+    }
     memset(&keys, 0, sizeof keys);
-    rv = ps_boot_agree(b, rv);
 out:
     wkr_model_destroy(&j.model);
     wkr_data_fini(&j.train);

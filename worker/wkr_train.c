@@ -333,9 +333,11 @@ int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t 
         wkr_client_begin_step(c, 0);
         rv = wkr_client_pull(c, 0, wkr_model_params(m)); /* the initial weights */
     }
-    for (uint64_t s = 0; rv == 0 && s < plan->total_steps; s++) {
+    /* A resumed run starts mid-plan with the same data order (the order
+     * of an epoch depends only on the seed, the epoch and the rank). */
+    for (uint64_t s = cfg->start_step; rv == 0 && s < plan->total_steps; s++) {
         uint64_t j = s % spe, epoch = s / spe;
-        if (j == 0) {
+        if (j == 0 || s == cfg->start_step) {
             epoch_order(&t, epoch);
         }
         if ((rv = run_step(&t, s)) != 0) {

@@ -43,6 +43,7 @@ typedef struct {
     int rank, nworkers;
     int delay_ms;              /* TEST ONLY: sleep this long every step */
     long long nan_step;        /* TEST ONLY: > 0: poison step nan_step's gradient (1-based) */
+    uint64_t start_step;       /* resume: the servers' step (0 for a new run) */
     const ps_srvinfo_t *srv;   /* the servers' settings (for the lr in metrics) */
 } wkr_train_cfg_t;
 

@@ -306,7 +306,7 @@ else
             for (i = last; i <= NR; i++) print line[i] }' "$DOCKERFILE" |
         sed -e ':a' -e '/\\$/N; s/\\\n//; ta' | grep 'apt-get install' |
         tr ' ' '\n' | grep -E '^[a-z0-9][a-z0-9.+-]+$' |
-        grep -Ev '^(apt-get|install|rm|update|RUN)$' | tr '\n' ' ')
+        grep -Ev '^(apt-get|install|rm|update|RUN)$' | tr '\n' ' ' | sed 's/ $//')
     if ! have apt-cache; then
         skip "$DOCKERFILE: run-time packages exist" "no apt-cache"
     else

@@ -1,0 +1,483 @@
+#include "srv_ckpt.h"
+
+#include "ps_err.h"
+#include "ps_safetensors.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define MAX_STEPS 4096
+
+static void step_dir(char *out, size_t cap, const char *dir, uint64_t step)
+{
+    snprintf(out, cap, "%s/step-%08" PRIu64, dir, step);
+}
+
+static int mkdir_one(const char *path)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        ps_error_set("cannot create %s: %s", path, strerror(errno));
+        return PS_EIO;
+    }
+    return 0;
+}
+
+/* CRC-32 of the tensors' data, in the given order. */
+static uint32_t crc_of(const ps_st_tensor_t *t, int n)
+{
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (int i = 0; i < n; i++) {
+        crc = crc32(crc, (const Bytef *)t[i].data, (uInt)(t[i].shape[0] * 4));
+    }
+    return (uint32_t)crc;
+}
+
+/* A text file replaced atomically: temp name, fsync, rename. */
+static int write_atomic(const char *path, const char *text)
+{
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    size_t len = strlen(text);
+    if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
+        ps_error_set("cannot write %s: %s", tmp, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        unlink(tmp);
+        return PS_EIO;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        ps_error_set("cannot rename %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return PS_EIO;
+    }
+    return 0;
+}
+
+static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step, int nservers)
+{
+    char path[4200], *text = malloc(64 * (size_t)nservers + 512);
+    int owners = (int)(s->map.n < (size_t)nservers ? s->map.n : (size_t)nservers);
+    if (!text) {
+        return PS_ENOMEM;
+    }
+    size_t used = (size_t)sprintf(text,
+                                  "ps-checkpoint 1\nstep %" PRIu64 "\nnservers %d\ntotal %zu\n"
+                                  "layout %016" PRIx64 "\n",
+                                  step, nservers, s->map.total, ps_layout_hash(&s->layout));
+    for (int r = 0; r < owners; r++) {
+        used += (size_t)sprintf(text + used, "file server-%d.safetensors\n", r);
+    }
+    snprintf(path, sizeof path, "%s/MANIFEST", sdir);
+    int rv = write_atomic(path, text);
+    free(text);
+    return rv;
+}
+
+/* "id:offset:count:had;..." for the chunks of this file. */
+static char *chunk_list(const srv_store_t *s)
+{
+    char *out = malloc(64 * (s->nlocal + 1));
+    size_t used = 0;
+    if (!out) {
+        return NULL;
+    }
+    out[0] = '\0';
+    for (size_t i = 0; i < s->nlocal; i++) {
+        const srv_chunk_t *c = &s->chunks[i];
+        used += (size_t)sprintf(out + used, "%s%u:%zu:%zu:%d", i ? ";" : "", c->id, c->offset,
+                                c->count, c->had_update);
+    }
+    return out;
+}
+
+/* Server 0: remove checkpoints older than the one before `step`. */
+static void prune(const char *dir, uint64_t step)
+{
+    uint64_t steps[MAX_STEPS], prev = 0;
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) && n < MAX_STEPS) {
+        uint64_t v;
+        if (sscanf(e->d_name, "step-%" SCNu64, &v) == 1) {
+            steps[n++] = v;
+            prev = v < step && v > prev ? v : prev;
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    for (int i = 0; i < n; i++) {
+        if (steps[i] >= prev) {
+            continue;
+        }
+        char sdir[4100], path[4400];
+        step_dir(sdir, sizeof sdir, dir, steps[i]);
+        DIR *sd = opendir(sdir);
+        while (sd && (e = readdir(sd))) {
+            if (e->d_name[0] != '.') {
+                snprintf(path, sizeof path, "%s/%s", sdir, e->d_name);
+                unlink(path);
+            }
+        }
+        if (sd) {
+            closedir(sd);
+        }
+        rmdir(sdir);
+    }
+}
+
+int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nservers,
+                   const char *settings)
+{
+    char sdir[4100], path[4200], crc[16], stepv[24], hash[24], total[24];
+    int rv, n = 0;
+    if (s->nlocal == 0) {
+        return 0; /* a server without chunks has nothing to keep */
+    }
+    step_dir(sdir, sizeof sdir, dir, step);
+    if ((rv = mkdir_one(dir)) != 0 || (rv = mkdir_one(sdir)) != 0) {
+        return rv;
+    }
+    ps_st_tensor_t *t = calloc(2 * s->nlocal, sizeof *t);
+    char(*names)[32] = calloc(2 * s->nlocal, sizeof *names);
+    int64_t *shapes = calloc(s->nlocal, sizeof *shapes);
+    char *chunks = chunk_list(s);
+    if (!t || !names || !shapes || !chunks) {
+        rv = PS_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < s->nlocal; i++) {
+        const srv_chunk_t *c = &s->chunks[i];
+        shapes[i] = (int64_t)c->count;
+        snprintf(names[n], sizeof names[n], "chunk.%u.w", c->id);
+        t[n] = (ps_st_tensor_t){names[n], 1, &shapes[i], c->w};
+        n++;
+        if (c->buf && c->had_update) {
+            snprintf(names[n], sizeof names[n], "chunk.%u.buf", c->id);
+            t[n] = (ps_st_tensor_t){names[n], 1, &shapes[i], c->buf};
+            n++;
+        }
+    }
+    snprintf(crc, sizeof crc, "%08" PRIx32, crc_of(t, n));
+    snprintf(stepv, sizeof stepv, "%" PRIu64, step);
+    snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(&s->layout));
+    snprintf(total, sizeof total, "%zu", s->map.total);
+    const char *meta[] = {"format", "ps-checkpoint", "step",     stepv,    "crc32",    crc,
+                          "layout", hash,            "total",    total,    "chunks",   chunks,
+                          "settings", settings};
+    snprintf(path, sizeof path, "%s/server-%d.safetensors", sdir, s->server);
+    rv = ps_st_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0] / 2));
+    if (rv == 0 && s->server == 0 && (rv = write_manifest(s, sdir, step, nservers)) == 0) {
+        prune(dir, step);
+    }
+out:
+    free(t);
+    free(names);
+    free(shapes);
+    free(chunks);
+    return rv;
+}
+
+typedef struct {
+    uint64_t step;
+    int nservers;
+    size_t total;
+    uint64_t layout;
+    int nfiles;
+    char files[256][64];
+} manifest_t;
+
+static int read_manifest(const char *sdir, manifest_t *m)
+{
+    char path[4200], line[256];
+    snprintf(path, sizeof path, "%s/MANIFEST", sdir);
+    FILE *f = fopen(path, "r");
+    int version = 0, fields = 0;
+    memset(m, 0, sizeof *m);
+    if (!f) {
+        ps_error_set("%s: missing", path);
+        return PS_ENOENT;
+    }
+    while (fgets(line, sizeof line, f)) {
+        fields += sscanf(line, "ps-checkpoint %d", &version) == 1;
+        fields += sscanf(line, "step %" SCNu64, &m->step) == 1;
+        fields += sscanf(line, "nservers %d", &m->nservers) == 1;
+        fields += sscanf(line, "total %zu", &m->total) == 1;
+        fields += sscanf(line, "layout %" SCNx64, &m->layout) == 1;
+        if (m->nfiles < 256 && sscanf(line, "file %63s", m->files[m->nfiles]) == 1) {
+            m->nfiles++;
+        }
+    }
+    fclose(f);
+    if (version != 1 || fields != 5 || m->nfiles < 1 || m->total == 0) {
+        ps_error_set("%s: malformed", path);
+        return PS_EFORMAT;
+    }
+    return 0;
+}
+
+static int state_alloc(srv_ckpt_state_t *st, const manifest_t *m)
+{
+    memset(st, 0, sizeof *st);
+    st->step = m->step;
+    st->total = m->total;
+    st->layout_hash = m->layout;
+    st->w = malloc(m->total * sizeof(float));
+    st->buf = calloc(m->total, sizeof(float));
+    return st->w && st->buf ? 0 : PS_ENOMEM;
+}
+
+static int add_range(srv_ckpt_state_t *st, size_t off, size_t cnt, int had)
+{
+    size_t n = st->nranges + 1;
+    size_t *o = realloc(st->range_off, n * sizeof *o);
+    if (o) {
+        st->range_off = o;
+    }
+    size_t *c = realloc(st->range_cnt, n * sizeof *c);
+    if (c) {
+        st->range_cnt = c;
+    }
+    uint8_t *h = realloc(st->range_had, n);
+    if (h) {
+        st->range_had = h;
+    }
+    if (!o || !c || !h) {
+        return PS_ENOMEM;
+    }
+    st->range_off[st->nranges] = off;
+    st->range_cnt[st->nranges] = cnt;
+    st->range_had[st->nranges] = (uint8_t)had;
+    st->nranges++;
+    return 0;
+}
+
+/* Copy one chunk of a server file into the flat state. */
+static int take_chunk(srv_ckpt_state_t *st, const ps_st_file_t *f, const char *path,
+                      unsigned id, size_t off, size_t cnt, int had)
+{
+    char name[48];
+    const float *d;
+    int nd;
+    int64_t sh[PS_MAX_DIMS];
+    snprintf(name, sizeof name, "chunk.%u.w", id);
+    if (cnt == 0 || off > st->total || cnt > st->total - off ||
+        ps_st_get(f, name, &d, &nd, sh) != 0 || nd != 1 || (size_t)sh[0] != cnt) {
+        ps_error_set("%s: chunk %u does not match its entry", path, id);
+        return PS_EFORMAT;
+    }
+    memcpy(st->w + off, d, cnt * sizeof(float));
+    snprintf(name, sizeof name, "chunk.%u.buf", id);
+    if (ps_st_get(f, name, &d, &nd, sh) == 0) {
+        if (nd != 1 || (size_t)sh[0] != cnt) {
+            ps_error_set("%s: chunk %u's buffer does not match", path, id);
+            return PS_EFORMAT;
+        }
+        memcpy(st->buf + off, d, cnt * sizeof(float));
+    }
+    return add_range(st, off, cnt, had);
+}
+
+/* The CRC over every tensor in file order must match the metadata. */
+static int check_crc(const ps_st_file_t *f, const char *path)
+{
+    uLong crc = crc32(0L, Z_NULL, 0);
+    const char *want = ps_st_meta(f, "crc32");
+    for (int i = 0; i < ps_st_count(f); i++) {
+        const float *d;
+        int nd;
+        int64_t sh[PS_MAX_DIMS];
+        ps_st_get(f, ps_st_name(f, i), &d, &nd, sh);
+        crc = crc32(crc, (const Bytef *)d, nd == 1 ? (uInt)(sh[0] * 4) : 0);
+    }
+    char got[16];
+    snprintf(got, sizeof got, "%08" PRIx32, (uint32_t)crc);
+    if (!want || strcmp(want, got) != 0) {
+        ps_error_set("%s: bad checksum (recorded %s, computed %s)", path, want ? want : "none",
+                     got);
+        return PS_EFORMAT;
+    }
+    return 0;
+}
+
+static int meta_is(const ps_st_file_t *f, const char *key, const char *want)
+{
+    const char *v = ps_st_meta(f, key);
+    return v && strcmp(v, want) == 0;
+}
+
+/* One server file: metadata against the manifest and our settings, CRC,
+ * then every chunk it lists. */
+static int load_file(srv_ckpt_state_t *st, const char *path, const manifest_t *m,
+                     const char *settings)
+{
+    ps_st_file_t *f = NULL;
+    char stepv[24], hash[24];
+    int rv = ps_st_open(&f, path);
+    if (rv != 0) {
+        return rv;
+    }
+    snprintf(stepv, sizeof stepv, "%" PRIu64, m->step);
+    snprintf(hash, sizeof hash, "%016" PRIx64, m->layout);
+    if (!meta_is(f, "format", "ps-checkpoint") || !meta_is(f, "step", stepv) ||
+        !meta_is(f, "layout", hash)) {
+        ps_error_set("%s: step or layout differs from the manifest", path);
+        rv = PS_EFORMAT;
+    } else if (!meta_is(f, "settings", settings)) {
+        const char *had = ps_st_meta(f, "settings");
+        ps_error_set("%s was taken with other settings (%s; this run: %s)", path,
+                     had ? had : "none", settings);
+        rv = PS_EINVAL;
+    } else {
+        rv = check_crc(f, path);
+    }
+    const char *list = ps_st_meta(f, "chunks");
+    for (const char *p = list; rv == 0 && p && *p;) {
+        unsigned id;
+        size_t off, cnt;
+        int had, used = 0;
+        if (sscanf(p, "%u:%zu:%zu:%d%n", &id, &off, &cnt, &had, &used) != 4) {
+            ps_error_set("%s: malformed chunk list", path);
+            rv = PS_EFORMAT;
+            break;
+        }
+        rv = take_chunk(st, f, path, id, off, cnt, had);
+        p += used;
+        p += *p == ';';
+    }
+    ps_st_close(&f);
+    return rv;
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The ranges must tile [0, total) exactly. */
+static int check_coverage(const srv_ckpt_state_t *st, const char *sdir)
+{
+    size_t n = st->nranges, *pairs = malloc(2 * n * sizeof *pairs + 1), next = 0;
+    if (!pairs) {
+        return PS_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        pairs[2 * i] = st->range_off[i];
+        pairs[2 * i + 1] = st->range_cnt[i];
+    }
+    qsort(pairs, n, 2 * sizeof *pairs, cmp_size);
+    for (size_t i = 0; i < n && next != SIZE_MAX; i++) {
+        next = pairs[2 * i] == next ? next + pairs[2 * i + 1] : SIZE_MAX;
+    }
+    free(pairs);
+    if (next != st->total) {
+        ps_error_set("%s: the server files do not cover the model exactly", sdir);
+        return PS_EFORMAT;
+    }
+    return 0;
+}
+
+static int try_step(srv_ckpt_state_t *st, const char *dir, uint64_t step, const char *settings)
+{
+    char sdir[4100], path[4200];
+    manifest_t m;
+    step_dir(sdir, sizeof sdir, dir, step);
+    int rv = read_manifest(sdir, &m);
+    if (rv == 0 && m.step != step) {
+        ps_error_set("%s: manifest says step %" PRIu64, sdir, m.step);
+        rv = PS_EFORMAT;
+    }
+    if (rv == 0) {
+        rv = state_alloc(st, &m);
+    }
+    for (int i = 0; rv == 0 && i < m.nfiles; i++) {
+        snprintf(path, sizeof path, "%s/%s", sdir, m.files[i]);
+        rv = load_file(st, path, &m, settings);
+    }
+    if (rv == 0) {
+        rv = check_coverage(st, sdir);
+    }
+    if (rv != 0) {
+        srv_ckpt_fini(st);
+    }
+    return rv;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x > y ? -1 : x < y;
+}
+
+int srv_ckpt_load(srv_ckpt_state_t *st, const char *dir, const char *settings)
+{
+    uint64_t steps[MAX_STEPS];
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    memset(st, 0, sizeof *st);
+    if (!d) {
+        ps_error_set("--resume %s: %s", dir, strerror(errno));
+        return PS_ENOENT;
+    }
+    while ((e = readdir(d)) && n < MAX_STEPS) {
+        uint64_t v;
+        char tail;
+        if (sscanf(e->d_name, "step-%" SCNu64 "%c", &v, &tail) == 1) {
+            steps[n++] = v;
+        }
+    }
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof steps[0], cmp_desc);
+    for (int i = 0; i < n; i++) {
+        if (try_step(st, dir, steps[i], settings) == 0) {
+            return 0;
+        }
+        ps_log_error("checkpoint step %" PRIu64 " is unusable: %s%s", steps[i], ps_error_msg(),
+                     i + 1 < n ? "; trying the previous one" : "");
+    }
+    ps_error_set("--resume %s: no usable checkpoint", dir);
+    return PS_ENOENT;
+}
+
+void srv_ckpt_apply(const srv_ckpt_state_t *st, srv_store_t *s)
+{
+    for (size_t i = 0; i < s->nlocal; i++) {
+        srv_chunk_t *c = &s->chunks[i];
+        memcpy(c->w, st->w + c->offset, c->count * sizeof(float));
+        c->had_update = 0;
+        for (size_t r = 0; r < st->nranges; r++) {
+            if (c->offset >= st->range_off[r] && c->offset - st->range_off[r] < st->range_cnt[r]) {
+                c->had_update = st->range_had[r];
+            }
+        }
+        if (c->buf) {
+            memcpy(c->buf, st->buf + c->offset, c->count * sizeof(float));
+        }
+        c->version = st->step;
+        c->initialized = 1;
+    }
+}
+
+void srv_ckpt_fini(srv_ckpt_state_t *st)
+{
+    free(st->w);
+    free(st->buf);
+    free(st->range_off);
+    free(st->range_cnt);
+    free(st->range_had);
+    memset(st, 0, sizeof *st);
+}

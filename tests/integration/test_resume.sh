@@ -1,0 +1,78 @@
+#!/bin/sh
+# Checkpoint and resume (sync mode): a job killed with SIGKILL (a random
+# rank, at a random step after its first checkpoint) and resumed from its
+# last checkpoint ends with a --save file bit-identical to an uninterrupted
+# run, also on a different number of servers; a torn or corrupt newest
+# checkpoint is refused with a message and the previous one is used.
+. "$(dirname "$0")/lib.sh"
+
+make_csv "$TMP/d.csv" 240 12 3
+# 3 epochs x 12 steps; the delay stretches the job to a few seconds so a
+# kill lands mid-training.
+W="--data csv:$TMP/d.csv --model mlp --hidden 300 --batch-size 10 --epochs 3 --seed 9"
+SRV="--chunk-kib 4 --momentum 0.9 --nesterov --lr-schedule cosine --checkpoint-every 4"
+
+psrun 120 2 "$SRV --checkpoint-dir $TMP/ref.ck --save $TMP/ref.st" 2 "$W" "$TMP/ref.log" ||
+    not_ok "uninterrupted reference run"
+
+# trial N SERVERS_BEFORE SERVERS_AFTER
+trial() {
+    ck=$TMP/ck$1
+    timeout -k 5 120 mpirun --oversubscribe -np "$2" "$SERVER" --quiet $SRV --checkpoint-dir "$ck" \
+        --save "$TMP/never.st" : -np 2 "$WORKER" --progress none $W --test-delay-ms 40 \
+        >"$TMP/kill$1.log" 2>&1 &
+    job=$!
+    # Wait for a first complete checkpoint, then a random extra moment.
+    for _ in $(seq 1 200); do
+        ls "$ck"/step-*/MANIFEST >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    sleep "0.$(awk -v s="$1" 'BEGIN { srand(s * 7919); printf "%d", rand() * 9 }')"
+    pids=$(pgrep -f "ps-(server|worker) .*$ck" ; pgrep -f "ps-worker .*test-delay-ms 40")
+    victim=$(echo "$pids" | sort -u | awk -v s="$1" 'BEGIN { srand(s) } { p[NR] = $1 }
+        END { if (NR) print p[int(rand() * NR) + 1] }')
+    name=$(ps -o args= -p "$victim" 2>/dev/null | awk '{ print $1 }')
+    kill -KILL "$victim" 2>/dev/null
+    wait "$job"
+    rc=$?
+    last=$(ls -d "$ck"/step-* 2>/dev/null | tail -n 1)
+    echo "# trial $1: killed $(basename "$name") pid $victim, job exit $rc, newest checkpoint $(basename "$last")"
+    psrun 120 "$3" "$SRV --checkpoint-dir $ck --resume $ck --save $TMP/res$1.st" 2 "$W" \
+        "$TMP/res$1.log"
+    check "trial $1: killed at a random step, resumed on $3 server(s) (was $2): bit-identical --save" \
+        same_bits "$TMP/ref.st" "$TMP/res$1.st"
+}
+trial 1 2 2
+trial 2 2 1
+trial 3 1 3
+trial 4 3 2
+
+# Torn and corrupt newest checkpoints fall back to the previous one.
+newest() { ls -d "$1"/step-* | tail -n 1; }
+torn() { # name how-to-damage
+    cp -r "$TMP/ref.ck" "$TMP/t$1"
+    dir=$(newest "$TMP/t$1")
+    eval "$2"
+    timeout -k 5 120 mpirun --oversubscribe -np 2 "$SERVER" $SRV --checkpoint-dir "$TMP/t$1" \
+        --resume "$TMP/t$1" --save "$TMP/t$1.st" : -np 2 "$WORKER" --progress none $W \
+        >"$TMP/t$1.log" 2>&1
+    rc=$?
+    grep -m1 "unusable" "$TMP/t$1.log" | sed 's/^/# /'
+    check "$1: refused with a message naming it, the previous checkpoint used, bit-identical" \
+        sh -c "[ $rc -eq 0 ] && grep -q 'step .* is unusable' '$TMP/t$1.log' &&
+               grep -q 'trying the previous one' '$TMP/t$1.log' &&
+               cmp -s '$TMP/ref.st' '$TMP/t$1.st'"
+}
+torn "cut short" 'f=$dir/server-1.safetensors; head -c 100 "$f" >"$f.x" && mv "$f.x" "$f"'
+torn "bad checksum" 'printf "\377" | dd of="$dir/server-0.safetensors" bs=1 seek=2000 conv=notrunc 2>/dev/null'
+torn "missing file" 'rm "$dir/server-1.safetensors"'
+torn "wrong layout" 'sed -i "s/^layout .*/layout 0123456789abcdef/" "$dir/MANIFEST"'
+
+# Settings that differ from the checkpoint's are refused, not silently mixed.
+psrun 60 1 "$SRV --lr 0.5 --checkpoint-dir $TMP/ref.ck --resume $TMP/ref.ck" 2 "$W" "$TMP/set.log"
+rc=$?
+check "a checkpoint taken with other settings is refused (exit $rc)" \
+    sh -c "[ $rc -ne 0 ] && grep -q 'other settings' '$TMP/set.log'"
+check "sync mode only: --checkpoint-dir with --mode async is refused" \
+    sh -c "! timeout 60 mpirun --oversubscribe -np 1 '$SERVER' --mode async --checkpoint-dir '$TMP/x' \
+        --checkpoint-every 2 : -np 1 '$WORKER' $W >'$TMP/as.log' 2>&1 && grep -q 'need --mode sync' '$TMP/as.log'"
