@@ -6,11 +6,13 @@
 #   make bench      install missing deps, build, run the benchmarks
 #   make deps       install the Debian packages the project needs
 #   make SAN=address,undefined test   sanitizer build in its own folder
+#   make test-fuzz  build the libFuzzer targets (clang) into build/fuzz and
+#                   run each for FUZZ_SECONDS (default 20) over its corpus
 #
 # Flags come from pkg-config; objects go to $(BUILD).
 
 CC ?= gcc
-PKGS := ompi-c libzmq openblas zlib
+PKGS := ompi-c libzmq openblas zlib inih
 SAN ?=
 # Before its first use: BUILD below is expanded immediately.
 comma := ,
@@ -55,7 +57,7 @@ BINDIR := $(BUILD)/bin
 endif
 BINS := $(BINDIR)/ps-server $(BINDIR)/ps-worker
 
-.PHONY: all deps run test unit bench clean check-deps test-cluster
+.PHONY: all deps run test unit bench clean check-deps test-cluster fuzz test-fuzz
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -116,4 +118,43 @@ run: check-deps
 clean:
 	rm -rf build bin
 
+# libFuzzer targets (tests/fuzz/): clang only, with ASan and UBSan, the
+# code under test compiled here with coverage instrumentation (not the gcc
+# objects of libps.a).  Independent of SAN.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 20
+FUZZ := build/fuzz
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -ffp-contract=off \
+	-fno-strict-aliasing -Icommon -Iserver -Iworker -O1 -g -fno-omit-frame-pointer \
+	-fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_LIBS := $(shell pkg-config --libs zlib 2>/dev/null || echo -lz) -lm
+FUZZ_TARGETS := wire libsvm csv idx safetensors
+FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ)/fuzz_%)
+fuzz_obj = $(patsubst %.c,$(FUZZ)/obj/%.o,$(1))
+FUZZ_DATA_OBJ := $(call fuzz_obj,worker/wkr_data.c common/ps_err.c)
+FUZZ_OBJ := $(call fuzz_obj,$(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c) common/ps_wire.c \
+	common/ps_layout.c common/ps_err.c common/ps_safetensors.c worker/wkr_data.c)
+
+$(FUZZ)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ)/fuzz_%: $(FUZZ)/obj/tests/fuzz/fuzz_%.o
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LIBS)
+
+$(FUZZ)/fuzz_wire: $(call fuzz_obj,common/ps_wire.c common/ps_layout.c common/ps_err.c)
+$(FUZZ)/fuzz_libsvm $(FUZZ)/fuzz_csv $(FUZZ)/fuzz_idx: $(FUZZ_DATA_OBJ)
+$(FUZZ)/fuzz_safetensors: $(call fuzz_obj,common/ps_safetensors.c common/ps_layout.c \
+	common/ps_err.c)
+
+# Keep the objects of the chained pattern rules for incremental rebuilds.
+.SECONDARY: $(FUZZ_OBJ)
+
+fuzz: $(FUZZ_BIN)
+
+test-fuzz: check-deps
+	@$(MAKE) --no-print-directory fuzz
+	@FUZZ=$(FUZZ) sh tests/fuzz/run.sh -t $(FUZZ_SECONDS)
+
 -include $(LIB_OBJ:.o=.d) $(BUILD)/obj/server/srv_main.d $(BUILD)/obj/worker/wkr_main.d
+-include $(FUZZ_OBJ:.o=.d)

@@ -3,6 +3,7 @@
 #include "ps_err.h"
 
 #include <errno.h>
+#include <ini.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -161,4 +162,93 @@ int ps_opts_int_list(const char *s, int *out, int max)
         return PS_EINVAL;
     }
     return n;
+}
+
+/* Values read from a config file outlive the parse: string flags point
+ * into them. */
+static char *config_strings[512];
+static int nconfig_strings;
+
+typedef struct {
+    const ps_opt_t *opts;
+    int nopts;
+    const char *section, *path;
+    char why[300];
+} config_ctx_t;
+
+static int set_bool(const ps_opt_t *o, const char *v)
+{
+    static const char *yes[] = {"true", "yes", "on", "1"}, *no[] = {"false", "no", "off", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+            *(int *)o->target = strcasecmp(v, yes[i]) == 0;
+            return 0;
+        }
+    }
+    ps_error_set("%s: bad value '%s' (want true or false)", o->name, v);
+    return PS_EINVAL;
+}
+
+static int config_entry(void *user, const char *section, const char *name, const char *value)
+{
+    config_ctx_t *cx = user;
+    if (strcmp(section, "server") != 0 && strcmp(section, "worker") != 0) {
+        snprintf(cx->why, sizeof cx->why, "key '%s' outside [server] or [worker]", name);
+        return 0;
+    }
+    if (strcmp(section, cx->section) != 0) {
+        return 1; /* the other binary's settings */
+    }
+    const ps_opt_t *o = find(cx->opts, cx->nopts, name, strlen(name));
+    if (!o || strcmp(name, "config") == 0) {
+        snprintf(cx->why, sizeof cx->why, "unknown key '%s' in [%s]", name, section);
+        return 0;
+    }
+    if (o->kind == PS_OPT_STRING) {
+        if (nconfig_strings == (int)(sizeof config_strings / sizeof config_strings[0])) {
+            snprintf(cx->why, sizeof cx->why, "too many settings");
+            return 0;
+        }
+        value = config_strings[nconfig_strings++] = strdup(value);
+    }
+    int rv = o->kind == PS_OPT_BOOL ? set_bool(o, value) : set_value(o, value);
+    if (rv != 0) {
+        snprintf(cx->why, sizeof cx->why, "%s", ps_error_msg());
+        return 0;
+    }
+    return 1;
+}
+
+static const char *config_path(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            return argv[i + 1];
+        }
+        if (strncmp(argv[i], "--config=", 9) == 0) {
+            return argv[i] + 9;
+        }
+    }
+    return NULL;
+}
+
+int ps_opts_parse_config(const ps_opt_t *opts, int nopts, int argc, char **argv,
+                         const char *section)
+{
+    config_ctx_t cx = {opts, nopts, section, config_path(argc, argv), ""};
+    int help = ps_opts_parse(opts, nopts, argc, argv);
+    if (help == PS_OPTS_HELP || help == PS_OPTS_VERSION || !cx.path) {
+        return help;
+    }
+    int line = ini_parse(cx.path, config_entry, &cx);
+    if (line < 0) {
+        ps_error_set("--config %s: %s", cx.path,
+                     line == -1 ? "cannot open the file" : "out of memory");
+        return PS_EINVAL;
+    }
+    if (line > 0) {
+        ps_error_set("%s:%d: %s", cx.path, line, cx.why[0] ? cx.why : "syntax error");
+        return PS_EINVAL;
+    }
+    return ps_opts_parse(opts, nopts, argc, argv); /* the command line wins */
 }

@@ -34,6 +34,14 @@ enum { PS_OPTS_HELP = 1, PS_OPTS_VERSION = 2 };
 /* Returns 0, PS_OPTS_HELP / PS_OPTS_VERSION when --help / --version was
  * given (nothing else is parsed then), or PS_EINVAL with a detail. */
 int ps_opts_parse(const ps_opt_t *opts, int nopts, int argc, char **argv);
+/* ps_opts_parse, after first applying `--config FILE` (an INI file read
+ * with libinih) when argv has one: keys of section [section] are flag
+ * names without the dashes (a BOOL takes true/false/yes/no/1/0); the other
+ * role's section is skipped; an unknown key or section is an error naming
+ * FILE:LINE.  Flags on the command line override the file.  The table
+ * should list "config" (a STRING) so --help shows it. */
+int ps_opts_parse_config(const ps_opt_t *opts, int nopts, int argc, char **argv,
+                         const char *section);
 /* One line per flag: "  --name METAVAR   help (default: X)". */
 void ps_opts_help(FILE *out, const char *usage, const ps_opt_t *opts, int nopts);
 /* Parse "256,128" into at most `max` positive ints; returns the count or

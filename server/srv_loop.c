@@ -1,6 +1,7 @@
 #include "srv_loop.h"
 
 #include "ps_err.h"
+#include "ps_trace.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -309,6 +310,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
         return nonfinite_push(L, c, m, bad);
     }
     double t0 = now_s();
+    int64_t t0_us = ps_trace_on() ? ps_trace_now() : 0;
     uint64_t step = m->hdr.step;
     int rv = srv_store_push(&L->store, c, m->peer, step, m->hdr.base, m->hdr.samples, grad, h);
     if (rv < 0) {
@@ -322,6 +324,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
     }
     if (rv > 0) {
         L->apply_s += now_s() - t0;
+        ps_trace_event("server apply", t0_us, (int64_t)step + 1);
         after_update(L, c);
     }
     return 0;

@@ -13,6 +13,7 @@
 #include "ps_jobinfo.h"
 #include "ps_net.h"
 #include "ps_opts.h"
+#include "ps_trace.h"
 #include "ps_transport.h"
 #include "srv_loop.h"
 #include "srv_optim.h"
@@ -43,6 +44,8 @@ typedef struct {
     const char *ckpt_dir;
     long long ckpt_every;
     const char *resume;
+    const char *trace;
+    const char *config;
     int quiet;
     /* Resolved from the flags above. */
     ps_srvinfo_t info;
@@ -90,6 +93,8 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
         {"checkpoint-every", PS_OPT_LONG, &c->ckpt_every, "N", "checkpoint every N steps"},
         {"resume", PS_OPT_STRING, &c->resume, "DIR",
          "continue from the newest whole checkpoint in DIR (same settings; any server count)"},
+        {"trace", PS_OPT_STRING, &c->trace, "PATH.json",
+         "timeline in Chrome trace format, merged over every rank given the same PATH"},
         {"save", PS_OPT_STRING, &c->save, "PATH",
          "write the final model (and momentum buffers) as one safetensors file"},
         {"chunk-kib", PS_OPT_INT, &c->chunk_kib, "N",
@@ -107,9 +112,11 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
         {"endpoint-file", PS_OPT_STRING, &c->endpoint_file, "PATH",
          "server 0 writes one line per server: RANK ENDPOINT PUBLIC_KEY"},
         {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
+        {"config", PS_OPT_STRING, &c->config, "FILE",
+         "INI file; its [server] keys are these flags (the command line wins)"},
     };
     int n = (int)(sizeof opts / sizeof opts[0]);
-    int rv = ps_opts_parse(opts, n, argc, argv);
+    int rv = ps_opts_parse_config(opts, n, argc, argv, "server");
     if (rv == PS_OPTS_HELP) {
         ps_opts_help(stdout, USAGE, opts, n);
     } else if (rv == PS_OPTS_VERSION) {
@@ -323,7 +330,13 @@ static int serve(srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tpp, const char **hosts,
     if (!c->quiet) {
         summary(&L, tp);
     }
+    if (rv == 0) {
+        rv = ps_trace_write_part();
+    }
     rv = ps_boot_agree(b, rv);
+    if (rv == 0 && b->world_rank == 0) {
+        rv = ps_trace_merge(b->world_size);
+    }
 out:
     /* Close the socket first: its queued zero-copy replies point into the
      * store's chunks and are released when it closes. */
@@ -474,7 +487,13 @@ int main(int argc, char **argv)
                      "ps-worker)");
         flags_rv = PS_EINVAL;
     }
+    if (flags_rv == 0 && c.trace) {
+        char label[32];
+        snprintf(label, sizeof label, "server %d", b.rank);
+        flags_rv = ps_trace_start(c.trace, b.world_rank, label);
+    }
     int rv = run(&c, &b, flags_rv);
+    ps_trace_stop();
     ps_boot_finalize(&b);
     return rv == 0 ? 0 : 1;
 }

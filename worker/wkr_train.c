@@ -2,6 +2,7 @@
 
 #include "ps_err.h"
 #include "ps_rng.h"
+#include "ps_trace.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -185,10 +186,15 @@ static int run_step(trainer_t *t, uint64_t s)
     wkr_client_wait_sends(t->c); /* grads may still be on their way out */
     wkr_model_zero_grads(t->m);
     wkr_client_begin_step(t->c, s);
+    int64_t t0 = ps_trace_on() ? ps_trace_now() : 0;
     if ((rv = compute_step(t, s % t->plan->steps_per_epoch, &p)) != 0) {
         return rv;
     }
-    return wkr_client_pull(t->c, s + 1, params);
+    ps_trace_event("compute + push", t0, (int64_t)s + 1);
+    t0 = ps_trace_on() ? ps_trace_now() : 0;
+    rv = wkr_client_pull(t->c, s + 1, params);
+    ps_trace_event("pull wait", t0, (int64_t)s + 1);
+    return rv;
 }
 
 /* One epoch's figures on their way through the (non-blocking) sum over
@@ -208,8 +214,9 @@ static int start_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pe
     v[1] = (double)t->samples;
     v[5] = t->compute_s;
     if (test) {
-        int64_t correct = 0;
+        int64_t correct = 0, t0 = ps_trace_on() ? ps_trace_now() : 0;
         int rv = wkr_model_evaluate(t->m, test->x, test->y, test->n, &v[2], &correct);
+        ps_trace_event("evaluate", t0, -1);
         if (rv != 0) {
             return rv;
         }

@@ -36,7 +36,7 @@ def layout(tensors):
     """REGISTER payload: u32 count; per tensor u8 len, name, u8 ndim, u64 dims."""
     out = struct.pack("<I", len(tensors))
     for name, dims in tensors:
-        b = name.encode()
+        b = name if isinstance(name, bytes) else name.encode()
         out += struct.pack("<B", len(b)) + b + struct.pack("<B", len(dims))
         out += b"".join(struct.pack("<Q", d) for d in dims)
     return out
@@ -62,6 +62,7 @@ def wire_seeds():
         "init": msg(INIT, floats(0.5, -1.0, 2.0), chunk=1, offset=12, count=3, request=2),
         "push": msg(PUSH, floats(0.25, 0.125), step=4, chunk=0, count=2, samples=32, base=3,
                     sender=1),
+        "push_skip": msg(PUSH, floats(0.0), step=4, count=1, samples=8, base=4, flags=1),
         "pull": msg(PULL, step=5, chunk=2, sender=1, request=9),
         "pull_reply": msg(PULL_REPLY, floats(1.0), step=5, chunk=2, count=1),
         "ack": msg(ACK, request=9),
@@ -74,6 +75,7 @@ def wire_seeds():
         "bad_version": msg(PULL, version=1),
         "bad_type": msg(11),
         "bad_flags": msg(ACK, flags=1),
+        "bad_push_flags": msg(PUSH, floats(1.0), count=1, flags=2),
         "bad_reserved": msg(ACK, reserved=2),
         "push_count_mismatch": msg(PUSH, floats(1.0, 2.0), count=3),
         "payload_len_mismatch": hdr(PULL_REPLY, count=2, payload=8) + floats(1.0),
@@ -83,6 +85,8 @@ def wire_seeds():
         "register_dup": msg(REGISTER, layout([("a", [3]), ("a", [2])])),
         "register_zero_dim": msg(REGISTER, layout([("a", [0])])),
         "register_cut": msg(REGISTER, layout([("fc1.weight", [4, 3])])[:-3]),
+        # found by fuzz_wire: a NUL inside a name the length byte counts
+        "register_nul_name": msg(REGISTER, layout([(b"fc1.weig\0t", [4, 3])])),
     }
 
 

@@ -17,6 +17,9 @@
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 FUZZ=${FUZZ:-build/fuzz}
+# The harness's sanitizer settings (tests/run.sh) are for mpirun jobs: slow
+# unwinding would cost the fuzzers most of their speed.
+unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
 seconds=20
 if [ "${1:-}" = "-t" ]; then
     seconds=${2:?-t needs a number of seconds}
@@ -26,7 +29,7 @@ targets=${*:-wire libsvm csv idx safetensors}
 mkdir -p "$FUZZ/artifacts" "$FUZZ/logs"
 
 # stat NAME LOG: a libFuzzer -print_final_stats=1 value, empty when absent.
-stat() { sed -n "s/^stat::$1: *//p" "$2" | tail -1; }
+final_stat() { sed -n "s/^stat::$1: *//p" "$2" | tail -1; }
 
 # Prints what went wrong, from the log of a failed run.
 report() {
@@ -53,8 +56,8 @@ for t in $targets; do
         "$FUZZ/corpus/$t" "tests/fuzz/corpus/$t" >"$log" 2>&1
     rc=$?
     took=$(($(date +%s) - start))
-    execs=$(stat number_of_executed_units "$log")
-    rss=$(stat peak_rss_mb "$log")
+    execs=$(final_stat number_of_executed_units "$log")
+    rss=$(final_stat peak_rss_mb "$log")
     inputs=$(find "$FUZZ/corpus/$t" -type f | wc -l | tr -d ' ')
     rate=$((${execs:-0} / (took > 0 ? took : 1)))
     if [ $rc -eq 0 ] && [ -n "$execs" ]; then

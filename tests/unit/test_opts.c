@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     int verbose;
@@ -379,6 +380,55 @@ static void test_int_list_trailing_comma(void **state)
     expect_list_refused("256,128,", 4);
 }
 
+/* --config: [section] keys set flags, the command line wins, the other
+ * role's section is skipped, unknown keys name FILE:LINE. */
+static const char *write_ini(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/ps-test-opts-%d.ini", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void test_config_file(void **state)
+{
+    (void)state;
+    double lr = 0.01;
+    int nest = 0, k = 1;
+    const char *cfg = NULL, *name = "x";
+    ps_opt_t o[] = {{"lr", PS_OPT_DOUBLE, &lr, "F", "lr"},
+                    {"nesterov", PS_OPT_BOOL, &nest, NULL, "n"},
+                    {"k", PS_OPT_INT, &k, "K", "k"},
+                    {"name", PS_OPT_STRING, &name, "S", "s"},
+                    {"config", PS_OPT_STRING, &cfg, "FILE", "c"}};
+    const char *path = write_ini("; comment\n[server]\nlr = 0.5\nnesterov = yes\n"
+                                 "name = from-file\n[worker]\nbogus = 1\n");
+    char *argv[] = {"p", "--config", (char *)path, "--lr", "0.25", NULL};
+    assert_int_equal(ps_opts_parse_config(o, 5, 5, argv, "server"), 0);
+    assert_true(lr == 0.25); /* the command line wins */
+    assert_int_equal(nest, 1);
+    assert_string_equal(name, "from-file");
+    /* As the worker, [worker]'s unknown key is an error naming the line. */
+    assert_int_equal(ps_opts_parse_config(o, 5, 3, argv, "worker"), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), ":7: unknown key 'bogus' in [worker]"));
+    char arg[128];
+    char *argv2[] = {"p", arg, NULL};
+    path = write_ini("[server]\nk = 2.5\n");
+    snprintf(arg, sizeof arg, "--config=%s", path);
+    assert_int_equal(ps_opts_parse_config(o, 5, 2, argv2, "server"), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), ":2: "));
+    path = write_ini("[other]\nk = 2\n");
+    assert_int_equal(ps_opts_parse_config(o, 5, 2, argv2, "server"), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "outside [server] or [worker]"));
+    unlink(path);
+    char *argv3[] = {"p", "--config", "/nonexistent/x.ini", NULL};
+    assert_int_equal(ps_opts_parse_config(o, 5, 3, argv3, "server"), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "cannot open"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -401,6 +451,7 @@ int main(void)
         cmocka_unit_test_setup(test_int_list_good, reset),
         cmocka_unit_test_setup(test_int_list_bad, reset),
         cmocka_unit_test_setup(test_int_list_trailing_comma, reset),
+        cmocka_unit_test(test_config_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
