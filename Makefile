@@ -8,6 +8,8 @@
 #   make SAN=address,undefined test   sanitizer build in its own folder
 #   make test-fuzz  build the libFuzzer targets (clang) into build/fuzz and
 #                   run each for FUZZ_SECONDS (default 20) over its corpus
+#   make install PREFIX=/usr/local   ps.h, libpsclient, psclient.pc, the two
+#                   programs and their man pages (`make uninstall` undoes it)
 #
 # Flags come from pkg-config; objects go to $(BUILD).
 
@@ -57,7 +59,7 @@ BINDIR := $(BUILD)/bin
 endif
 BINS := $(BINDIR)/ps-server $(BINDIR)/ps-worker
 
-.PHONY: all deps run test unit bench clean check-deps test-cluster fuzz test-fuzz
+.PHONY: all deps run test unit bench clean check-deps test-cluster plot fuzz test-fuzz
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -100,6 +102,14 @@ unit: $(UNIT_BIN) $(TOOL_BIN)
 test: check-deps
 	@$(MAKE) --no-print-directory all unit SAN=$(SAN)
 	@BUILD=$(BUILD) BINDIR=$(BINDIR) sh tests/run.sh
+
+# Loss/accuracy curves from a metrics file: make plot METRICS=m.jsonl [PLOT=out.png]
+METRICS ?=
+PLOT ?= $(basename $(METRICS)).png
+plot: all
+	@test -n "$(METRICS)" || { echo "usage: make plot METRICS=path/to/metrics.jsonl [PLOT=out.png]" >&2; exit 2; }
+	$(BINDIR)/ps-worker --plot-metrics "$(METRICS)" --plot "$(PLOT)"
+	@echo "plot: $(PLOT)"
 
 # Multi-host jobs on network-namespace test hosts (root and `ip netns`
 # needed; says why it skipped otherwise).  Also part of `make test`.
@@ -158,3 +168,75 @@ test-fuzz: check-deps
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/obj/server/srv_main.d $(BUILD)/obj/worker/wkr_main.d
 -include $(FUZZ_OBJ:.o=.d)
+
+# libpsclient: the client library for custom workers (worker/ps.h,
+# docs/api.md), and installing everything.
+#   make lib          $(BUILD)/libpsclient.a and libpsclient.so (-fPIC
+#                     objects in $(BUILD)/pic)
+#   make examples     examples/ built against the build tree
+#   make install      PREFIX (default /usr/local) and DESTDIR: ps.h,
+#                     libpsclient.{a,so}, psclient.pc, ps-server, ps-worker
+#                     and their man pages; `make uninstall` removes them
+PREFIX ?= /usr/local
+PS_VERSION := $(shell sed -n 's/^\#define PS_VERSION_STRING "\(.*\)"/\1/p' common/ps_opts.h)
+PSC_SONAME := libpsclient.so.$(firstword $(subst ., ,$(PS_VERSION)))
+PSC_SO := $(BUILD)/libpsclient.so.$(PS_VERSION)
+# ps_opts (flags and INI files, libinih) belongs to the two binaries.
+PSC_SRC := worker/ps_api.c worker/wkr_client.c $(filter-out common/ps_opts.c,$(wildcard common/*.c))
+PSC_OBJ := $(PSC_SRC:%.c=$(BUILD)/obj/%.o)
+PSC_PIC_OBJ := $(PSC_SRC:%.c=$(BUILD)/pic/%.o)
+PSC_DEP_LIBS := $(shell pkg-config --libs ompi-c libzmq 2>/dev/null) -lm -lpthread
+INST_LIB := $(DESTDIR)$(PREFIX)/lib
+INST_MAN := $(DESTDIR)$(PREFIX)/share/man/man1
+INSTALLED := $(DESTDIR)$(PREFIX)/include/ps.h $(INST_LIB)/libpsclient.a \
+	$(INST_LIB)/libpsclient.so $(INST_LIB)/$(PSC_SONAME) $(INST_LIB)/libpsclient.so.$(PS_VERSION) \
+	$(INST_LIB)/pkgconfig/psclient.pc $(DESTDIR)$(PREFIX)/bin/ps-server \
+	$(DESTDIR)$(PREFIX)/bin/ps-worker $(INST_MAN)/ps-server.1 $(INST_MAN)/ps-worker.1
+
+.PHONY: lib examples install uninstall
+lib: $(BUILD)/libpsclient.a $(PSC_SO)
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+
+$(BUILD)/libpsclient.a: $(PSC_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# The shared library exports ps.h's functions and nothing else.
+$(BUILD)/psclient.map: worker/ps.h
+	@mkdir -p $(dir $@)
+	{ echo '{ global:'; sed -n 's/^[a-z].*[ *]\(ps_[a-z_]*\)(.*/  \1;/p' $<; \
+	  echo 'local: *; };'; } >$@
+
+$(PSC_SO): $(PSC_PIC_OBJ) $(BUILD)/psclient.map
+	$(CC) -shared $(ALL_LDFLAGS) -Wl,-soname,$(PSC_SONAME) -Wl,--no-undefined \
+		-Wl,--version-script,$(BUILD)/psclient.map -o $@ $(PSC_PIC_OBJ) $(PSC_DEP_LIBS)
+	ln -sf libpsclient.so.$(PS_VERSION) $(BUILD)/$(PSC_SONAME)
+	ln -sf $(PSC_SONAME) $(BUILD)/libpsclient.so
+
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libpsclient.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libpsclient.a $(ALL_LDFLAGS) $(PSC_DEP_LIBS)
+
+examples: $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+
+install: all lib
+	install -d $(DESTDIR)$(PREFIX)/include $(INST_LIB)/pkgconfig $(DESTDIR)$(PREFIX)/bin \
+		$(INST_MAN)
+	install -m 644 worker/ps.h $(DESTDIR)$(PREFIX)/include/ps.h
+	install -m 644 $(BUILD)/libpsclient.a $(INST_LIB)/libpsclient.a
+	install -m 755 $(PSC_SO) $(INST_LIB)/libpsclient.so.$(PS_VERSION)
+	ln -sf libpsclient.so.$(PS_VERSION) $(INST_LIB)/$(PSC_SONAME)
+	ln -sf $(PSC_SONAME) $(INST_LIB)/libpsclient.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(PS_VERSION)|' \
+		-e 's|@LIBS_PRIVATE@|$(PSC_DEP_LIBS)|' deploy/psclient.pc.in \
+		>$(INST_LIB)/pkgconfig/psclient.pc
+	install -m 755 $(BINDIR)/ps-server $(BINDIR)/ps-worker $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 docs/man/ps-server.1 docs/man/ps-worker.1 $(INST_MAN)/
+
+uninstall:
+	rm -f $(INSTALLED)
+
+-include $(PSC_PIC_OBJ:.o=.d)

@@ -14,6 +14,8 @@
 
 typedef struct {
     MPI_Comm role;
+    int owns_mpi;             /* we called MPI_Init, so we call MPI_Finalize */
+    MPI_Errhandler caller_eh; /* the caller's handler on MPI_COMM_WORLD, restored */
     int server0_world; /* world rank of server rank 0 */
     int worker0_world; /* world rank of worker rank 0 */
     char (*server_ep)[EP_LEN];
@@ -66,7 +68,14 @@ int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server)
         return PS_ENOMEM;
     }
     b->impl = im;
-    MPI_Init(argc, argv);
+    int up = 0;
+    MPI_Initialized(&up);
+    if (!up) {
+        MPI_Init(argc, argv);
+        im->owns_mpi = 1;
+    } else {
+        MPI_Comm_get_errhandler(MPI_COMM_WORLD, &im->caller_eh);
+    }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &b->world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &b->world_size);
@@ -304,6 +313,11 @@ void ps_boot_abort(ps_boot_t *b, int code)
 void ps_boot_finalize(ps_boot_t *b)
 {
     boot_impl_t *im = impl(b);
+    int owns = !im || im->owns_mpi;
+    if (im && !owns) {
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, im->caller_eh);
+        MPI_Errhandler_free(&im->caller_eh);
+    }
     if (im) {
         if (im->role != MPI_COMM_NULL && im->role) {
             MPI_Comm_free(&im->role);
@@ -316,5 +330,7 @@ void ps_boot_finalize(ps_boot_t *b)
         free(im);
         b->impl = NULL;
     }
-    MPI_Finalize();
+    if (owns) {
+        MPI_Finalize();
+    }
 }

@@ -26,7 +26,10 @@ typedef struct {
     void *impl; /* communicators */
 } ps_boot_t;
 
-/* MPI_Init + role split.  Not collective-safe to fail: MPI errors abort. */
+/* MPI_Init (unless the caller initialised MPI already: then MPI stays the
+ * caller's, and ps_boot_finalize leaves it running with the caller's error
+ * handler back on MPI_COMM_WORLD) + role split.  Not collective-safe to
+ * fail: MPI errors abort. */
 int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server);
 /* World: 0 when every rank passes rc == 0; otherwise our own rc when we
  * failed, else PS_ESTATE.  The lowest failing rank logs its ps_error_msg()

@@ -418,12 +418,21 @@ static int dispatch_setup(srv_loop_t *L, ps_tp_msg_t *m)
     }
 }
 
-/* Receive one message and hand it on; a malformed one is counted here. */
+/* Receive one message and hand it on; a malformed one is counted here.
+ * The timeout runs from the last message a worker got through, so a
+ * stranger's garbage cannot keep a silent worker from being named. */
 static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *))
 {
     ps_tp_msg_t m;
     double t0 = now_s();
-    int rv = ps_tp_recv(L->tp, &m, L->timeout_ms);
+    if (L->last_ok == 0) {
+        L->last_ok = t0;
+    }
+    double left_ms = (L->last_ok + L->timeout_ms / 1000.0 - t0) * 1000.0;
+    if (left_ms <= 0) {
+        return PS_EAGAIN;
+    }
+    int rv = ps_tp_recv(L->tp, &m, (int)left_ms + 1);
     double t1 = now_s();
     L->wait_s += t1 - t0;
     if (rv == PS_EPROTO) {
@@ -440,6 +449,7 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
         ps_tp_msg_release(&m);
         return 0;
     }
+    L->last_ok = t1;
     rv = dispatch(L, &m);
     ps_tp_msg_release(&m);
     L->busy_s += now_s() - t1;

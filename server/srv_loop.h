@@ -74,6 +74,7 @@ typedef struct {
     double apply_s, busy_s, wait_s;
     uint64_t max_version;
     uint64_t ckpt_next;  /* next step to checkpoint */
+    double last_ok;      /* when a worker's message last got through */
     size_t inits_seen;   /* INIT messages taken for local chunks */
     int resumed;
 } srv_loop_t;

@@ -456,6 +456,9 @@ out:
     if (ipc_path[0]) {
         unlink(ipc_path);
     }
+    if (c->endpoint_file && b->rank == 0) {
+        unlink(c->endpoint_file); /* its ports are closed now */
+    }
     return rv;
 }
 

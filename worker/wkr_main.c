@@ -4,17 +4,19 @@
  *
  *   mpirun -np S bin/ps-server [flags] : -np W bin/ps-worker [flags]
  *
- * The collective start-up sequence mirrors ps-server's (see ps_boot.h).
+ * The collective start-up sequence mirrors ps-server's (see ps_boot.h); it
+ * is libpsclient's (ps_api.h), so a custom worker on ps.h starts the same
+ * way.  This file adds the flags, the data, the model and the trainer.
  */
+#include "ps_api.h"
 #include "ps_boot.h"
 #include "ps_err.h"
-#include "ps_jobinfo.h"
 #include "ps_opts.h"
+#include "ps_trace.h"
 #include "ps_safetensors.h"
-#include "ps_transport.h"
-#include "wkr_client.h"
 #include "wkr_data.h"
 #include "wkr_model.h"
+#include "wkr_plot.h"
 #include "wkr_report.h"
 #include "wkr_train.h"
 
@@ -22,10 +24,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     const char *model, *hidden, *data, *data_dir, *test_data, *init, *init_from, *metrics,
         *progress;
+    const char *plot, *plot_metrics, *trace, *config;
+    char tmp_metrics[64]; /* --plot without --metrics */
     int features, classes;
     int io_threads, timeout_s, blas_threads, quiet;
     int no_shuffle;
@@ -81,11 +86,19 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
         {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
         {"test-delay-ms", PS_OPT_INT, &c->train.delay_ms, "MS",
          "TEST ONLY: sleep this long before every step (simulates a slow worker)"},
+        {"plot", PS_OPT_STRING, &c->plot, "PATH.png",
+         "worker 0 draws loss and accuracy against steps and wall time (gnuplot)"},
+        {"plot-metrics", PS_OPT_STRING, &c->plot_metrics, "FILE",
+         "no training: draw --plot from an existing metrics file and exit"},
+        {"trace", PS_OPT_STRING, &c->trace, "PATH.json",
+         "timeline in Chrome trace format, merged over every rank given the same PATH"},
+        {"config", PS_OPT_STRING, &c->config, "FILE",
+         "INI file; its [worker] keys are these flags (the command line wins)"},
         {"test-nan-step", PS_OPT_LONG, &c->train.nan_step, "N",
          "TEST ONLY: make this worker's gradient NaN at step N (1-based)"},
     };
     int n = (int)(sizeof opts / sizeof opts[0]);
-    int rv = ps_opts_parse(opts, n, argc, argv);
+    int rv = ps_opts_parse_config(opts, n, argc, argv, "worker");
     if (rv == PS_OPTS_HELP) {
         ps_opts_help(stdout, USAGE, opts, n);
     } else if (rv == PS_OPTS_VERSION) {
@@ -167,12 +180,14 @@ static int load_init(wkr_model_t *m, const char *path)
 static int build_model(const wkr_cfg_t *c, wkr_job_t *j, wkr_model_kind_t kind)
 {
     int hidden[32], nh = 0, rv;
+    char why[512];
     wkr_init_t init;
     if ((rv = wkr_model_parse_init(c->init, &init)) != 0) {
         return rv;
     }
     if (kind == WKR_MODEL_MLP && (nh = ps_opts_int_list(c->hidden, hidden, 32)) < 0) {
-        ps_error_set("--hidden: %s", ps_error_msg());
+        snprintf(why, sizeof why, "%s", ps_error_msg()); /* the detail buffer is the target */
+        ps_error_set("--hidden: %s", why);
         return PS_EINVAL;
     }
     rv = wkr_model_new(&j->model, kind, j->train.features, j->train.classes, hidden, nh,
@@ -187,124 +202,135 @@ static int build_model(const wkr_cfg_t *c, wkr_job_t *j, wkr_model_kind_t kind)
     return wkr_train_plan(&c->train, j->train.total, &j->plan);
 }
 
-/* Workers must agree on the model and on the plan, or sync would hang. */
-static int check_agreement(ps_boot_t *b, wkr_job_t *j, const wkr_cfg_t *c)
+/* Hand the model's own arrays and the plan to the library; the workers
+ * also compare the data size and the batch (or sync would hang). */
+static int declare_model(const wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
 {
     const ps_layout_t *l = wkr_model_layout(j->model);
-    uint64_t h = ps_layout_hash(l), *all = calloc((size_t)b->nworkers, sizeof *all);
-    uint64_t plan[4] = {j->train.total, j->plan.total_steps, (uint64_t)c->train.batch,
-                        (uint64_t)c->train.accumulate};
-    for (int i = 0; i < 4; i++) {
-        h = (h ^ plan[i]) * 1099511628211ULL;
+    uint64_t extra[3] = {j->train.total, (uint64_t)c->train.batch,
+                         (uint64_t)c->train.accumulate};
+    char desc[512], msg[1024];
+    ps_layout_describe(l, desc, sizeof desc);
+    snprintf(msg, sizeof msg,
+             "workers disagree on the model or plan: worker %d has model %s, %zu samples, %llu "
+             "steps, batch %d x %d, unlike worker 0; give every worker the same flags and data",
+             c->train.rank, desc, j->train.total, (unsigned long long)j->plan.total_steps,
+             c->train.accumulate, c->train.batch);
+    int rv = ps_api_adopt(ps, l, wkr_model_params(j->model), wkr_model_grads(j->model));
+    if (rv == 0) {
+        rv = ps_plan(ps, j->plan.steps_per_epoch, j->plan.total_steps);
     }
-    if (!all || ps_boot_workers_allgather_u64(b, h, all) != 0) {
-        free(all);
-        return PS_EMPI;
-    }
-    int same = all[b->rank] == all[0];
-    free(all);
-    if (!same) {
-        char desc[512];
-        ps_layout_describe(l, desc, sizeof desc);
-        ps_error_set("workers disagree on the model or plan: worker %d has model %s, %zu "
-                     "samples, %llu steps, batch %d x %d, unlike worker 0; give every worker "
-                     "the same flags and data",
-                     b->rank, desc, j->train.total, (unsigned long long)j->plan.total_steps,
-                     c->train.accumulate, c->train.batch);
-        return PS_EINVAL;
-    }
-    return 0;
+    return rv ? rv : ps_api_agreement(ps, extra, 3, msg);
 }
 
-static int connect_and_train(wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j,
-                             const ps_srvinfo_t *srv, const ps_tp_keypair_t *keys)
+/* Start-up steps 5-7 (docs/protocol.md): data, model, agreement, plan. */
+static int prepare(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j, wkr_model_kind_t kind)
 {
-    size_t chunk = (size_t)srv->chunk_kib * 1024 / sizeof(float);
-    char *eps[b->nservers];
-    const char *hosts[b->nservers];
-    wkr_client_t *client = NULL;
+    c->train.srv = ps_api_srvinfo(ps);
+    c->train.shuffle = !c->no_shuffle;
+    c->train.seed = (uint64_t)c->seed;
+    int rv = load_data(c, ps_api_boot(ps), j, kind);
+    if (rv == 0) {
+        rv = build_model(c, j, kind);
+    }
+    if (rv == 0) {
+        rv = declare_model(c, ps, j);
+    }
+    ps_api_fail(ps, rv);
+    return ps_api_start_plan(ps);
+}
+
+static int connect_and_train(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
+{
+    ps_boot_t *b = ps_api_boot(ps);
     wkr_report_t rep, *r = NULL;
-    for (int s = 0; s < b->nservers; s++) {
-        eps[s] = (char *)ps_boot_server_endpoint(b, s);
-        hosts[s] = ps_boot_server_host(b, s);
-    }
-    wkr_client_cfg_t cc = {.rank = b->rank, .nservers = b->nservers, .endpoints = eps,
-                           .hosts = hosts, .layout = wkr_model_layout(j->model),
-                           .chunk_elems = chunk, .io_threads = c->io_threads,
-                           .timeout_ms = c->timeout_s * 1000, .mode = (ps_mode_t)srv->mode,
-                           .staleness = srv->staleness, .keys = keys,
-                           .server_keys = ps_boot_server_keys(b)};
-    int rv = wkr_client_new(&client, &cc);
-    if (rv == 0 && b->rank == 0) {
-        rv = wkr_client_register(client, wkr_model_params(j->model));
-    }
-    if (rv == 0 && b->rank == 0 && (rv = wkr_report_open(&rep, c->progress, c->metrics)) == 0) {
+    ps_info_t info;
+    int rv = 0;
+    if (b->rank == 0 && (rv = wkr_report_open(&rep, c->progress, c->metrics)) == 0) {
         r = &rep;
     }
-    if ((rv = ps_boot_agree(b, rv)) == 0) {
-        ps_boot_bcast_from_server0(b, &c->train.start_step, sizeof c->train.start_step);
-        rv = wkr_train_run(&c->train, &j->plan, b, j->model, client, &j->train,
+    ps_api_fail(ps, rv); /* agreed on with the registration */
+    if ((rv = ps_api_start_register(ps)) == 0) {
+        ps_info(ps, &info);
+        c->train.start_step = info.step;
+        rv = wkr_train_run(&c->train, &j->plan, b, j->model, ps_api_client(ps), &j->train,
                            j->has_test ? &j->test : NULL, r);
         if (rv != 0) {
             ps_log_error("%s", ps_error_msg());
             ps_boot_abort(b, 3);
         }
-        rv = ps_boot_agree(b, rv); /* pairs with the servers' save step */
+        ps_api_shutdown_sent(ps);
     }
     if (r) {
         wkr_report_close(r);
     }
-    wkr_client_destroy(&client);
+    if (rv == 0 && r && c->plot && (rv = wkr_plot_metrics(c->metrics, c->plot)) != 0) {
+        ps_log_error("%s", ps_error_msg()); /* the model is trained: report, go on */
+        rv = 0;
+    }
     return rv;
 }
 
-static int run(wkr_cfg_t *c, ps_boot_t *b, int flags_rv)
+/* `ps-worker --plot-metrics FILE --plot OUT.png`: no MPI, no training. */
+static int plot_only(const wkr_cfg_t *c)
+{
+    if (!c->plot) {
+        fprintf(stderr, "ps-worker: --plot-metrics needs --plot OUT.png\n");
+        return 1;
+    }
+    if (wkr_plot_metrics(c->plot_metrics, c->plot) != 0) {
+        fprintf(stderr, "ps-worker: %s\n", ps_error_msg());
+        return 1;
+    }
+    return 0;
+}
+
+/* --trace recording, and a metrics file for --plot when none was asked. */
+static int start_outputs(wkr_cfg_t *c, const ps_boot_t *b)
+{
+    if (c->plot && !c->metrics && b->rank == 0) {
+        snprintf(c->tmp_metrics, sizeof c->tmp_metrics, "/tmp/ps-metrics-%d.jsonl",
+                 (int)getpid());
+        c->metrics = c->tmp_metrics;
+    }
+    if (!c->trace) {
+        return 0;
+    }
+    char label[32];
+    snprintf(label, sizeof label, "worker %d", b->rank);
+    return ps_trace_start(c->trace, b->world_rank, label);
+}
+
+/* Everything after the flags; ps_finalize meets the servers' save step. */
+static int run(wkr_cfg_t *c, ps_t *ps, int flags_rv)
 {
     wkr_job_t j;
     wkr_model_kind_t kind = WKR_MODEL_MLP;
+    char why[512];
     int rv = flags_rv ? flags_rv : check_flags(c);
     memset(&j, 0, sizeof j);
     if (rv == 0 && (rv = wkr_model_parse_kind(c->model, &kind)) != 0) {
-        ps_error_set("--model: %s", ps_error_msg());
+        snprintf(why, sizeof why, "%s", ps_error_msg());
+        ps_error_set("--model: %s", why);
     }
-    if ((rv = ps_boot_agree(b, rv)) != 0) {
-        goto out; /* flags (and, on servers, the data port) */
+    if ((rv = ps_api_join(ps, rv)) == 0 && (rv = prepare(c, ps, &j, kind)) == 0) {
+        rv = connect_and_train(c, ps, &j);
     }
-    /* Our CurveZMQ key pair: the public half travels with the exchange. */
-    ps_tp_keypair_t keys;
-    if (ps_tp_keypair(&keys) != 0) {
-        memset(&keys, 0, sizeof keys);
+    if (rv == 0 && ps_trace_write_part() != 0) {
+        ps_log_error("%s", ps_error_msg());
     }
-    if ((rv = ps_boot_exchange(b, NULL, keys.pub)) != 0) {
-        ps_boot_abort(b, 2);
+    int world_rank = ps_api_boot(ps)->world_rank, world = ps_api_boot(ps)->world_size;
+    int end = ps_finalize(&ps);
+    if (end == 0 && world_rank == 0 && ps_trace_merge(world) != 0) {
+        ps_log_error("%s", ps_error_msg());
     }
-    ps_srvinfo_t srv;
-    memset(&srv, 0, sizeof srv);
-    ps_boot_bcast_from_server0(b, &srv, sizeof srv);
-    c->train.srv = &srv;
-    c->train.shuffle = !c->no_shuffle;
-    c->train.seed = (uint64_t)c->seed;
-    if ((rv = load_data(c, b, &j, kind)) == 0) {
-        rv = build_model(c, &j, kind);
+    if (c->tmp_metrics[0]) {
+        unlink(c->tmp_metrics);
     }
-    if ((rv = ps_boot_agree(b, rv)) != 0) {
-        goto out;
-    }
-    rv = check_agreement(b, &j, c);
-    if ((rv = ps_boot_agree(b, rv)) != 0) {
-        goto out;
-    }
-    ps_planinfo_t plan = {j.plan.steps_per_epoch, j.plan.total_steps};
-    ps_boot_bcast_from_worker0(b, &plan, sizeof plan);
-    if ((rv = ps_boot_agree(b, 0)) == 0) { /* the servers' --resume */
-        rv = connect_and_train(c, b, &j, &srv, keys.pub[0] ? &keys : NULL);
-    }
-    memset(&keys, 0, sizeof keys);
-out:
     wkr_model_destroy(&j.model);
     wkr_data_fini(&j.train);
     wkr_data_fini(&j.test);
-    return rv;
+    return rv ? rv : end;
 }
 
 int main(int argc, char **argv)
@@ -315,25 +341,31 @@ int main(int argc, char **argv)
         .progress = "auto", .io_threads = 1, .timeout_s = 300, .blas_threads = 1, .seed = 1,
         .train = {.batch = 64, .accumulate = 1, .epochs = 10},
     };
-    ps_boot_t b;
+    ps_t *ps = NULL;
     int flags_rv = parse_flags(&c, argc, argv);
     if (flags_rv == PS_OPTS_HELP || flags_rv == PS_OPTS_VERSION) {
         return 0;
     }
-    ps_boot_init(&b, &argc, &argv, 0);
-    ps_log_set_name("ps-worker", b.rank);
-    c.train.rank = b.rank;
-    c.train.nworkers = b.nworkers;
-    if (c.quiet) {
-        ps_log_set_level(0);
+    if (flags_rv == 0 && c.plot_metrics) {
+        return plot_only(&c);
     }
+    ps_options_t o = {.name = "ps-worker", .timeout_s = c.timeout_s,
+                      .io_threads = c.io_threads, .quiet = c.quiet};
+    if (ps_api_boot_new(&ps, &argc, &argv, &o) != 0) {
+        ps_log_error("%s", ps_error_msg());
+        return 1;
+    }
+    const ps_boot_t *b = ps_api_boot(ps);
+    c.train.rank = b->rank;
+    c.train.nworkers = b->nworkers;
     openblas_set_num_threads(c.blas_threads);
-    if (flags_rv == 0 && b.nservers < 1) {
+    if (flags_rv == 0) {
+        flags_rv = start_outputs(&c, b);
+    }
+    if (flags_rv == 0 && b->nservers < 1) {
         ps_error_set("no ps-server ranks in this job (launch: mpirun -np S ps-server : -np W "
                      "ps-worker)");
         flags_rv = PS_EINVAL;
     }
-    int rv = run(&c, &b, flags_rv);
-    ps_boot_finalize(&b);
-    return rv == 0 ? 0 : 1;
+    return run(&c, ps, flags_rv) == 0 ? 0 : 1;
 }

@@ -13,7 +13,8 @@
 #                   mpirun to exit, vs the same job in PyTorch DDP (gloo, 2
 #                   processes, tests/bench/ddp_fmnist.py) timed from spawn
 #                   to join; best of FMNIST_DDP_RUNS alternated runs of each;
-#                   plus the final test accuracy of both
+#                   plus the final test accuracy of both, and the same job
+#                   with --insecure (no CurveZMQ; gloo has no encryption)
 # and a table of every line closes the run.  Exit status 0 when every
 # benchmark ran; a skipped reference (no torch) is not a failure.
 #
@@ -148,33 +149,35 @@ now_s() {
     date +%s.%N
 }
 
-# One run of our whole job, exactly `make run`'s training (no --save); sets
-# $vs_ours_s (wall seconds of mpirun) and $vs_ours_acc.
+# One run of our whole job, exactly `make run`'s training (no --save), with
+# extra server flags $1 (may be empty) and log tag $2; sets $vs_ours_s (wall
+# seconds of mpirun) and $vs_ours_acc.
 vs_ours_once() {
-    metrics="$LOG_DIR/fmnist5-metrics.jsonl"
+    metrics="$LOG_DIR/fmnist5$2-metrics.jsonl"
     rm -f "$metrics"
     t0=$(now_s)
+    # shellcheck disable=SC2086
     timeout 900 mpirun -np 1 "$BINDIR/ps-server" --quiet --lr 0.05 --momentum 0.9 \
-        --lr-schedule cosine \
+        --lr-schedule cosine $1 \
         : -np 2 "$BINDIR/ps-worker" --progress none --model mlp --hidden 256,128 \
         --data fashion-mnist --batch-size 64 --epochs 5 --metrics "$metrics" \
-        >"$LOG_DIR/fmnist5.log" 2>&1
+        >"$LOG_DIR/fmnist5$2.log" 2>&1
     rc=$?
     t1=$(now_s)
     if [ "$rc" -ne 0 ]; then
-        tail -n 20 "$LOG_DIR/fmnist5.log" | sed 's/^/    /' >&2
-        fail "the 5-epoch Fashion-MNIST job failed (exit $rc); log in $LOG_DIR/fmnist5.log"
+        tail -n 20 "$LOG_DIR/fmnist5$2.log" | sed 's/^/    /' >&2
+        fail "the 5-epoch Fashion-MNIST job $1 failed (exit $rc); log in $LOG_DIR/fmnist5$2.log"
         return 1
     fi
     vs_ours_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     vs_ours_acc=$(last_field "$metrics" test_acc)
     tail -n 1 "$metrics" | sed 's/^/    /'
-    echo "    ours: ${vs_ours_s} s wall (mpirun start to exit), test_acc $vs_ours_acc"
+    echo "    ours$2: ${vs_ours_s} s wall (mpirun start to exit), test_acc $vs_ours_acc"
     if ! is_number "$vs_ours_acc"; then
         fail "cannot read test_acc from $metrics"
         return 1
     fi
-    cat "$metrics" >>"$LOG_DIR/fmnist5-metrics-all.jsonl"
+    cat "$metrics" >>"$LOG_DIR/fmnist5$2-metrics-all.jsonl"
 }
 
 # One run of the DDP reference; sets $vs_ddp_s (job_s: spawn to join) and
@@ -218,7 +221,8 @@ run_fmnist_vs_ddp() {
         have_torch=0
     fi
     best_ours_s="" best_ours_acc="" best_ddp_s="" best_ddp_acc=""
-    rm -f "$LOG_DIR/fmnist5-metrics-all.jsonl" "$LOG_DIR/ddp-all.jsonl"
+    best_insecure_s="" best_insecure_acc=""
+    rm -f "$LOG_DIR"/fmnist5*-metrics-all.jsonl "$LOG_DIR/ddp-all.jsonl"
     i=0
     while [ "$i" -lt "$DDP_RUNS" ]; do
         # Alternate which side goes first, so drift in the machine's load
@@ -226,14 +230,19 @@ run_fmnist_vs_ddp() {
         if [ $((i % 2)) -eq 1 ] && [ "$have_torch" -eq 1 ]; then
             vs_ddp_once && keep_best ddp "$vs_ddp_s" "$vs_ddp_acc"
         fi
-        vs_ours_once || return
+        vs_ours_once "" "" || return
         keep_best ours "$vs_ours_s" "$vs_ours_acc"
+        # The same job without CurveZMQ: gloo neither authenticates nor
+        # encrypts, so this is the like-for-like figure.
+        vs_ours_once --insecure -insecure || return
+        keep_best insecure "$vs_ours_s" "$vs_ours_acc"
         if [ $((i % 2)) -eq 0 ] && [ "$have_torch" -eq 1 ]; then
             vs_ddp_once && keep_best ddp "$vs_ddp_s" "$vs_ddp_acc"
         fi
         i=$((i + 1))
     done
-    awk -v v="$best_ours_s" -v r="$best_ddp_s" -v va="$best_ours_acc" -v ra="$best_ddp_acc" '
+    awk -v v="$best_ours_s" -v r="$best_ddp_s" -v va="$best_ours_acc" -v ra="$best_ddp_acc" \
+        -v vi="$best_insecure_s" '
     function line(name, val, unit, ref, rv, ratio, fmt) {
         printf "{\"name\":\"%s\",\"value\":" fmt ",\"unit\":\"%s\",\"reference\":\"%s\",", \
             name, val, unit, ref
@@ -250,8 +259,10 @@ run_fmnist_vs_ddp() {
         ref = "PyTorch DDP gloo, 2 processes, test accuracy" (skip ? " (skipped)" : "")
         line("fmnist_accuracy_vs_ddp", va, "accuracy", ref, skip ? "" : ra,
              skip ? 0 : va / ra, "%.4f")
+        ref = "PyTorch DDP gloo, 2 processes" (skip ? " (skipped)" : "")
+        line("fmnist_vs_ddp_insecure", vi, "s", ref, skip ? "" : r, skip ? 0 : r / vi, "%.3f")
     }' >>"$OUT"
-    tail -n 2 "$OUT"
+    tail -n 3 "$OUT"
 }
 
 print_table() {

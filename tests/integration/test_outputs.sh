@@ -1,0 +1,55 @@
+#!/bin/sh
+# Seeing a run: --plot draws a PNG (checked by decoding it), --trace writes
+# one Chrome trace with events from every rank, `ps-worker --plot-metrics`
+# (what `make plot` runs) draws from a metrics file, and --config INI files
+# set flags for both binaries with the command line overriding them.
+. "$(dirname "$0")/lib.sh"
+PY=/usr/bin/python3
+CHECK="$(dirname "$0")/check_outputs.py"
+
+make_csv "$TMP/d.csv" 300 12 3
+make_csv "$TMP/t.csv" 90 12 3 11
+W="--data csv:$TMP/d.csv --test-data csv:$TMP/t.csv --model mlp --hidden 120 --batch-size 10 --epochs 4"
+psrun 120 2 "--chunk-kib 4 --trace $TMP/trace.json" 2 "$W --plot $TMP/run.png --trace $TMP/trace.json \
+    --metrics $TMP/m.jsonl" "$TMP/run.log" || not_ok "job with --plot and --trace ran"
+
+check "--plot: the PNG decodes and shows a picture ($($PY "$CHECK" png "$TMP/run.png" 2>&1))" \
+    $PY "$CHECK" png "$TMP/run.png"
+check "--trace: one file that parses, with events from all 4 ranks" \
+    $PY "$CHECK" trace "$TMP/trace.json" 4 "compute + push" "pull wait" "server apply" evaluate
+$PY "$CHECK" trace "$TMP/trace.json" 4 | sed 's/^/# /'
+check "--trace: the per-rank parts were merged and removed" \
+    sh -c "! ls '$TMP'/trace.json.part-* >/dev/null 2>&1"
+
+check "ps-worker --plot-metrics draws from a metrics file without MPI" \
+    sh -c "'$WORKER' --plot-metrics '$TMP/m.jsonl' --plot '$TMP/again.png' &&
+           $PY '$CHECK' png '$TMP/again.png' >/dev/null"
+check "--plot-metrics on a file without metrics fails with a message" \
+    sh -c "! '$WORKER' --plot-metrics '$TMP/d.csv' --plot '$TMP/x.png' 2>'$TMP/pm.err' &&
+           grep -q 'no metrics lines' '$TMP/pm.err'"
+
+# Config files: the [server] and [worker] sections; the command line wins.
+cat >"$TMP/job.ini" <<INI
+# both binaries read this file
+[server]
+lr = 0.2
+momentum = 0.5
+save = $TMP/from-config.st
+[worker]
+model = softmax
+data = csv:$TMP/d.csv
+batch-size = 20
+epochs = 1
+no-shuffle = true
+INI
+psrun 60 1 "--config $TMP/job.ini" 1 "--config $TMP/job.ini --epochs 2 --metrics $TMP/c.jsonl" \
+    "$TMP/cfg.log"
+check "--config: the job ran with the file's settings" [ -f "$TMP/from-config.st" ]
+check "--config: the command line overrides the file (2 epochs, not 1)" \
+    sh -c "[ \$(wc -l <'$TMP/c.jsonl') -eq 2 ]"
+check "--config: the file's lr reached the server (metadata lr 0.2)" \
+    grep -q '"lr":"0.20000000000000001"' "$TMP/from-config.st"
+printf '[worker]\nmodel = softmax\nbatch_size = 3\n' >"$TMP/bad.ini"
+psrun 60 1 "" 1 "--config $TMP/bad.ini" "$TMP/bad.log"
+check "--config: an unknown key is an error naming FILE:LINE" \
+    grep -q "bad.ini:3: unknown key 'batch_size' in \[worker\]" "$TMP/bad.log"
