@@ -5,12 +5,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+size_t ps_chunk_auto(size_t total, int nservers)
+{
+    size_t per = (total + (size_t)nservers - 1) / (size_t)nservers;
+    per = (per + PS_CHUNK_MIN_ELEMS - 1) / PS_CHUNK_MIN_ELEMS * PS_CHUNK_MIN_ELEMS;
+    if (per < PS_CHUNK_AUTO_MIN) {
+        per = PS_CHUNK_AUTO_MIN;
+    }
+    return per > PS_CHUNK_AUTO_MAX ? PS_CHUNK_AUTO_MAX : per;
+}
+
 int ps_chunkmap_init(ps_chunkmap_t *m, size_t total, size_t chunk_elems, int nservers)
 {
     memset(m, 0, sizeof *m);
     if (total == 0 || nservers < 1) {
         ps_error_set("chunk map needs elements and servers (%zu, %d)", total, nservers);
         return PS_EINVAL;
+    }
+    if (chunk_elems == 0) {
+        chunk_elems = ps_chunk_auto(total, nservers);
     }
     if (chunk_elems < PS_CHUNK_MIN_ELEMS || chunk_elems > PS_CHUNK_MAX_ELEMS) {
         ps_error_set("chunk size %zu elements outside [%d, %u]", chunk_elems,

@@ -162,6 +162,9 @@ int ps_layout_decode(ps_layout_t *l, const uint8_t *buf, size_t len)
             goto malformed;
         }
         size_t nlen = *p++;
+        if (memchr(p, '\0', nlen)) {
+            goto malformed; /* would decode to a shorter name: not canonical */
+        }
         memcpy(name, p, nlen);
         name[nlen] = '\0';
         p += nlen;

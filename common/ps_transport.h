@@ -89,5 +89,9 @@ void ps_tp_msg_release(ps_tp_msg_t *m);
  * left empty. */
 void ps_tp_msg_move(ps_tp_msg_t *dst, ps_tp_msg_t *src);
 void ps_tp_stats(const ps_tp_t *tp, ps_tp_stats_t *st);
+/* Once per process, before the sockets: keep glibc from returning zmq's
+ * large receive buffers to the kernel after every message (otherwise each
+ * step page-faults its whole model in again; docs/performance.md). */
+void ps_tp_tune_malloc(void);
 
 #endif

@@ -1,6 +1,7 @@
 #include "srv_loop.h"
 
 #include "ps_err.h"
+#include "ps_finite.h"
 #include "ps_trace.h"
 
 #include <stdint.h>
@@ -254,18 +255,6 @@ static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
     return h;
 }
 
-/* Index of the first NaN or Inf, or n. */
-static size_t first_nonfinite(const float *g, size_t n)
-{
-    const uint32_t *u = (const uint32_t *)(const void *)g;
-    for (size_t i = 0; i < n; i++) {
-        if ((u[i] & 0x7f800000u) == 0x7f800000u) {
-            return i;
-        }
-    }
-    return n;
-}
-
 /* A push whose gradient is not finite: drop the step, or end the job. */
 static int nonfinite_push(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m, size_t at)
 {
@@ -304,7 +293,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
     if (!h) {
         return PS_ENOMEM;
     }
-    size_t bad = first_nonfinite(grad, c->count);
+    size_t bad = ps_first_nonfinite(grad, 0, c->count);
     if (bad < c->count) {
         release_push(h);
         return nonfinite_push(L, c, m, bad);

@@ -98,7 +98,8 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
         {"save", PS_OPT_STRING, &c->save, "PATH",
          "write the final model (and momentum buffers) as one safetensors file"},
         {"chunk-kib", PS_OPT_INT, &c->chunk_kib, "N",
-         "chunk size in KiB; chunks are spread over the servers"},
+         "chunk size in KiB (0 = auto: one chunk per server, 64 KiB to 4 MiB); chunks "
+         "are spread round-robin over the servers"},
         {"io-threads", PS_OPT_INT, &c->io_threads, "N", "libzmq I/O threads"},
         {"timeout", PS_OPT_INT, &c->timeout_s, "SECONDS",
          "end the job when the workers send nothing for this long"},
@@ -173,8 +174,8 @@ static int check_flags(srv_cfg_t *c)
         ps_error_set("--checkpoint-every N >= 1 goes with --checkpoint-dir");
         return PS_EINVAL;
     }
-    if (c->chunk_kib < 4 || c->chunk_kib > 256 * 1024) {
-        ps_error_set("--chunk-kib %d outside [4, 262144]", c->chunk_kib);
+    if (c->chunk_kib != 0 && (c->chunk_kib < 4 || c->chunk_kib > 256 * 1024)) {
+        ps_error_set("--chunk-kib %d: 0 (auto) or 4 to 262144", c->chunk_kib);
         return PS_EINVAL;
     }
     if (c->io_threads < 1 || c->io_threads > 64) {
@@ -466,7 +467,7 @@ int main(int argc, char **argv)
 {
     srv_cfg_t c = {
         .opt = {.lr = 0.01, .momentum = 0.9},
-        .chunk_kib = 256,
+        .chunk_kib = 0,
         .io_threads = 1,
         .timeout_s = 300,
         .transport = "auto",
@@ -480,6 +481,7 @@ int main(int argc, char **argv)
     if (flags_rv == PS_OPTS_HELP || flags_rv == PS_OPTS_VERSION) {
         return 0;
     }
+    ps_tp_tune_malloc();
     ps_boot_init(&b, &argc, &argv, 1);
     ps_log_set_name("ps-server", b.rank);
     if (c.quiet) {

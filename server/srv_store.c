@@ -13,16 +13,21 @@ static float *alloc_floats(size_t n)
     return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
 }
 
-/* Per-chunk arrays of held pushes: nslots x nworkers. */
-static int slots_alloc(srv_chunk_t *c, int nslots, int nworkers)
+static void slots_free(srv_chunk_t *c)
 {
-    size_t n = (size_t)nslots * (size_t)nworkers;
     free(c->arrived);
     free(c->part);
     free(c->owner);
     free(c->samples);
     free(c->base);
     free(c->skip);
+}
+
+/* Per-chunk arrays of held pushes: nslots x nworkers. */
+static int slots_alloc(srv_chunk_t *c, int nslots, int nworkers)
+{
+    size_t n = (size_t)nslots * (size_t)nworkers;
+    slots_free(c);
     c->arrived = calloc((size_t)nslots, sizeof *c->arrived);
     c->skip = calloc(n, sizeof *c->skip);
     c->part = calloc(n, sizeof *c->part);
@@ -145,12 +150,7 @@ void srv_store_fini(srv_store_t *s)
         }
         free(c->w);
         free(c->buf);
-        free(c->arrived);
-        free(c->part);
-        free(c->owner);
-        free(c->samples);
-        free(c->base);
-        free(c->skip);
+        slots_free(c);
         free(c->pull_want);
     }
     free(s->chunks);

@@ -5,6 +5,7 @@
  */
 #include "ps_api.h"
 
+#include "ps_finite.h"
 #include "ps_opts.h"
 #include "ps_rng.h"
 #include "ps_safetensors.h"
@@ -121,6 +122,7 @@ int ps_api_boot_new(ps_t **out, int *argc, char ***argv, const ps_options_t *opt
     if (opt) {
         ps->opt = *opt;
     }
+    ps_tp_tune_malloc();
     int rv = ps_boot_init(&ps->boot, argc, argv, 0);
     if (rv != 0) {
         free(ps); /* MPI is in an unknown state: no collective call is safe */
@@ -612,17 +614,6 @@ static int pushable(ps_t *ps, const char *call, uint32_t samples)
     return 0;
 }
 
-/* Index of the first NaN/Inf in g[from, to), or `to`. */
-static size_t first_nonfinite(const float *g, size_t from, size_t to)
-{
-    for (size_t i = from; i < to; i++) {
-        if (!isfinite(g[i])) {
-            return i;
-        }
-    }
-    return to;
-}
-
 /* A push of no samples carries no gradient, but the servers still refuse a
  * non-finite one: its values are ours to set. */
 static void zero_if_empty(ps_t *ps, size_t first, size_t end)
@@ -639,7 +630,7 @@ static int push_region(ps_t *ps, size_t first)
         return 0;
     }
     zero_if_empty(ps, first, ps->done_from);
-    size_t bad = first_nonfinite(ps->grads, first, ps->done_from);
+    size_t bad = ps_first_nonfinite(ps->grads, first, ps->done_from);
     if (bad < ps->done_from) {
         int t = ps_layout_tensor_at(&ps->layout, bad);
         ps_error_set("non-finite gradient on worker %d in %s at step %llu (--on-nonfinite abort)",
@@ -657,7 +648,7 @@ static int push_held(ps_t *ps)
 {
     size_t total = ps->layout.total;
     zero_if_empty(ps, 0, total);
-    if (first_nonfinite(ps->grads, 0, total) < total) {
+    if (ps_first_nonfinite(ps->grads, 0, total) < total) {
         ps_log_info("non-finite gradient at step %llu: the step is skipped",
                     (unsigned long long)ps->step + 1);
         wkr_client_set_skip(ps->client, 1);

@@ -1,6 +1,7 @@
 #include "wkr_train.h"
 
 #include "ps_err.h"
+#include "ps_finite.h"
 #include "ps_rng.h"
 #include "ps_trace.h"
 
@@ -67,17 +68,6 @@ int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total, wkr_plan_t *plan)
     return 0;
 }
 
-/* Index of the first NaN/Inf in g[from, to), or `to`. */
-static size_t first_nonfinite(const float *g, size_t from, size_t to)
-{
-    for (size_t i = from; i < to; i++) {
-        if (!isfinite(g[i])) {
-            return i;
-        }
-    }
-    return to;
-}
-
 static void grad_ready(void *arg, size_t first)
 {
     push_ctx_t *p = arg;
@@ -90,7 +80,7 @@ static void grad_ready(void *arg, size_t first)
     for (size_t i = first; i < p->done_from; i++) {
         p->grads[i] *= p->scale;
     }
-    size_t bad = p->hold ? p->done_from : first_nonfinite(p->grads, first, p->done_from);
+    size_t bad = p->hold ? p->done_from : ps_first_nonfinite(p->grads, first, p->done_from);
     if (bad < p->done_from) {
         int tensor = ps_layout_tensor_at(p->layout, bad);
         ps_error_set("non-finite gradient on worker %d in %s at step %llu "
@@ -111,7 +101,7 @@ static void grad_ready(void *arg, size_t first)
 static int push_held(push_ctx_t *p)
 {
     size_t total = p->layout->total;
-    if (first_nonfinite(p->grads, 0, total) < total) {
+    if (ps_first_nonfinite(p->grads, 0, total) < total) {
         ps_log_info("non-finite gradient at step %llu: the step is skipped",
                     (unsigned long long)p->step + 1);
         wkr_client_set_skip(p->client, 1);

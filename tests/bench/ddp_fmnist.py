@@ -38,10 +38,14 @@ import socket
 import sys
 import time
 
-import numpy as np
-
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_single import build_model, load_idx  # noqa: E402  (same folder)
+try:
+    import numpy as np
+    from torch_single import build_model, load_idx  # same folder
+    IMPORT_ERROR = None
+except ImportError as e:  # reported by main() as "reference skipped" (exit 3)
+    IMPORT_ERROR = e
 
 
 def process_age_s():
@@ -71,8 +75,8 @@ def load_shard(torch, data_dir, prefix, rank, world):
     y = load_idx(os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte.gz"))
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{prefix}: {x.shape[0]} images but {y.shape[0]} labels")
-    xs = torch.from_numpy(np.ascontiguousarray(x.reshape(x.shape[0], -1)[rank::world]))
-    ys = torch.from_numpy(np.ascontiguousarray(y[rank::world]).astype(np.int64))
+    xs = torch.from_numpy(np.array(x.reshape(x.shape[0], -1)[rank::world]))  # a copy
+    ys = torch.from_numpy(y[rank::world].astype(np.int64))
     return xs.float().div_(255.0), ys, x.shape[0]
 
 
@@ -185,6 +189,9 @@ def parse_args():
 
 def main():
     a = parse_args()
+    if IMPORT_ERROR is not None:
+        print(f"ddp_fmnist: {IMPORT_ERROR}", file=sys.stderr)
+        return 3
     for split in ("train", "t10k"):
         for kind in ("images-idx3", "labels-idx1"):
             path = os.path.join(a.data_dir, f"{split}-{kind}-ubyte.gz")
@@ -192,7 +199,6 @@ def main():
                 print(f"ddp_fmnist: {path}: no such file", file=sys.stderr)
                 return 2
     try:
-        import torch
         import torch.distributed as dist
         import torch.multiprocessing as mp
         if not dist.is_available() or not dist.is_gloo_available():

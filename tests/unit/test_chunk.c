@@ -184,7 +184,6 @@ static void test_invalid_args(void **state)
     expect_invalid(1000, 1024, 0);
     expect_invalid(1000, 1024, -3);
     expect_invalid(1000, PS_CHUNK_MIN_ELEMS - 1, 1);
-    expect_invalid(1000, 0, 1);
     expect_invalid(1000, (size_t)PS_CHUNK_MAX_ELEMS + 1, 1);
     expect_invalid(1000, SIZE_MAX, 1);
 }
@@ -200,6 +199,23 @@ static void test_fini_twice(void **state)
     ps_chunkmap_fini(&m);
 }
 
+/* chunk_elems 0: one chunk per server, multiples of 1024, 16Ki..1Mi. */
+static void test_auto_size(void **state)
+{
+    (void)state;
+    assert_int_equal(ps_chunk_auto(1000, 1), 16384);          /* raised to 64 KiB */
+    assert_int_equal(ps_chunk_auto(235146, 1), 230 * 1024);   /* 229.6 KiE rounded up */
+    assert_int_equal(ps_chunk_auto(235146, 2), 115 * 1024);   /* 117573 = 114.8 KiE, up */
+    assert_int_equal(ps_chunk_auto(10u << 20, 1), 1u << 20);  /* capped at 4 MiB */
+    ps_chunkmap_t m;
+    assert_int_equal(ps_chunkmap_init(&m, 235146, 0, 2), 0);
+    assert_int_equal(m.n, 2);
+    assert_int_equal(m.c[0].count, 117760);
+    assert_int_equal(m.c[1].count, 235146 - 117760);
+    assert_int_equal(m.c[1].server, 1);
+    ps_chunkmap_fini(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +226,7 @@ int main(void)
         cmocka_unit_test(test_more_servers_than_chunks),
         cmocka_unit_test(test_chunk_size_bounds_accepted),
         cmocka_unit_test(test_invalid_args),
+        cmocka_unit_test(test_auto_size),
         cmocka_unit_test(test_fini_twice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
