@@ -263,11 +263,18 @@ def secure_round(ctx, eps, workers, mons):
         for kind, curve in kinds:
             for rid in (wid(workers + 7), wid(0), wid(workers - 1), None):
                 s = dealer(ctx, ep, rid, curve)
-                m = s.get_monitor_socket(sum(HS_EVENTS))
+                # A name of our own: pyzmq's default reuses the fd number,
+                # which collides with a monitor of a socket closed earlier.
+                MONITOR_ID[0] += 1
+                m = s.get_monitor_socket(sum(HS_EVENTS),
+                                         addr="inproc://intruder-mon-%d" % MONITOR_ID[0])
                 mons.append(m)
                 s.connect(ep)
                 socks.append((kind, s))
     return socks
+
+
+MONITOR_ID = [0]
 
 
 def drain_monitors(mons, rep):

@@ -423,7 +423,7 @@ static size_t one_tensor(uint8_t *p, int ndim, uint64_t dim)
 static void test_decode_rejects_bad_fields(void **state)
 {
     (void)state;
-    uint8_t buf[128];
+    uint8_t buf[2048]; /* one_tensor(buf, 255, 1) writes 2047 bytes */
     ps_layout_t l;
     size_t n = one_tensor(buf, 1, 7);
     assert_int_equal(decode_copy(&l, buf, n), 0); /* the template is valid */
