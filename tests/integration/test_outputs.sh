@@ -53,3 +53,9 @@ printf '[worker]\nmodel = softmax\nbatch_size = 3\n' >"$TMP/bad.ini"
 psrun 60 1 "" 1 "--config $TMP/bad.ini" "$TMP/bad.log"
 check "--config: an unknown key is an error naming FILE:LINE" \
     grep -q "bad.ini:3: unknown key 'batch_size' in \[worker\]" "$TMP/bad.log"
+
+# deploy/job.ini, the example the Slurm script uses, is accepted by both.
+psrun 120 1 "--config deploy/job.ini" 2 "--config deploy/job.ini --steps 5 --metrics $TMP/d.jsonl" \
+    "$TMP/deploy-ini.log"
+check "deploy/job.ini works for both binaries (a 5-step job ran)" \
+    grep -q '"step":5' "$TMP/d.jsonl"
