@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static _Thread_local char err_detail[512];
@@ -124,4 +125,12 @@ void ps_log_ratelimited(ps_ratelimit_t *rl, const char *fmt, ...)
         fprintf(stderr, "%s: warning: %s\n", log_name, line);
     }
     rl->dropped = 0;
+}
+
+void ps_log_peak_memory(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        ps_log_info("peak memory %.1f MiB", (double)ru.ru_maxrss / 1024.0); /* KiB on Linux */
+    }
 }

@@ -54,6 +54,9 @@ void ps_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void ps_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void ps_log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* "peak memory N MiB" (this process's maximum resident set) at info level. */
+void ps_log_peak_memory(void);
+
 /* At most one line per second per `last` slot (a static time_t at the call
  * site); lines dropped in between are counted into the next one. */
 typedef struct {

@@ -238,6 +238,7 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
         ps_log_info("refused handshakes on the data port: %llu",
                     (unsigned long long)st.handshakes_refused);
     }
+    ps_log_peak_memory();
     ps_log_info("staleness of applied pushes: max %llu, mean %.3f over %llu pushes",
                 (unsigned long long)L->store.stale_max,
                 L->store.stale_n ? (double)L->store.stale_sum / (double)L->store.stale_n : 0.0,

@@ -264,6 +264,9 @@ static int connect_and_train(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
     if (r) {
         wkr_report_close(r);
     }
+    if (rv == 0) {
+        ps_log_peak_memory();
+    }
     if (rv == 0 && r && c->plot && (rv = wkr_plot_metrics(c->metrics, c->plot)) != 0) {
         ps_log_error("%s", ps_error_msg()); /* the model is trained: report, go on */
         rv = 0;

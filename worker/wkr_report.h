@@ -29,6 +29,8 @@ typedef struct {
     double samples_per_s;
     double elapsed_s;
     double compute_s, wait_s; /* this epoch: forward/backward, waiting for pulls */
+    double comm_s;            /* this epoch: first push to last weights back */
+    double comm_hidden;       /* fraction of comm_s that overlapped compute */
     double lr;                /* learning rate of the epoch's last step */
     int has_staleness;
     double staleness_max, staleness_mean; /* over pushes applied so far */

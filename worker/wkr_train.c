@@ -23,6 +23,7 @@ typedef struct {
     int rank;
     int hold;         /* --on-nonfinite skip: push only once all is checked */
     int inject_nan;   /* TEST ONLY: poison this step's gradient */
+    double first_push; /* when the step's first chunk left (0: none yet) */
     int rv;
 } push_ctx_t;
 
@@ -36,6 +37,8 @@ typedef struct {
     float *xb, *yb;   /* one micro-batch, gathered */
     double loss_sum, compute_s;
     double wait_before; /* client wait time at the start of the epoch */
+    double comm_s, hidden_s; /* this epoch: first push to weights back; the
+                              * part of it that overlapped compute */
     uint64_t samples;
 } trainer_t;
 
@@ -92,6 +95,9 @@ static void grad_ready(void *arg, size_t first)
     }
     p->done_from = first;
     if (!p->hold) {
+        if (p->first_push == 0) {
+            p->first_push = now_s();
+        }
         p->rv = wkr_client_push_from(p->client, p->grads, first, p->samples);
     }
 }
@@ -106,6 +112,7 @@ static int push_held(push_ctx_t *p)
                     (unsigned long long)p->step + 1);
         wkr_client_set_skip(p->client, 1);
     }
+    p->first_push = now_s();
     return wkr_client_push_from(p->client, p->grads, 0, p->samples);
 }
 
@@ -182,8 +189,14 @@ static int run_step(trainer_t *t, uint64_t s)
     }
     ps_trace_event("compute + push", t0, (int64_t)s + 1);
     t0 = ps_trace_on() ? ps_trace_now() : 0;
+    double compute_end = now_s();
     rv = wkr_client_pull(t->c, s + 1, params);
     ps_trace_event("pull wait", t0, (int64_t)s + 1);
+    /* Communication runs from the first chunk pushed to the last weights
+     * back; what ran before compute ended was hidden behind backward. */
+    double sent = p.first_push > 0 ? p.first_push : compute_end, done = now_s();
+    t->comm_s += done - sent;
+    t->hidden_s += compute_end - sent;
     return rv;
 }
 
@@ -191,7 +204,8 @@ static int run_step(trainer_t *t, uint64_t s)
  * the workers; rank 0 reports them when the sum is complete. */
 typedef struct {
     wkr_epoch_rec_t e;
-    double v[6]; /* loss sum, samples, test loss sum, correct, test n, compute s */
+    double v[8]; /* loss sum, samples, test loss sum, correct, test n, compute s,
+                  * comm s, hidden comm s */
     double epoch_s;
     ps_boot_req_t req;
 } pending_t;
@@ -203,6 +217,8 @@ static int start_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pe
     v[0] = t->loss_sum;
     v[1] = (double)t->samples;
     v[5] = t->compute_s;
+    v[6] = t->comm_s;
+    v[7] = t->hidden_s;
     if (test) {
         int64_t correct = 0, t0 = ps_trace_on() ? ps_trace_now() : 0;
         int rv = wkr_model_evaluate(t->m, test->x, test->y, test->n, &v[2], &correct);
@@ -213,7 +229,7 @@ static int start_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pe
         v[3] = (double)correct;
         v[4] = (double)test->n;
     }
-    return ps_boot_workers_isum(b, v, 6, &p->req);
+    return ps_boot_workers_isum(b, v, 8, &p->req);
 }
 
 /* The sum is complete: rank 0 adds the servers' counters and reports. */
@@ -242,6 +258,8 @@ static int finish_epoch(trainer_t *t, int has_test, wkr_report_t *r, pending_t *
     e->test_acc = e->has_test ? v[3] / v[4] : 0;
     e->samples_per_s = p->epoch_s > 0 ? v[1] / p->epoch_s : 0;
     e->compute_s = v[5] / t->cfg->nworkers;
+    e->comm_s = v[6] / t->cfg->nworkers;
+    e->comm_hidden = v[6] > 0 ? v[7] / v[6] : 0;
     return wkr_report_epoch(r, e);
 }
 
@@ -309,6 +327,8 @@ static int close_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pe
     t->loss_sum = 0;
     t->samples = 0;
     t->compute_s = 0;
+    t->comm_s = 0;
+    t->hidden_s = 0;
     *epoch_start = now_s();
     return rv;
 }
