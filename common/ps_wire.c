@@ -48,8 +48,13 @@ const char *ps_wire_type_name(int type)
 static int payload_ok(const ps_hdr_t *h)
 {
     switch (h->type) {
-    case PS_MSG_INIT:
     case PS_MSG_PUSH:
+        if ((h->flags & PS_FLAG_HALF) == PS_FLAG_HALF) {
+            return 0; /* one 16-bit format or the other */
+        }
+        return h->count > 0 &&
+               h->payload == (uint64_t)h->count * ((h->flags & PS_FLAG_HALF) ? 2 : 4);
+    case PS_MSG_INIT:
     case PS_MSG_PULL_REPLY:
         return h->count > 0 && h->payload == (uint64_t)h->count * 4;
     case PS_MSG_REGISTER:
@@ -100,7 +105,7 @@ int ps_wire_decode(ps_hdr_t *h, const uint8_t *buf, size_t len, size_t payload_l
         ps_error_set("unknown message type %u", h->type);
         return PS_EPROTO;
     }
-    uint8_t allowed = h->type == PS_MSG_PUSH ? PS_FLAG_SKIP : 0;
+    uint8_t allowed = h->type == PS_MSG_PUSH ? PS_FLAG_SKIP | PS_FLAG_HALF : 0;
     if ((h->flags & ~allowed) != 0 || h->reserved != 0) {
         ps_error_set("%s: non-zero flags/reserved fields", ps_wire_type_name(h->type));
         return PS_EPROTO;

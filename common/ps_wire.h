@@ -8,7 +8,7 @@
  *     0  4   magic          "PSMQ" (0x514d5350)
  *     4  2   version        PS_WIRE_VERSION; a mismatch is refused
  *     6  1   type           ps_msg_type_t
- *     7  1   flags          PUSH: PS_FLAG_SKIP or 0; other types: 0
+ *     7  1   flags          PUSH: PS_FLAG_SKIP, PS_FLAG_F16 or PS_FLAG_BF16; others: 0
  *     8  4   sender         world-independent role rank of the sender
  *    12  4   request id     echoed in replies
  *    16  8   step           training step (weights version)
@@ -40,7 +40,12 @@
 /* PUSH flag: the worker's gradient for this step was not finite and
  * --on-nonfinite skip is on; the payload is ignored and the whole step is
  * dropped for everyone. */
-#define PS_FLAG_SKIP 0x01         /* STATS_REPLY: 5 x u64, see ps_wire_stats_t */
+#define PS_FLAG_SKIP 0x01
+/* PUSH flags: the payload is count x 2 bytes of IEEE binary16 (F16) or
+ * bfloat16 (BF16) instead of float32 (--compress); at most one of them. */
+#define PS_FLAG_F16 0x02
+#define PS_FLAG_BF16 0x04
+#define PS_FLAG_HALF (PS_FLAG_F16 | PS_FLAG_BF16)         /* STATS_REPLY: 5 x u64, see ps_wire_stats_t */
 
 typedef enum {
     PS_MSG_REGISTER = 1,   /* worker 0 -> server: the layout (payload) */

@@ -2,6 +2,7 @@
 
 #include "ps_err.h"
 #include "ps_finite.h"
+#include "ps_half.h"
 #include "ps_trace.h"
 
 #include <stdint.h>
@@ -236,6 +237,25 @@ static void after_update(srv_loop_t *L, srv_chunk_t *c)
     answer_pulls(L, c);
 }
 
+/* The gradient as float32: zmq's buffer itself when it is float-aligned
+ * float32, else a copy (misaligned, or 16-bit from --compress). */
+static float *widen(const ps_tp_msg_t *m)
+{
+    uint32_t n = m->hdr.count;
+    float *out = malloc((size_t)n * sizeof(float));
+    if (!out) {
+        return NULL;
+    }
+    if (m->hdr.flags & PS_FLAG_F16) {
+        ps_f16_to_f32(m->payload, out, n);
+    } else if (m->hdr.flags & PS_FLAG_BF16) {
+        ps_bf16_to_f32(m->payload, out, n);
+    } else {
+        memcpy(out, m->payload, m->len);
+    }
+    return out;
+}
+
 static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
 {
     held_push_t *h = calloc(1, sizeof *h);
@@ -243,13 +263,12 @@ static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
         return NULL;
     }
     ps_tp_msg_move(&h->msg, m);
-    if (((uintptr_t)h->msg.payload & (sizeof(float) - 1)) != 0) {
-        h->copy = malloc(h->msg.len);
-        if (!h->copy) {
+    if ((h->msg.hdr.flags & PS_FLAG_HALF) ||
+        ((uintptr_t)h->msg.payload & (sizeof(float) - 1)) != 0) {
+        if (!(h->copy = widen(&h->msg))) {
             release_push(h);
             return NULL;
         }
-        memcpy(h->copy, h->msg.payload, h->msg.len);
     }
     *grad = h->copy ? h->copy : (const float *)(const void *)h->msg.payload;
     return h;

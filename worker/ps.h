@@ -109,7 +109,12 @@ typedef struct {
     int timeout_s;    /* fail when the servers do not answer (default 300) */
     int io_threads;   /* libzmq I/O threads (default 1) */
     int quiet;        /* log errors only */
+    int compress;     /* pushes as 16-bit floats: PS_COMPRESS_* (default none) */
 } ps_options_t;
+
+#define PS_COMPRESS_NONE 0
+#define PS_COMPRESS_FP16 1 /* IEEE binary16: 5 exponent bits, |g| < 65504 */
+#define PS_COMPRESS_BF16 2 /* bfloat16: float32's range, 8 significant bits */
 
 /*
  * Join the job (collective over MPI_COMM_WORLD), once per process.

@@ -144,6 +144,10 @@ static int check_options(ps_options_t *o)
         ps_error_set("ps_init: timeout_s and io_threads must be >= 0 (0: default)");
         return PS_EINVAL;
     }
+    if (o->compress < PS_COMPRESS_NONE || o->compress > PS_COMPRESS_BF16) {
+        ps_error_set("ps_init: compress %d: want PS_COMPRESS_NONE, _FP16 or _BF16", o->compress);
+        return PS_EINVAL;
+    }
     o->timeout_s = o->timeout_s ? o->timeout_s : 300;
     o->io_threads = o->io_threads ? o->io_threads : 1;
     return 0;
@@ -498,7 +502,8 @@ static int connect_servers(ps_t *ps)
                            .timeout_ms = ps->opt.timeout_s * 1000,
                            .mode = (ps_mode_t)ps->srv.mode, .staleness = ps->srv.staleness,
                            .keys = ps->keys.pub[0] ? &ps->keys : NULL,
-                           .server_keys = ps_boot_server_keys(&ps->boot)};
+                           .server_keys = ps_boot_server_keys(&ps->boot),
+                           .compress = (wkr_compress_t)ps->opt.compress};
     int rv = wkr_client_new(&ps->client, &cc);
     memset(&ps->keys, 0, sizeof ps->keys); /* the sockets have their copies */
     return rv;

@@ -1,6 +1,7 @@
 #include "wkr_client.h"
 
 #include "ps_err.h"
+#include "ps_half.h"
 #include "ps_transport.h"
 
 #include <sched.h>
@@ -19,6 +20,7 @@ struct wkr_client {
     int skip; /* flag this step's pushes PS_FLAG_SKIP */
     uint8_t *pushed, *requested, *received; /* per chunk, this step */
     uint64_t *have; /* per chunk: version of the weights in params */
+    uint16_t *stage; /* --compress: the 16-bit gradients in flight */
     size_t nreceived;
     atomic_int inflight; /* zero-copy pushes not yet released by zmq */
     wkr_client_stats_t st;
@@ -50,7 +52,9 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
     c->requested = calloc(c->map.n, 1);
     c->received = calloc(c->map.n, 1);
     c->have = calloc(c->map.n, sizeof *c->have);
-    if (!c->pushed || !c->requested || !c->received || !c->have) {
+    c->stage = cfg->compress ? malloc(c->layout.total * sizeof *c->stage) : NULL;
+    if (!c->pushed || !c->requested || !c->received || !c->have ||
+        (cfg->compress && !c->stage)) {
         rv = PS_ENOMEM;
         goto fail;
     }
@@ -80,6 +84,7 @@ void wkr_client_destroy(wkr_client_t **cp)
     free(c->requested);
     free(c->received);
     free(c->have);
+    free(c->stage);
     free(c);
     *cp = NULL;
 }
@@ -128,12 +133,24 @@ static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, 
     h.chunk = k->id;
     h.offset = k->offset;
     h.samples = samples;
+    const void *payload = data ? data + k->offset : NULL;
     if (data) {
         h.count = (uint32_t)k->count;
         h.payload = k->count * sizeof(float);
     }
-    return ps_tp_send(c->tp, k->server, &h, data ? data + k->offset : NULL, h.payload, ffn,
-                      ffn ? c : NULL);
+    if (data && type == PS_MSG_PUSH && c->cfg.compress) {
+        /* --compress: 16-bit copy in the staging buffer, sent from there. */
+        uint16_t *half = c->stage + k->offset;
+        if (c->cfg.compress == WKR_COMPRESS_F16) {
+            ps_f32_to_f16(data + k->offset, half, k->count);
+        } else {
+            ps_f32_to_bf16(data + k->offset, half, k->count);
+        }
+        h.flags |= c->cfg.compress == WKR_COMPRESS_F16 ? PS_FLAG_F16 : PS_FLAG_BF16;
+        h.payload = k->count * sizeof(uint16_t);
+        payload = half;
+    }
+    return ps_tp_send(c->tp, k->server, &h, payload, h.payload, ffn, ffn ? c : NULL);
 }
 
 int wkr_client_register(wkr_client_t *c, const float *init)
@@ -220,7 +237,7 @@ int wkr_client_push_from(wkr_client_t *c, const float *grads, size_t first, uint
             return rv;
         }
         c->pushed[i] = 1;
-        c->st.bytes_pushed += k->count * sizeof(float);
+        c->st.bytes_pushed += k->count * (c->cfg.compress ? sizeof(uint16_t) : sizeof(float));
         if ((rv = send_chunk(c, PS_MSG_PULL, k, need_version(c, c->step + 1), NULL, 0, NULL)) !=
             0) {
             return rv;

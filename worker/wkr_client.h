@@ -12,6 +12,8 @@
  * whatever is current.  Each push carries the version of the weights it
  * was computed on, from which the server measures staleness.
  *
+ * With `compress`, pushes travel as IEEE fp16 or bfloat16 (half the
+ * bytes; the servers widen them back to float32 before the update).
  * Every reply is checked (sender, chunk, offset, count, version) before it
  * is copied; a server's ERROR ends the call with its text as the detail.
  * Calls block for at most the timeout given at creation, then fail with a
@@ -31,6 +33,8 @@
 
 typedef struct wkr_client wkr_client_t;
 
+typedef enum { WKR_COMPRESS_NONE, WKR_COMPRESS_F16, WKR_COMPRESS_BF16 } wkr_compress_t;
+
 typedef struct {
     int rank;                    /* this worker's rank among the workers */
     int nservers;
@@ -44,6 +48,7 @@ typedef struct {
     uint64_t staleness;
     const ps_tp_keypair_t *keys;        /* NULL: plain text */
     const char (*server_keys)[41];      /* [nservers]; "" for an --insecure server */
+    wkr_compress_t compress;            /* pushes as 16-bit floats (--compress) */
 } wkr_client_cfg_t;
 
 typedef struct {

@@ -29,7 +29,7 @@
 typedef struct {
     const char *model, *hidden, *data, *data_dir, *test_data, *init, *init_from, *metrics,
         *progress;
-    const char *plot, *plot_metrics, *trace, *config;
+    const char *plot, *plot_metrics, *trace, *config, *compress;
     char tmp_metrics[64]; /* --plot without --metrics */
     int features, classes;
     int io_threads, timeout_s, blas_threads, quiet;
@@ -86,6 +86,8 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
         {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
         {"test-delay-ms", PS_OPT_INT, &c->train.delay_ms, "MS",
          "TEST ONLY: sleep this long before every step (simulates a slow worker)"},
+        {"compress", PS_OPT_STRING, &c->compress, "none|fp16|bf16",
+         "push gradients as 16-bit floats (half the bytes; servers widen them back)"},
         {"plot", PS_OPT_STRING, &c->plot, "PATH.png",
          "worker 0 draws loss and accuracy against steps and wall time (gnuplot)"},
         {"plot-metrics", PS_OPT_STRING, &c->plot_metrics, "FILE",
@@ -274,6 +276,19 @@ static int connect_and_train(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
     return rv;
 }
 
+static int parse_compress(const char *s, int *out)
+{
+    const char *names[] = {"none", "fp16", "bf16"};
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = i; /* PS_COMPRESS_NONE, _FP16, _BF16 */
+            return 0;
+        }
+    }
+    ps_error_set("--compress '%s': want none, fp16 or bf16", s);
+    return PS_EINVAL;
+}
+
 /* `ps-worker --plot-metrics FILE --plot OUT.png`: no MPI, no training. */
 static int plot_only(const wkr_cfg_t *c)
 {
@@ -341,7 +356,8 @@ int main(int argc, char **argv)
     wkr_cfg_t c = {
         .model = "mlp", .hidden = "256,128", .data = "fashion-mnist", .init = "default",
         .data_dir = WKR_FMNIST_DEFAULT_DIR,
-        .progress = "auto", .io_threads = 1, .timeout_s = 300, .blas_threads = 1, .seed = 1,
+        .progress = "auto", .compress = "none", .io_threads = 1, .timeout_s = 300,
+        .blas_threads = 1, .seed = 1,
         .train = {.batch = 64, .accumulate = 1, .epochs = 10},
     };
     ps_t *ps = NULL;
@@ -354,6 +370,9 @@ int main(int argc, char **argv)
     }
     ps_options_t o = {.name = "ps-worker", .timeout_s = c.timeout_s,
                       .io_threads = c.io_threads, .quiet = c.quiet};
+    if (flags_rv == 0) {
+        flags_rv = parse_compress(c.compress, &o.compress); /* agreed on in run() */
+    }
     if (ps_api_boot_new(&ps, &argc, &argv, &o) != 0) {
         ps_log_error("%s", ps_error_msg());
         return 1;

@@ -293,9 +293,9 @@ static void test_reject_unknown_type(void **state)
 static void test_reject_flags(void **state)
 {
     (void)state;
-    /* PUSH defines bit 0 (PS_FLAG_SKIP); every other bit, and any bit on
-     * another type, is refused. */
-    for (int bit = 1; bit < 8; bit++) {
+    /* PUSH defines bits 0-2 (SKIP, F16, BF16); every other bit, and any
+     * bit on another type, is refused. */
+    for (int bit = 3; bit < 8; bit++) {
         ps_hdr_t h = push_hdr();
         h.flags = (uint8_t)(1u << bit);
         expect_reject_hdr(&h, 1024, NULL);
@@ -303,6 +303,15 @@ static void test_reject_flags(void **state)
     ps_hdr_t h = push_hdr();
     h.flags = PS_FLAG_SKIP;
     expect_accept_hdr(&h, 1024);
+    /* 16-bit pushes: count x 2 bytes, and only one format at a time. */
+    h.flags = PS_FLAG_F16;
+    expect_reject_hdr(&h, 1024, NULL);
+    h.payload = 512;
+    expect_accept_hdr(&h, 512);
+    h.flags = PS_FLAG_BF16 | PS_FLAG_SKIP;
+    expect_accept_hdr(&h, 512);
+    h.flags = PS_FLAG_F16 | PS_FLAG_BF16;
+    expect_reject_hdr(&h, 512, NULL);
     for (int t = 1; t <= PS_MSG_TYPE_MAX; t++) {
         size_t pl;
         ps_hdr_t o = valid_hdr(t, &pl);
