@@ -24,6 +24,7 @@ typedef struct {
     int hold;         /* --on-nonfinite skip: push only once all is checked */
     int inject_nan;   /* TEST ONLY: poison this step's gradient */
     double first_push; /* when the step's first chunk left (0: none yet) */
+    double push_s;     /* time spent inside the push calls */
     int rv;
 } push_ctx_t;
 
@@ -39,6 +40,7 @@ typedef struct {
     double wait_before; /* client wait time at the start of the epoch */
     double comm_s, hidden_s; /* this epoch: first push to weights back; the
                               * part of it that overlapped compute */
+    double push_s;           /* this epoch: inside the push calls */
     uint64_t samples;
 } trainer_t;
 
@@ -95,10 +97,12 @@ static void grad_ready(void *arg, size_t first)
     }
     p->done_from = first;
     if (!p->hold) {
+        double t0 = now_s();
         if (p->first_push == 0) {
-            p->first_push = now_s();
+            p->first_push = t0;
         }
         p->rv = wkr_client_push_from(p->client, p->grads, first, p->samples);
+        p->push_s += now_s() - t0;
     }
 }
 
@@ -113,7 +117,9 @@ static int push_held(push_ctx_t *p)
         wkr_client_set_skip(p->client, 1);
     }
     p->first_push = now_s();
-    return wkr_client_push_from(p->client, p->grads, 0, p->samples);
+    int rv = wkr_client_push_from(p->client, p->grads, 0, p->samples);
+    p->push_s += now_s() - p->first_push;
+    return rv;
 }
 
 static void epoch_order(trainer_t *t, uint64_t epoch)
@@ -197,6 +203,7 @@ static int run_step(trainer_t *t, uint64_t s)
     double sent = p.first_push > 0 ? p.first_push : compute_end, done = now_s();
     t->comm_s += done - sent;
     t->hidden_s += compute_end - sent;
+    t->push_s += p.push_s;
     return rv;
 }
 
@@ -204,8 +211,8 @@ static int run_step(trainer_t *t, uint64_t s)
  * the workers; rank 0 reports them when the sum is complete. */
 typedef struct {
     wkr_epoch_rec_t e;
-    double v[8]; /* loss sum, samples, test loss sum, correct, test n, compute s,
-                  * comm s, hidden comm s */
+    double v[9]; /* loss sum, samples, test loss sum, correct, test n, compute s,
+                  * comm s, hidden comm s, push s */
     double epoch_s;
     ps_boot_req_t req;
 } pending_t;
@@ -219,6 +226,7 @@ static int start_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pe
     v[5] = t->compute_s;
     v[6] = t->comm_s;
     v[7] = t->hidden_s;
+    v[8] = t->push_s;
     if (test) {
         int64_t correct = 0, t0 = ps_trace_on() ? ps_trace_now() : 0;
         int rv = wkr_model_evaluate(t->m, test->x, test->y, test->n, &v[2], &correct);
@@ -229,7 +237,7 @@ static int start_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pe
         v[3] = (double)correct;
         v[4] = (double)test->n;
     }
-    return ps_boot_workers_isum(b, v, 8, &p->req);
+    return ps_boot_workers_isum(b, v, 9, &p->req);
 }
 
 /* The sum is complete: rank 0 adds the servers' counters and reports. */
@@ -260,6 +268,7 @@ static int finish_epoch(trainer_t *t, int has_test, wkr_report_t *r, pending_t *
     e->compute_s = v[5] / t->cfg->nworkers;
     e->comm_s = v[6] / t->cfg->nworkers;
     e->comm_hidden = v[6] > 0 ? v[7] / v[6] : 0;
+    e->push_s = v[8] / t->cfg->nworkers;
     return wkr_report_epoch(r, e);
 }
 
@@ -329,6 +338,7 @@ static int close_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pe
     t->compute_s = 0;
     t->comm_s = 0;
     t->hidden_s = 0;
+    t->push_s = 0;
     *epoch_start = now_s();
     return rv;
 }
