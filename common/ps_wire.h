@@ -35,7 +35,7 @@
 #define PS_WIRE_VERSION 2
 #define PS_WIRE_HDR_SIZE 64
 #define PS_WIRE_MAX_TEXT 1024          /* ERROR payloads */
-#define PS_WIRE_MAX_LAYOUT (64 * 1024) /* REGISTER payloads */
+#define PS_WIRE_MAX_LAYOUT (128 * 1024) /* REGISTER payloads: PS_MAX_TENSORS of any shape */
 #define PS_WIRE_STATS_BYTES 40
 /* PUSH flag: the worker's gradient for this step was not finite and
  * --on-nonfinite skip is on; the payload is ignored and the whole step is

@@ -269,7 +269,7 @@ static void test_round_trip(void **state)
     assert_layout_equal(&back, &l);
 }
 
-/* Every limit at once: 64 tensors, 63-byte names, 4 dims each. */
+/* Every limit at once: PS_MAX_TENSORS tensors, 63-byte names, 4 dims each. */
 static void build_max(ps_layout_t *l)
 {
     const int64_t d[4] = {1, 2, 3, 4};
@@ -277,8 +277,8 @@ static void build_max(ps_layout_t *l)
     ps_layout_init(l);
     for (int i = 0; i < PS_MAX_TENSORS; i++) {
         memset(name, 'n', PS_MAX_NAME);
-        snprintf(name, sizeof name, "%02d", i);
-        name[2] = 'n'; /* keep it 63 bytes: snprintf wrote a NUL there */
+        snprintf(name, sizeof name, "%04d", i);
+        name[4] = 'n'; /* keep it 63 bytes: snprintf wrote a NUL there */
         name[PS_MAX_NAME] = '\0';
         assert_int_equal(ps_layout_add(l, name, 4, d), 0);
     }
@@ -473,22 +473,26 @@ static void test_decode_rejects_name_length(void **state)
 static void test_decode_rejects_count(void **state)
 {
     (void)state;
-    /* 65 well-formed tensors: refused for the count alone. */
-    size_t per = 1 + 3 + 1 + 8;
+    /* PS_MAX_TENSORS + 1 well-formed tensors: refused for the count alone. */
+    size_t per = 1 + 4 + 1 + 8;
     size_t len = 4 + (PS_MAX_TENSORS + 1) * per;
     uint8_t *buf = calloc(1, len);
     assert_non_null(buf);
-    buf[0] = PS_MAX_TENSORS + 1;
+    buf[0] = (uint8_t)((PS_MAX_TENSORS + 1) & 0xff); /* u32, little endian */
+    buf[1] = (uint8_t)((PS_MAX_TENSORS + 1) >> 8);
     for (int i = 0; i <= PS_MAX_TENSORS; i++) {
         uint8_t *p = buf + 4 + (size_t)i * per;
-        p[0] = 3;
-        p[1] = 't', p[2] = (uint8_t)('A' + i / 26), p[3] = (uint8_t)('a' + i % 26);
-        p[4] = 1;
-        p[5] = 2;
+        p[0] = 4; /* "t" + i in base 26 letters: unique, printable */
+        p[1] = 't', p[2] = (uint8_t)('a' + i / 676), p[3] = (uint8_t)('a' + i / 26 % 26);
+        p[4] = (uint8_t)('a' + i % 26);
+        p[5] = 1;
+        p[6] = 2;
     }
     expect_decode_reject(buf, len);
-    /* The same bytes with the count lowered to 64 (and 64 tensors) pass. */
-    buf[0] = PS_MAX_TENSORS;
+    /* The same bytes with the count lowered to the limit (and that many
+     * tensors) pass. */
+    buf[0] = (uint8_t)(PS_MAX_TENSORS & 0xff);
+    buf[1] = (uint8_t)(PS_MAX_TENSORS >> 8);
     ps_layout_t l;
     assert_int_equal(decode_copy(&l, buf, len - per), 0);
     assert_int_equal(l.n, PS_MAX_TENSORS);
