@@ -130,6 +130,7 @@ void ps_wire_stats_encode(const ps_wire_stats_t *st, uint8_t *buf)
     ps_put_u64(buf + 16, st->applied);
     ps_put_u64(buf + 24, st->rejected);
     ps_put_u64(buf + 32, st->version);
+    ps_put_u64(buf + 40, st->apply_us);
 }
 
 void ps_wire_stats_decode(ps_wire_stats_t *st, const uint8_t *buf)
@@ -139,4 +140,5 @@ void ps_wire_stats_decode(ps_wire_stats_t *st, const uint8_t *buf)
     st->applied = ps_get_u64(buf + 16);
     st->rejected = ps_get_u64(buf + 24);
     st->version = ps_get_u64(buf + 32);
+    st->apply_us = ps_get_u64(buf + 40);
 }

@@ -32,11 +32,11 @@
 #include <stdint.h>
 
 #define PS_WIRE_MAGIC 0x514d5350u
-#define PS_WIRE_VERSION 2
+#define PS_WIRE_VERSION 3
 #define PS_WIRE_HDR_SIZE 64
 #define PS_WIRE_MAX_TEXT 1024          /* ERROR payloads */
 #define PS_WIRE_MAX_LAYOUT (128 * 1024) /* REGISTER payloads: PS_MAX_TENSORS of any shape */
-#define PS_WIRE_STATS_BYTES 40
+#define PS_WIRE_STATS_BYTES 48 /* STATS_REPLY: 6 x u64, see ps_wire_stats_t */
 /* PUSH flag: the worker's gradient for this step was not finite and
  * --on-nonfinite skip is on; the payload is ignored and the whole step is
  * dropped for everyone. */
@@ -78,13 +78,15 @@ typedef struct {
     uint64_t base;
 } ps_hdr_t;
 
-/* The STATS_REPLY payload, five little-endian u64 in this order. */
+/* The STATS_REPLY payload, six little-endian u64 in this order (version 3
+ * added apply_us). */
 typedef struct {
     uint64_t staleness_max;   /* over applied pushes: version applied to - base */
     uint64_t staleness_sum;
     uint64_t applied;         /* pushes applied */
     uint64_t rejected;        /* messages dropped, all reasons */
     uint64_t version;         /* highest chunk version on this server */
+    uint64_t apply_us;        /* time spent applying updates, microseconds */
 } ps_wire_stats_t;
 
 /* A header with magic and version filled in and every other field zero. */

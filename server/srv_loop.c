@@ -359,7 +359,8 @@ static void handle_stats(srv_loop_t *L, ps_tp_msg_t *m)
                           .staleness_sum = L->store.stale_sum,
                           .applied = L->store.stale_n,
                           .rejected = srv_loop_rejected_total(L),
-                          .version = L->max_version};
+                          .version = L->max_version,
+                          .apply_us = (uint64_t)(L->apply_s * 1e6)};
     ps_wire_stats_encode(&st, buf);
     ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS_REPLY, (uint32_t)L->server);
     h.request = m->hdr.request;

@@ -341,6 +341,7 @@ int wkr_client_server_stats(wkr_client_t *c, ps_wire_stats_t *out)
             out->staleness_sum += st.staleness_sum;
             out->applied += st.applied;
             out->rejected += st.rejected;
+            out->apply_us += st.apply_us;
             got++;
         }
         ps_tp_msg_release(&m);

@@ -110,8 +110,8 @@ static void write_json(FILE *f, const wkr_epoch_rec_t *e)
     }
     fprintf(f, ",\"samples_per_s\":%.6g,\"elapsed_s\":%.6g,\"compute_s\":%.6g,\"wait_s\":%.6g",
             e->samples_per_s, e->elapsed_s, e->compute_s, e->wait_s);
-    fprintf(f, ",\"push_s\":%.6g,\"comm_s\":%.6g,\"comm_hidden\":%.4g}\n", e->push_s, e->comm_s,
-            e->comm_hidden);
+    fprintf(f, ",\"push_s\":%.6g,\"server_apply_s\":%.6g,\"comm_s\":%.6g,\"comm_hidden\":%.4g}\n",
+            e->push_s, e->server_apply_s, e->comm_s, e->comm_hidden);
 }
 
 int wkr_report_epoch(wkr_report_t *r, const wkr_epoch_rec_t *e)

@@ -31,6 +31,7 @@ typedef struct {
     double compute_s, wait_s; /* this epoch: forward/backward, waiting for pulls */
     double comm_s;            /* this epoch: first push to last weights back */
     double push_s;            /* this epoch: inside the push calls (part of compute_s) */
+    double server_apply_s;    /* since the last report: updates applied, all servers */
     double comm_hidden;       /* fraction of comm_s that overlapped compute */
     double lr;                /* learning rate of the epoch's last step */
     int has_staleness;

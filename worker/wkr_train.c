@@ -41,6 +41,7 @@ typedef struct {
     double comm_s, hidden_s; /* this epoch: first push to weights back; the
                               * part of it that overlapped compute */
     double push_s;           /* this epoch: inside the push calls */
+    double apply_seen;       /* servers' apply seconds reported so far */
     uint64_t samples;
 } trainer_t;
 
@@ -256,6 +257,8 @@ static int finish_epoch(trainer_t *t, int has_test, wkr_report_t *r, pending_t *
     e->has_staleness = 1;
     e->staleness_max = (double)st.staleness_max;
     e->staleness_mean = st.applied ? (double)st.staleness_sum / (double)st.applied : 0;
+    e->server_apply_s = (double)st.apply_us / 1e6 - t->apply_seen;
+    t->apply_seen = (double)st.apply_us / 1e6;
     if (t->cfg->srv) {
         e->lr = ps_sched_lr(&t->cfg->srv->sched, t->cfg->srv->lr, e->step - 1,
                             t->plan->steps_per_epoch, t->plan->total_steps);

@@ -21,7 +21,7 @@ import struct
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
 # ---- wire -----------------------------------------------------------------
-MAGIC, VERSION = 0x514D5350, 2
+MAGIC, VERSION = 0x514D5350, 3
 REGISTER, INIT, ACK, ERROR, PUSH, PULL, PULL_REPLY, SHUTDOWN, STATS, STATS_REPLY = range(1, 11)
 
 
@@ -54,7 +54,7 @@ def floats(*v):
 def wire_seeds():
     mlp = layout([("fc1.weight", [4, 3]), ("fc1.bias", [4]), ("fc2.weight", [2, 4]),
                   ("fc2.bias", [2])])
-    stats = struct.pack("<5Q", 3, 7, 12, 1, 5)
+    stats = struct.pack("<6Q", 3, 7, 12, 1, 5, 900)
     return {
         "register": msg(REGISTER, mlp, sender=0, request=1),
         "register_one": msg(REGISTER, layout([("w", [1, 1, 1, 2])])),

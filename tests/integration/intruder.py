@@ -41,7 +41,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 MAGIC = 0x514D5350
-VERSION = 2
+VERSION = 3
 (REGISTER, INIT, ACK, ERROR, PUSH, PULL, PULL_REPLY, SHUTDOWN, STATS,
  STATS_REPLY) = range(1, 11)
 # docs/protocol.md: magic, version, type, flags, sender, request, step,
@@ -164,7 +164,7 @@ def corpus(rng, me, chunks, workers, big=False):
         msg(INIT, floats(4), sender=0, count=1),
         msg(PULL, b"x", sender=0),
         msg(SHUTDOWN, b"bye", sender=0),
-        msg(STATS, b"\0" * 40, sender=0),
+        msg(STATS, b"\0" * 48, sender=0),
         msg(REGISTER, b"abc", sender=0),
         msg(REGISTER, b"", sender=0),
         msg(REGISTER, layout([(b"w", [4])]), sender=0, count=1),
@@ -196,7 +196,7 @@ def corpus(rng, me, chunks, workers, big=False):
         for t in (ACK, SHUTDOWN, STATS):
             out.append(msg(t, sender=s, request=7))
         out.append(msg(ERROR, b"you are wrong", sender=s))
-        out.append(msg(STATS_REPLY, b"\0" * 40, sender=s))
+        out.append(msg(STATS_REPLY, b"\0" * 48, sender=s))
     return out
 
 
