@@ -295,12 +295,6 @@ int ps_boot_servers_max_u64(ps_boot_t *b, uint64_t *v)
     return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Allreduce", rv);
 }
 
-void ps_boot_barrier(ps_boot_t *b)
-{
-    (void)b;
-    MPI_Barrier(MPI_COMM_WORLD);
-}
-
 void ps_boot_abort(ps_boot_t *b, int code)
 {
     (void)b;

@@ -61,11 +61,6 @@ void ps_log_set_level(int level)
     log_level = level;
 }
 
-int ps_log_level(void)
-{
-    return log_level;
-}
-
 static void vlog(const char *tag, const char *fmt, va_list ap)
 {
     char line[1024];

@@ -48,7 +48,6 @@ void ps_error_clear(void);
 void ps_log_set_name(const char *role, int rank);
 /* Verbosity: 0 errors only, 1 info (default), 2 debug. */
 void ps_log_set_level(int level);
-int ps_log_level(void);
 
 void ps_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void ps_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

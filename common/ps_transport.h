@@ -6,7 +6,7 @@
  * ps_wire.h); on the server the ROUTER adds the peer's routing id, which is
  * derived from the worker's rank, so replies are addressed by rank.
  *
- * Sending: the header is copied (56 bytes); the payload is sent zero-copy
+ * Sending: the header is copied (PS_WIRE_HDR_SIZE bytes); the payload is sent zero-copy
  * when a free callback is given (the caller must keep the bytes unchanged
  * until the callback runs, on a zmq I/O thread), copied otherwise.
  * Receiving: the payload stays in zmq's buffer (zero-copy) until

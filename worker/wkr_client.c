@@ -249,7 +249,6 @@ int wkr_client_push_from(wkr_client_t *c, const float *grads, size_t first, uint
 
 /* Check a PULL_REPLY against the chunk map and copy it in. */
 static void take_reply(wkr_client_t *c, const ps_tp_msg_t *m, uint64_t version, float *params)
-
 {
     const ps_hdr_t *h = &m->hdr;
     if (h->type != PS_MSG_PULL_REPLY || h->chunk >= c->map.n) {
