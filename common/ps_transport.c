@@ -11,11 +11,12 @@
 
 _Static_assert(sizeof(zmq_msg_t) <= sizeof(((ps_tp_msg_t *)0)->impl), "zmq_msg_t too large");
 
-#define ID_LEN 5 /* 'w' + little-endian u32 rank */
+#define ID_LEN 6 /* 'w' + little-endian u32 rank + u8 stream */
 
 struct ps_tp {
     void *ctx;
     int is_server;
+    int streams; /* worker: connections per server */
     int nsock;
     void **sock;
     zmq_pollitem_t *items;
@@ -151,45 +152,74 @@ static int client_security(void *s, const ps_tp_keypair_t *keys, const char *ser
     return 0;
 }
 
+static void routing_id(uint8_t id[ID_LEN], int rank, int stream)
+{
+    id[0] = 'w';
+    for (int i = 0; i < 4; i++) {
+        id[1 + i] = (uint8_t)((uint32_t)rank >> (8 * i));
+    }
+    id[5] = (uint8_t)stream;
+}
+
+/* One DEALER: socket i = s * streams + j talks to server s as stream j. */
+static int client_socket(ps_tp_t *tp, int i, int rank, const char *endpoint,
+                         const ps_tp_keypair_t *keys, const char *server_pub, int io_threads)
+{
+    uint8_t id[ID_LEN];
+    uint64_t affinity = (uint64_t)1 << (i % io_threads);
+    int rv;
+    void *s = tp->sock[i] = zmq_socket(tp->ctx, ZMQ_DEALER);
+    if (!s) {
+        return zfail("zmq_socket");
+    }
+    /* A worker's last messages (SHUTDOWN) must reach the server. */
+    if ((rv = set_common_opts(s, 5000)) != 0) {
+        return rv;
+    }
+    routing_id(id, rank, i % tp->streams);
+    if (zmq_setsockopt(s, ZMQ_ROUTING_ID, id, sizeof id) != 0 ||
+        zmq_setsockopt(s, ZMQ_AFFINITY, &affinity, sizeof affinity) != 0) {
+        return zfail("zmq_setsockopt");
+    }
+    if ((rv = client_security(s, keys, server_pub)) != 0) {
+        return rv;
+    }
+    if (zmq_connect(s, endpoint) != 0) {
+        ps_error_set("cannot connect to server %d at %s: %s", i / tp->streams, endpoint,
+                     zmq_strerror(zmq_errno()));
+        return PS_EZMQ;
+    }
+    tp->items[i].socket = s;
+    tp->items[i].events = ZMQ_POLLIN;
+    return 0;
+}
+
 int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints,
-                     int io_threads, const ps_tp_keypair_t *keys,
+                     int streams, int io_threads, const ps_tp_keypair_t *keys,
                      const char (*server_pub)[PS_TP_KEY_LEN])
 {
     ps_tp_t *tp;
     int rv;
-    uint8_t id[ID_LEN] = {'w', (uint8_t)rank, (uint8_t)(rank >> 8), (uint8_t)(rank >> 16),
-                          (uint8_t)(rank >> 24)};
-    if ((rv = tp_alloc(&tp, 0, nservers, io_threads)) != 0) {
+    if (streams < 1 || streams > PS_TP_MAX_STREAMS || io_threads < 1 || io_threads > 64) {
+        ps_error_set("%d streams and %d I/O threads: want 1..%d and 1..64", streams,
+                     io_threads, PS_TP_MAX_STREAMS);
+        return PS_EINVAL;
+    }
+    if ((rv = tp_alloc(&tp, 0, nservers * streams, io_threads)) != 0) {
         return rv;
     }
-    for (int s = 0; s < nservers; s++) {
-        tp->sock[s] = zmq_socket(tp->ctx, ZMQ_DEALER);
-        if (!tp->sock[s]) {
-            rv = zfail("zmq_socket");
-            goto fail;
+    tp->streams = streams;
+    for (int i = 0; i < tp->nsock; i++) {
+        int s = i / streams;
+        rv = client_socket(tp, i, rank, endpoints[s], keys, server_pub ? server_pub[s] : "",
+                           io_threads);
+        if (rv != 0) {
+            ps_tp_destroy(&tp);
+            return rv;
         }
-        /* A worker's last messages (SHUTDOWN) must reach the server. */
-        if ((rv = set_common_opts(tp->sock[s], 5000)) != 0) {
-            goto fail;
-        }
-        zmq_setsockopt(tp->sock[s], ZMQ_ROUTING_ID, id, sizeof id);
-        if ((rv = client_security(tp->sock[s], keys, server_pub ? server_pub[s] : "")) != 0) {
-            goto fail;
-        }
-        if (zmq_connect(tp->sock[s], endpoints[s]) != 0) {
-            ps_error_set("cannot connect to server %d at %s: %s", s, endpoints[s],
-                         zmq_strerror(zmq_errno()));
-            rv = PS_EZMQ;
-            goto fail;
-        }
-        tp->items[s].socket = tp->sock[s];
-        tp->items[s].events = ZMQ_POLLIN;
     }
     *out = tp;
     return 0;
-fail:
-    ps_tp_destroy(&tp);
-    return rv;
 }
 
 void ps_tp_destroy(ps_tp_t **tpp)
@@ -242,19 +272,27 @@ static int payload_msg(zmq_msg_t *msg, const void *payload, size_t len, ps_tp_fr
     return 0;
 }
 
-int ps_tp_send(ps_tp_t *tp, int dest, const ps_hdr_t *h, const void *payload, size_t len,
-               ps_tp_free_fn ffn, void *hint)
+int ps_tp_send(ps_tp_t *tp, int dest, int stream, const ps_hdr_t *h, const void *payload,
+               size_t len, ps_tp_free_fn ffn, void *hint)
 {
-    void *s = tp->is_server ? tp->sock[0] : tp->sock[dest];
+    void *s;
     zmq_msg_t msg;
     int rv;
     if (tp->is_server) {
-        uint8_t id[ID_LEN] = {'w', (uint8_t)dest, (uint8_t)(dest >> 8), (uint8_t)(dest >> 16),
-                              (uint8_t)(dest >> 24)};
+        uint8_t id[ID_LEN];
+        s = tp->sock[0];
+        routing_id(id, dest, stream);
         if (zmq_send(s, id, sizeof id, ZMQ_SNDMORE) < 0) {
-            ps_error_set("cannot send to worker %d: %s", dest, zmq_strerror(zmq_errno()));
+            ps_error_set("cannot send to worker %d (stream %d): %s", dest, stream,
+                         zmq_strerror(zmq_errno()));
             return PS_EZMQ;
         }
+    } else if (dest < 0 || stream < 0 || stream >= tp->streams ||
+               dest * tp->streams + stream >= tp->nsock) {
+        ps_error_set("no connection to server %d, stream %d", dest, stream);
+        return PS_EINVAL;
+    } else {
+        s = tp->sock[dest * tp->streams + stream];
     }
     zmq_msg_init_size(&msg, PS_WIRE_HDR_SIZE);
     ps_wire_encode(h, zmq_msg_data(&msg));
@@ -297,14 +335,16 @@ static int recv_all(void *s, zmq_msg_t *frames, int cap, int *n)
     return 0;
 }
 
-static int peer_rank(zmq_msg_t *id)
+/* The worker rank and stream a routing id names; -1 when it names none. */
+static int peer_rank(zmq_msg_t *id, int *stream)
 {
     const uint8_t *p = zmq_msg_data(id);
-    if (zmq_msg_size(id) != ID_LEN || p[0] != 'w') {
+    if (zmq_msg_size(id) != ID_LEN || p[0] != 'w' || p[5] >= PS_TP_MAX_STREAMS) {
         return -1;
     }
     uint32_t r = (uint32_t)p[1] | ((uint32_t)p[2] << 8) | ((uint32_t)p[3] << 16) |
                  ((uint32_t)p[4] << 24);
+    *stream = p[5];
     return r > 0x7fffffffu ? -1 : (int)r;
 }
 
@@ -315,15 +355,20 @@ static int take_message(ps_tp_t *tp, void *s, int from, ps_tp_msg_t *m)
     if ((rv = recv_all(s, f, 4, &n)) != 0) {
         return rv;
     }
-    m->peer = tp->is_server ? peer_rank(&f[0]) : from;
+    if (tp->is_server) {
+        m->peer = peer_rank(&f[0], &m->stream);
+    } else {
+        m->peer = from / tp->streams;
+        m->stream = from % tp->streams;
+    }
     rv = PS_EPROTO;
     if (n != base + 2) {
         ps_error_set("message of %d frames (want %d)", n, base + 2);
-    } else if (m->peer < 0) {
+    } else if ((rv = ps_wire_decode(&m->hdr, zmq_msg_data(&f[base]), zmq_msg_size(&f[base]),
+                                    zmq_msg_size(&f[base + 1]))) == 0 &&
+               m->peer < 0) {
         ps_error_set("unknown routing id");
-    } else {
-        rv = ps_wire_decode(&m->hdr, zmq_msg_data(&f[base]), zmq_msg_size(&f[base]),
-                            zmq_msg_size(&f[base + 1]));
+        rv = PS_EPROTO;
     }
     for (int i = 0; i < n && i < 4; i++) {
         if (rv == 0 && i == base + 1) {
@@ -351,6 +396,7 @@ int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms)
 {
     m->held = 0;
     m->peer = -1;
+    m->stream = 0;
     for (;;) {
         /* Drain what is already queued before sleeping in zmq_poll. */
         for (int k = 0; k < tp->nsock; k++) {
@@ -390,6 +436,7 @@ void ps_tp_msg_move(ps_tp_msg_t *dst, ps_tp_msg_t *src)
 {
     dst->hdr = src->hdr;
     dst->peer = src->peer;
+    dst->stream = src->stream;
     dst->held = 0;
     dst->payload = NULL;
     dst->len = 0;

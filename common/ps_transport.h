@@ -2,9 +2,12 @@
  * ps_transport: the data plane, the only module that includes zmq.h.
  *
  * A server owns one ROUTER socket bound to a port the OS chooses; a worker
- * owns one DEALER per server.  Every message is [header, payload] (see
- * ps_wire.h); on the server the ROUTER adds the peer's routing id, which is
- * derived from the worker's rank, so replies are addressed by rank.
+ * owns `streams` DEALERs per server (one TCP or ipc connection each, spread
+ * over the I/O threads, so one connection's copy loop is not the ceiling).
+ * Every message is [header, payload] (see ps_wire.h); on the server the
+ * ROUTER adds the peer's routing id, 'w' + the worker's rank (u32 LE) + the
+ * stream (u8), so replies are addressed by rank and stream: a reply goes
+ * back on the stream its request came on.
  *
  * Sending: the header is copied (PS_WIRE_HDR_SIZE bytes); the payload is sent zero-copy
  * when a free callback is given (the caller must keep the bytes unchanged
@@ -37,7 +40,8 @@ typedef struct {
     ps_hdr_t hdr;
     const uint8_t *payload; /* valid until ps_tp_msg_release */
     size_t len;
-    int peer; /* server: worker rank from the routing id; worker: server index */
+    int peer;   /* server: worker rank from the routing id; worker: server index */
+    int stream; /* which of that worker's connections it came on */
     _Alignas(8) unsigned char impl[64]; /* the zmq message holding the payload */
     int held;
 } ps_tp_msg_t;
@@ -48,6 +52,7 @@ typedef struct {
     uint64_t handshakes_refused; /* not on the allow list, or failed the handshake */
 } ps_tp_stats_t;
 
+#define PS_TP_MAX_STREAMS 16 /* connections per worker and server */
 #define PS_TP_KEY_LEN 41 /* a Z85 CurveZMQ key, 40 characters + NUL */
 
 typedef struct {
@@ -67,21 +72,27 @@ int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
                      const ps_tp_keypair_t *keys, char *endpoint, size_t cap);
 /* Replace the allow list with n Z85 public keys. */
 int ps_tp_server_allow(ps_tp_t *tp, const char (*pubkeys)[PS_TP_KEY_LEN], int n);
-/* Connect one DEALER per server endpoint, with a routing id naming `rank`.
+/* Connect `streams` (1..PS_TP_MAX_STREAMS) DEALERs to every server
+ * endpoint, with routing ids naming `rank` and the stream; stream j of
+ * server s is served by I/O thread (s * streams + j) % io_threads.
  * keys NULL: plain text.  Otherwise CurveZMQ with this key pair, and
  * server_pub[s] is server s's public key ("" for a server without
  * security). */
 int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints,
-                     int io_threads, const ps_tp_keypair_t *keys,
+                     int streams, int io_threads, const ps_tp_keypair_t *keys,
                      const char (*server_pub)[PS_TP_KEY_LEN]);
 void ps_tp_destroy(ps_tp_t **tp);
 
-/* dest: worker rank on a server, server index on a worker. */
-int ps_tp_send(ps_tp_t *tp, int dest, const ps_hdr_t *h, const void *payload, size_t len,
-               ps_tp_free_fn ffn, void *hint);
+/* dest: worker rank on a server, server index on a worker; stream: which
+ * of the connections between the two (0..streams-1 on a worker; a server
+ * answers on the request's m->stream). */
+int ps_tp_send(ps_tp_t *tp, int dest, int stream, const ps_hdr_t *h, const void *payload,
+               size_t len, ps_tp_free_fn ffn, void *hint);
 /* Wait up to timeout_ms (< 0: forever) for one message.  0 with *m filled,
  * PS_EAGAIN on timeout, PS_EPROTO for a dropped malformed message (m->peer
- * is the sender's rank when known, else -1), PS_EZMQ on socket failure. */
+ * is the sender's rank when known, else -1), PS_EZMQ on socket failure.
+ * The header is checked before the routing id, so a peer of another
+ * protocol version is told so rather than "unknown routing id". */
 int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms);
 void ps_tp_msg_release(ps_tp_msg_t *m);
 /* Move a received message to another place (a ps_tp_msg_t must never be

@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define PS_WIRE_MAGIC 0x514d5350u
-#define PS_WIRE_VERSION 3
+#define PS_WIRE_VERSION 4
 #define PS_WIRE_HDR_SIZE 64
 #define PS_WIRE_MAX_TEXT 1024          /* ERROR payloads */
 #define PS_WIRE_MAX_LAYOUT (128 * 1024) /* REGISTER payloads: PS_MAX_TENSORS of any shape */

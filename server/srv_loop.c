@@ -50,7 +50,8 @@ int srv_loop_init(srv_loop_t *L)
 {
     L->done = calloc((size_t)L->nworkers, 1);
     L->worker_step = calloc((size_t)L->nworkers, sizeof *L->worker_step);
-    return L->done && L->worker_step ? 0 : PS_ENOMEM;
+    L->streams_seen = calloc((size_t)L->nworkers, sizeof *L->streams_seen);
+    return L->done && L->worker_step && L->streams_seen ? 0 : PS_ENOMEM;
 }
 
 void srv_loop_fini(srv_loop_t *L)
@@ -58,8 +59,19 @@ void srv_loop_fini(srv_loop_t *L)
     srv_store_fini(&L->store);
     free(L->done);
     free(L->worker_step);
+    free(L->streams_seen);
     L->done = NULL;
     L->worker_step = NULL;
+    L->streams_seen = NULL;
+}
+
+int srv_loop_connections_used(const srv_loop_t *L)
+{
+    int n = 0;
+    for (int w = 0; w < L->nworkers; w++) {
+        n += __builtin_popcount(L->streams_seen[w]);
+    }
+    return n;
 }
 
 uint64_t srv_loop_rejected_total(const srv_loop_t *L)
@@ -79,7 +91,8 @@ static void reject(srv_loop_t *L, srv_reject_t why, int peer, const char *detail
                        srv_loop_reject_name(why), detail);
 }
 
-static int send_simple(srv_loop_t *L, int w, ps_msg_type_t type, uint32_t request,
+/* Replies go to worker w on the stream its request came on. */
+static int send_simple(srv_loop_t *L, int w, int stream, ps_msg_type_t type, uint32_t request,
                        const char *text)
 {
     ps_hdr_t h = ps_wire_hdr(type, (uint32_t)L->server);
@@ -89,10 +102,10 @@ static int send_simple(srv_loop_t *L, int w, ps_msg_type_t type, uint32_t reques
         len = PS_WIRE_MAX_TEXT;
     }
     h.payload = len;
-    return ps_tp_send(L->tp, w, &h, text, len, NULL, NULL);
+    return ps_tp_send(L->tp, w, stream, &h, text, len, NULL, NULL);
 }
 
-static int send_chunk(srv_loop_t *L, int w, srv_chunk_t *c, uint32_t request)
+static int send_chunk(srv_loop_t *L, int w, int stream, srv_chunk_t *c, uint32_t request)
 {
     ps_hdr_t h = ps_wire_hdr(PS_MSG_PULL_REPLY, (uint32_t)L->server);
     h.request = request;
@@ -102,7 +115,7 @@ static int send_chunk(srv_loop_t *L, int w, srv_chunk_t *c, uint32_t request)
     h.count = (uint32_t)c->count;
     h.payload = c->count * sizeof(float);
     srv_store_ref(c);
-    int rv = ps_tp_send(L->tp, w, &h, c->w, h.payload, reply_done, c);
+    int rv = ps_tp_send(L->tp, w, stream, &h, c->w, h.payload, reply_done, c);
     if (rv != 0) {
         /* zmq frees a zero-copy message it failed to queue, through the
          * callback, except when the header frame itself failed. */
@@ -145,7 +158,7 @@ static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
     if (L->registered) {
         if (ps_layout_hash(&l) != ps_layout_hash(&L->store.layout)) {
             reject(L, SRV_REJ_LAYOUT, m->peer, "a second, different layout");
-            send_simple(L, m->peer, PS_MSG_ERROR, m->hdr.request, "layout already registered");
+            send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request, "layout already registered");
         }
         return;
     }
@@ -165,7 +178,7 @@ static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
         snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->server,
                  ps_error_msg());
         reject(L, SRV_REJ_LAYOUT, m->peer, msg);
-        send_simple(L, m->peer, PS_MSG_ERROR, m->hdr.request, msg);
+        send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request, msg);
         return;
     }
     L->registered = 1;
@@ -200,7 +213,7 @@ static void answer_pulls(srv_loop_t *L, srv_chunk_t *c)
     for (int w = 0; w < L->nworkers; w++) {
         if (c->pull_want[w] && c->version + 1 >= c->pull_want[w]) {
             c->pull_want[w] = 0;
-            send_chunk(L, w, c, 0);
+            send_chunk(L, w, c->pull_stream[w], c, 0);
         }
     }
 }
@@ -346,9 +359,10 @@ static void handle_pull(srv_loop_t *L, ps_tp_msg_t *m)
     }
     L->pulls++;
     if (c->version >= m->hdr.step) {
-        send_chunk(L, m->peer, c, m->hdr.request);
+        send_chunk(L, m->peer, m->stream, c, m->hdr.request);
     } else {
         c->pull_want[m->peer] = m->hdr.step + 1;
+        c->pull_stream[m->peer] = (uint8_t)m->stream;
     }
 }
 
@@ -365,7 +379,7 @@ static void handle_stats(srv_loop_t *L, ps_tp_msg_t *m)
     ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS_REPLY, (uint32_t)L->server);
     h.request = m->hdr.request;
     h.payload = sizeof buf;
-    ps_tp_send(L->tp, m->peer, &h, buf, sizeof buf, NULL, NULL);
+    ps_tp_send(L->tp, m->peer, m->stream, &h, buf, sizeof buf, NULL, NULL);
 }
 
 /* Async: say how far the others are when a worker finishes, which shows
@@ -459,6 +473,7 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
         return 0;
     }
     L->last_ok = t1;
+    L->streams_seen[m.peer] |= 1u << m.stream;
     rv = dispatch(L, &m);
     ps_tp_msg_release(&m);
     L->busy_s += now_s() - t1;
@@ -480,7 +495,7 @@ int srv_loop_setup(srv_loop_t *L)
             return rv;
         }
     }
-    return send_simple(L, 0, PS_MSG_ACK, 0, NULL);
+    return send_simple(L, 0, 0, PS_MSG_ACK, 0, NULL);
 }
 
 /* Name the workers the server is waiting for. */

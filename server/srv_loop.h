@@ -68,6 +68,7 @@ typedef struct {
     int registered;
     uint8_t *done;  /* [nworkers] SHUTDOWN received */
     uint64_t *worker_step; /* [nworkers] highest step pushed + 1 */
+    uint32_t *streams_seen; /* [nworkers] bit j: a message came on stream j */
     int ndone;
     uint64_t rejected[SRV_REJ_NREASONS];
     uint64_t pushes, pulls;
@@ -79,12 +80,15 @@ typedef struct {
     int resumed;
 } srv_loop_t;
 
-/* Zero the loop and set the fields above `store`; allocates `done`. */
+/* Zero the loop and set the fields above `store`; allocates `done`,
+ * `worker_step` and `streams_seen`. */
 int srv_loop_init(srv_loop_t *L);
 void srv_loop_fini(srv_loop_t *L);
 int srv_loop_setup(srv_loop_t *L);
 int srv_loop_train(srv_loop_t *L);
 uint64_t srv_loop_rejected_total(const srv_loop_t *L);
+/* Worker connections (worker, stream) that carried at least one message. */
+int srv_loop_connections_used(const srv_loop_t *L);
 const char *srv_loop_reject_name(srv_reject_t r);
 
 #endif

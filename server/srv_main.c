@@ -100,7 +100,8 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
         {"chunk-kib", PS_OPT_INT, &c->chunk_kib, "N",
          "chunk size in KiB (0 = auto: one chunk per server, 64 KiB to 4 MiB); chunks "
          "are spread round-robin over the servers"},
-        {"io-threads", PS_OPT_INT, &c->io_threads, "N", "libzmq I/O threads"},
+        {"io-threads", PS_OPT_INT, &c->io_threads, "N",
+         "libzmq I/O threads; the workers' connections are spread over them"},
         {"timeout", PS_OPT_INT, &c->timeout_s, "SECONDS",
          "end the job when the workers send nothing for this long"},
         {"transport", PS_OPT_STRING, &c->transport, "auto|tcp|ipc",
@@ -230,6 +231,8 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
                 (unsigned long long)L->pushes, (unsigned long long)L->pulls,
                 (double)st.rx_bytes / 1e6, (double)st.tx_bytes / 1e6,
                 (unsigned long long)srv_loop_rejected_total(L), L->apply_s, L->wait_s);
+    ps_log_info("connections used: %d from %d workers", srv_loop_connections_used(L),
+                L->nworkers);
     if (srv_store_skipped_steps(&L->store)) {
         ps_log_info("steps skipped for non-finite gradients: %llu",
                     (unsigned long long)srv_store_skipped_steps(&L->store));
@@ -469,7 +472,7 @@ int main(int argc, char **argv)
     srv_cfg_t c = {
         .opt = {.lr = 0.01, .momentum = 0.9},
         .chunk_kib = 0,
-        .io_threads = 1,
+        .io_threads = 2, /* as the workers' PS_DEFAULT_IO_THREADS */
         .timeout_s = 300,
         .transport = "auto",
         .mode = "sync",

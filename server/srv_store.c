@@ -46,7 +46,8 @@ static int chunk_alloc(srv_chunk_t *c, const ps_chunk_t *m, int nworkers, int mo
     c->w = alloc_floats(m->count);
     c->buf = momentum ? alloc_floats(m->count) : NULL;
     c->pull_want = calloc((size_t)nworkers, sizeof *c->pull_want);
-    if (!c->w || (momentum && !c->buf) || !c->pull_want) {
+    c->pull_stream = calloc((size_t)nworkers, sizeof *c->pull_stream);
+    if (!c->w || (momentum && !c->buf) || !c->pull_want || !c->pull_stream) {
         return PS_ENOMEM;
     }
     if (c->buf) {
@@ -152,6 +153,7 @@ void srv_store_fini(srv_store_t *s)
         free(c->buf);
         slots_free(c);
         free(c->pull_want);
+        free(c->pull_stream);
     }
     free(s->chunks);
     free(s->local_of);

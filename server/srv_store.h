@@ -58,6 +58,7 @@ typedef struct {
     uint8_t *skip;       /* the push asked to drop its step (non-finite) */
     uint64_t skipped;    /* steps dropped on this chunk */
     uint64_t *pull_want; /* [nworkers] wanted version + 1; 0 = no pull waiting */
+    uint8_t *pull_stream; /* [nworkers] the stream that pull came on */
     atomic_int refs;
 } srv_chunk_t;
 

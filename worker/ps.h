@@ -97,7 +97,7 @@ const char *ps_strerror(int rv);
 
 /* The message of the last failed call on this thread; never NULL. */
 const char *ps_last_error(void);
-/* The library's version, e.g. "0.1.0". */
+/* The library's version, e.g. "0.2.0". */
 const char *ps_version(void);
 
 typedef struct ps ps_t;
@@ -107,10 +107,17 @@ typedef struct ps_push ps_push_t;
 typedef struct {
     const char *name; /* log line prefix; default: the program's name */
     int timeout_s;    /* fail when the servers do not answer (default 300) */
-    int io_threads;   /* libzmq I/O threads (default 1) */
+    int io_threads;   /* libzmq I/O threads (default PS_DEFAULT_IO_THREADS) */
     int quiet;        /* log errors only */
     int compress;     /* pushes as 16-bit floats: PS_COMPRESS_* (default none) */
+    int streams;      /* connections to each server, 1..16 (default PS_DEFAULT_STREAMS) */
 } ps_options_t;
+
+/* Measured on 16 MiB push+pulls (docs/performance.md): two connections
+ * served by two I/O threads move ~1.2x the bytes of one. */
+#define PS_DEFAULT_STREAMS 2
+#define PS_DEFAULT_IO_THREADS 2
+#define PS_MAX_STREAMS 16
 
 #define PS_COMPRESS_NONE 0
 #define PS_COMPRESS_FP16 1 /* IEEE binary16: 5 exponent bits, |g| < 65504 */

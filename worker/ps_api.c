@@ -138,10 +138,17 @@ int ps_api_boot_new(ps_t **out, int *argc, char ***argv, const ps_options_t *opt
     return 0;
 }
 
+_Static_assert(PS_MAX_STREAMS == PS_TP_MAX_STREAMS, "ps.h and ps_transport.h disagree");
+
 static int check_options(ps_options_t *o)
 {
     if (o->timeout_s < 0 || o->io_threads < 0) {
         ps_error_set("ps_init: timeout_s and io_threads must be >= 0 (0: default)");
+        return PS_EINVAL;
+    }
+    if (o->streams < 0 || o->streams > PS_MAX_STREAMS) {
+        ps_error_set("ps_init: streams %d: want 1 to %d (0: default)", o->streams,
+                     PS_MAX_STREAMS);
         return PS_EINVAL;
     }
     if (o->compress < PS_COMPRESS_NONE || o->compress > PS_COMPRESS_BF16) {
@@ -149,7 +156,8 @@ static int check_options(ps_options_t *o)
         return PS_EINVAL;
     }
     o->timeout_s = o->timeout_s ? o->timeout_s : 300;
-    o->io_threads = o->io_threads ? o->io_threads : 1;
+    o->io_threads = o->io_threads ? o->io_threads : PS_DEFAULT_IO_THREADS;
+    o->streams = o->streams ? o->streams : PS_DEFAULT_STREAMS;
     return 0;
 }
 
@@ -498,7 +506,7 @@ static int connect_servers(ps_t *ps)
     wkr_client_cfg_t cc = {.rank = ps->boot.rank, .nservers = S, .endpoints = eps,
                            .hosts = hosts, .layout = &ps->layout,
                            .chunk_elems = (size_t)ps->srv.chunk_kib * 1024 / sizeof(float),
-                           .io_threads = ps->opt.io_threads,
+                           .streams = ps->opt.streams, .io_threads = ps->opt.io_threads,
                            .timeout_ms = ps->opt.timeout_s * 1000,
                            .mode = (ps_mode_t)ps->srv.mode, .staleness = ps->srv.staleness,
                            .keys = ps->keys.pub[0] ? &ps->keys : NULL,

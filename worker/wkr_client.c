@@ -59,7 +59,8 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
         goto fail;
     }
     if ((rv = ps_tp_client_new(&c->tp, cfg->rank, cfg->nservers, cfg->endpoints,
-                               cfg->io_threads, cfg->keys, cfg->server_keys)) != 0) {
+                               cfg->streams ? cfg->streams : 1, cfg->io_threads, cfg->keys,
+                               cfg->server_keys)) != 0) {
         goto fail;
     }
     *out = c;
@@ -123,6 +124,14 @@ static int recv_reply(wkr_client_t *c, ps_tp_msg_t *m, const char *waiting_for)
     }
 }
 
+/* Chunk k is the (k / S)-th chunk of its server (chunk i lives on server
+ * i % S); consecutive ones take turns over the streams. */
+static int stream_of(const wkr_client_t *c, const ps_chunk_t *k)
+{
+    int streams = c->cfg.streams ? c->cfg.streams : 1;
+    return (int)((k->id / (uint32_t)c->cfg.nservers) % (uint32_t)streams);
+}
+
 static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, uint64_t step,
                       const float *data, uint32_t samples, ps_tp_free_fn ffn)
 {
@@ -150,7 +159,9 @@ static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, 
         h.payload = k->count * sizeof(uint16_t);
         payload = half;
     }
-    return ps_tp_send(c->tp, k->server, &h, payload, h.payload, ffn, ffn ? c : NULL);
+    /* INIT must not overtake the REGISTER before it: both on stream 0. */
+    int stream = type == PS_MSG_INIT ? 0 : stream_of(c, k);
+    return ps_tp_send(c->tp, k->server, stream, &h, payload, h.payload, ffn, ffn ? c : NULL);
 }
 
 int wkr_client_register(wkr_client_t *c, const float *init)
@@ -165,7 +176,7 @@ int wkr_client_register(wkr_client_t *c, const float *init)
     for (int s = 0; s < c->cfg.nservers; s++) {
         ps_hdr_t h = ps_wire_hdr(PS_MSG_REGISTER, (uint32_t)c->cfg.rank);
         h.payload = (uint64_t)len;
-        if ((rv = ps_tp_send(c->tp, s, &h, buf, (size_t)len, NULL, NULL)) != 0) {
+        if ((rv = ps_tp_send(c->tp, s, 0, &h, buf, (size_t)len, NULL, NULL)) != 0) {
             return rv;
         }
     }
@@ -308,7 +319,7 @@ int wkr_client_shutdown(wkr_client_t *c)
 {
     for (int s = 0; s < c->cfg.nservers; s++) {
         ps_hdr_t h = ps_wire_hdr(PS_MSG_SHUTDOWN, (uint32_t)c->cfg.rank);
-        int rv = ps_tp_send(c->tp, s, &h, NULL, 0, NULL, NULL);
+        int rv = ps_tp_send(c->tp, s, 0, &h, NULL, 0, NULL, NULL);
         if (rv != 0) {
             return rv;
         }
@@ -322,7 +333,7 @@ int wkr_client_server_stats(wkr_client_t *c, ps_wire_stats_t *out)
     memset(out, 0, sizeof *out);
     for (int s = 0; s < c->cfg.nservers; s++) {
         ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS, (uint32_t)c->cfg.rank);
-        if ((rv = ps_tp_send(c->tp, s, &h, NULL, 0, NULL, NULL)) != 0) {
+        if ((rv = ps_tp_send(c->tp, s, 0, &h, NULL, 0, NULL, NULL)) != 0) {
             return rv;
         }
     }

@@ -2,8 +2,11 @@
  * wkr_client: the worker side of the data plane, the one API a model needs
  * to talk to the servers.
  *
- * The client owns one DEALER per server (through ps_transport) and knows the
- * layout and the chunk map.  Gradients are pushed chunk by chunk straight
+ * The client owns `streams` DEALERs per server (through ps_transport) and
+ * knows the layout and the chunk map.  A server's chunks take turns over
+ * its streams (the k-th chunk of server s goes on stream k % streams), and
+ * a chunk's push, pull and reply share a stream, so they keep their order;
+ * REGISTER, INIT and the other control messages use stream 0.  Gradients are pushed chunk by chunk straight
  * from the caller's buffer (zero-copy): after a push the caller must not
  * write that buffer until wkr_client_wait_sends() returns.  A PULL for the
  * weights a step may start from is requested right behind each chunk's
@@ -42,6 +45,7 @@ typedef struct {
     const char *const *hosts;    /* [nservers], for messages; may be NULL */
     const ps_layout_t *layout;
     size_t chunk_elems;
+    int streams;                 /* connections per server, 1..PS_TP_MAX_STREAMS */
     int io_threads;
     int timeout_ms;
     ps_mode_t mode;

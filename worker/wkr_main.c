@@ -32,7 +32,7 @@ typedef struct {
     const char *plot, *plot_metrics, *trace, *config, *compress;
     char tmp_metrics[64]; /* --plot without --metrics */
     int features, classes;
-    int io_threads, timeout_s, blas_threads, quiet;
+    int io_threads, streams, timeout_s, blas_threads, quiet;
     int no_shuffle;
     long long seed;
     wkr_train_cfg_t train;
@@ -79,7 +79,11 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
          "JSON lines, one per epoch, from worker rank 0"},
         {"progress", PS_OPT_STRING, &c->progress, "auto|bar|plain|none",
          "progress display (auto: bar on a terminal, plain lines otherwise)"},
-        {"io-threads", PS_OPT_INT, &c->io_threads, "N", "libzmq I/O threads"},
+        {"io-threads", PS_OPT_INT, &c->io_threads, "N",
+         "libzmq I/O threads; the streams are spread over them"},
+        {"streams", PS_OPT_INT, &c->streams, "N",
+         "connections to each server (1-16); a server's chunks take turns over them, so "
+         "one connection's copy loop is not the ceiling"},
         {"blas-threads", PS_OPT_INT, &c->blas_threads, "N", "OpenBLAS threads per worker"},
         {"timeout", PS_OPT_INT, &c->timeout_s, "SECONDS",
          "end the job when the servers do not answer for this long"},
@@ -119,6 +123,10 @@ static int check_flags(const wkr_cfg_t *c)
         c->timeout_s < 1) {
         ps_error_set("--features/--classes must be >= 0; --io-threads, --blas-threads and "
                      "--timeout >= 1");
+        return PS_EINVAL;
+    }
+    if (c->streams < 1 || c->streams > PS_MAX_STREAMS) {
+        ps_error_set("--streams %d: want 1 to %d", c->streams, PS_MAX_STREAMS);
         return PS_EINVAL;
     }
     if (c->train.batch < 1 || c->train.accumulate < 1 || c->train.epochs < 0 ||
@@ -356,7 +364,8 @@ int main(int argc, char **argv)
     wkr_cfg_t c = {
         .model = "mlp", .hidden = "256,128", .data = "fashion-mnist", .init = "default",
         .data_dir = WKR_FMNIST_DEFAULT_DIR,
-        .progress = "auto", .compress = "none", .io_threads = 1, .timeout_s = 300,
+        .progress = "auto", .compress = "none", .io_threads = PS_DEFAULT_IO_THREADS,
+        .streams = PS_DEFAULT_STREAMS, .timeout_s = 300,
         .blas_threads = 1, .seed = 1,
         .train = {.batch = 64, .accumulate = 1, .epochs = 10},
     };
@@ -369,7 +378,7 @@ int main(int argc, char **argv)
         return plot_only(&c);
     }
     ps_options_t o = {.name = "ps-worker", .timeout_s = c.timeout_s,
-                      .io_threads = c.io_threads, .quiet = c.quiet};
+                      .io_threads = c.io_threads, .streams = c.streams, .quiet = c.quiet};
     if (flags_rv == 0) {
         flags_rv = parse_compress(c.compress, &o.compress); /* agreed on in run() */
     }

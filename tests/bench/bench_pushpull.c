@@ -2,7 +2,8 @@
  * bench_pushpull: one push + pull round trip through the real data path,
  * against raw libzmq moving the same bytes.
  *
- *     bench_pushpull [--chunk-elems N] [--iters N] [--seconds S] [RESULTS.jsonl]
+ *     bench_pushpull [--chunk-elems N] [--streams N] [--io-threads N] [--iters N]
+ *                    [--seconds S] [RESULTS.jsonl]
  *
  * Ours: a server thread runs the real event loop (srv_loop: setup, train,
  * with lr 0 and momentum 0, so the update kernel runs but the weights stay
@@ -19,6 +20,10 @@
  * this shared machine hits both alike; the median of each is reported (the
  * best one is printed too).  A second figure pushes+pulls a layout of many
  * 1 KiB tensors against one tensor of the same size (per-tensor overhead).
+ * A third one is ours against ours: the default streams and I/O threads
+ * (ps.h; or --streams/--io-threads) against one connection served by one
+ * I/O thread on each side, 16 MiB over ipc, which shows what spreading the
+ * bytes over several connections buys beyond one copy loop.
  *
  * Every run is checked: the pulled weights must equal the initial values
  * bit for bit, the server must have counted every push and rejected none,
@@ -30,6 +35,7 @@
  * through ps_transport like the real binaries.
  */
 #include "ps_err.h"
+#include "ps.h"
 #include "ps_layout.h"
 #include "srv_loop.h"
 #include "wkr_client.h"
@@ -53,6 +59,8 @@
 
 typedef struct {
     size_t chunk_elems;
+    int streams;    /* ours: connections per server */
+    int io_threads; /* ours: libzmq I/O threads on each side */
     int iters;      /* 0: calibrate to `seconds` */
     double seconds; /* wall time wanted for our side of each comparison */
     const char *results;
@@ -124,13 +132,14 @@ static int ours_buffers(ours_t *o)
 
 /* Server thread up, client connected, model registered.  On failure the
  * caller still calls ours_stop() on the half-built state. */
-static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t chunk_elems)
+static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t chunk_elems,
+                      int streams, int io_threads)
 {
     int rv;
     memset(o, 0, sizeof *o);
     o->layout = *l;
     if ((rv = ours_buffers(o)) != 0 ||
-        (rv = ps_tp_server_new(&o->L.tp, base, 1, NULL, o->ep, sizeof o->ep)) != 0) {
+        (rv = ps_tp_server_new(&o->L.tp, base, io_threads, NULL, o->ep, sizeof o->ep)) != 0) {
         return rv;
     }
     /* Fields left zero: server 0, sync mode, a constant learning rate. */
@@ -149,7 +158,7 @@ static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t 
     o->started = 1;
     o->eps[0] = o->ep;
     wkr_client_cfg_t cc = {.rank = 0, .nservers = 1, .endpoints = o->eps, .layout = &o->layout,
-                           .chunk_elems = chunk_elems, .io_threads = 1,
+                           .chunk_elems = chunk_elems, .streams = streams, .io_threads = io_threads,
                            .timeout_ms = TIMEOUT_MS};
     if ((rv = wkr_client_new(&o->client, &cc)) != 0) {
         return rv;
@@ -541,7 +550,8 @@ static int bench_big(const cfg_t *cfg, const char *kind, big_res_t *res)
     snprintf(bind_ep, sizeof bind_ep, ipc ? "ipc://%s" : "tcp://127.0.0.1:*", p_ref);
     ps_layout_init(&l);
     int rv = ps_layout_add(&l, "tensor", 1, dims);
-    rv = rv ? rv : ours_start(&o, &l, base, cfg->chunk_elems);
+    rv = rv ? rv : ours_start(&o, &l, base, cfg->chunk_elems, cfg->streams,
+                              cfg->io_threads);
     rv = rv ? rv : ref_start(&r, bind_ep, BIG_ELEMS * sizeof(float));
     rv = rv ? rv : run_interleaved(cfg, ours_round, &o, ref_round, &r, 1000, &res->ours,
                                    &res->ref, &res->iters);
@@ -575,54 +585,89 @@ static int small_layouts(ps_layout_t *many, ps_layout_t *one)
     return many->n > 0 ? ps_layout_add(one, "all", 2, dims) : PS_EINVAL;
 }
 
+/* One of two "ours" set-ups compared with each other. */
 typedef struct {
-    int ntensors, iters;
+    const ps_layout_t *layout;
+    const char *base;
+    int streams, io_threads;
+} side_t;
+
+typedef struct {
+    int iters;
+    timing_t a, b;
+} pair_res_t;
+
+/* Side a against side b, rounds alternating; `share` of the configured
+ * time (short rounds need less). */
+static int bench_pair(const cfg_t *cfg, side_t sa, side_t sb, double share, pair_res_t *res)
+{
+    ours_t a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    int rv = ours_start(&a, sa.layout, sa.base, cfg->chunk_elems, sa.streams, sa.io_threads);
+    rv = rv ? rv : ours_start(&b, sb.layout, sb.base, cfg->chunk_elems, sb.streams, sb.io_threads);
+    cfg_t c = *cfg;
+    c.seconds = cfg->seconds * share;
+    rv = rv ? rv : run_interleaved(&c, ours_round, &a, ours_round, &b, 20000, &res->a, &res->b,
+                                   &res->iters);
+    rv = ours_stop(&b, cfg->chunk_elems, rv);
+    return ours_stop(&a, cfg->chunk_elems, rv);
+}
+
+typedef struct {
+    int ntensors;
     size_t bytes;
-    timing_t many, one;
+    pair_res_t r; /* a: many tensors, b: one */
 } small_res_t;
 
 static int bench_small(const cfg_t *cfg, small_res_t *res)
 {
     ps_layout_t many, one;
-    ours_t a, b;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
     int rv = small_layouts(&many, &one);
-    rv = rv ? rv : ours_start(&a, &many, "tcp://127.0.0.1", cfg->chunk_elems);
-    rv = rv ? rv : ours_start(&b, &one, "tcp://127.0.0.1", cfg->chunk_elems);
-    cfg_t c = *cfg;
-    c.seconds = cfg->seconds / 3; /* short rounds: a third is plenty */
-    rv = rv ? rv : run_interleaved(&c, ours_round, &a, ours_round, &b, 20000, &res->many,
-                                   &res->one, &res->iters);
-    rv = ours_stop(&b, cfg->chunk_elems, rv);
-    rv = ours_stop(&a, cfg->chunk_elems, rv);
+    side_t a = {&many, "tcp://127.0.0.1", cfg->streams, cfg->io_threads};
+    side_t b = {&one, "tcp://127.0.0.1", cfg->streams, cfg->io_threads};
+    rv = rv ? rv : bench_pair(cfg, a, b, 1.0 / 3, &res->r);
     res->ntensors = many.n;
     res->bytes = many.total * sizeof(float);
     return rv;
 }
 
+/* Beyond one stream: the configured streams and I/O threads against one
+ * connection served by one I/O thread on each side, 16 MiB over ipc. */
+static int bench_streams(const cfg_t *cfg, pair_res_t *res)
+{
+    ps_layout_t l;
+    int64_t dims[1] = {(int64_t)BIG_ELEMS};
+    char pa[256], pb[256], ba[300], bb[300];
+    ipc_paths(pa, pb, sizeof pa, "streams");
+    snprintf(ba, sizeof ba, "ipc://%s", pa);
+    snprintf(bb, sizeof bb, "ipc://%s", pb);
+    ps_layout_init(&l);
+    int rv = ps_layout_add(&l, "tensor", 1, dims);
+    side_t a = {&l, ba, cfg->streams, cfg->io_threads}, b = {&l, bb, 1, 1};
+    rv = rv ? rv : bench_pair(cfg, a, b, 1.0, res);
+    unlink(pa);
+    unlink(pb);
+    return rv;
+}
+
 /* ------------------------------------------------------------- output */
+
+static void print_row(const char *kind, const char *what, double unit, size_t bytes,
+                      const timing_t *t)
+{
+    printf("%-5s %-22s %10.3f %10.3f %10.3f %10.3f\n", kind, what, unit * t->med, unit * t->best,
+           gbps(bytes, t->med), gbps(bytes, t->best));
+}
 
 static void print_big(const big_res_t *r)
 {
     size_t bytes = BIG_ELEMS * sizeof(float);
-    printf("%-5s %-22s %10.3f %10.3f %10.3f %10.3f\n", r->kind, "ours (push+pull)",
-           1e3 * r->ours.med, 1e3 * r->ours.best, gbps(bytes, r->ours.med),
-           gbps(bytes, r->ours.best));
-    printf("%-5s %-22s %10.3f %10.3f %10.3f %10.3f\n", r->kind, "raw libzmq ping-pong",
-           1e3 * r->ref.med, 1e3 * r->ref.best, gbps(bytes, r->ref.med),
-           gbps(bytes, r->ref.best));
+    print_row(r->kind, "ours (push+pull)", 1e3, bytes, &r->ours);
+    print_row(r->kind, "raw libzmq ping-pong", 1e3, bytes, &r->ref);
     printf("%-5s ratio ours/raw %.3f (median), %.3f (best); %d rounds; server update "
            "%.3f ms/round\n",
            r->kind, r->ref.med / r->ours.med, r->ref.best / r->ours.best, r->iters, r->apply_ms);
-}
-
-static void print_small(const small_res_t *s)
-{
-    printf("%-5s %-22s %10.3f %10.3f %10.3f %10.3f\n", "tcp", "many 1 KiB tensors", 1e6 * s->many.med,
-           1e6 * s->many.best, gbps(s->bytes, s->many.med), gbps(s->bytes, s->many.best));
-    printf("%-5s %-22s %10.3f %10.3f %10.3f %10.3f\n", "tcp", "one tensor", 1e6 * s->one.med,
-           1e6 * s->one.best, gbps(s->bytes, s->one.med), gbps(s->bytes, s->one.best));
 }
 
 static void json_line(FILE *f, const char *name, double v, const char *unit, const char *ref,
@@ -634,7 +679,8 @@ static void json_line(FILE *f, const char *name, double v, const char *unit, con
             name, v, unit, ref, rv, v / rv);
 }
 
-static int write_json(const char *path, const big_res_t *big, const small_res_t *s)
+static int write_json(const char *path, const big_res_t *big, const small_res_t *s,
+                      const pair_res_t *st, const cfg_t *cfg)
 {
     FILE *f = fopen(path, "a");
     char name[64], ref[96];
@@ -654,8 +700,12 @@ static int write_json(const char *path, const big_res_t *big, const small_res_t 
     json_line(f, "pushpull_16MiB", gbps(bytes, fast->ours.med), "GB/s", ref,
               gbps(bytes, fast->ref.med));
     snprintf(ref, sizeof ref, "ours, one [%d,%d] tensor (tcp)", s->ntensors, SMALL_TENSOR);
-    json_line(f, "pushpull_small_tensors", gbps(s->bytes, s->many.med), "GB/s", ref,
-              gbps(s->bytes, s->one.med));
+    json_line(f, "pushpull_small_tensors", gbps(s->bytes, s->r.a.med), "GB/s", ref,
+              gbps(s->bytes, s->r.b.med));
+    snprintf(name, sizeof name, "pushpull_streams");
+    snprintf(ref, sizeof ref, "ours, 1 stream and 1 I/O thread (ipc; here %d and %d)",
+             cfg->streams, cfg->io_threads);
+    json_line(f, name, gbps(bytes, st->a.med), "GB/s", ref, gbps(bytes, st->b.med));
     return fclose(f) == 0 ? 0 : 1;
 }
 
@@ -687,6 +737,18 @@ static int parse_args(int argc, char **argv, cfg_t *c)
             }
             c->chunk_elems = (size_t)x;
             i++;
+        } else if (strcmp(a, "--streams") == 0) {
+            if (parse_num(a, v, 1, 16, &x) != 0) {
+                return -1;
+            }
+            c->streams = (int)x;
+            i++;
+        } else if (strcmp(a, "--io-threads") == 0) {
+            if (parse_num(a, v, 1, 16, &x) != 0) {
+                return -1;
+            }
+            c->io_threads = (int)x;
+            i++;
         } else if (strcmp(a, "--iters") == 0) {
             if (parse_num(a, v, 1, 100000, &x) != 0) {
                 return -1;
@@ -700,8 +762,8 @@ static int parse_args(int argc, char **argv, cfg_t *c)
             c->seconds = x;
             i++;
         } else if (a[0] == '-' || c->results) {
-            fprintf(stderr, "usage: bench_pushpull [--chunk-elems N] [--iters N] "
-                            "[--seconds S] [RESULTS.jsonl]\n");
+            fprintf(stderr, "usage: bench_pushpull [--chunk-elems N] [--streams N] "
+                            "[--io-threads N] [--iters N] [--seconds S] [RESULTS.jsonl]\n");
             return -1;
         } else {
             c->results = a;
@@ -712,16 +774,20 @@ static int parse_args(int argc, char **argv, cfg_t *c)
 
 int main(int argc, char **argv)
 {
-    cfg_t cfg = {.chunk_elems = 65536, .iters = 0, .seconds = 1.5, .results = NULL};
+    cfg_t cfg = {.chunk_elems = 65536, .streams = PS_DEFAULT_STREAMS,
+                 .io_threads = PS_DEFAULT_IO_THREADS, .iters = 0, .seconds = 1.5, .results = NULL};
     big_res_t big[2];
     small_res_t small;
+    pair_res_t streams;
     int rv = 0;
     if (parse_args(argc, argv, &cfg) != 0) {
         return 2;
     }
     ps_log_set_name("bench_pushpull", 0);
-    printf("push+pull round trip of a 16 MiB tensor, chunks of %zu elements (%zu KiB)\n",
-           cfg.chunk_elems, cfg.chunk_elems * sizeof(float) / 1024);
+    printf("push+pull round trip of a 16 MiB tensor, chunks of %zu elements (%zu KiB), "
+           "%d streams, %d I/O threads\n",
+           cfg.chunk_elems, cfg.chunk_elems * sizeof(float) / 1024, cfg.streams,
+           cfg.io_threads);
     printf("%-5s %-22s %10s %10s %10s %10s\n", "", "", "median ms", "best ms", "GB/s med",
            "GB/s best");
     const char *kinds[2] = {"tcp", "ipc"};
@@ -732,15 +798,24 @@ int main(int argc, char **argv)
     }
     if (rv == 0 && (rv = bench_small(&cfg, &small)) == 0) {
         printf("\n%d tensors of %d floats vs one [%d,%d] tensor, %d rounds\n", small.ntensors,
-               SMALL_TENSOR, small.ntensors, SMALL_TENSOR, small.iters);
+               SMALL_TENSOR, small.ntensors, SMALL_TENSOR, small.r.iters);
         printf("%-5s %-22s %10s %10s %10s %10s\n", "", "", "median us", "best us", "GB/s med",
                "GB/s best");
-        print_small(&small);
-        printf("ratio time(one)/time(many) %.3f (median)\n", small.one.med / small.many.med);
+        print_row("tcp", "many 1 KiB tensors", 1e6, small.bytes, &small.r.a);
+        print_row("tcp", "one tensor", 1e6, small.bytes, &small.r.b);
+        printf("ratio time(one)/time(many) %.3f (median)\n", small.r.b.med / small.r.a.med);
+    }
+    if (rv == 0 && (rv = bench_streams(&cfg, &streams)) == 0) {
+        size_t bytes = BIG_ELEMS * sizeof(float);
+        printf("\n16 MiB over ipc: %d streams and %d I/O threads vs one of each, %d rounds\n",
+               cfg.streams, cfg.io_threads, streams.iters);
+        print_row("ipc", "configured", 1e3, bytes, &streams.a);
+        print_row("ipc", "1 stream, 1 thread", 1e3, bytes, &streams.b);
+        printf("ratio %.3f (median)\n", streams.b.med / streams.a.med);
     }
     if (rv != 0) {
         fprintf(stderr, "bench_pushpull: %s: %s\n", ps_strerror(rv), ps_error_msg());
         return 1;
     }
-    return cfg.results ? write_json(cfg.results, big, &small) : 0;
+    return cfg.results ? write_json(cfg.results, big, &small, &streams, &cfg) : 0;
 }

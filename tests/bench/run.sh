@@ -5,7 +5,9 @@
 # reference taken in the same run, with ratio oriented so higher is better:
 #   bench_update    the server's update kernel vs a fused streaming loop
 #   bench_pushpull  a 16 MiB push+pull vs raw libzmq ping-pong, tcp and ipc,
-#                   and many small tensors vs one tensor of the same size
+#                   many small tensors vs one tensor of the same size, and
+#                   the default streams and I/O threads vs one connection
+#                   served by one I/O thread (pushpull_streams)
 #   fmnist          training throughput (--insecure) of the MLP 784-256-128-10 on
 #                   Fashion-MNIST (1 server, 2 workers x batch 64, 2 epochs)
 #                   vs PyTorch in one process on one thread (batch 128)

@@ -21,7 +21,7 @@ import struct
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
 # ---- wire -----------------------------------------------------------------
-MAGIC, VERSION = 0x514D5350, 3
+MAGIC, VERSION = 0x514D5350, 4
 REGISTER, INIT, ACK, ERROR, PUSH, PULL, PULL_REPLY, SHUTDOWN, STATS, STATS_REPLY = range(1, 11)
 
 

@@ -192,7 +192,7 @@ static void probe_nan(ps_t *ps)
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "main";
-    ps_options_t opt = {.name = "probe", .timeout_s = 60};
+    ps_options_t opt = {.name = "probe", .timeout_s = 60, .streams = 3, .io_threads = 2};
     ps_t *ps = NULL;
     check(ps_finalize(&ps) == 0 && ps_finalize(NULL) == 0, "ps_finalize on nothing");
     check(ps_wait(NULL) == PS_EINVAL && ps_declare(NULL, "x", 1, (int64_t[]){1}, NULL) ==

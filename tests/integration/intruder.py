@@ -41,7 +41,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 MAGIC = 0x514D5350
-VERSION = 3
+VERSION = 4
 (REGISTER, INIT, ACK, ERROR, PUSH, PULL, PULL_REPLY, SHUTDOWN, STATS,
  STATS_REPLY) = range(1, 11)
 # docs/protocol.md: magic, version, type, flags, sender, request, step,
@@ -67,9 +67,9 @@ def floats(n, value=1e30):
     return struct.pack("<%df" % n, *([value] * n))
 
 
-def wid(rank):
-    """The workers' routing id: 'w' + little-endian u32 rank."""
-    return b"w" + struct.pack("<I", rank & 0xFFFFFFFF)
+def wid(rank, stream=0):
+    """The workers' routing id: 'w' + little-endian u32 rank + u8 stream."""
+    return b"w" + struct.pack("<IB", rank & 0xFFFFFFFF, stream)
 
 
 def layout(tensors):

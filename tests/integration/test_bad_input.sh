@@ -47,6 +47,8 @@ expect_fail "bad worker flag value" "batch-size" 1 "" 2 "$G --batch-size 0"
 expect_fail "non-numeric flag value" "--lr: bad value" 1 "--lr abc" 1 "$G"
 expect_fail "unknown flag" "unknown flag '--bogus'" 1 "" 1 "$G --bogus 3"
 expect_fail "unknown model" "model" 1 "" 1 "$G --model resnet"
+expect_fail "--streams 0" "--streams 0: want 1 to 16" 1 "" 2 "$G --streams 0"
+expect_fail "--streams beyond 16" "--streams 17: want 1 to 16" 1 "" 1 "$G --streams 17"
 
 # Workers that disagree on the model: MPMD with two worker contexts.
 timeout -k 5 60 mpirun --oversubscribe -np 1 "$SERVER" --quiet : \

@@ -5,6 +5,7 @@
 #   uneven shards           ==  one worker (no hang, no bias)
 #   S=2 (and S=3)           ==  S=1, bit for bit
 #   two identical runs      ==  bit for bit
+#   --streams 3 and 16      ==  --streams 1, bit for bit
 # "==" up to float summation order where the batch is split differently.
 . "$(dirname "$0")/lib.sh"
 
@@ -46,3 +47,32 @@ run rep1 2 3 "--nesterov --weight-decay 0.001" "$SHUF" &&
     run rep2 2 3 "--nesterov --weight-decay 0.001" "$SHUF" &&
     check "two identical shuffled runs give identical --save files" \
         same_bits "$TMP/rep1.st" "$TMP/rep2.st" || not_ok "repeat jobs ran"
+
+# Streams: a server's chunks take turns over the worker's connections
+# (5 chunks of 1 KiB elements: server 0 of 2 holds chunks 0, 2, 4 and gets
+# them on streams 0, 1, 2; server 1 holds 1, 3 on streams 0, 1).  Sync sums
+# in rank order whatever the arrival order, so the connections must not
+# change a bit.  No --quiet: the servers' summaries count the connections
+# that carried messages, which shows the streams were really used.
+WIDE="--data csv:$TMP/train.csv --model mlp --hidden 200 --epochs 2 --batch-size 32 --seed 5"
+streams_run() { # name S "worker flags"
+    # shellcheck disable=SC2086
+    timeout -k 5 120 mpirun --oversubscribe -np "$2" "$SERVER" $SRV --io-threads 1 \
+        --save "$TMP/$1.st" : -np 2 "$WORKER" --progress none $WIDE $3 >"$TMP/$1.log" 2>&1 ||
+        { echo "# job $1 failed:"; tail -5 "$TMP/$1.log" | sed 's/^/#   /'; return 1; }
+}
+used() { grep -q "ps-server\[$2\]: connections used: $3 from 2 workers" "$TMP/$1.log"; }
+if streams_run one 1 "--streams 1 --io-threads 1" && streams_run three 1 "--streams 3 --io-threads 2" &&
+    streams_run three_s2 2 "--streams 3 --io-threads 3" && streams_run many 2 "--streams 16"; then
+    check "--streams 1: one connection per worker" used one 0 2
+    check "--streams 3 on 1 server (5 chunks): 3 connections per worker" used three 0 6
+    check "--streams 3 on 2 servers: 3 and 2 connections per worker" \
+        eval 'used three_s2 0 6 && used three_s2 1 4'
+    check "--streams 3 == --streams 1, bit for bit" same_bits "$TMP/one.st" "$TMP/three.st"
+    check "--streams 3 on 2 servers == one stream on 1 server, bit for bit" \
+        same_bits "$TMP/one.st" "$TMP/three_s2.st"
+    check "--streams 16 (more streams than chunks) == one stream, bit for bit" \
+        same_bits "$TMP/one.st" "$TMP/many.st"
+else
+    not_ok "streams jobs ran"
+fi

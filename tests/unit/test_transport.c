@@ -46,7 +46,7 @@ static int setup(void **state)
         return -1;
     }
     char *eps[1] = {f->ep};
-    if (ps_tp_client_new(&f->cli, RANK, 1, eps, 1, NULL, NULL) != 0) {
+    if (ps_tp_client_new(&f->cli, RANK, 1, eps, 1, 1, NULL, NULL) != 0) {
         fprintf(stderr, "client: %s\n", ps_error_msg());
         ps_tp_destroy(&f->srv);
         free(f);
@@ -126,7 +126,7 @@ static void test_push_zero_copy_and_reply(void **state)
     static atomic_int freed;
     atomic_store(&freed, 0);
     ps_hdr_t h = push_hdr(RANK, N);
-    assert_int_equal(ps_tp_send(f->cli, 0, &h, data, N * sizeof(float), on_free, &freed), 0);
+    assert_int_equal(ps_tp_send(f->cli, 0, 0, &h, data, N * sizeof(float), on_free, &freed), 0);
 
     ps_tp_msg_t m;
     assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
@@ -155,7 +155,7 @@ static void test_push_zero_copy_and_reply(void **state)
     r.count = 4;
     r.payload = sizeof reply;
     r.step = 6;
-    assert_int_equal(ps_tp_send(f->srv, RANK, &r, reply, sizeof reply, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(f->srv, RANK, 0, &r, reply, sizeof reply, NULL, NULL), 0);
     reply[0] = 99.0f;
     assert_int_equal(ps_tp_recv(f->cli, &m, WAIT_MS), 0);
     assert_int_equal(m.peer, 0); /* server index */
@@ -167,7 +167,7 @@ static void test_push_zero_copy_and_reply(void **state)
 
     /* An empty payload. */
     ps_hdr_t ack = ps_wire_hdr(PS_MSG_ACK, 0);
-    assert_int_equal(ps_tp_send(f->srv, RANK, &ack, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(f->srv, RANK, 0, &ack, NULL, 0, NULL, NULL), 0);
     assert_int_equal(ps_tp_recv(f->cli, &m, WAIT_MS), 0);
     assert_int_equal(m.hdr.type, PS_MSG_ACK);
     assert_int_equal(m.len, 0);
@@ -197,8 +197,8 @@ static void test_msg_move(void **state)
     }
     ps_hdr_t hs = push_hdr(RANK, 2), hb = push_hdr(RANK, BIG);
     hb.chunk = 8;
-    assert_int_equal(ps_tp_send(f->cli, 0, &hs, small, sizeof small, NULL, NULL), 0);
-    assert_int_equal(ps_tp_send(f->cli, 0, &hb, big, BIG * sizeof(float), NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(f->cli, 0, 0, &hs, small, sizeof small, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(f->cli, 0, 0, &hb, big, BIG * sizeof(float), NULL, NULL), 0);
     ps_tp_msg_t *src = malloc(sizeof *src), dst[2];
     assert_non_null(src);
     for (int k = 0; k < 2; k++) {
@@ -282,7 +282,7 @@ static void test_garbage_from_raw_dealer(void **state)
     fix_t *f = *state;
     void *ctx = zmq_ctx_new();
     assert_non_null(ctx);
-    const uint8_t id[5] = {'w', 7, 0, 0, 0};
+    const uint8_t id[6] = {'w', 7, 0, 0, 0, 0};
     void *s = raw_dealer(ctx, f->ep, id, sizeof id);
 
     uint8_t hdr[PS_WIRE_HDR_SIZE], bad[PS_WIRE_HDR_SIZE];
@@ -341,14 +341,16 @@ static void test_bad_routing_ids(void **state)
     fix_t *f = *state;
     void *ctx = zmq_ctx_new();
     assert_non_null(ctx);
-    const uint8_t ids[][6] = {
-        {'a', 'b', 'c'},                /* too short */
-        {'x', 1, 0, 0, 0},              /* wrong tag */
-        {'w', 1, 0, 0},                 /* 'w' + 3 bytes */
-        {'w', 1, 0, 0, 0, 0},           /* 'w' + 5 bytes */
-        {'w', 0xff, 0xff, 0xff, 0xff},  /* rank over INT_MAX */
+    const uint8_t ids[][7] = {
+        {'a', 'b', 'c'},                   /* too short */
+        {'x', 1, 0, 0, 0, 0},              /* wrong tag */
+        {'w', 1, 0, 0},                    /* 'w' + 3 bytes */
+        {'w', 1, 0, 0, 0},                 /* 'w' + rank, no stream (version 3) */
+        {'w', 1, 0, 0, 0, 0, 0},           /* 'w' + 6 bytes */
+        {'w', 0xff, 0xff, 0xff, 0xff, 0},  /* rank over INT_MAX */
+        {'w', 1, 0, 0, 0, PS_TP_MAX_STREAMS}, /* stream out of range */
     };
-    const size_t lens[] = {3, 5, 4, 6, 5};
+    const size_t lens[] = {3, 6, 4, 5, 7, 6, 6};
     uint8_t hdr[PS_WIRE_HDR_SIZE];
     float pay[2] = {1.0f, 2.0f};
     ps_hdr_t h = push_hdr(1, 2);
@@ -359,9 +361,19 @@ static void test_bad_routing_ids(void **state)
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
         void *s = raw_dealer(ctx, f->ep, ids[i], lens[i]);
         raw_send(s, frames, flen, 2);
-        expect_dropped(f, -1, ++dropped, NULL);
+        expect_dropped(f, -1, ++dropped, "routing id");
         zmq_close(s);
     }
+    /* A peer of the previous protocol (5-byte id, version 3 header) is
+     * told about the version, not about its routing id. */
+    uint8_t v3[PS_WIRE_HDR_SIZE];
+    memcpy(v3, hdr, sizeof v3);
+    v3[4] = 3;
+    const void *old[2] = {v3, pay};
+    void *o = raw_dealer(ctx, f->ep, ids[3], lens[3]);
+    raw_send(o, old, flen, 2);
+    expect_dropped(f, -1, ++dropped, "version 3");
+    zmq_close(o);
     /* No routing id at all: ROUTER makes one up, which names no rank. */
     void *s = raw_dealer(ctx, f->ep, NULL, 0);
     raw_send(s, frames, flen, 2);
@@ -371,7 +383,7 @@ static void test_bad_routing_ids(void **state)
 
     /* The real client still gets through. */
     ps_hdr_t ok = push_hdr(RANK, 2);
-    assert_int_equal(ps_tp_send(f->cli, 0, &ok, pay, sizeof pay, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(f->cli, 0, 0, &ok, pay, sizeof pay, NULL, NULL), 0);
     ps_tp_msg_t m;
     assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
     assert_int_equal(m.peer, RANK);
@@ -383,16 +395,16 @@ static void test_send_to_unknown_worker(void **state)
     fix_t *f = *state;
     ps_hdr_t ack = ps_wire_hdr(PS_MSG_ACK, 0);
     ps_error_clear();
-    assert_int_equal(ps_tp_send(f->srv, 99, &ack, NULL, 0, NULL, NULL), PS_EZMQ);
+    assert_int_equal(ps_tp_send(f->srv, 99, 0, &ack, NULL, 0, NULL, NULL), PS_EZMQ);
     assert_string_not_equal(ps_error_msg(), "no detail recorded");
     /* The socket is still usable afterwards. */
     float pay[1] = {4.0f};
     ps_hdr_t h = push_hdr(RANK, 1);
-    assert_int_equal(ps_tp_send(f->cli, 0, &h, pay, sizeof pay, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(f->cli, 0, 0, &h, pay, sizeof pay, NULL, NULL), 0);
     ps_tp_msg_t m;
     assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
     ps_tp_msg_release(&m);
-    assert_int_equal(ps_tp_send(f->srv, RANK, &ack, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(f->srv, RANK, 0, &ack, NULL, 0, NULL, NULL), 0);
     assert_int_equal(ps_tp_recv(f->cli, &m, WAIT_MS), 0);
     assert_int_equal(m.hdr.type, PS_MSG_ACK);
     ps_tp_msg_release(&m);
@@ -408,11 +420,11 @@ static void test_two_servers(void **state)
     assert_int_equal(ps_tp_server_new(&b, "tcp://127.0.0.1", 1, NULL, eb, sizeof eb), 0);
     assert_string_not_equal(ea, eb);
     char *eps[2] = {ea, eb};
-    assert_int_equal(ps_tp_client_new(&cli, 5, 2, eps, 1, NULL, NULL), 0);
+    assert_int_equal(ps_tp_client_new(&cli, 5, 2, eps, 1, 1, NULL, NULL), 0);
     float pa[1] = {1.0f}, pb[1] = {2.0f};
     ps_hdr_t h = push_hdr(5, 1);
-    assert_int_equal(ps_tp_send(cli, 1, &h, pb, sizeof pb, NULL, NULL), 0);
-    assert_int_equal(ps_tp_send(cli, 0, &h, pa, sizeof pa, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(cli, 1, 0, &h, pb, sizeof pb, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(cli, 0, 0, &h, pa, sizeof pa, NULL, NULL), 0);
     ps_tp_msg_t m;
     assert_int_equal(ps_tp_recv(b, &m, WAIT_MS), 0);
     assert_int_equal(m.peer, 5);
@@ -424,11 +436,11 @@ static void test_two_servers(void **state)
     assert_int_equal(ps_tp_recv(a, &m, 0), PS_EAGAIN);
     /* Replies come back tagged with the server's index. */
     ps_hdr_t ack = ps_wire_hdr(PS_MSG_ACK, 0);
-    assert_int_equal(ps_tp_send(b, 5, &ack, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(b, 5, 0, &ack, NULL, 0, NULL, NULL), 0);
     assert_int_equal(ps_tp_recv(cli, &m, WAIT_MS), 0);
     assert_int_equal(m.peer, 1);
     ps_tp_msg_release(&m);
-    assert_int_equal(ps_tp_send(a, 5, &ack, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(ps_tp_send(a, 5, 0, &ack, NULL, 0, NULL, NULL), 0);
     assert_int_equal(ps_tp_recv(cli, &m, WAIT_MS), 0);
     assert_int_equal(m.peer, 0);
     ps_tp_msg_release(&m);
@@ -436,6 +448,68 @@ static void test_two_servers(void **state)
     ps_tp_destroy(&a);
     ps_tp_destroy(&b);
     assert_null(a);
+}
+
+/* Several connections to one server: each message arrives tagged with
+ * the stream it was sent on, in order within a stream, and the reply
+ * comes back on the stream it is addressed to. */
+static void test_streams(void **state)
+{
+    (void)state;
+    enum { K = 3, PER = 4 };
+    ps_tp_t *srv = NULL, *cli = NULL;
+    char ep[256];
+    assert_int_equal(ps_tp_server_new(&srv, "tcp://127.0.0.1", 2, NULL, ep, sizeof ep), 0);
+    char *eps[1] = {ep};
+    assert_int_equal(ps_tp_client_new(&cli, RANK, 1, eps, K, 2, NULL, NULL), 0);
+    float pay[1];
+    for (int i = 0; i < PER; i++) {
+        for (int j = 0; j < K; j++) {
+            ps_hdr_t h = push_hdr(RANK, 1);
+            h.step = (uint64_t)i;
+            pay[0] = (float)(10 * j + i);
+            assert_int_equal(ps_tp_send(cli, 0, j, &h, pay, sizeof pay, NULL, NULL), 0);
+        }
+    }
+    int next[K] = {0};
+    ps_tp_msg_t m;
+    for (int n = 0; n < K * PER; n++) {
+        assert_int_equal(ps_tp_recv(srv, &m, WAIT_MS), 0);
+        assert_int_equal(m.peer, RANK);
+        assert_in_range(m.stream, 0, K - 1);
+        float got;
+        memcpy(&got, m.payload, sizeof got);
+        assert_true(got == (float)(10 * m.stream + next[m.stream]));
+        assert_int_equal(m.hdr.step, (uint64_t)next[m.stream]);
+        next[m.stream]++;
+        ps_tp_msg_release(&m);
+    }
+    for (int j = 0; j < K; j++) {
+        assert_int_equal(next[j], PER);
+    }
+    for (int j = K - 1; j >= 0; j--) {
+        ps_hdr_t ack = ps_wire_hdr(PS_MSG_ACK, 0);
+        ack.request = (uint32_t)j;
+        assert_int_equal(ps_tp_send(srv, RANK, j, &ack, NULL, 0, NULL, NULL), 0);
+        assert_int_equal(ps_tp_recv(cli, &m, WAIT_MS), 0);
+        assert_int_equal(m.peer, 0);
+        assert_int_equal(m.stream, j);
+        assert_int_equal(m.hdr.request, (uint32_t)j);
+        ps_tp_msg_release(&m);
+    }
+    /* Streams and servers that do not exist are refused, not guessed. */
+    ps_hdr_t h = push_hdr(RANK, 1);
+    assert_int_equal(ps_tp_send(cli, 0, K, &h, pay, sizeof pay, NULL, NULL), PS_EINVAL);
+    assert_int_equal(ps_tp_send(cli, 0, -1, &h, pay, sizeof pay, NULL, NULL), PS_EINVAL);
+    assert_int_equal(ps_tp_send(cli, 1, 0, &h, pay, sizeof pay, NULL, NULL), PS_EINVAL);
+    assert_int_equal(ps_tp_recv(srv, &m, 50), PS_EAGAIN);
+    ps_tp_destroy(&cli);
+    ps_tp_t *bad = NULL;
+    assert_int_equal(ps_tp_client_new(&bad, RANK, 1, eps, 0, 1, NULL, NULL), PS_EINVAL);
+    assert_int_equal(ps_tp_client_new(&bad, RANK, 1, eps, PS_TP_MAX_STREAMS + 1, 1, NULL, NULL),
+                     PS_EINVAL);
+    assert_null(bad);
+    ps_tp_destroy(&srv);
 }
 
 static void test_bind_refused(void **state)
@@ -459,6 +533,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_routing_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_to_unknown_worker, setup, teardown),
         cmocka_unit_test(test_two_servers),
+        cmocka_unit_test(test_streams),
         cmocka_unit_test(test_bind_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
