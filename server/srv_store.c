@@ -2,7 +2,6 @@
 
 #include "ps_err.h"
 
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,7 +41,7 @@ static int chunk_alloc(srv_chunk_t *c, const ps_chunk_t *m, int nworkers, int mo
     c->id = m->id;
     c->offset = m->offset;
     c->count = m->count;
-    atomic_init(&c->refs, 0);
+    ps_count_init(&c->refs);
     c->w = alloc_floats(m->count);
     c->buf = momentum ? alloc_floats(m->count) : NULL;
     c->pull_want = calloc((size_t)nworkers, sizeof *c->pull_want);
@@ -189,12 +188,12 @@ int srv_store_all_initialized(const srv_store_t *s)
 
 void srv_store_ref(srv_chunk_t *c)
 {
-    atomic_fetch_add_explicit(&c->refs, 1, memory_order_acq_rel);
+    ps_count_add(&c->refs, 1);
 }
 
 void srv_store_unref(srv_chunk_t *c)
 {
-    atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel);
+    ps_count_release(&c->refs);
 }
 
 static void note_staleness(srv_store_t *s, uint64_t applied_to, uint64_t base)
@@ -217,9 +216,7 @@ static void update(srv_store_t *s, srv_chunk_t *c, const float *const *parts,
     }
     s->last_lr = opt.lr;
     /* Zero-copy pull replies may still be reading w: wait them out. */
-    while (atomic_load_explicit(&c->refs, memory_order_acquire) > 0) {
-        sched_yield();
-    }
+    ps_count_wait_zero(&c->refs);
     srv_optim_apply(&opt, c->w, c->buf, parts, coef, nparts, c->count, !c->had_update);
     c->had_update = 1;
 }

@@ -32,11 +32,11 @@
 #define SRV_STORE_H
 
 #include "ps_chunk.h"
+#include "ps_count.h"
 #include "ps_jobinfo.h"
 #include "ps_layout.h"
 #include "srv_optim.h"
 
-#include <stdatomic.h>
 #include <stdint.h>
 
 typedef void (*srv_release_fn)(void *owner);
@@ -59,7 +59,7 @@ typedef struct {
     uint64_t skipped;    /* steps dropped on this chunk */
     uint64_t *pull_want; /* [nworkers] wanted version + 1; 0 = no pull waiting */
     uint8_t *pull_stream; /* [nworkers] the stream that pull came on */
-    atomic_int refs;
+    ps_count_t refs;     /* zero-copy pull replies still reading w */
 } srv_chunk_t;
 
 typedef struct {

@@ -1,11 +1,10 @@
 #include "wkr_client.h"
 
+#include "ps_count.h"
 #include "ps_err.h"
 #include "ps_half.h"
 #include "ps_transport.h"
 
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +21,7 @@ struct wkr_client {
     uint64_t *have; /* per chunk: version of the weights in params */
     uint16_t *stage; /* --compress: the 16-bit gradients in flight */
     size_t nreceived;
-    atomic_int inflight; /* zero-copy pushes not yet released by zmq */
+    ps_count_t inflight; /* zero-copy pushes not yet released by zmq */
     wkr_client_stats_t st;
 };
 
@@ -43,7 +42,7 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
     c->cfg = *cfg;
     c->layout = *cfg->layout;
     c->cfg.layout = &c->layout;
-    atomic_init(&c->inflight, 0);
+    ps_count_init(&c->inflight);
     if ((rv = ps_chunkmap_init(&c->map, c->layout.total, cfg->chunk_elems, cfg->nservers)) !=
         0) {
         goto fail;
@@ -228,7 +227,7 @@ static void push_released(void *data, void *hint)
 {
     (void)data;
     wkr_client_t *c = hint;
-    atomic_fetch_sub_explicit(&c->inflight, 1, memory_order_acq_rel);
+    ps_count_release(&c->inflight);
 }
 
 int wkr_client_push_from(wkr_client_t *c, const float *grads, size_t first, uint32_t samples)
@@ -242,7 +241,7 @@ int wkr_client_push_from(wkr_client_t *c, const float *grads, size_t first, uint
         if (c->pushed[i]) {
             continue;
         }
-        atomic_fetch_add_explicit(&c->inflight, 1, memory_order_acq_rel);
+        ps_count_add(&c->inflight, 1);
         int rv = send_chunk(c, PS_MSG_PUSH, k, c->step, grads, samples, push_released);
         if (rv != 0) {
             return rv;
@@ -309,9 +308,7 @@ int wkr_client_pull(wkr_client_t *c, uint64_t step, float *params)
 
 int wkr_client_wait_sends(wkr_client_t *c)
 {
-    while (atomic_load_explicit(&c->inflight, memory_order_acquire) > 0) {
-        sched_yield();
-    }
+    ps_count_wait_zero(&c->inflight);
     return 0;
 }
 

@@ -36,13 +36,12 @@
  */
 #include "ps_err.h"
 #include "ps.h"
+#include "ps_count.h"
 #include "ps_layout.h"
 #include "srv_loop.h"
 #include "wkr_client.h"
 
 #include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,13 +74,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void spin_until_zero(atomic_int *n)
-{
-    while (atomic_load_explicit(n, memory_order_acquire) > 0) {
-        sched_yield();
-    }
 }
 
 /* ---------------------------------------------------------------- ours */
@@ -250,7 +242,7 @@ typedef struct {
     void *sctx, *cctx, *router, *dealer;
     void *sbuf, *cbuf; /* the server's reply payload, the client's request */
     size_t bytes;
-    atomic_int inflight; /* client payloads zmq still reads */
+    ps_count_t inflight; /* client payloads zmq still reads */
     pthread_t thread;
     int started, srv_rv;
     char ep[512];
@@ -272,7 +264,7 @@ static void ref_nofree(void *data, void *hint)
 static void ref_released(void *data, void *hint)
 {
     (void)data;
-    atomic_fetch_sub_explicit(&((ref_t *)hint)->inflight, 1, memory_order_acq_rel);
+    ps_count_release(&((ref_t *)hint)->inflight);
 }
 
 static int ref_reply(ref_t *r, zmq_msg_t *id)
@@ -369,7 +361,7 @@ static int ref_start(ref_t *r, const char *bind_ep, size_t bytes)
 {
     int rv;
     memset(r, 0, sizeof *r);
-    atomic_init(&r->inflight, 0);
+    ps_count_init(&r->inflight);
     r->bytes = bytes;
     r->sbuf = malloc(bytes);
     r->cbuf = malloc(bytes);
@@ -392,9 +384,9 @@ static int ref_start(ref_t *r, const char *bind_ep, size_t bytes)
 static int ref_send(ref_t *r, void *data, size_t len)
 {
     zmq_msg_t m;
-    atomic_fetch_add_explicit(&r->inflight, 1, memory_order_acq_rel);
+    ps_count_add(&r->inflight, 1);
     if (zmq_msg_init_data(&m, data, len, ref_released, r) != 0) {
-        atomic_fetch_sub_explicit(&r->inflight, 1, memory_order_acq_rel);
+        ps_count_release(&r->inflight);
         return zfail("zmq_msg_init_data");
     }
     if (zmq_msg_send(&m, r->dealer, 0) < 0) {
@@ -419,7 +411,7 @@ static int ref_round(void *arg, double *dt)
         rv = PS_EPROTO;
     }
     zmq_msg_close(&rep);
-    spin_until_zero(&r->inflight); /* as wkr_client_wait_sends */
+    ps_count_wait_zero(&r->inflight); /* as wkr_client_wait_sends */
     *dt = now_s() - t0;
     return rv;
 }

@@ -616,10 +616,10 @@ static void test_refs(void **state)
     srv_chunk_t *c = srv_store_chunk(&s, 0);
     srv_store_ref(c);
     srv_store_ref(c);
-    assert_int_equal(atomic_load(&c->refs), 2);
+    assert_int_equal(ps_count_get(&c->refs), 2);
     srv_store_unref(c);
     srv_store_unref(c);
-    assert_int_equal(atomic_load(&c->refs), 0);
+    assert_int_equal(ps_count_get(&c->refs), 0);
     /* With no reader left an update goes straight through. */
     float g[MAXN];
     int own = 0;
