@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define EP_LEN 256
+#define EP_LEN PS_BOOT_EP_LEN
 #define KEY_LEN 41
 
 typedef struct {

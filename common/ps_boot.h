@@ -35,7 +35,10 @@ int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server);
  * failed, else PS_ESTATE.  The lowest failing rank logs its ps_error_msg()
  * (so callers do not), giving one error line for the whole job. */
 int ps_boot_agree(ps_boot_t *b, int rc);
-/* World: servers pass their endpoint, workers NULL; everyone passes its
+#define PS_BOOT_EP_LEN 512 /* room for a server's endpoint (with its lanes) */
+
+/* World: servers pass their endpoint (shorter than PS_BOOT_EP_LEN),
+ * workers NULL; everyone passes its
  * CurveZMQ public key ("" or NULL without one).  On return every rank has
  * the endpoints, host names and public keys of all ranks, by role rank
  * (owned by b).  The launcher's channel is the root of trust for the keys. */

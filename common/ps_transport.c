@@ -93,15 +93,53 @@ int ps_tp_server_allow(ps_tp_t *tp, const char (*pubkeys)[PS_TP_KEY_LEN], int n)
     return tp->auth ? ps_tp_auth_allow(tp->auth, pubkeys, n) : 0;
 }
 
+/* Bind lane i of the ROUTER, served by I/O thread i, and append its
+ * endpoint to the advertised list. */
+static int bind_lane(void *s, const char *base, int i, char *endpoint, size_t cap)
+{
+    char bind_ep[600], last[600];
+    uint64_t affinity = (uint64_t)1 << i;
+    size_t len = sizeof last, used = strlen(endpoint);
+    if (strncmp(base, "tcp://", 6) == 0) {
+        snprintf(bind_ep, sizeof bind_ep, "%s:*", base);
+    } else if (i == 0) {
+        snprintf(bind_ep, sizeof bind_ep, "%s", base);
+    } else {
+        snprintf(bind_ep, sizeof bind_ep, "%s.%d", base, i);
+    }
+    if (zmq_setsockopt(s, ZMQ_AFFINITY, &affinity, sizeof affinity) != 0) {
+        return zfail("ZMQ_AFFINITY");
+    }
+    if (zmq_bind(s, bind_ep) != 0) {
+        ps_error_set("cannot bind the data port on %s: %s", bind_ep, zmq_strerror(zmq_errno()));
+        return PS_EZMQ;
+    }
+    if (zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, last, &len) != 0) {
+        return zfail("ZMQ_LAST_ENDPOINT");
+    }
+    if (used + (used > 0) + strlen(last) + 1 > cap) {
+        ps_error_set("the data port's endpoints do not fit in %zu bytes (%s...)", cap, endpoint);
+        return PS_EINVAL;
+    }
+    snprintf(endpoint + used, cap - used, "%s%s", used ? " " : "", last);
+    return 0;
+}
+
 int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
                      const ps_tp_keypair_t *keys, char *endpoint, size_t cap)
 {
     ps_tp_t *tp;
     int rv, one = 1;
-    char bind_ep[512];
+    int lanes = io_threads < PS_TP_MAX_LANES ? io_threads : PS_TP_MAX_LANES;
+    if (strchr(endpoint_base, ' ')) {
+        ps_error_set("the data port's address '%s' has a space (set TMPDIR to a path without "
+                     "one)", endpoint_base);
+        return PS_EINVAL;
+    }
     if ((rv = tp_alloc(&tp, 1, 1, io_threads)) != 0) {
         return rv;
     }
+    tp->streams = 1;
     tp->sock[0] = zmq_socket(tp->ctx, ZMQ_ROUTER);
     if (!tp->sock[0]) {
         rv = zfail("zmq_socket");
@@ -115,20 +153,11 @@ int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
     if (keys && (rv = server_security(tp, keys)) != 0) {
         goto fail;
     }
-    if (strncmp(endpoint_base, "tcp://", 6) == 0) {
-        snprintf(bind_ep, sizeof bind_ep, "%s:*", endpoint_base);
-    } else {
-        snprintf(bind_ep, sizeof bind_ep, "%s", endpoint_base);
-    }
-    if (zmq_bind(tp->sock[0], bind_ep) != 0) {
-        ps_error_set("cannot bind the data port on %s: %s", bind_ep, zmq_strerror(zmq_errno()));
-        rv = PS_EZMQ;
-        goto fail;
-    }
-    size_t len = cap;
-    if (zmq_getsockopt(tp->sock[0], ZMQ_LAST_ENDPOINT, endpoint, &len) != 0) {
-        rv = zfail("ZMQ_LAST_ENDPOINT");
-        goto fail;
+    endpoint[0] = '\0';
+    for (int i = 0; i < lanes; i++) {
+        if ((rv = bind_lane(tp->sock[0], endpoint_base, i, endpoint, cap)) != 0) {
+            goto fail;
+        }
     }
     tp->items[0].socket = tp->sock[0];
     tp->items[0].events = ZMQ_POLLIN;
@@ -161,11 +190,35 @@ static void routing_id(uint8_t id[ID_LEN], int rank, int stream)
     id[5] = (uint8_t)stream;
 }
 
-/* One DEALER: socket i = s * streams + j talks to server s as stream j. */
-static int client_socket(ps_tp_t *tp, int i, int rank, const char *endpoint,
+/* Lane k of a server's advertised endpoint (lanes separated by spaces;
+ * k wraps around their number) into out. */
+static int pick_lane(const char *advertised, unsigned k, char *out, size_t cap)
+{
+    unsigned lanes = 1;
+    for (const char *p = advertised; *p; p++) {
+        lanes += *p == ' ';
+    }
+    const char *p = advertised;
+    for (unsigned skip = k % lanes; skip > 0; skip--) {
+        p = strchr(p, ' ') + 1;
+    }
+    size_t n = strcspn(p, " ");
+    if (n == 0 || n >= cap) {
+        ps_error_set("bad server endpoint '%.200s'", advertised);
+        return PS_EINVAL;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
+/* One DEALER: socket i = s * streams + j talks to server s as stream j,
+ * through lane rank + j of its endpoint. */
+static int client_socket(ps_tp_t *tp, int i, int rank, const char *advertised,
                          const ps_tp_keypair_t *keys, const char *server_pub, int io_threads)
 {
     uint8_t id[ID_LEN];
+    char endpoint[600];
     uint64_t affinity = (uint64_t)1 << (i % io_threads);
     int rv;
     void *s = tp->sock[i] = zmq_socket(tp->ctx, ZMQ_DEALER);
@@ -182,6 +235,10 @@ static int client_socket(ps_tp_t *tp, int i, int rank, const char *endpoint,
         return zfail("zmq_setsockopt");
     }
     if ((rv = client_security(s, keys, server_pub)) != 0) {
+        return rv;
+    }
+    unsigned lane = (unsigned)rank + (unsigned)(i % tp->streams);
+    if ((rv = pick_lane(advertised, lane, endpoint, sizeof endpoint)) != 0) {
         return rv;
     }
     if (zmq_connect(s, endpoint) != 0) {

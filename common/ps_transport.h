@@ -4,6 +4,14 @@
  * A server owns one ROUTER socket bound to a port the OS chooses; a worker
  * owns `streams` DEALERs per server (one TCP or ipc connection each, spread
  * over the I/O threads, so one connection's copy loop is not the ceiling).
+ * A server binds one endpoint ("lane") per I/O thread, up to
+ * PS_TP_MAX_LANES, all on its one ROUTER; the connections that arrive
+ * through lane i are served by I/O thread i, and stream j of worker w
+ * connects through lane (w + j) % lanes, so the workers' busiest streams
+ * (stream 0 of each) are spread over the server's I/O threads by rank,
+ * not by the luck of the order they connect in.  The advertised endpoint
+ * is the lanes' endpoints separated by single spaces; any one of them
+ * reaches the same socket.
  * Every message is [header, payload] (see ps_wire.h); on the server the
  * ROUTER adds the peer's routing id, 'w' + the worker's rank (u32 LE) + the
  * stream (u8), so replies are addressed by rank and stream: a reply goes
@@ -53,6 +61,7 @@ typedef struct {
 } ps_tp_stats_t;
 
 #define PS_TP_MAX_STREAMS 16 /* connections per worker and server */
+#define PS_TP_MAX_LANES 4    /* endpoints a server binds, one per I/O thread */
 #define PS_TP_KEY_LEN 41 /* a Z85 CurveZMQ key, 40 characters + NUL */
 
 typedef struct {
@@ -63,9 +72,12 @@ typedef struct {
 /* A fresh CurveZMQ key pair; PS_EZMQ when libzmq was built without CURVE. */
 int ps_tp_keypair(ps_tp_keypair_t *kp);
 
-/* Bind a ROUTER on `endpoint_base` ("tcp://10.0.0.1" gets a port chosen by
- * the OS; "ipc:///tmp/x" is used as it is); the full endpoint to advertise
- * is written to `endpoint`.  io_threads >= 1.  `keys` NULL: no security;
+/* Bind a ROUTER on `endpoint_base` ("tcp://10.0.0.1" gets ports chosen by
+ * the OS; "ipc:///tmp/x" is used as it is, its other lanes as
+ * "ipc:///tmp/x.1" and so on), one lane per I/O thread up to
+ * PS_TP_MAX_LANES; the endpoint to advertise (the lanes, space-separated)
+ * is written to `endpoint`, PS_EINVAL when it does not fit in `cap` or the
+ * base has a space.  io_threads >= 1.  `keys` NULL: no security;
  * otherwise CurveZMQ with this key pair and, until ps_tp_server_allow, an
  * empty allow list (every client refused). */
 int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
@@ -73,8 +85,10 @@ int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
 /* Replace the allow list with n Z85 public keys. */
 int ps_tp_server_allow(ps_tp_t *tp, const char (*pubkeys)[PS_TP_KEY_LEN], int n);
 /* Connect `streams` (1..PS_TP_MAX_STREAMS) DEALERs to every server
- * endpoint, with routing ids naming `rank` and the stream; stream j of
- * server s is served by I/O thread (s * streams + j) % io_threads.
+ * endpoint (as ps_tp_server_new advertises it: lanes separated by spaces),
+ * with routing ids naming `rank` and the stream; stream j of server s goes
+ * through lane (rank + j) % lanes and is served by this side's I/O thread
+ * (s * streams + j) % io_threads.
  * keys NULL: plain text.  Otherwise CurveZMQ with this key pair, and
  * server_pub[s] is server s's public key ("" for a server without
  * security). */

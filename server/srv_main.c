@@ -366,7 +366,9 @@ static int write_endpoint_file(const srv_cfg_t *c, ps_boot_t *b)
     }
     const char(*keys)[41] = ps_boot_server_keys(b);
     for (int s = 0; s < b->nservers; s++) {
-        fprintf(f, "%d %s %s\n", s, ps_boot_server_endpoint(b, s), keys[s][0] ? keys[s] : "-");
+        /* The first lane: any one reaches the server's socket. */
+        const char *ep = ps_boot_server_endpoint(b, s);
+        fprintf(f, "%d %.*s %s\n", s, (int)strcspn(ep, " "), ep, keys[s][0] ? keys[s] : "-");
     }
     if (fclose(f) != 0 || rename(tmp, c->endpoint_file) != 0) {
         unlink(tmp);
@@ -414,7 +416,7 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
 {
     ps_tp_keypair_t keys = {{0}, {0}};
     ps_tp_t *tp = NULL;
-    char ep[512] = "", ipc_path[400] = "";
+    char ep[PS_BOOT_EP_LEN] = "", ipc_path[400] = "";
     const char **hosts = NULL;
     int rv = flags_rv ? flags_rv : check_flags(c);
     if (rv == 0 && !c->insecure) {

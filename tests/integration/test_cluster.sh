@@ -289,16 +289,18 @@ else
 fi
 
 # The data ports: ps-server's listening sockets on one address (MPI's own
-# listen on the wildcard address).  Every one must be host 1's subnet
-# address, and each worker host must have connected to each of them.
+# listen on the wildcard address), one per lane: 2 servers x 2 I/O threads
+# (the default).  Every one must be host 1's subnet address, and each
+# worker host must have connected to each of them (2 streams per worker
+# and server, stream j of worker w through lane (w + j) mod 2).
 listen=$(awk '$1 == "LISTEN" && /"ps-server"/ { print $4 }' "$TMP/ss.$H1" |
     grep -v '^0\.0\.0\.0:\|^\[::\]:\|^\*:' | sort -u)
 nlisten=$(echo "$listen" | grep -c .)
 shown=$(echo "$listen" | tr '\n' ' ' | sed 's/ $//')
-if [ "$nlisten" = 2 ] && ! echo "$listen" | grep -qv "^$SUBNET\.1:"; then
-    ok "both servers' data ports listen on host 1's subnet address: $shown"
+if [ "$nlisten" = 4 ] && ! echo "$listen" | grep -qv "^$SUBNET\.1:"; then
+    ok "both servers' data ports (2 lanes each) listen on host 1's subnet address: $shown"
 else
-    not_ok "both servers' data ports listen on host 1's subnet address (saw: $shown)"
+    not_ok "both servers' data ports (2 lanes each) listen on host 1's subnet address (saw: $shown)"
 fi
 reached=0
 [ "$nlisten" -gt 0 ] && reached=1
@@ -308,7 +310,7 @@ for h in $H2 $H3; do
             grep -q . || reached=0
     done
 done
-check "the workers on hosts 2 and 3 each connected to both data ports" [ $reached = 1 ]
+check "the workers on hosts 2 and 3 each connected to every lane of both servers" [ $reached = 1 ]
 
 # docs/operations.md sizes servers by "a step moves 2 x model bytes per
 # worker through the servers": check it against the servers' own counts.

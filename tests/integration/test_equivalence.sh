@@ -52,21 +52,23 @@ run rep1 2 3 "--nesterov --weight-decay 0.001" "$SHUF" &&
 # (5 chunks of 1 KiB elements: server 0 of 2 holds chunks 0, 2, 4 and gets
 # them on streams 0, 1, 2; server 1 holds 1, 3 on streams 0, 1).  Sync sums
 # in rank order whatever the arrival order, so the connections must not
-# change a bit.  No --quiet: the servers' summaries count the connections
+# change a bit.  Servers with 3 and 4 I/O threads bind as many lanes, which
+# the streams connect through by rank.  No --quiet: the servers' summaries
+# count the connections
 # that carried messages, which shows the streams were really used.
 WIDE="--data csv:$TMP/train.csv --model mlp --hidden 200 --epochs 2 --batch-size 32 --seed 5"
-streams_run() { # name S "worker flags"
+streams_run() { # name S "worker flags" [server I/O threads, i.e. lanes]
     # shellcheck disable=SC2086
-    timeout -k 5 120 mpirun --oversubscribe -np "$2" "$SERVER" $SRV --io-threads 1 \
+    timeout -k 5 120 mpirun --oversubscribe -np "$2" "$SERVER" $SRV --io-threads "${4:-1}" \
         --save "$TMP/$1.st" : -np 2 "$WORKER" --progress none $WIDE $3 >"$TMP/$1.log" 2>&1 ||
         { echo "# job $1 failed:"; tail -5 "$TMP/$1.log" | sed 's/^/#   /'; return 1; }
 }
 used() { grep -q "ps-server\[$2\]: connections used: $3 from 2 workers" "$TMP/$1.log"; }
 if streams_run one 1 "--streams 1 --io-threads 1" && streams_run three 1 "--streams 3 --io-threads 2" &&
-    streams_run three_s2 2 "--streams 3 --io-threads 3" && streams_run many 2 "--streams 16"; then
+    streams_run three_s2 2 "--streams 3 --io-threads 3" 3 && streams_run many 2 "--streams 16" 4; then
     check "--streams 1: one connection per worker" used one 0 2
     check "--streams 3 on 1 server (5 chunks): 3 connections per worker" used three 0 6
-    check "--streams 3 on 2 servers: 3 and 2 connections per worker" \
+    check "--streams 3 on 2 servers with 3 lanes each: 3 and 2 connections per worker" \
         eval 'used three_s2 0 6 && used three_s2 1 4'
     check "--streams 3 == --streams 1, bit for bit" same_bits "$TMP/one.st" "$TMP/three.st"
     check "--streams 3 on 2 servers == one stream on 1 server, bit for bit" \

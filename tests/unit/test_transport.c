@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define WAIT_MS 3000
@@ -512,6 +513,87 @@ static void test_streams(void **state)
     ps_tp_destroy(&srv);
 }
 
+/* One lane per I/O thread, at most PS_TP_MAX_LANES: distinct endpoints,
+ * space-separated, each reaching the same socket; clients of any rank
+ * and stream find their lane. */
+static void test_lanes(void **state)
+{
+    (void)state;
+    ps_tp_t *srv = NULL;
+    char ep[512], *save = NULL, lanes[PS_TP_MAX_LANES + 1][128];
+    int n = 0;
+    assert_int_equal(ps_tp_server_new(&srv, "tcp://127.0.0.1", 6, NULL, ep, sizeof ep), 0);
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s", ep);
+    for (char *t = strtok_r(copy, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+        assert_true(n < PS_TP_MAX_LANES);
+        assert_true(strncmp(t, "tcp://127.0.0.1:", 16) == 0);
+        for (int i = 0; i < n; i++) {
+            assert_string_not_equal(lanes[i], t);
+        }
+        snprintf(lanes[n++], sizeof lanes[0], "%s", t);
+    }
+    assert_int_equal(n, PS_TP_MAX_LANES); /* 6 I/O threads, capped */
+    /* A raw peer through every lane reaches the one socket. */
+    void *ctx = zmq_ctx_new();
+    uint8_t hdr[PS_WIRE_HDR_SIZE];
+    float pay[1] = {7.0f};
+    for (int i = 0; i < n; i++) {
+        const uint8_t id[6] = {'w', (uint8_t)i, 0, 0, 0, 0};
+        void *s = raw_dealer(ctx, lanes[i], id, sizeof id);
+        ps_hdr_t h = push_hdr((uint32_t)i, 1);
+        ps_wire_encode(&h, hdr);
+        const void *fr[2] = {hdr, pay};
+        const size_t len[2] = {sizeof hdr, sizeof pay};
+        raw_send(s, fr, len, 2);
+        ps_tp_msg_t m;
+        assert_int_equal(ps_tp_recv(srv, &m, WAIT_MS), 0);
+        assert_int_equal(m.peer, i);
+        ps_tp_msg_release(&m);
+        zmq_close(s);
+    }
+    zmq_ctx_term(ctx);
+    /* Workers of several ranks with 3 streams each: every stream gets
+     * through its lane and the reply comes back on it. */
+    char *eps[1] = {ep};
+    for (int rank = 0; rank < 3; rank++) {
+        ps_tp_t *cli = NULL;
+        assert_int_equal(ps_tp_client_new(&cli, rank, 1, eps, 3, 2, NULL, NULL), 0);
+        for (int j = 0; j < 3; j++) {
+            ps_hdr_t h = push_hdr((uint32_t)rank, 1);
+            ps_tp_msg_t m;
+            assert_int_equal(ps_tp_send(cli, 0, j, &h, pay, sizeof pay, NULL, NULL), 0);
+            assert_int_equal(ps_tp_recv(srv, &m, WAIT_MS), 0);
+            assert_int_equal(m.peer, rank);
+            assert_int_equal(m.stream, j);
+            ps_tp_msg_release(&m);
+            ps_hdr_t ack = ps_wire_hdr(PS_MSG_ACK, 0);
+            assert_int_equal(ps_tp_send(srv, rank, j, &ack, NULL, 0, NULL, NULL), 0);
+            assert_int_equal(ps_tp_recv(cli, &m, WAIT_MS), 0);
+            assert_int_equal(m.stream, j);
+            ps_tp_msg_release(&m);
+        }
+        ps_tp_destroy(&cli);
+    }
+    ps_tp_destroy(&srv);
+
+    /* ipc lanes are the path and the path with ".1", ".2", ... */
+    char base[128], want[300];
+    snprintf(base, sizeof base, "ipc:///tmp/ps-test-lanes-%d.ipc", (int)getpid());
+    assert_int_equal(ps_tp_server_new(&srv, base, 2, NULL, ep, sizeof ep), 0);
+    snprintf(want, sizeof want, "%s %s.1", base, base);
+    assert_string_equal(ep, want);
+    ps_tp_destroy(&srv);
+
+    /* Too little room for the lanes, or a space in the base: refused. */
+    ps_error_clear();
+    assert_int_equal(ps_tp_server_new(&srv, "tcp://127.0.0.1", 4, NULL, ep, 40), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "do not fit"));
+    assert_null(srv);
+    assert_int_equal(ps_tp_server_new(&srv, "ipc:///tmp/a b", 1, NULL, ep, sizeof ep), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "space"));
+}
+
 static void test_bind_refused(void **state)
 {
     (void)state;
@@ -534,6 +616,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_send_to_unknown_worker, setup, teardown),
         cmocka_unit_test(test_two_servers),
         cmocka_unit_test(test_streams),
+        cmocka_unit_test(test_lanes),
         cmocka_unit_test(test_bind_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
