@@ -720,38 +720,29 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
 
 static int parse_args(int argc, char **argv, cfg_t *c)
 {
-    double x;
+    double chunk = (double)c->chunk_elems, streams = c->streams, io = c->io_threads;
+    double iters = c->iters, seconds = c->seconds;
+    const struct {
+        const char *flag;
+        double lo, hi, *value;
+    } flags[] = {
+        {"--chunk-elems", 1024, (double)BIG_ELEMS, &chunk},
+        {"--streams", 1, 16, &streams},
+        {"--io-threads", 1, 16, &io},
+        {"--iters", 1, 100000, &iters},
+        {"--seconds", 0.01, 60, &seconds},
+    };
+    const int nflags = (int)(sizeof flags / sizeof flags[0]);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--chunk-elems") == 0) {
-            if (parse_num(a, v, 1024, (double)BIG_ELEMS, &x) != 0) {
+        int f = 0;
+        while (f < nflags && strcmp(a, flags[f].flag) != 0) {
+            f++;
+        }
+        if (f < nflags) {
+            if (parse_num(a, v, flags[f].lo, flags[f].hi, flags[f].value) != 0) {
                 return -1;
             }
-            c->chunk_elems = (size_t)x;
-            i++;
-        } else if (strcmp(a, "--streams") == 0) {
-            if (parse_num(a, v, 1, 16, &x) != 0) {
-                return -1;
-            }
-            c->streams = (int)x;
-            i++;
-        } else if (strcmp(a, "--io-threads") == 0) {
-            if (parse_num(a, v, 1, 16, &x) != 0) {
-                return -1;
-            }
-            c->io_threads = (int)x;
-            i++;
-        } else if (strcmp(a, "--iters") == 0) {
-            if (parse_num(a, v, 1, 100000, &x) != 0) {
-                return -1;
-            }
-            c->iters = (int)x;
-            i++;
-        } else if (strcmp(a, "--seconds") == 0) {
-            if (parse_num(a, v, 0.01, 60, &x) != 0) {
-                return -1;
-            }
-            c->seconds = x;
             i++;
         } else if (a[0] == '-' || c->results) {
             fprintf(stderr, "usage: bench_pushpull [--chunk-elems N] [--streams N] "
@@ -761,6 +752,11 @@ static int parse_args(int argc, char **argv, cfg_t *c)
             c->results = a;
         }
     }
+    c->chunk_elems = (size_t)chunk;
+    c->streams = (int)streams;
+    c->io_threads = (int)io;
+    c->iters = (int)iters;
+    c->seconds = seconds;
     return 0;
 }
 
