@@ -158,7 +158,8 @@ static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
     if (L->registered) {
         if (ps_layout_hash(&l) != ps_layout_hash(&L->store.layout)) {
             reject(L, SRV_REJ_LAYOUT, m->peer, "a second, different layout");
-            send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request, "layout already registered");
+            send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request,
+                        "layout already registered");
         }
         return;
     }

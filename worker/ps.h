@@ -107,7 +107,7 @@ typedef struct ps_push ps_push_t;
 typedef struct {
     const char *name; /* log line prefix; default: the program's name */
     int timeout_s;    /* fail when the servers do not answer (default 300) */
-    int io_threads;   /* libzmq I/O threads (default PS_DEFAULT_IO_THREADS) */
+    int io_threads;   /* libzmq I/O threads, 1..64 (default PS_DEFAULT_IO_THREADS) */
     int quiet;        /* log errors only */
     int compress;     /* pushes as 16-bit floats: PS_COMPRESS_* (default none) */
     int streams;      /* connections to each server, 1..16 (default PS_DEFAULT_STREAMS) */

@@ -142,8 +142,8 @@ _Static_assert(PS_MAX_STREAMS == PS_TP_MAX_STREAMS, "ps.h and ps_transport.h dis
 
 static int check_options(ps_options_t *o)
 {
-    if (o->timeout_s < 0 || o->io_threads < 0) {
-        ps_error_set("ps_init: timeout_s and io_threads must be >= 0 (0: default)");
+    if (o->timeout_s < 0 || o->io_threads < 0 || o->io_threads > 64) {
+        ps_error_set("ps_init: timeout_s must be >= 0 and io_threads 0 to 64 (0: default)");
         return PS_EINVAL;
     }
     if (o->streams < 0 || o->streams > PS_MAX_STREAMS) {

@@ -42,6 +42,7 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
     c->cfg = *cfg;
     c->layout = *cfg->layout;
     c->cfg.layout = &c->layout;
+    c->cfg.streams = cfg->streams ? cfg->streams : 1;
     ps_count_init(&c->inflight);
     if ((rv = ps_chunkmap_init(&c->map, c->layout.total, cfg->chunk_elems, cfg->nservers)) !=
         0) {
@@ -58,8 +59,8 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
         goto fail;
     }
     if ((rv = ps_tp_client_new(&c->tp, cfg->rank, cfg->nservers, cfg->endpoints,
-                               cfg->streams ? cfg->streams : 1, cfg->io_threads, cfg->keys,
-                               cfg->server_keys)) != 0) {
+                               c->cfg.streams, cfg->io_threads, cfg->keys, cfg->server_keys)) !=
+        0) {
         goto fail;
     }
     *out = c;
@@ -127,8 +128,7 @@ static int recv_reply(wkr_client_t *c, ps_tp_msg_t *m, const char *waiting_for)
  * i % S); consecutive ones take turns over the streams. */
 static int stream_of(const wkr_client_t *c, const ps_chunk_t *k)
 {
-    int streams = c->cfg.streams ? c->cfg.streams : 1;
-    return (int)((k->id / (uint32_t)c->cfg.nservers) % (uint32_t)streams);
+    return (int)((k->id / (uint32_t)c->cfg.nservers) % (uint32_t)c->cfg.streams);
 }
 
 static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, uint64_t step,

@@ -6,14 +6,16 @@
  * knows the layout and the chunk map.  A server's chunks take turns over
  * its streams (the k-th chunk of server s goes on stream k % streams), and
  * a chunk's push, pull and reply share a stream, so they keep their order;
- * REGISTER, INIT and the other control messages use stream 0.  Gradients are pushed chunk by chunk straight
- * from the caller's buffer (zero-copy): after a push the caller must not
- * write that buffer until wkr_client_wait_sends() returns.  A PULL for the
- * weights a step may start from is requested right behind each chunk's
- * push, so the reply can leave the server as soon as the consistency mode
- * allows: sync wants version step + 1, ssp step + 1 - staleness, async
- * whatever is current.  Each push carries the version of the weights it
- * was computed on, from which the server measures staleness.
+ * REGISTER, INIT and the other control messages use stream 0.
+ *
+ * Gradients are pushed chunk by chunk straight from the caller's buffer
+ * (zero-copy): after a push the caller must not write that buffer until
+ * wkr_client_wait_sends() returns.  A PULL for the weights a step may
+ * start from is requested right behind each chunk's push, so the reply can
+ * leave the server as soon as the consistency mode allows: sync wants
+ * version step + 1, ssp step + 1 - staleness, async whatever is current.
+ * Each push carries the version of the weights it was computed on, from
+ * which the server measures staleness.
  *
  * With `compress`, pushes travel as IEEE fp16 or bfloat16 (half the
  * bytes; the servers widen them back to float32 before the update).
@@ -45,7 +47,7 @@ typedef struct {
     const char *const *hosts;    /* [nservers], for messages; may be NULL */
     const ps_layout_t *layout;
     size_t chunk_elems;
-    int streams;                 /* connections per server, 1..PS_TP_MAX_STREAMS */
+    int streams;                 /* connections per server, 1..PS_TP_MAX_STREAMS (0: 1) */
     int io_threads;
     int timeout_ms;
     ps_mode_t mode;

@@ -129,6 +129,10 @@ static int check_flags(const wkr_cfg_t *c)
         ps_error_set("--streams %d: want 1 to %d", c->streams, PS_MAX_STREAMS);
         return PS_EINVAL;
     }
+    if (c->io_threads > 64) {
+        ps_error_set("--io-threads %d: want 1 to 64", c->io_threads);
+        return PS_EINVAL;
+    }
     if (c->train.batch < 1 || c->train.accumulate < 1 || c->train.epochs < 0 ||
         c->train.steps < 0 || c->train.delay_ms < 0) {
         ps_error_set("--batch-size and --accumulate must be >= 1, --epochs and --steps >= 0");

@@ -49,6 +49,7 @@ expect_fail "unknown flag" "unknown flag '--bogus'" 1 "" 1 "$G --bogus 3"
 expect_fail "unknown model" "model" 1 "" 1 "$G --model resnet"
 expect_fail "--streams 0" "--streams 0: want 1 to 16" 1 "" 2 "$G --streams 0"
 expect_fail "--streams beyond 16" "--streams 17: want 1 to 16" 1 "" 1 "$G --streams 17"
+expect_fail "--io-threads beyond 64" "--io-threads 65: want 1 to 64" 1 "" 1 "$G --io-threads 65"
 
 # Workers that disagree on the model: MPMD with two worker contexts.
 timeout -k 5 60 mpirun --oversubscribe -np 1 "$SERVER" --quiet : \
