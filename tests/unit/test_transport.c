@@ -594,6 +594,70 @@ static void test_lanes(void **state)
     assert_non_null(strstr(ps_error_msg(), "space"));
 }
 
+/* CurveZMQ holds on every lane: the allowed client gets through both
+ * lanes (2 streams, rank 0: lanes 0 and 1); a client with a key not on the
+ * allow list and a plain-text peer, both through lane 1, are refused and
+ * counted, and nothing of theirs arrives. */
+static void test_curve_every_lane(void **state)
+{
+    (void)state;
+    if (!zmq_has("curve")) {
+        skip();
+    }
+    ps_tp_keypair_t sk, ck, bad;
+    assert_int_equal(ps_tp_keypair(&sk), 0);
+    assert_int_equal(ps_tp_keypair(&ck), 0);
+    assert_int_equal(ps_tp_keypair(&bad), 0);
+    ps_tp_t *srv = NULL, *cli = NULL, *intruder = NULL;
+    char ep[512], lane1[256];
+    assert_int_equal(ps_tp_server_new(&srv, "tcp://127.0.0.1", 2, &sk, ep, sizeof ep), 0);
+    const char allow[1][PS_TP_KEY_LEN];
+    memcpy((char *)allow[0], ck.pub, PS_TP_KEY_LEN);
+    assert_int_equal(ps_tp_server_allow(srv, allow, 1), 0);
+    const char *sp = strchr(ep, ' ');
+    assert_non_null(sp);
+    snprintf(lane1, sizeof lane1, "%s", sp + 1);
+    char *eps[1] = {ep};
+    const char spub[1][PS_TP_KEY_LEN];
+    memcpy((char *)spub[0], sk.pub, PS_TP_KEY_LEN);
+    assert_int_equal(ps_tp_client_new(&cli, 0, 1, eps, 2, 2, &ck, spub), 0);
+    float pay[1] = {3.0f};
+    ps_tp_msg_t m;
+    for (int j = 0; j < 2; j++) {
+        ps_hdr_t h = push_hdr(0, 1);
+        assert_int_equal(ps_tp_send(cli, 0, j, &h, pay, sizeof pay, NULL, NULL), 0);
+        assert_int_equal(ps_tp_recv(srv, &m, WAIT_MS), 0);
+        assert_int_equal(m.stream, j);
+        ps_tp_msg_release(&m);
+    }
+    /* Rank 1, stream 0: lane 1, with a key the server does not know. */
+    assert_int_equal(ps_tp_client_new(&intruder, 1, 1, eps, 1, 1, &bad, spub), 0);
+    ps_hdr_t h = push_hdr(1, 1);
+    assert_int_equal(ps_tp_send(intruder, 0, 0, &h, pay, sizeof pay, NULL, NULL), 0);
+    /* A plain-text peer on lane 1. */
+    void *ctx = zmq_ctx_new();
+    const uint8_t id[6] = {'w', 2, 0, 0, 0, 0};
+    void *raw = raw_dealer(ctx, lane1, id, sizeof id);
+    uint8_t hdr[PS_WIRE_HDR_SIZE];
+    ps_hdr_t h2 = push_hdr(2, 1);
+    ps_wire_encode(&h2, hdr);
+    const void *fr[2] = {hdr, pay};
+    const size_t len[2] = {sizeof hdr, sizeof pay};
+    raw_send(raw, fr, len, 2);
+    ps_tp_stats_t st = {0};
+    for (int t = 0; t < 60 && st.handshakes_refused < 2; t++) {
+        assert_int_equal(ps_tp_recv(srv, &m, 50), PS_EAGAIN);
+        ps_tp_stats(srv, &st);
+    }
+    assert_true(st.handshakes_refused >= 2);
+    assert_true(st.rx_msgs == 2 && st.rx_malformed == 0);
+    zmq_close(raw);
+    zmq_ctx_term(ctx);
+    ps_tp_destroy(&intruder);
+    ps_tp_destroy(&cli);
+    ps_tp_destroy(&srv);
+}
+
 static void test_bind_refused(void **state)
 {
     (void)state;
@@ -617,6 +681,7 @@ int main(void)
         cmocka_unit_test(test_two_servers),
         cmocka_unit_test(test_streams),
         cmocka_unit_test(test_lanes),
+        cmocka_unit_test(test_curve_every_lane),
         cmocka_unit_test(test_bind_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
