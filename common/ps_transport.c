@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 _Static_assert(sizeof(zmq_msg_t) <= sizeof(((ps_tp_msg_t *)0)->impl), "zmq_msg_t too large");
@@ -23,6 +24,7 @@ struct ps_tp {
     int next; /* round-robin start for fairness between servers */
     ps_tp_stats_t st;
     ps_tp_auth_t *auth; /* server with CurveZMQ only */
+    char *ipc_files;    /* server on ipc: the lanes' socket files, removed at the end */
 };
 
 static int zfail(const char *what)
@@ -93,12 +95,17 @@ int ps_tp_server_allow(ps_tp_t *tp, const char (*pubkeys)[PS_TP_KEY_LEN], int n)
     return tp->auth ? ps_tp_auth_allow(tp->auth, pubkeys, n) : 0;
 }
 
-/* Bind lane i of the ROUTER, served by I/O thread i, and append its
- * endpoint to the advertised list. */
-static int bind_lane(void *s, const char *base, int i, char *endpoint, size_t cap)
+/* Bind lane i of `lanes` on the ROUTER, served by I/O threads i,
+ * i + lanes, ... of `threads`, and append its endpoint to the advertised
+ * list. */
+static int bind_lane(void *s, const char *base, int i, int lanes, int threads, char *endpoint,
+                     size_t cap)
 {
     char bind_ep[600], last[600];
-    uint64_t affinity = (uint64_t)1 << i;
+    uint64_t affinity = 0;
+    for (int t = i; t < threads; t += lanes) {
+        affinity |= (uint64_t)1 << t;
+    }
     size_t len = sizeof last, used = strlen(endpoint);
     if (strncmp(base, "tcp://", 6) == 0) {
         snprintf(bind_ep, sizeof bind_ep, "%s:*", base);
@@ -131,6 +138,10 @@ int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
     ps_tp_t *tp;
     int rv, one = 1;
     int lanes = io_threads < PS_TP_MAX_LANES ? io_threads : PS_TP_MAX_LANES;
+    if (io_threads < 1 || io_threads > 64) {
+        ps_error_set("%d I/O threads: want 1..64", io_threads);
+        return PS_EINVAL;
+    }
     if (strchr(endpoint_base, ' ')) {
         ps_error_set("the data port's address '%s' has a space (set TMPDIR to a path without "
                      "one)", endpoint_base);
@@ -154,10 +165,15 @@ int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
         goto fail;
     }
     endpoint[0] = '\0';
-    for (int i = 0; i < lanes; i++) {
-        if ((rv = bind_lane(tp->sock[0], endpoint_base, i, endpoint, cap)) != 0) {
-            goto fail;
-        }
+    for (int i = 0; i < lanes && rv == 0; i++) {
+        rv = bind_lane(tp->sock[0], endpoint_base, i, lanes, io_threads, endpoint, cap);
+    }
+    if (strncmp(endpoint_base, "ipc://", 6) == 0 && endpoint[0] &&
+        !(tp->ipc_files = strdup(endpoint))) {
+        rv = rv ? rv : PS_ENOMEM;
+    }
+    if (rv != 0) {
+        goto fail;
     }
     tp->items[0].socket = tp->sock[0];
     tp->items[0].events = ZMQ_POLLIN;
@@ -166,6 +182,22 @@ int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
 fail:
     ps_tp_destroy(&tp);
     return rv;
+}
+
+/* libzmq leaves an ipc socket file behind when the socket closes; the
+ * server removes the files of its lanes (bound so far) itself. */
+static void remove_ipc_files(const char *endpoints)
+{
+    char path[600];
+    for (const char *p = endpoints; p && *p;) {
+        size_t n = strcspn(p, " ");
+        if (n > 6 && strncmp(p, "ipc://", 6) == 0 && n - 6 < sizeof path) {
+            memcpy(path, p + 6, n - 6);
+            path[n - 6] = '\0';
+            unlink(path);
+        }
+        p += n + (p[n] == ' ');
+    }
 }
 
 static int client_security(void *s, const ps_tp_keypair_t *keys, const char *server_pub)
@@ -294,6 +326,8 @@ void ps_tp_destroy(ps_tp_t **tpp)
         zmq_ctx_term(tp->ctx); /* also ends the auth thread (ETERM) */
     }
     ps_tp_auth_stop(&tp->auth);
+    remove_ipc_files(tp->ipc_files);
+    free(tp->ipc_files);
     free(tp->sock);
     free(tp->items);
     free(tp);

@@ -6,7 +6,8 @@
  * over the I/O threads, so one connection's copy loop is not the ceiling).
  * A server binds one endpoint ("lane") per I/O thread, up to
  * PS_TP_MAX_LANES, all on its one ROUTER; the connections that arrive
- * through lane i are served by I/O thread i, and stream j of worker w
+ * through lane i are served by I/O thread i (or, with more threads than
+ * lanes, by threads i, i + lanes, ...), and stream j of worker w
  * connects through lane (w + j) % lanes, so the workers' busiest streams
  * (stream 0 of each) are spread over the server's I/O threads by rank,
  * not by the luck of the order they connect in.  The advertised endpoint
@@ -77,7 +78,7 @@ int ps_tp_keypair(ps_tp_keypair_t *kp);
  * "ipc:///tmp/x.1" and so on), one lane per I/O thread up to
  * PS_TP_MAX_LANES; the endpoint to advertise (the lanes, space-separated)
  * is written to `endpoint`, PS_EINVAL when it does not fit in `cap` or the
- * base has a space.  io_threads >= 1.  `keys` NULL: no security;
+ * base has a space.  io_threads 1..64.  `keys` NULL: no security;
  * otherwise CurveZMQ with this key pair and, until ps_tp_server_allow, an
  * empty allow list (every client refused). */
 int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,

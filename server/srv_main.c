@@ -197,7 +197,7 @@ static int check_flags(srv_cfg_t *c)
 
 /* Open the data port on the address the other ranks can reach. */
 static int open_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tp, const ps_tp_keypair_t *keys,
-                     char *ep, size_t cap, char *ipc_path, size_t ipc_cap)
+                     char *ep, size_t cap)
 {
     char base[300], addr[64];
     int ipc = strcmp(c->transport, "ipc") == 0 ||
@@ -208,9 +208,9 @@ static int open_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tp, const ps_tp
     }
     if (ipc) {
         const char *tmp = getenv("TMPDIR");
-        snprintf(ipc_path, ipc_cap, "%s/ps-%d-%d.ipc", tmp && *tmp ? tmp : "/tmp", (int)getpid(),
-                 b->rank);
-        snprintf(base, sizeof base, "ipc://%s", ipc_path);
+        /* The transport removes the socket files when it closes. */
+        snprintf(base, sizeof base, "ipc://%s/ps-%d-%d.ipc", tmp && *tmp ? tmp : "/tmp",
+                 (int)getpid(), b->rank);
     } else {
         int rv = ps_net_pick_addr(c->iface, c->bind, b->single_host, addr, sizeof addr);
         if (rv != 0) {
@@ -416,15 +416,14 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
 {
     ps_tp_keypair_t keys = {{0}, {0}};
     ps_tp_t *tp = NULL;
-    char ep[PS_BOOT_EP_LEN] = "", ipc_path[400] = "";
+    char ep[PS_BOOT_EP_LEN] = "";
     const char **hosts = NULL;
     int rv = flags_rv ? flags_rv : check_flags(c);
     if (rv == 0 && !c->insecure) {
         rv = ps_tp_keypair(&keys);
     }
     if (rv == 0) {
-        rv = open_port(c, b, &tp, c->insecure ? NULL : &keys, ep, sizeof ep, ipc_path,
-                       sizeof ipc_path);
+        rv = open_port(c, b, &tp, c->insecure ? NULL : &keys, ep, sizeof ep);
     }
     if ((rv = ps_boot_agree(b, rv)) != 0) {
         goto out; /* flags (and, on servers, the data port) */
@@ -460,9 +459,6 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
 out:
     free(hosts);
     ps_tp_destroy(&tp);
-    if (ipc_path[0]) {
-        unlink(ipc_path);
-    }
     if (c->endpoint_file && b->rank == 0) {
         unlink(c->endpoint_file); /* its ports are closed now */
     }

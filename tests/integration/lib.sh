@@ -19,6 +19,9 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none
 TAP_N=0
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ps-test.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT INT TERM
+# Servers put their ipc socket files in $TMPDIR: keep those of the jobs a
+# test kills on purpose inside $TMP too.
+export TMPDIR="$TMP"
 
 ok() { TAP_N=$((TAP_N + 1)); echo "ok $TAP_N - $*"; }
 not_ok() { TAP_N=$((TAP_N + 1)); echo "not ok $TAP_N - $*"; }

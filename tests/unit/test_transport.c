@@ -583,7 +583,15 @@ static void test_lanes(void **state)
     assert_int_equal(ps_tp_server_new(&srv, base, 2, NULL, ep, sizeof ep), 0);
     snprintf(want, sizeof want, "%s %s.1", base, base);
     assert_string_equal(ep, want);
+    char f0[200], f1[210];
+    snprintf(f0, sizeof f0, "%s", base + 6);
+    snprintf(f1, sizeof f1, "%s.1", f0);
+    assert_int_equal(access(f0, F_OK), 0);
+    assert_int_equal(access(f1, F_OK), 0);
     ps_tp_destroy(&srv);
+    /* Both socket files are gone with the transport. */
+    assert_int_equal(access(f0, F_OK), -1);
+    assert_int_equal(access(f1, F_OK), -1);
 
     /* Too little room for the lanes, or a space in the base: refused. */
     ps_error_clear();
