@@ -184,22 +184,6 @@ fail:
     return rv;
 }
 
-/* libzmq leaves an ipc socket file behind when the socket closes; the
- * server removes the files of its lanes (bound so far) itself. */
-static void remove_ipc_files(const char *endpoints)
-{
-    char path[600];
-    for (const char *p = endpoints; p && *p;) {
-        size_t n = strcspn(p, " ");
-        if (n > 6 && strncmp(p, "ipc://", 6) == 0 && n - 6 < sizeof path) {
-            memcpy(path, p + 6, n - 6);
-            path[n - 6] = '\0';
-            unlink(path);
-        }
-        p += n + (p[n] == ' ');
-    }
-}
-
 static int client_security(void *s, const ps_tp_keypair_t *keys, const char *server_pub)
 {
     if (!keys || !server_pub[0]) {
@@ -222,26 +206,44 @@ static void routing_id(uint8_t id[ID_LEN], int rank, int stream)
     id[5] = (uint8_t)stream;
 }
 
-/* Lane k of a server's advertised endpoint (lanes separated by spaces;
- * k wraps around their number) into out. */
-static int pick_lane(const char *advertised, unsigned k, char *out, size_t cap)
+/* An advertised endpoint is its lanes' endpoints separated by single
+ * spaces (ps_tp_server_new). */
+static unsigned count_lanes(const char *list)
 {
     unsigned lanes = 1;
-    for (const char *p = advertised; *p; p++) {
+    for (const char *p = list; *p; p++) {
         lanes += *p == ' ';
     }
-    const char *p = advertised;
-    for (unsigned skip = k % lanes; skip > 0; skip--) {
+    return lanes;
+}
+
+/* Lane k (< count_lanes) of the list into out. */
+static int lane_at(const char *list, unsigned k, char *out, size_t cap)
+{
+    const char *p = list;
+    for (; k > 0; k--) {
         p = strchr(p, ' ') + 1;
     }
     size_t n = strcspn(p, " ");
     if (n == 0 || n >= cap) {
-        ps_error_set("bad server endpoint '%.200s'", advertised);
+        ps_error_set("bad server endpoint '%.200s'", list);
         return PS_EINVAL;
     }
     memcpy(out, p, n);
     out[n] = '\0';
     return 0;
+}
+
+/* libzmq leaves an ipc socket file behind when the socket closes; the
+ * server removes the files of the lanes it bound itself. */
+static void remove_ipc_files(const char *list)
+{
+    char ep[600];
+    for (unsigned k = 0; list && k < count_lanes(list); k++) {
+        if (lane_at(list, k, ep, sizeof ep) == 0 && strncmp(ep, "ipc://", 6) == 0) {
+            unlink(ep + 6);
+        }
+    }
 }
 
 /* One DEALER: socket i = s * streams + j talks to server s as stream j,
@@ -270,7 +272,8 @@ static int client_socket(ps_tp_t *tp, int i, int rank, const char *advertised,
         return rv;
     }
     unsigned lane = (unsigned)rank + (unsigned)(i % tp->streams);
-    if ((rv = pick_lane(advertised, lane, endpoint, sizeof endpoint)) != 0) {
+    if ((rv = lane_at(advertised, lane % count_lanes(advertised), endpoint, sizeof endpoint)) !=
+        0) {
         return rv;
     }
     if (zmq_connect(s, endpoint) != 0) {
