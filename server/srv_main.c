@@ -101,7 +101,8 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
          "chunk size in KiB (0 = auto: one chunk per server, 64 KiB to 4 MiB); chunks "
          "are spread round-robin over the servers"},
         {"io-threads", PS_OPT_INT, &c->io_threads, "N",
-         "libzmq I/O threads; the workers' connections are spread over them"},
+         "libzmq I/O threads; the server binds one endpoint per thread (up to 4) and the "
+         "workers' connections are spread over them by rank"},
         {"timeout", PS_OPT_INT, &c->timeout_s, "SECONDS",
          "end the job when the workers send nothing for this long"},
         {"transport", PS_OPT_STRING, &c->transport, "auto|tcp|ipc",
