@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #define EP_LEN PS_BOOT_EP_LEN
+#define HOST_LEN sizeof(((ps_boot_t *)0)->host)
 #define KEY_LEN 41
 
 typedef struct {
@@ -19,8 +20,8 @@ typedef struct {
     int server0_world; /* world rank of server rank 0 */
     int worker0_world; /* world rank of worker rank 0 */
     char (*server_ep)[EP_LEN];
-    char (*server_host)[EP_LEN];
-    char (*worker_host)[EP_LEN];
+    char (*server_host)[HOST_LEN];
+    char (*worker_host)[HOST_LEN];
     char (*server_key)[KEY_LEN];
     char (*worker_key)[KEY_LEN];
 } boot_impl_t;
@@ -43,13 +44,13 @@ static int mpi_fail(const char *what, int err)
  * it is known before any server binds. */
 static int find_single_host(ps_boot_t *b)
 {
-    char (*hosts)[EP_LEN] = calloc((size_t)b->world_size, EP_LEN);
-    char mine[EP_LEN] = {0};
+    char (*hosts)[HOST_LEN] = calloc((size_t)b->world_size, HOST_LEN);
+    char mine[HOST_LEN] = {0};
     if (!hosts) {
         return PS_ENOMEM;
     }
-    snprintf(mine, EP_LEN, "%s", b->host);
-    int rv = MPI_Allgather(mine, EP_LEN, MPI_CHAR, hosts, EP_LEN, MPI_CHAR, MPI_COMM_WORLD);
+    snprintf(mine, HOST_LEN, "%s", b->host);
+    int rv = MPI_Allgather(mine, HOST_LEN, MPI_CHAR, hosts, HOST_LEN, MPI_CHAR, MPI_COMM_WORLD);
     b->single_host = 1;
     for (int i = 0; rv == MPI_SUCCESS && i < b->world_size; i++) {
         if (strcmp(hosts[i], mine) != 0) {
@@ -113,7 +114,7 @@ typedef struct {
     int is_server;
     int rank;
     char ep[EP_LEN];
-    char host[EP_LEN];
+    char host[HOST_LEN];
     char key[KEY_LEN];
 } peer_rec_t;
 
@@ -124,13 +125,13 @@ static void store_peers(ps_boot_t *b, const peer_rec_t *all)
         const peer_rec_t *p = &all[i];
         if (p->is_server) {
             memcpy(im->server_ep[p->rank], p->ep, EP_LEN);
-            memcpy(im->server_host[p->rank], p->host, EP_LEN);
+            memcpy(im->server_host[p->rank], p->host, HOST_LEN);
             memcpy(im->server_key[p->rank], p->key, KEY_LEN);
             if (p->rank == 0) {
                 im->server0_world = i;
             }
         } else {
-            memcpy(im->worker_host[p->rank], p->host, EP_LEN);
+            memcpy(im->worker_host[p->rank], p->host, HOST_LEN);
             memcpy(im->worker_key[p->rank], p->key, KEY_LEN);
             if (p->rank == 0) {
                 im->worker0_world = i;
@@ -144,8 +145,8 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubke
     boot_impl_t *im = impl(b);
     peer_rec_t mine, *all = calloc((size_t)b->world_size, sizeof *all);
     im->server_ep = calloc((size_t)b->nservers + 1, EP_LEN);
-    im->server_host = calloc((size_t)b->nservers + 1, EP_LEN);
-    im->worker_host = calloc((size_t)b->nworkers + 1, EP_LEN);
+    im->server_host = calloc((size_t)b->nservers + 1, HOST_LEN);
+    im->worker_host = calloc((size_t)b->nworkers + 1, HOST_LEN);
     im->server_key = calloc((size_t)b->nservers + 1, KEY_LEN);
     im->worker_key = calloc((size_t)b->nworkers + 1, KEY_LEN);
     if (!all || !im->server_ep || !im->server_host || !im->worker_host || !im->server_key ||
@@ -157,7 +158,7 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubke
     mine.is_server = b->is_server;
     mine.rank = b->rank;
     snprintf(mine.ep, EP_LEN, "%s", my_endpoint ? my_endpoint : "");
-    snprintf(mine.host, EP_LEN, "%s", b->host);
+    snprintf(mine.host, HOST_LEN, "%s", b->host);
     snprintf(mine.key, KEY_LEN, "%s", my_pubkey ? my_pubkey : "");
     int rv = MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE,
                            MPI_COMM_WORLD);
