@@ -1,7 +1,8 @@
 /*
  * ps_finite: finding NaN and Inf in float32 arrays (gradients on their way
- * to or arriving at a server).  Pure; bit tests, so it vectorises and does
- * not depend on the floating-point environment.
+ * to or arriving at a server).  Pure; bit tests in branch-free blocks, so
+ * it vectorises at -O2 and does not depend on the floating-point
+ * environment.
  */
 #ifndef PS_FINITE_H
 #define PS_FINITE_H
