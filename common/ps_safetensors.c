@@ -346,7 +346,7 @@ static int write_body(FILE *f, const sb_t *h, const ps_st_tensor_t *t, int n,
 }
 
 /* The rename is durable only once the directory entry is on disk. */
-static int sync_dir(const char *path)
+int ps_st_sync_dir(const char *path)
 {
     const char *slash = strrchr(path, '/');
     char *dir = slash == NULL ? strdup(".") : strndup(path, slash == path ? 1 : (size_t)(slash - path));
@@ -395,7 +395,7 @@ static int write_atomic(const char *path, const sb_t *h, const ps_st_tensor_t *t
     if (rv != 0) {
         unlink(tmp);
     } else {
-        rv = sync_dir(path);
+        rv = ps_st_sync_dir(path);
     }
     free(tmp);
     return rv;

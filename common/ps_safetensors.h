@@ -64,4 +64,9 @@ const char *ps_st_meta(const ps_st_file_t *f, const char *key);
 /* Free everything and NULL *f; safe twice and on NULL. */
 void ps_st_close(ps_st_file_t **f);
 
+/* fsync the directory that holds `path`, so that a rename into place
+ * survives a crash; every atomic writer (this module's, the checkpoint
+ * MANIFEST) calls it after its rename.  PS_EIO with a message on failure. */
+int ps_st_sync_dir(const char *path);
+
 #endif

@@ -40,7 +40,8 @@ static uint32_t crc_of(const ps_st_tensor_t *t, int n)
     return (uint32_t)crc;
 }
 
-/* A text file replaced atomically: temp name, fsync, rename. */
+/* A text file replaced atomically: temp name, fsync, rename, fsync of the
+ * directory. */
 static int write_atomic(const char *path, const char *text)
 {
     char tmp[4300];
@@ -61,7 +62,7 @@ static int write_atomic(const char *path, const char *text)
         unlink(tmp);
         return PS_EIO;
     }
-    return 0;
+    return ps_st_sync_dir(path);
 }
 
 static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step, int nservers)
