@@ -8,6 +8,8 @@
  * briefly (a reply is often released within microseconds) and then
  * sleeps on a Linux futex until the count is zero; the release that
  * reaches zero wakes it.  Lock-free, async-signal-unsafe, no allocation.
+ * The releasing thread still reads the count just after the last release,
+ * so a count must outlive the zmq context whose callbacks release it.
  */
 #ifndef PS_COUNT_H
 #define PS_COUNT_H

@@ -209,7 +209,11 @@ static int config_entry(void *user, const char *section, const char *name, const
             snprintf(cx->why, sizeof cx->why, "too many settings");
             return 0;
         }
-        value = config_strings[nconfig_strings++] = strdup(value);
+        if (!(value = config_strings[nconfig_strings] = strdup(value))) {
+            snprintf(cx->why, sizeof cx->why, "out of memory");
+            return 0;
+        }
+        nconfig_strings++;
     }
     int rv = o->kind == PS_OPT_BOOL ? set_bool(o, value) : set_value(o, value);
     if (rv != 0) {

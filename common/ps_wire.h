@@ -45,7 +45,7 @@
  * bfloat16 (BF16) instead of float32 (--compress); at most one of them. */
 #define PS_FLAG_F16 0x02
 #define PS_FLAG_BF16 0x04
-#define PS_FLAG_HALF (PS_FLAG_F16 | PS_FLAG_BF16)         /* STATS_REPLY: 5 x u64, see ps_wire_stats_t */
+#define PS_FLAG_HALF (PS_FLAG_F16 | PS_FLAG_BF16)
 
 typedef enum {
     PS_MSG_REGISTER = 1,   /* worker 0 -> server: the layout (payload) */

@@ -220,10 +220,12 @@ static void answer_pulls(srv_loop_t *L, srv_chunk_t *c)
 }
 
 /* Sync mode: once every local chunk has reached a checkpoint step, write
- * the checkpoint, before the replies that let the workers go past it. */
-static void maybe_checkpoint(srv_loop_t *L)
+ * the checkpoint, before the replies that let the workers go past it.
+ * Only the update that brings chunk c to that step can complete the set,
+ * so the scan runs then and not after every update. */
+static void maybe_checkpoint(srv_loop_t *L, const srv_chunk_t *c)
 {
-    if (!L->ckpt_dir || L->ckpt_every == 0) {
+    if (!L->ckpt_dir || L->ckpt_every == 0 || c->version != L->ckpt_next) {
         return;
     }
     for (size_t i = 0; i < L->store.nlocal; i++) {
@@ -247,7 +249,7 @@ static void after_update(srv_loop_t *L, srv_chunk_t *c)
     if (c->version > L->max_version) {
         L->max_version = c->version;
     }
-    maybe_checkpoint(L);
+    maybe_checkpoint(L, c);
     answer_pulls(L, c);
 }
 

@@ -280,7 +280,7 @@ static double scheduled_lr(void *arg, uint64_t t)
 
 /* Training and saving; returns the agreed result of the save step. */
 static int serve(srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tpp, const char **hosts,
-                 const srv_ckpt_state_t *resume)
+                 srv_ckpt_state_t *resume)
 {
     ps_tp_t *tp = *tpp;
     char settings[1024];
@@ -307,6 +307,11 @@ static int serve(srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tpp, const char **hosts,
     int rv = srv_loop_init(&L);
     if (rv == 0) {
         rv = srv_loop_setup(&L);
+    }
+    if (resume) {
+        /* Applied at REGISTER; no need to hold a second copy of the model. */
+        srv_ckpt_fini(resume);
+        L.resume = NULL;
     }
     if ((rv = ps_boot_agree(b, rv)) != 0) {
         goto out;

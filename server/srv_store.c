@@ -67,7 +67,6 @@ int srv_store_init(srv_store_t *s, const ps_layout_t *l, size_t chunk_elems, int
     s->release = rel;
     s->mode = PS_MODE_SYNC;
     s->nslots = 1;
-    s->last_lr = opt->lr;
     if ((rv = ps_chunkmap_init(&s->map, l->total, chunk_elems, nservers)) != 0) {
         return rv;
     }
@@ -214,7 +213,6 @@ static void update(srv_store_t *s, srv_chunk_t *c, const float *const *parts,
     if (s->lr_of) {
         opt.lr = s->lr_of(s->lr_arg, t);
     }
-    s->last_lr = opt.lr;
     /* Zero-copy pull replies may still be reading w: wait them out. */
     ps_count_wait_zero(&c->refs);
     srv_optim_apply(&opt, c->w, c->buf, parts, coef, nparts, c->count, !c->had_update);

@@ -79,7 +79,6 @@ typedef struct {
     uint64_t updates;     /* chunk updates applied */
     uint64_t zero_sample_steps; /* steps where no worker had a sample */
     uint64_t stale_max, stale_sum, stale_n; /* over applied pushes */
-    double last_lr;       /* lr of the latest update */
 } srv_store_t;
 
 /* A sync store with the constant learning rate opt->lr. */

@@ -552,8 +552,7 @@ static int bench_big(const cfg_t *cfg, const char *kind, big_res_t *res)
     res->kind = kind;
     res->apply_ms = o.step ? 1e3 * o.apply_s / (double)o.step : 0;
     if (ipc) {
-        unlink(p_ours);
-        unlink(p_ref);
+        unlink(p_ref); /* raw libzmq leaves it; ours removes its own */
     }
     return rv;
 }
@@ -637,10 +636,7 @@ static int bench_streams(const cfg_t *cfg, pair_res_t *res)
     ps_layout_init(&l);
     int rv = ps_layout_add(&l, "tensor", 1, dims);
     side_t a = {&l, ba, cfg->streams, cfg->io_threads}, b = {&l, bb, 1, 1};
-    rv = rv ? rv : bench_pair(cfg, a, b, 1.0, res);
-    unlink(pa);
-    unlink(pb);
-    return rv;
+    return rv ? rv : bench_pair(cfg, a, b, 1.0, res); /* ours removes its socket files */
 }
 
 /* ------------------------------------------------------------- output */

@@ -54,6 +54,11 @@ fail() {
     status=1
 }
 
+# The value of numeric field $2 in the last line of JSON-lines file $1.
+last_field() {
+    tail -n 1 "$1" 2>/dev/null | sed -n "s/.*\"$2\": *\([0-9.eE+-]*\).*/\1/p"
+}
+
 # A benchmark binary writes its own line(s) to $OUT.
 run_bin() {
     bin="$BUILD/bench/$1"
@@ -63,11 +68,6 @@ run_bin() {
         return
     fi
     timeout 300 "$bin" "$OUT" || fail "$1 failed (exit $?)"
-}
-
-# The value of "samples_per_s" in the last line of a JSON-lines file.
-last_samples_per_s() {
-    tail -n 1 "$1" 2>/dev/null | sed -n 's/.*"samples_per_s": *\([0-9.eE+-]*\).*/\1/p'
 }
 
 # Our job: 1 server, 2 workers, per-epoch metrics from worker 0; sets $ours.
@@ -86,7 +86,7 @@ fmnist_ours() {
         return 1
     fi
     cat "$metrics"
-    ours=$(last_samples_per_s "$metrics")
+    ours=$(last_field "$metrics" samples_per_s)
 }
 
 # The reference: same model, global batch, epochs and optimizer in PyTorch;
@@ -107,7 +107,7 @@ fmnist_torch() {
         return
     fi
     cat "$LOG_DIR/torch.jsonl"
-    ref=$(last_samples_per_s "$LOG_DIR/torch.jsonl")
+    ref=$(last_field "$LOG_DIR/torch.jsonl" samples_per_s)
 }
 
 is_number() {
@@ -143,10 +143,6 @@ run_fmnist() {
     tail -n 1 "$OUT"
 }
 
-# The value of numeric field $2 in the last line of JSON-lines file $1.
-last_field() {
-    tail -n 1 "$1" 2>/dev/null | sed -n "s/.*\"$2\": *\([0-9.eE+-]*\).*/\1/p"
-}
 
 now_s() {
     date +%s.%N
