@@ -6,8 +6,11 @@
 #   make bench      install missing deps, build, run the benchmarks
 #   make deps       install the Debian packages the project needs
 #   make SAN=address,undefined test   sanitizer build in its own folder
-#   make test-fuzz  build the libFuzzer targets (clang) into build/fuzz and
-#                   run each for FUZZ_SECONDS (default 20) over its corpus
+#   make fuzz-gate  build the libFuzzer targets (clang) into build/fuzz and
+#                   run each deterministically (fixed seed and run count)
+#                   over the committed corpus: the CI gate
+#   make test-fuzz  a random campaign: each target for FUZZ_SECONDS
+#                   (default 20), growing build/fuzz/corpus
 #   make install PREFIX=/usr/local   ps.h, libpsclient, psclient.pc, the two
 #                   programs and their man pages (`make uninstall` undoes it)
 #
@@ -59,7 +62,7 @@ BINDIR := $(BUILD)/bin
 endif
 BINS := $(BINDIR)/ps-server $(BINDIR)/ps-worker
 
-.PHONY: all deps run test unit bench clean check-deps test-cluster plot fuzz test-fuzz
+.PHONY: all deps run test unit bench clean check-deps test-cluster plot fuzz test-fuzz fuzz-gate
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -165,6 +168,10 @@ fuzz: $(FUZZ_BIN)
 test-fuzz: check-deps
 	@$(MAKE) --no-print-directory fuzz
 	@FUZZ=$(FUZZ) sh tests/fuzz/run.sh -t $(FUZZ_SECONDS)
+
+fuzz-gate: check-deps
+	@$(MAKE) --no-print-directory fuzz
+	@FUZZ=$(FUZZ) sh tests/fuzz/run.sh -g
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/obj/server/srv_main.d $(BUILD)/obj/worker/wkr_main.d
 -include $(FUZZ_OBJ:.o=.d)

@@ -176,11 +176,19 @@ static void sb_json_str(sb_t *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
+/* The one rule for a tensor name, shared by the writer and the reader so
+ * that every file one accepts the other does too: non-empty, UTF-8, not the
+ * reserved "__metadata__". */
+static int tensor_name_valid(const char *name)
+{
+    return name != NULL && name[0] != '\0' && strcmp(name, "__metadata__") != 0 &&
+           utf8_valid((const unsigned char *)name, strlen(name));
+}
+
 /* Bytes of a valid tensor; 0 with a message when it is not valid. */
 static int check_tensor_arg(const ps_st_tensor_t *t, int i, uint64_t *bytes)
 {
-    if (t->name == NULL || t->name[0] == '\0' || strcmp(t->name, "__metadata__") == 0 ||
-        !utf8_valid((const unsigned char *)t->name, strlen(t->name))) {
+    if (!tensor_name_valid(t->name)) {
         ps_error_set("safetensors write: tensor %d has a missing, reserved or non-UTF-8 name", i);
         return PS_EINVAL;
     }
@@ -788,6 +796,9 @@ static int top_member(jp_t *j, const char *key, void *ctx)
         }
         j->seen_meta = 1;
         return jp_object(j, meta_member, NULL);
+    }
+    if (!tensor_name_valid(key)) {
+        return jp_fail(j, "tensor name '%s' is empty or not UTF-8", key);
     }
     st_entry_t *e;
     int rv = add_entry(j, &e);

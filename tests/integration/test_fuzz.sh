@@ -1,12 +1,15 @@
 #!/bin/sh
-# A short libFuzzer run of every target in tests/fuzz/ (FUZZ_TEST_SECONDS
-# each, default 5) as part of `make test`: one TAP line per target with
-# its execution count.  `make test-fuzz` runs them longer.  Skips, saying
-# why, when clang or its libFuzzer runtime is not installed.
+# A short deterministic libFuzzer run of every target in tests/fuzz/ as part
+# of `make test`: the committed seeds and regression inputs, then
+# FUZZ_TEST_RUNS (default 5000) inputs from a fixed seed, so the same tree
+# always gives the same result.  One TAP line per target with its execution
+# count.  `make fuzz-gate` (CI) runs more; `make test-fuzz` is the random
+# campaign.  Skips, saying why, when clang or its libFuzzer runtime is not
+# installed.
 . "$(dirname "$0")/lib.sh"
 
 TARGETS="wire libsvm csv idx safetensors"
-SECONDS_EACH=${FUZZ_TEST_SECONDS:-5}
+RUNS_EACH=${FUZZ_TEST_RUNS:-5000}
 
 skip_all() {
     for t in $TARGETS; do
@@ -35,7 +38,7 @@ if ! env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory fuzz \
 fi
 
 for t in $TARGETS; do
-    sh tests/fuzz/run.sh -t "$SECONDS_EACH" "$t" >"$TMP/$t.out" 2>&1
+    sh tests/fuzz/run.sh -g -r "$RUNS_EACH" "$t" >"$TMP/$t.out" 2>&1
     rc=$?
     line=$(head -1 "$TMP/$t.out")
     if [ $rc -eq 0 ]; then

@@ -519,6 +519,10 @@ static void test_rejects_bad_structure(void **state)
                       "\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}",
                       0, "duplicate tensor name 'a'");
     expect_bad_header("{\"__metadata__\":{},\"__metadata__\":{}}", 0, "duplicate __metadata__");
+    /* The writer refuses an empty name, so the reader must too (a fuzzer
+     * find: tests/fuzz/regress/safetensors/empty_tensor_name). */
+    expect_bad_header("{\"\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+                      "tensor name '' is empty or not UTF-8");
     expect_bad_header("{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0,
                       "duplicate metadata key 'k'");
 }
