@@ -144,33 +144,51 @@ static srv_chunk_t *checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int need_
     return NULL;
 }
 
+/* The REGISTER payload decoded into a heap layout (123 KB: not on the
+ * stack); NULL, and the message counted, when it is malformed. */
+static ps_layout_t *decoded_layout(srv_loop_t *L, const ps_tp_msg_t *m)
+{
+    ps_layout_t *l = malloc(sizeof *l);
+    if (!l) {
+        reject(L, SRV_REJ_LAYOUT, m->peer, "no memory to decode the layout");
+        return NULL;
+    }
+    if (ps_layout_decode(l, m->payload, m->len) != 0) {
+        reject(L, SRV_REJ_LAYOUT, m->peer, ps_error_msg());
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
 static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
 {
-    ps_layout_t l;
     if (m->peer != 0) {
         reject(L, SRV_REJ_SENDER, m->peer, "REGISTER from a worker other than rank 0");
         return;
     }
-    if (ps_layout_decode(&l, m->payload, m->len) != 0) {
-        reject(L, SRV_REJ_LAYOUT, m->peer, ps_error_msg());
+    ps_layout_t *l = decoded_layout(L, m);
+    if (!l) {
         return;
     }
     if (L->registered) {
-        if (ps_layout_hash(&l) != ps_layout_hash(&L->store.layout)) {
+        if (ps_layout_hash(l) != ps_layout_hash(L->store.layout)) {
             reject(L, SRV_REJ_LAYOUT, m->peer, "a second, different layout");
             send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request,
                         "layout already registered");
         }
+        free(l);
         return;
     }
+    /* The store takes l (and frees it if it fails). */
     int rv = srv_store_init(&L->store, &l, L->chunk_elems, L->server, L->nservers, L->nworkers,
                             &L->opt, release_push);
     if (rv == 0) {
         rv = srv_store_set_mode(&L->store, L->mode, L->staleness);
         srv_store_set_lr(&L->store, L->lr_of, L->lr_arg);
     }
-    if (rv == 0 && L->resume && (L->resume->layout_hash != ps_layout_hash(&l) ||
-                                 L->resume->total != l.total)) {
+    if (rv == 0 && L->resume && (L->resume->layout_hash != ps_layout_hash(L->store.layout) ||
+                                 L->resume->total != L->store.layout->total)) {
         ps_error_set("the checkpoint holds another model than the one the workers registered");
         rv = PS_EINVAL;
     }
@@ -178,6 +196,7 @@ static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
         char msg[600];
         snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->server,
                  ps_error_msg());
+        srv_store_fini(&L->store); /* unregistered: a later REGISTER starts afresh */
         reject(L, SRV_REJ_LAYOUT, m->peer, msg);
         send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request, msg);
         return;
@@ -294,11 +313,11 @@ static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
 static int nonfinite_push(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m, size_t at)
 {
     if (!L->nonfinite_skip && !(m->hdr.flags & PS_FLAG_SKIP)) {
-        int t = ps_layout_tensor_at(&L->store.layout, c->offset + at);
+        int t = ps_layout_tensor_at(L->store.layout, c->offset + at);
         ps_error_set("non-finite gradient from worker %d (host %s) in %s at step %llu "
                      "(--on-nonfinite abort)",
                      m->peer, L->worker_hosts ? L->worker_hosts[m->peer] : "?",
-                     t >= 0 ? L->store.layout.t[t].name : "?",
+                     t >= 0 ? L->store.layout->t[t].name : "?",
                      (unsigned long long)m->hdr.step + 1);
         return PS_ERANGE;
     }

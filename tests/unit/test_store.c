@@ -32,11 +32,15 @@
 #define CHUNK 1024
 #define MAXN 1024
 
-static void layout_3000(ps_layout_t *l)
+/* A heap layout, as srv_store_init takes it. */
+static ps_layout_t *layout_3000(void)
 {
     const int64_t d[1] = {TOTAL};
+    ps_layout_t *l = malloc(sizeof *l);
+    assert_non_null(l);
     ps_layout_init(l);
     assert_int_equal(ps_layout_add(l, "w", 1, d), 0);
+    return l;
 }
 
 /* Release callback: the owner handle is a per-push counter. */
@@ -72,8 +76,7 @@ static void assert_bits(const float *got, const float *want, size_t n)
 static void store_new(srv_store_t *s, int server, int nservers, int nworkers,
                       srv_optim_cfg_t opt, uint64_t seed)
 {
-    ps_layout_t l;
-    layout_3000(&l);
+    ps_layout_t *l = layout_3000();
     assert_int_equal(
         srv_store_init(s, &l, CHUNK, server, nservers, nworkers, &opt, count_release), 0);
     float w0[MAXN];
@@ -100,10 +103,11 @@ static void test_local_chunks(void **state)
     (void)state;
     srv_store_t s;
     srv_optim_cfg_t opt = {.lr = 0.1};
-    ps_layout_t l;
-    layout_3000(&l);
+    ps_layout_t *l = layout_3000();
 
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 2, 2, &opt, count_release), 0);
+    assert_null(l); /* the store took it */
+    assert_int_equal(s.layout->total, TOTAL);
     assert_int_equal(s.nlocal, 2);
     assert_int_equal(s.chunks[0].id, 0);
     assert_int_equal(s.chunks[1].id, 2);
@@ -123,6 +127,7 @@ static void test_local_chunks(void **state)
     assert_null(c0->buf); /* no velocity without momentum */
     srv_store_fini(&s);
 
+    l = layout_3000();
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 1, 2, 2, &opt, count_release), 0);
     assert_int_equal(s.nlocal, 1);
     assert_int_equal(s.chunks[0].id, 1);
@@ -133,6 +138,7 @@ static void test_local_chunks(void **state)
     srv_store_fini(&s);
 
     opt.momentum = 0.9;
+    l = layout_3000();
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 1, 2, &opt, count_release), 0);
     assert_int_equal(s.nlocal, 3);
     for (uint32_t id = 0; id < 3; id++) {
@@ -153,13 +159,16 @@ static void test_init_refused(void **state)
     (void)state;
     srv_store_t s;
     srv_optim_cfg_t opt = {.lr = 0.1};
-    ps_layout_t l;
-    layout_3000(&l);
+    ps_layout_t *l = layout_3000();
     assert_int_equal(srv_store_init(&s, &l, CHUNK - 1, 0, 1, 1, &opt, count_release),
                      PS_EINVAL);
+    assert_null(l); /* taken, and freed with the failed store (ASan checks the leak) */
     srv_store_fini(&s);
-    ps_layout_init(&l); /* no elements */
+    l = malloc(sizeof *l);
+    assert_non_null(l);
+    ps_layout_init(l); /* no elements */
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 1, 1, &opt, count_release), PS_EINVAL);
+    assert_null(l);
     srv_store_fini(&s);
 }
 
@@ -168,8 +177,7 @@ static void test_set_init(void **state)
     (void)state;
     srv_store_t s;
     srv_optim_cfg_t opt = {.lr = 0.1};
-    ps_layout_t l;
-    layout_3000(&l);
+    ps_layout_t *l = layout_3000();
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 2, 2, &opt, count_release), 0);
     float a[MAXN], b[MAXN];
     fill(a, 1024, 1);
@@ -423,9 +431,8 @@ static void test_no_release_callback(void **state)
 {
     (void)state;
     srv_store_t s;
-    ps_layout_t l;
     srv_optim_cfg_t opt = {.lr = 0.5};
-    layout_3000(&l);
+    ps_layout_t *l = layout_3000();
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 1, 2, &opt, NULL), 0);
     float g[MAXN];
     fill(g, 1024, 91);
