@@ -11,6 +11,9 @@
 #                   over the committed corpus: the CI gate
 #   make test-fuzz  a random campaign: each target for FUZZ_SECONDS
 #                   (default 20), growing build/fuzz/corpus
+#   make format     clang-format every C file in place (.clang-format)
+#   make format-check  fail, listing the files, when any C file differs
+#                   from clang-format's output (CI runs it)
 #   make install PREFIX=/usr/local   ps.h, libpsclient, psclient.pc, the two
 #                   programs and their man pages (`make uninstall` undoes it)
 #
@@ -62,7 +65,8 @@ BINDIR := $(BUILD)/bin
 endif
 BINS := $(BINDIR)/ps-server $(BINDIR)/ps-worker
 
-.PHONY: all deps run test unit bench clean check-deps test-cluster plot fuzz test-fuzz fuzz-gate
+.PHONY: all deps run test unit bench clean check-deps test-cluster plot fuzz test-fuzz fuzz-gate \
+	format format-check
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -130,6 +134,20 @@ run: check-deps
 
 clean:
 	rm -rf build bin
+
+# Every C source and header of the project (not build output).
+FORMAT_FILES := $(wildcard common/*.[ch] server/*.[ch] worker/*.[ch] examples/*.[ch] \
+	tests/*/*.[ch])
+format: check-deps
+	clang-format -i $(FORMAT_FILES)
+
+format-check: check-deps
+	@out=$$(clang-format --dry-run $(FORMAT_FILES) 2>&1 | grep 'warning:' | cut -d: -f1 | \
+		sort | uniq -c); \
+	if [ -n "$$out" ]; then \
+		echo "format-check: these files differ from clang-format (run make format):"; \
+		echo "$$out"; exit 1; \
+	fi; echo "format-check: $(words $(FORMAT_FILES)) files match .clang-format"
 
 # libFuzzer targets (tests/fuzz/): clang only, with ASan and UBSan, the
 # code under test compiled here with coverage instrumentation (not the gcc

@@ -59,22 +59,21 @@ static uint32_t chunk_count(uint32_t id)
     return id == 2 ? TOTAL - 2 * CHUNK : CHUNK;
 }
 
-/* The one place a srv_loop_t is configured: its fields are about to
- * become a config struct passed to srv_loop_init, and only this function
- * will need to follow. */
+/* The one place a srv_loop_t is configured. */
 static int loop_start(srv_loop_t *L, ps_tp_t *tp, const loop_opts_t *o)
 {
-    memset(L, 0, sizeof *L);
-    L->tp = tp;
-    L->server = 0;
-    L->nservers = 2;
-    L->nworkers = NWORKERS;
-    L->chunk_elems = CHUNK;
-    L->opt = (srv_optim_cfg_t){.lr = 0.5};
-    L->mode = o->mode;
-    L->nonfinite_skip = o->nonfinite_skip;
-    L->timeout_ms = WAIT_MS;
-    return srv_loop_init(L);
+    srv_loop_cfg_t cfg = {
+        .tp = tp,
+        .server = 0,
+        .nservers = 2,
+        .nworkers = NWORKERS,
+        .chunk_elems = CHUNK,
+        .opt = {.lr = 0.5},
+        .mode = o->mode,
+        .nonfinite_skip = o->nonfinite_skip,
+        .timeout_ms = WAIT_MS,
+    };
+    return srv_loop_init(L, &cfg);
 }
 
 static int setup(void **state)
@@ -110,7 +109,7 @@ static int teardown(void **state)
         ps_tp_destroy(&f->cli[w]);
     }
     /* The socket first: queued zero-copy replies still point into the store. */
-    ps_tp_destroy(&f->L.tp);
+    ps_tp_destroy(&f->L.cfg.tp);
     srv_loop_fini(&f->L);
     free(f);
     return 0;
