@@ -470,6 +470,28 @@ static int dispatch_setup(srv_loop_t *L, ps_tp_msg_t *m)
     }
 }
 
+/* Whether the message comes from the worker it names: a rank of the job,
+ * the header's sender, the rank whose key the connection proved (the
+ * routing id is the client's own choice; without authentication it is all
+ * there is) and one of the streams that worker opened.  Else why not. */
+static int sender_ok(const srv_loop_t *L, const ps_tp_msg_t *m, char *why, size_t cap)
+{
+    int w = m->peer;
+    if (w >= L->cfg.nworkers || m->hdr.sender != (uint32_t)w) {
+        snprintf(why, cap, "header says sender %u", m->hdr.sender);
+    } else if (m->auth_rank != PS_TP_AUTH_NONE && m->auth_rank != w) {
+        snprintf(why, cap, "routing id says worker %d, the key is %s %d's", w,
+                 m->auth_rank < 0 ? "no worker" : "worker", m->auth_rank);
+    } else if (m->stream >= (L->cfg.worker_streams ? L->cfg.worker_streams[w]
+                                                   : PS_TP_MAX_STREAMS)) {
+        snprintf(why, cap, "stream %d, but worker %d opened %d", m->stream, w,
+                 L->cfg.worker_streams[w]);
+    } else {
+        return 1;
+    }
+    return 0;
+}
+
 /* Receive one message and hand it on; a malformed one is counted here.
  * The timeout runs from the last message a worker got through, so a
  * stranger's garbage cannot keep a silent worker from being named. */
@@ -494,9 +516,8 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
     if (rv != 0) {
         return rv;
     }
-    if (m.peer >= L->cfg.nworkers || m.hdr.sender != (uint32_t)m.peer) {
-        char why[96];
-        snprintf(why, sizeof why, "header says sender %u", m.hdr.sender);
+    char why[128];
+    if (!sender_ok(L, &m, why, sizeof why)) {
         reject(L, SRV_REJ_SENDER, m.peer, why);
         ps_tp_msg_release(&m);
         return 0;

@@ -412,6 +412,7 @@ static int setup_loop(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
         .resume = c->resume ? &j->resume : NULL,
         .timeout_ms = c->timeout_s * 1000,
         .worker_hosts = j->hosts,
+        .worker_streams = ps_boot_worker_streams(b),
     };
     j->loop_up = 1;
     int rv = srv_loop_init(&j->loop, &lc);
@@ -499,7 +500,7 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
         }
         return rv;
     }
-    if ((rv = ps_boot_exchange(b, j->ep, j->keys.pub)) == 0) {
+    if ((rv = ps_boot_exchange(b, j->ep, j->keys.pub, 0)) == 0) {
         memset(j->keys.sec, 0, sizeof j->keys.sec); /* the socket has its copy */
         share_settings(c, b);
         rv = ps_boot_agree(b, PS_STEP_PORTS, secure_port(c, b, j));

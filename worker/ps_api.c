@@ -173,7 +173,7 @@ int ps_api_join(ps_t *ps, int local_rc)
     if (ps_tp_keypair(&ps->keys) != 0) {
         memset(&ps->keys, 0, sizeof ps->keys);
     }
-    if ((rv = ps_boot_exchange(&ps->boot, NULL, ps->keys.pub)) != 0) {
+    if ((rv = ps_boot_exchange(&ps->boot, NULL, ps->keys.pub, ps->opt.streams)) != 0) {
         return leave(ps, rv);
     }
     ps_boot_bcast(&ps->boot, PS_STEP_SETTINGS, &ps->srv, sizeof ps->srv);
