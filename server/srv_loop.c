@@ -261,9 +261,20 @@ static void maybe_checkpoint(srv_loop_t *L, const srv_chunk_t *c)
     }
     int rv = srv_ckpt_write(&L->store, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers, L->cfg.settings);
     if (rv != 0) {
-        ps_log_error("checkpoint of step %llu failed: %s (training goes on; the previous "
-                     "checkpoint is kept)",
+        /* Once more, for a passing fault (an NFS hiccup); a run that was
+         * asked for checkpoints must not go on without them. */
+        ps_log_error("checkpoint of step %llu failed: %s; trying once more",
                      (unsigned long long)L->ckpt_next, ps_error_msg());
+        rv = srv_ckpt_write(&L->store, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers,
+                            L->cfg.settings);
+    }
+    if (rv != 0) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", ps_error_msg());
+        ps_error_set("checkpoint of step %llu in --checkpoint-dir %s failed twice: %s (the job "
+                     "ends; the newest whole checkpoint before it is kept for --resume)",
+                     (unsigned long long)L->ckpt_next, L->cfg.ckpt_dir, why);
+        L->failed = rv;
     }
     L->ckpt_next += L->cfg.ckpt_every;
 }
@@ -579,6 +590,9 @@ int srv_loop_train(srv_loop_t *L)
 {
     while (L->ndone < L->cfg.nworkers) {
         int rv = step_once(L, dispatch_train);
+        if (rv == 0 && L->failed) {
+            rv = L->failed; /* its message is set where it happened */
+        }
         if (rv == PS_EAGAIN) {
             char who[600];
             describe_missing(L, who, sizeof who);

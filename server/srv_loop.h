@@ -5,7 +5,8 @@
  * INIT of every local chunk, then ACK (when resuming, the chunks come from
  * the checkpoint instead and the INIT values are ignored).  In sync mode
  * with checkpoints on, the state is written every `ckpt_every` steps, before
- * the pull replies that let the workers go on.  Training: PUSH messages go to the
+ * the pull replies that let the workers go on; a checkpoint that fails twice
+ * ends srv_loop_train with its error.  Training: PUSH messages go to the
  * store (srv_store, which applies them per the consistency mode), PULL
  * requests are answered as soon as the chunk reaches the wanted version
  * (zero-copy from the weights), STATS is answered with the server's
@@ -92,6 +93,7 @@ typedef struct {
     double last_ok;      /* when a worker's message last got through */
     size_t inits_seen;   /* INIT messages taken for local chunks */
     int resumed;
+    int failed; /* a handler's fatal error (a checkpoint not written): ends training */
 } srv_loop_t;
 
 /* Zeroes L, copies cfg into it and allocates the per-worker state; on

@@ -14,6 +14,7 @@
 #include "ps_jobinfo.h"
 #include "ps_net.h"
 #include "ps_opts.h"
+#include "ps_probe.h"
 #include "ps_trace.h"
 #include "ps_transport.h"
 #include "srv_loop.h"
@@ -292,10 +293,33 @@ typedef struct {
     int loop_up;
 } srv_job_t;
 
-/* Step "flags": the flags, this server's key pair and its data port. */
+/* A run must not train for hours and then find it cannot write: --save
+ * is probed where it is written (server 0), --checkpoint-dir on every
+ * server (each writes its part there), made as the first checkpoint
+ * would make it. */
+static int check_outputs(const srv_cfg_t *c, const ps_boot_t *b)
+{
+    char what[4200];
+    int rv = 0;
+    if (c->save && b->rank == 0) {
+        snprintf(what, sizeof what, "--save %s", c->save);
+        rv = ps_probe_file(c->save, what);
+    }
+    if (rv == 0 && c->ckpt_dir) {
+        snprintf(what, sizeof what, "--checkpoint-dir %s", c->ckpt_dir);
+        rv = ps_probe_dir(c->ckpt_dir, 1, what);
+    }
+    return rv;
+}
+
+/* Step "flags": the flags, the outputs, this server's key pair and its
+ * data port. */
 static int open_data_port(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
 {
     int rv = check_flags(c);
+    if (rv == 0) {
+        rv = check_outputs(c, b);
+    }
     if (rv == 0 && !c->insecure) {
         rv = ps_tp_keypair(&j->keys);
     }

@@ -31,6 +31,19 @@ expect_fail() {
     fi
 }
 
+# expect_prompt_fail SECONDS "description" "regex" S "server flags" W "worker flags":
+# expect_fail, and within SECONDS: for output that cannot be written, jobs
+# that would train for far longer (GLONG), so only a check before the first
+# step passes.
+expect_prompt_fail() {
+    _max=$1
+    shift
+    _t0=$(date +%s)
+    expect_fail "$@"
+    _dt=$(($(date +%s) - _t0))
+    check "$1: before training (${_dt} s, at most $_max)" [ "$_dt" -le "$_max" ]
+}
+
 G="--data csv:$TMP/good.csv --model softmax --epochs 1 --batch-size 8"
 expect_fail "missing data file" "nonexistent.csv" 1 "" 2 \
     "--data csv:$TMP/nonexistent.csv --model softmax"
@@ -58,6 +71,20 @@ for f in "over.svm --features 1048577" "overlabel.svm --classes 70000"; do
         sed 's/^/#   /' "$TMP/over.log" | tail -8
     fi
 done
+# About 400 steps of 50 ms: 20 s of training before any --save.
+GLONG="--data csv:$TMP/good.csv --model softmax --epochs 100 --batch-size 8 --test-delay-ms 50"
+: >"$TMP/regular"
+expect_prompt_fail 12 "--save under a regular file names the path" \
+    "--save $TMP/regular/m.st: cannot create a file in $TMP/regular" 1 "--save $TMP/regular/m.st" \
+    2 "$GLONG"
+expect_prompt_fail 12 "--save in a folder that does not exist names the path" \
+    "--save $TMP/nodir/m.st: cannot create a file in $TMP/nodir: No such file" 2 \
+    "--save $TMP/nodir/m.st" 1 "$GLONG"
+expect_prompt_fail 12 "--save naming a directory" "--save $TMP: is a directory" 1 \
+    "--save $TMP" 1 "$GLONG"
+expect_prompt_fail 12 "--checkpoint-dir under a regular file names the path" \
+    "--checkpoint-dir $TMP/regular/ck: cannot create the directory" 2 \
+    "--checkpoint-dir $TMP/regular/ck --checkpoint-every 2" 2 "$GLONG"
 expect_fail "negative learning rate" "Invalid learning rate" 1 "--lr -0.1" 2 "$G"
 expect_fail "Nesterov without momentum" "Nesterov momentum requires" 1 \
     "--momentum 0 --nesterov" 2 "$G"

@@ -46,6 +46,7 @@ typedef struct {
     int nonfinite_skip;
     int secure; /* CurveZMQ: every worker its own key pair, as in a job */
     int streams; /* each client opens this many (0: 1); the loop is told 1 */
+    const char *ckpt_dir; /* checkpoint after every step here */
 } loop_opts_t;
 
 typedef struct {
@@ -79,6 +80,9 @@ static int loop_start(srv_loop_t *L, ps_tp_t *tp, const loop_opts_t *o)
         .nonfinite_skip = o->nonfinite_skip,
         .timeout_ms = WAIT_MS,
         .worker_streams = one_stream, /* as the fixture's clients open */
+        .ckpt_dir = o->ckpt_dir,
+        .ckpt_every = o->ckpt_dir ? 1 : 0,
+        .settings = "test",
     };
     return srv_loop_init(L, &cfg);
 }
@@ -654,6 +658,32 @@ static void test_valid_pushes_apply(void **state)
     ps_tp_msg_release(&m);
 }
 
+/* ---- checkpoints ------------------------------------------------------ */
+
+/* A checkpoint that cannot be written (here a folder under /dev/null,
+ * which fails for root too) ends training with the error, naming the step
+ * and the folder, as soon as the step that needed it is in: training must
+ * not go on without the checkpoints it was asked for. */
+static void test_checkpoint_failure_ends_training(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    for (int w = 0; w < NWORKERS; w++) {
+        for (uint32_t id = 0; id <= 2; id += 2) {
+            ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, w, id, 0);
+            send_from(f, w, &h, grad, h.payload);
+        }
+    }
+    run_train(f, PS_EIO);
+    const char *msg = ps_error_msg();
+    if (!strstr(msg, "checkpoint of step 1") || !strstr(msg, "/dev/null/ckpt")) {
+        fail_msg("message does not name the step and the folder: %s", msg);
+    }
+    assert_true(srv_store_chunk(&f->L.store, 0)->version == 1);
+    assert_true(f->L.ndone < NWORKERS); /* it did not wait for the SHUTDOWNs */
+}
+
 /* ---- non-finite gradients ---------------------------------------------- */
 
 static void push_nan_step(fix_t *f)
@@ -700,6 +730,7 @@ int main(void)
     static const loop_opts_t skip = {.mode = PS_MODE_SYNC, .nonfinite_skip = 1};
     static const loop_opts_t secure = {.mode = PS_MODE_SYNC, .secure = 1};
     static const loop_opts_t secure2 = {.mode = PS_MODE_SYNC, .secure = 1, .streams = 2};
+    static const loop_opts_t bad_ckpt = {.mode = PS_MODE_SYNC, .ckpt_dir = "/dev/null/ckpt"};
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_setup_registers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_setup_refuses, setup, teardown),
@@ -713,6 +744,8 @@ int main(void)
         cmocka_unit_test_prestate_setup_teardown(test_stream_beyond_streams, setup, teardown,
                                                  (void *)&secure2),
         cmocka_unit_test_setup_teardown(test_valid_pushes_apply, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_checkpoint_failure_ends_training, setup,
+                                                 teardown, (void *)&bad_ckpt),
         cmocka_unit_test_setup_teardown(test_nonfinite_abort, setup, teardown),
         cmocka_unit_test_prestate_setup_teardown(test_nonfinite_skip, setup, teardown,
                                                  (void *)&skip),
