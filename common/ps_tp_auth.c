@@ -69,7 +69,9 @@ static int answer_zap(ps_tp_auth_t *a)
     }
     int ok = rank >= 0;
     char user[16] = "";
-    snprintf(user, sizeof user, ok ? "%d" : "", rank);
+    if (ok) {
+        snprintf(user, sizeof user, "%d", rank);
+    }
     zmq_send(a->zap, "1.0", 3, ZMQ_SNDMORE);
     zmq_send(a->zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
     zmq_send(a->zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);

@@ -490,9 +490,11 @@ static int sender_ok(const srv_loop_t *L, const ps_tp_msg_t *m, char *why, size_
     int w = m->peer;
     if (w >= L->cfg.nworkers || m->hdr.sender != (uint32_t)w) {
         snprintf(why, cap, "header says sender %u", m->hdr.sender);
+    } else if (m->auth_rank != PS_TP_AUTH_NONE && m->auth_rank < 0) {
+        snprintf(why, cap, "routing id says worker %d, the connection has no rank", w);
     } else if (m->auth_rank != PS_TP_AUTH_NONE && m->auth_rank != w) {
-        snprintf(why, cap, "routing id says worker %d, the key is %s %d's", w,
-                 m->auth_rank < 0 ? "no worker" : "worker", m->auth_rank);
+        snprintf(why, cap, "routing id says worker %d, the key is worker %d's", w,
+                 m->auth_rank);
     } else if (m->stream >= (L->cfg.worker_streams ? L->cfg.worker_streams[w]
                                                    : PS_TP_MAX_STREAMS)) {
         snprintf(why, cap, "stream %d, but worker %d opened %d", m->stream, w,
