@@ -17,7 +17,7 @@
 # Flags come from pkg-config; objects go to $(BUILD).
 
 CC ?= gcc
-PKGS := ompi-c libzmq openblas zlib inih
+PKGS := ompi-c libzmq openblas zlib inih jansson
 SAN ?=
 # Before its first use: BUILD below is expanded immediately.
 comma := ,
