@@ -11,6 +11,9 @@
 #                   over the committed corpus: the CI gate
 #   make test-fuzz  a random campaign: each target for FUZZ_SECONDS
 #                   (default 20), growing build/fuzz/corpus
+#   make format     clang-format every C file in place (.clang-format)
+#   make format-check  fail, listing the files, when any C file differs
+#                   from clang-format's output (CI runs it)
 #   make install PREFIX=/usr/local   ps.h, libpsclient, psclient.pc, the two
 #                   programs and their man pages (`make uninstall` undoes it)
 #
@@ -62,7 +65,8 @@ BINDIR := $(BUILD)/bin
 endif
 BINS := $(BINDIR)/ps-server $(BINDIR)/ps-worker
 
-.PHONY: all deps run test unit bench clean check-deps test-cluster plot fuzz test-fuzz fuzz-gate
+.PHONY: all deps run test unit bench clean check-deps test-cluster plot fuzz test-fuzz fuzz-gate \
+	format format-check
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -131,6 +135,20 @@ run: check-deps
 clean:
 	rm -rf build bin
 
+# Every C source and header of the project (not build output).
+FORMAT_FILES := $(wildcard common/*.[ch] server/*.[ch] worker/*.[ch] examples/*.[ch] \
+	tests/*/*.[ch])
+format: check-deps
+	clang-format -i $(FORMAT_FILES)
+
+format-check: check-deps
+	@out=$$(clang-format --dry-run $(FORMAT_FILES) 2>&1 | grep 'warning:' | cut -d: -f1 | \
+		sort | uniq -c); \
+	if [ -n "$$out" ]; then \
+		echo "format-check: these files differ from clang-format (run make format):"; \
+		echo "$$out"; exit 1; \
+	fi; echo "format-check: $(words $(FORMAT_FILES)) files match .clang-format"
+
 # libFuzzer targets (tests/fuzz/): clang only, with ASan and UBSan, the
 # code under test compiled here with coverage instrumentation (not the gcc
 # objects of libps.a).  Independent of SAN.
@@ -145,10 +163,12 @@ FUZZ_LIBS := $(shell pkg-config --libs zlib jansson 2>/dev/null || echo -lz -lja
 FUZZ_TARGETS := wire libsvm csv idx safetensors
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ)/fuzz_%)
 fuzz_obj = $(patsubst %.c,$(FUZZ)/obj/%.o,$(1))
-FUZZ_DATA_OBJ := $(call fuzz_obj,worker/wkr_data.c common/ps_err.c)
+FUZZ_DATA_SRC := worker/wkr_data.c worker/wkr_data_shard.c worker/wkr_data_text.c \
+	worker/wkr_data_idx.c
+FUZZ_DATA_OBJ := $(call fuzz_obj,$(FUZZ_DATA_SRC) common/ps_err.c)
 FUZZ_OBJ := $(call fuzz_obj,$(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c) common/ps_wire.c \
 	common/ps_layout.c common/ps_err.c common/ps_safetensors.c common/ps_atomic.c \
-	worker/wkr_data.c)
+	$(FUZZ_DATA_SRC))
 
 $(FUZZ)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

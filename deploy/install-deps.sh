@@ -22,6 +22,8 @@ dataset-fashion-mnist make gcc libinih-dev libjansson-dev gnuplot-nox"
 # Tests: the unit-test framework, the PyTorch reference, network namespaces
 # (iproute2: `ip netns` and `ss` for tests/integration/test_cluster.sh).
 PKGS="$PKGS libcmocka-dev python3-torch python3-numpy python3-zmq iproute2 procps clang libclang-rt-dev"
+# CI's style gate (make format-check): Debian 12's clang-format is 14.
+PKGS="$PKGS clang-format"
 
 missing=""
 for p in $PKGS; do

@@ -50,7 +50,7 @@ static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step,
     size_t used = (size_t)sprintf(text,
                                   "ps-checkpoint 1\nstep %" PRIu64 "\nnservers %d\ntotal %zu\n"
                                   "layout %016" PRIx64 "\n",
-                                  step, nservers, s->map.total, ps_layout_hash(&s->layout));
+                                  step, nservers, s->map.total, ps_layout_hash(s->layout));
     for (int r = 0; r < owners; r++) {
         used += (size_t)sprintf(text + used, "file server-%d.safetensors\n", r);
     }
@@ -148,7 +148,7 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
     }
     snprintf(crc, sizeof crc, "%08" PRIx32, crc_of(t, n));
     snprintf(stepv, sizeof stepv, "%" PRIu64, step);
-    snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(&s->layout));
+    snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(s->layout));
     snprintf(total, sizeof total, "%zu", s->map.total);
     const char *meta[] = {"format", "ps-checkpoint", "step",     stepv,    "crc32",    crc,
                           "layout", hash,            "total",    total,    "chunks",   chunks,
