@@ -96,9 +96,10 @@ int wkr_plot_columns(const char *metrics_path, FILE *out, int *has_test)
 
 static void write_script(FILE *g, const char *dat, const char *png, int has_test)
 {
-    fprintf(g, "set terminal pngcairo size 1200,800 font ',10'\n"
-               "set output '%s'\nset datafile missing 'NaN'\nset grid\nset key top right\n"
-               "set multiplot layout 2,2 title 'ps training run'\n",
+    fprintf(g,
+            "set terminal pngcairo size 1200,800 font ',10'\n"
+            "set output '%s'\nset datafile missing 'NaN'\nset grid\nset key top right\n"
+            "set multiplot layout 2,2 title 'ps training run'\n",
             png);
     const char *x[2][2] = {{"1", "step"}, {"2", "wall time (s)"}};
     for (int i = 0; i < 2; i++) {

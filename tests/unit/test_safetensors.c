@@ -133,8 +133,8 @@ static void test_round_trip(void **state)
         {"fc1.weight", 2, s_w, w}, {"fc1.bias", 1, s_b, b}, {"scalar", 0, NULL, &sc},
         {"empty", 2, s_e, NULL},   {weird, 1, s_b, b},
     };
-    const char *meta[] = {"format", "pt", "quote\"key", "line1\nline2\\ \x1f end",
-                          "unicode", "\xc3\xbcn\xc3\xaf"};
+    const char *meta[] = {
+        "format", "pt", "quote\"key", "line1\nline2\\ \x1f end", "unicode", "\xc3\xbcn\xc3\xaf"};
     const char *path = in_dir("rt.safetensors");
     assert_int_equal(ps_st_write(path, t, 5, meta, 3), 0);
 
@@ -404,8 +404,7 @@ static void expect_format_error(const char *path, const char *needle)
     int rv = ps_st_open(&f, path);
     if (rv != PS_EFORMAT || f != NULL || strstr(ps_error_msg(), path) == NULL ||
         strstr(ps_error_msg(), needle) == NULL) {
-        fail_msg("rv %d, message \"%s\", wanted PS_EFORMAT and \"%s\"", rv, ps_error_msg(),
-                 needle);
+        fail_msg("rv %d, message \"%s\", wanted PS_EFORMAT and \"%s\"", rv, ps_error_msg(), needle);
     }
 }
 
@@ -478,10 +477,14 @@ static void test_rejects_bad_json(void **state)
         {"{" T_A "}{}", "end of file expected near '{'"},
         {"[" T_A "]", "']' expected near ':'"},
         {"{\"a\" {\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "':' expected"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2,],\"data_offsets\":[0,8]}}", "unexpected token near ']'"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[02],\"data_offsets\":[0,8]}}", "invalid token near '0'"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2] \"data_offsets\":[0,8]}}", "'}' expected near '\"data_offsets\"'"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2 2],\"data_offsets\":[0,8]}}", "']' expected near '2'"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2,],\"data_offsets\":[0,8]}}",
+         "unexpected token near ']'"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[02],\"data_offsets\":[0,8]}}",
+         "invalid token near '0'"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2] \"data_offsets\":[0,8]}}",
+         "'}' expected near '\"data_offsets\"'"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2 2],\"data_offsets\":[0,8]}}",
+         "']' expected near '2'"},
         {"{\"a\":{\"dtype\":\"F32", "premature end of input"},
         {"{\"a\\x\":{}}", "invalid escape"},
         {"{\"a\\u12\":{}}", "invalid escape"},
@@ -517,7 +520,8 @@ static void test_rejects_bad_json(void **state)
          "tensor 'a': data_offsets is an object, not an array"},
         {"{\"a\":{\"dtype\":true,\"shape\":[2],\"data_offsets\":[0,8]}}",
          "tensor 'a': Expected string, got true"},
-        {"{\"__metadata__\":{\"k\":1}," T_A "}", "__metadata__ value of 'k' is an integer, not a string"},
+        {"{\"__metadata__\":{\"k\":1}," T_A "}",
+         "__metadata__ value of 'k' is an integer, not a string"},
         {"{\"__metadata__\":[]," T_A "}", "__metadata__ is an array, not an object"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -552,8 +556,8 @@ static void test_rejects_bad_offsets(void **state)
     expect_bad_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12,
                       "expected 0 (gap)");
     expect_bad_header("{" T_A "}", 12, "the tensors end at byte 8 of a 12-byte data section");
-    expect_bad_header("{" T_A ",\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
-                      8, "(overlap)");
+    expect_bad_header("{" T_A ",\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+                      "(overlap)");
     /* Wrong arity. */
     expect_bad_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8,8]}}", 8,
                       "more than 2 elements");
@@ -582,8 +586,8 @@ static void test_rejects_shape_mismatch(void **state)
     expect_bad_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904],"
                       "\"data_offsets\":[0,0]}}",
                       0, "shape needs 4611686018427387904 elements");
-    expect_bad_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1],\"data_offsets\":[0,4]}}",
-                      4, "shape has more than 4 elements");
+    expect_bad_header("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
+                      "shape has more than 4 elements");
 }
 
 static void test_rejects_bad_structure(void **state)
@@ -632,7 +636,7 @@ static void test_write_rejects_bad_args(void **state)
     const char *path = in_dir("args.safetensors");
     const ps_st_tensor_t dup[2] = {{"a", 1, s1, v}, {"a", 1, s1, v}};
     const ps_st_tensor_t bad[] = {
-        {"__metadata__", 1, s1, v}, {"", 1, s1, v}, {NULL, 1, s1, v}, {"x", 5, s5, v},
+        {"__metadata__", 1, s1, v}, {"", 1, s1, v},    {NULL, 1, s1, v},   {"x", 5, s5, v},
         {"x", -1, s1, v},           {"x", 1, sneg, v}, {"x", 1, s1, NULL}, {"\xff", 1, s1, v},
     };
     assert_int_equal(ps_st_write(path, dup, 2, NULL, 0), PS_EINVAL);
@@ -670,8 +674,9 @@ static void test_atomic_replace(void **state)
     size_t len;
     uint8_t *b = read_raw(path, &len);
     assert_int_equal(len, 8 + 64 + 12); /* 59 bytes of JSON + 5 spaces */
-    assert_memory_equal(b + 8, "{\"small\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}}"
-                               "     ",
+    assert_memory_equal(b + 8,
+                        "{\"small\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}}"
+                        "     ",
                         64);
     free(b);
     ps_st_file_t *f;
