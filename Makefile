@@ -106,8 +106,10 @@ check-deps:
 
 unit: $(UNIT_BIN) $(TOOL_BIN)
 
+# The benchmarks are built (not run) too, so an API change cannot leave
+# them broken until the next `make bench`.
 test: check-deps
-	@$(MAKE) --no-print-directory all unit SAN=$(SAN)
+	@$(MAKE) --no-print-directory all unit $(BENCH_BIN) SAN=$(SAN)
 	@BUILD=$(BUILD) BINDIR=$(BINDIR) sh tests/run.sh
 
 # Loss/accuracy curves from a metrics file: make plot METRICS=m.jsonl [PLOT=out.png]
