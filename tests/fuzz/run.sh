@@ -45,7 +45,7 @@ mkdir -p "$FUZZ/artifacts" "$FUZZ/logs"
 # machine (the targets differ 100-fold in speed: idx inflates gzip).
 gate_runs() {
     case $1 in
-    wire) echo 1500000 ;;
+    wire) echo 3000000 ;;
     safetensors) echo 600000 ;;
     libsvm | csv) echo 250000 ;;
     idx) echo 15000 ;;
