@@ -1,11 +1,11 @@
 #include "srv_ckpt.h"
 
+#include "ps_atomic.h"
 #include "ps_err.h"
 #include "ps_safetensors.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,31 +40,6 @@ static uint32_t crc_of(const ps_st_tensor_t *t, int n)
     return (uint32_t)crc;
 }
 
-/* A text file replaced atomically: temp name, fsync, rename, fsync of the
- * directory. */
-static int write_atomic(const char *path, const char *text)
-{
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    size_t len = strlen(text);
-    if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
-        ps_error_set("cannot write %s: %s", tmp, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-        }
-        unlink(tmp);
-        return PS_EIO;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        ps_error_set("cannot rename %s: %s", tmp, strerror(errno));
-        unlink(tmp);
-        return PS_EIO;
-    }
-    return ps_st_sync_dir(path);
-}
-
 static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step, int nservers)
 {
     char path[4200], *text = malloc(64 * (size_t)nservers + 512);
@@ -80,7 +55,7 @@ static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step,
         used += (size_t)sprintf(text + used, "file server-%d.safetensors\n", r);
     }
     snprintf(path, sizeof path, "%s/MANIFEST", sdir);
-    int rv = write_atomic(path, text);
+    int rv = ps_atomic_write_buf(path, text, used);
     free(text);
     return rv;
 }

@@ -9,6 +9,7 @@
  * agreement ends every rank cleanly.  Training runs on the zmq event loop
  * (srv_loop).
  */
+#include "ps_atomic.h"
 #include "ps_boot.h"
 #include "ps_err.h"
 #include "ps_jobinfo.h"
@@ -338,31 +339,25 @@ static void share_settings(srv_cfg_t *c, ps_boot_t *b)
 }
 
 /* Server 0: "RANK ENDPOINT PUBLIC_KEY" per server, for operators and tests;
- * written to a temporary name and renamed so readers never see half. */
-static int write_endpoint_file(const srv_cfg_t *c, ps_boot_t *b)
+ * replaced atomically so readers never see half. */
+static int endpoint_lines(FILE *f, void *arg)
 {
-    char tmp[4200];
-    if (!c->endpoint_file || b->rank != 0) {
-        return 0;
-    }
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", c->endpoint_file, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        ps_error_set("--endpoint-file %s: cannot write", c->endpoint_file);
-        return PS_EIO;
-    }
+    ps_boot_t *b = arg;
     const char(*keys)[41] = ps_boot_server_keys(b);
     for (int s = 0; s < b->nservers; s++) {
         /* The first lane: any one reaches the server's socket. */
         const char *ep = ps_boot_server_endpoint(b, s);
         fprintf(f, "%d %.*s %s\n", s, (int)strcspn(ep, " "), ep, keys[s][0] ? keys[s] : "-");
     }
-    if (fclose(f) != 0 || rename(tmp, c->endpoint_file) != 0) {
-        unlink(tmp);
-        ps_error_set("--endpoint-file %s: cannot write", c->endpoint_file);
-        return PS_EIO;
-    }
     return 0;
+}
+
+static int write_endpoint_file(const srv_cfg_t *c, ps_boot_t *b)
+{
+    if (!c->endpoint_file || b->rank != 0) {
+        return 0;
+    }
+    return ps_atomic_write(c->endpoint_file, endpoint_lines, b);
 }
 
 /* Step "ports": only this job's workers may talk to the data port; the
