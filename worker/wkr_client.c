@@ -1,5 +1,6 @@
 #include "wkr_client.h"
 
+#include "ps_clock.h"
 #include "ps_count.h"
 #include "ps_err.h"
 #include "ps_half.h"
@@ -8,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct wkr_client {
     wkr_client_cfg_t cfg;
@@ -24,13 +24,6 @@ struct wkr_client {
     ps_count_t inflight; /* zero-copy pushes not yet released by zmq */
     wkr_client_stats_t st;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
 {
@@ -291,7 +284,7 @@ int wkr_client_pull(wkr_client_t *c, uint64_t step, float *params)
             c->requested[i] = 1;
         }
     }
-    double t0 = now_s();
+    double t0 = ps_clock_now();
     while (c->nreceived < c->map.n) {
         ps_tp_msg_t m;
         char what[64];
@@ -302,7 +295,7 @@ int wkr_client_pull(wkr_client_t *c, uint64_t step, float *params)
         take_reply(c, &m, version, params);
         ps_tp_msg_release(&m);
     }
-    c->st.wait_s += now_s() - t0;
+    c->st.wait_s += ps_clock_now() - t0;
     return 0;
 }
 

@@ -1,5 +1,6 @@
 #include "wkr_train.h"
 
+#include "ps_clock.h"
 #include "ps_err.h"
 #include "ps_finite.h"
 #include "ps_rng.h"
@@ -8,7 +9,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* State shared with the model's grad-ready callback during one step. */
@@ -44,13 +44,6 @@ typedef struct {
     double apply_seen;       /* servers' apply seconds reported so far */
     uint64_t samples;
 } trainer_t;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total, wkr_plan_t *plan)
 {
@@ -98,12 +91,12 @@ static void grad_ready(void *arg, size_t first)
     }
     p->done_from = first;
     if (!p->hold) {
-        double t0 = now_s();
+        double t0 = ps_clock_now();
         if (p->first_push == 0) {
             p->first_push = t0;
         }
         p->rv = wkr_client_push_from(p->client, p->grads, first, p->samples);
-        p->push_s += now_s() - t0;
+        p->push_s += ps_clock_now() - t0;
     }
 }
 
@@ -117,9 +110,9 @@ static int push_held(push_ctx_t *p)
                     (unsigned long long)p->step + 1);
         wkr_client_set_skip(p->client, 1);
     }
-    p->first_push = now_s();
+    p->first_push = ps_clock_now();
     int rv = wkr_client_push_from(p->client, p->grads, 0, p->samples);
-    p->push_s += now_s() - p->first_push;
+    p->push_s += ps_clock_now() - p->first_push;
     return rv;
 }
 
@@ -149,7 +142,7 @@ static int compute_step(trainer_t *t, uint64_t j, push_ctx_t *p)
     size_t n_step = clamp_count(d->n, lo, K * B);
     p->samples = (uint32_t)n_step;
     p->scale = n_step ? 1.0f / (float)n_step : 0.0f;
-    double t0 = now_s();
+    double t0 = ps_clock_now();
     for (size_t k = 0; k < K; k++) {
         size_t mlo = lo + k * B, mn = clamp_count(d->n, mlo, B);
         for (size_t i = 0; i < mn; i++) {
@@ -170,7 +163,7 @@ static int compute_step(trainer_t *t, uint64_t j, push_ctx_t *p)
         p->rv = push_held(p);
     }
     t->samples += n_step;
-    t->compute_s += now_s() - t0;
+    t->compute_s += ps_clock_now() - t0;
     return p->rv;
 }
 
@@ -196,12 +189,12 @@ static int run_step(trainer_t *t, uint64_t s)
     }
     ps_trace_event("compute + push", t0, (int64_t)s + 1);
     t0 = ps_trace_on() ? ps_trace_now() : 0;
-    double compute_end = now_s();
+    double compute_end = ps_clock_now();
     rv = wkr_client_pull(t->c, s + 1, params);
     ps_trace_event("pull wait", t0, (int64_t)s + 1);
     /* Communication runs from the first chunk pushed to the last weights
      * back; what ran before compute ended was hidden behind backward. */
-    double sent = p.first_push > 0 ? p.first_push : compute_end, done = now_s();
+    double sent = p.first_push > 0 ? p.first_push : compute_end, done = ps_clock_now();
     t->comm_s += done - sent;
     t->hidden_s += compute_end - sent;
     t->push_s += p.push_s;
@@ -328,7 +321,7 @@ static void trainer_fini(trainer_t *t)
 static int close_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pending_t *p,
                        uint64_t epoch, uint64_t s, double start, double *epoch_start)
 {
-    double tnow = now_s();
+    double tnow = ps_clock_now();
     wkr_client_stats_t st;
     wkr_client_stats(t->c, &st);
     p->e = (wkr_epoch_rec_t){.epoch = (int)epoch + 1, .step = s + 1, .elapsed_s = tnow - start,
@@ -342,7 +335,7 @@ static int close_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pe
     t->comm_s = 0;
     t->hidden_s = 0;
     t->push_s = 0;
-    *epoch_start = now_s();
+    *epoch_start = ps_clock_now();
     return rv;
 }
 
@@ -354,7 +347,7 @@ int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t 
     int rv = trainer_init(&t, cfg, plan, m, c, train);
     uint64_t spe = plan->steps_per_epoch;
     int epochs = (int)((plan->total_steps + spe - 1) / spe), started = 0, reported = 0;
-    double start = now_s(), epoch_start = start;
+    double start = ps_clock_now(), epoch_start = start;
     pending_t *pend = calloc((size_t)epochs + 1, sizeof *pend);
     if (rv == 0 && !pend) {
         rv = PS_ENOMEM;
