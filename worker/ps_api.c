@@ -199,7 +199,6 @@ int ps_init(ps_t **out, int *argc, char ***argv, const ps_options_t *opt)
 
 int ps_info(const ps_t *ps, ps_info_t *out)
 {
-    static const char *const modes[] = {"sync", "ssp", "async"};
     if (!ps || !out) {
         return no_handle("ps_info");
     }
@@ -207,7 +206,7 @@ int ps_info(const ps_t *ps, ps_info_t *out)
     out->rank = ps->boot.rank;
     out->nworkers = ps->boot.nworkers;
     out->nservers = ps->boot.nservers;
-    out->mode = ps->srv.mode < 3 ? modes[ps->srv.mode] : "?";
+    out->mode = ps_mode_name(ps->srv.mode);
     out->staleness = ps->srv.staleness;
     out->lr = ps->srv.lr;
     out->step = ps->step;
