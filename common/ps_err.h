@@ -17,6 +17,8 @@
 
 #include <stdarg.h>
 
+/* worker/ps.h repeats these for users: a new code goes there too, and into
+ * the compile-time check at the top of worker/ps_api.c. */
 enum {
     PS_OK = 0,
     PS_EINVAL = -1,   /* bad argument, flag or value */

@@ -3,7 +3,48 @@
  * and a step-level data plane over wkr_client.  The contract is ps.h; the
  * pieces ps-worker's main reuses are in ps_api.h.
  */
+/*
+ * ps.h repeats ps_err.h's error codes (it is installed alone).  Read ps.h's
+ * copy first under other names, then ps_err.h's, and make the compiler
+ * check that every code agrees.
+ */
+#define PS_OK PSH_OK
+#define PS_EINVAL PSH_EINVAL
+#define PS_ENOMEM PSH_ENOMEM
+#define PS_EIO PSH_EIO
+#define PS_EFORMAT PSH_EFORMAT
+#define PS_EPROTO PSH_EPROTO
+#define PS_ERANGE PSH_ERANGE
+#define PS_ETIMEDOUT PSH_ETIMEDOUT
+#define PS_ENOENT PSH_ENOENT
+#define PS_EMPI PSH_EMPI
+#define PS_EZMQ PSH_EZMQ
+#define PS_ESTATE PSH_ESTATE
+#define PS_EAGAIN PSH_EAGAIN
+#include "ps.h"
+#undef PS_OK
+#undef PS_EINVAL
+#undef PS_ENOMEM
+#undef PS_EIO
+#undef PS_EFORMAT
+#undef PS_EPROTO
+#undef PS_ERANGE
+#undef PS_ETIMEDOUT
+#undef PS_ENOENT
+#undef PS_EMPI
+#undef PS_EZMQ
+#undef PS_ESTATE
+#undef PS_EAGAIN
+
 #include "ps_api.h"
+
+#define SAME_CODE(x) ((int)PSH_##x == (int)PS_##x)
+_Static_assert(SAME_CODE(OK) && SAME_CODE(EINVAL) && SAME_CODE(ENOMEM) && SAME_CODE(EIO) &&
+                   SAME_CODE(EFORMAT) && SAME_CODE(EPROTO) && SAME_CODE(ERANGE) &&
+                   SAME_CODE(ETIMEDOUT) && SAME_CODE(ENOENT) && SAME_CODE(EMPI) &&
+                   SAME_CODE(EZMQ) && SAME_CODE(ESTATE) && SAME_CODE(EAGAIN),
+               "the error codes of ps.h and ps_err.h differ");
+#undef SAME_CODE
 
 #include "ps_finite.h"
 #include "ps_opts.h"
