@@ -209,7 +209,7 @@ static int build_model(const wkr_cfg_t *c, wkr_job_t *j, wkr_model_kind_t kind)
     if (rv != 0) {
         return rv;
     }
-    wkr_model_init(j->model, init, (uint64_t)c->seed);
+    wkr_model_fill_weights(j->model, init, (uint64_t)c->seed);
     if (c->init_from && (rv = load_init(j->model, c->init_from)) != 0) {
         return rv;
     }
