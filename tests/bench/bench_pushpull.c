@@ -149,7 +149,13 @@ static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t 
     if ((rv = wkr_client_new(&o->client, &cc)) != 0) {
         return rv;
     }
-    return wkr_client_register(o->client, o->init);
+    /* The flat arrays, tensor by tensor (contiguous: sent zero-copy). */
+    for (int t = 0; t < o->layout.n; t++) {
+        size_t off = o->layout.t[t].offset;
+        wkr_client_set_arrays(o->client, t, o->params + off, o->grads + off);
+    }
+    memcpy(o->params, o->init, o->layout.total * sizeof(float));
+    return wkr_client_register(o->client);
 }
 
 /* One timed round: the worker's whole step minus the compute. */
@@ -158,12 +164,15 @@ static int ours_round(void *arg, double *dt)
     ours_t *o = arg;
     double t0 = ps_clock_now();
     wkr_client_begin_step(o->client, o->step);
-    int rv = wkr_client_push_from(o->client, o->grads, 0, 1);
-    if (rv == 0) {
-        rv = wkr_client_pull(o->client, o->step + 1, o->params);
+    int rv = 0;
+    for (int t = o->layout.n; rv == 0 && t-- > 0;) {
+        rv = wkr_client_push_tensor(o->client, t, 1);
     }
     if (rv == 0) {
-        rv = wkr_client_wait_sends(o->client);
+        rv = wkr_client_pull(o->client, o->step + 1);
+    }
+    if (rv == 0) {
+        rv = wkr_client_finish_step(o->client);
     }
     *dt = ps_clock_now() - t0;
     o->step++;
