@@ -18,7 +18,8 @@
  *                  ps_push_tensor() as backward finishes each one and
  *                  ps_pull_tensor() + ps_wait_pulled() before forward needs
  *                  it (or ps_pull() for all); ps_reduce_sum() for metrics
- *     ps_finalize  tell the servers we are done; leave the job
+ *     ps_finalize  tell the servers we are done (or ps_done earlier); leave
+ *                  the job
  *
  * Collective calls.  ps_init, ps_start and ps_finalize are collective over
  * the whole job (servers included): every worker calls each once, in that
@@ -87,7 +88,7 @@
  *      per-tensor ps_push_tensor / ps_pull_tensor with ps_wait_sent,
  *      ps_test_sent, ps_wait_pulled, ps_test_pulled (ps_wait is
  *      ps_wait_sent's old name), ps_reduce_sum_start with
- *      ps_wait_reduced / ps_test_reduced, ps_require_same,
+ *      ps_wait_reduced / ps_test_reduced, ps_require_same, ps_done,
  *      ps_info_t.world_rank / .world_size, ps_stats_t.apply_s,
  *      ps_initializer_t (ps_init_t is its old name)
  * 0.x versions keep the soname libpsclient.so.0 and make no ABI promise:
@@ -375,9 +376,18 @@ int ps_stats(ps_t *ps, ps_stats_t *out);
  * momentum buffers and the optimizer settings. */
 int ps_save(ps_t *ps, const char *path);
 
+/* Tell the servers this worker will push no more (finishing an open step
+ * first), without leaving the job: in async and ssp mode the others need
+ * not wait for it while it evaluates, writes files or completes its sums.
+ * After it, the calls that talk to the servers (pushes, pulls, ps_stats)
+ * return PS_ESTATE; reductions, ps_save, ps_lr and ps_info still work.
+ * A second call returns 0 at once. */
+int ps_done(ps_t *ps);
+
 /*
- * Leave the job (collective over the job): finish an open step, complete
- * the reductions still in flight, tell the servers this worker is done,
+ * Leave the job (collective over the job): finish an open step, tell the
+ * servers this worker is done (unless ps_done did), complete the
+ * reductions still in flight,
  * wait for the servers' end (their --save), release everything and
  * finalise MPI if ps_init initialised it.  Before ps_start it ends the
  * whole job's start-up with an error.  On a broken handle it ends the

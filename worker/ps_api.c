@@ -771,6 +771,17 @@ static int data_plane_open(const ps_t *ps, const char *call)
     return PS_ESTATE;
 }
 
+/* The data plane is open and this worker has not said it is done. */
+static int servers_open(const ps_t *ps, const char *call)
+{
+    int rv = data_plane_open(ps, call);
+    if (rv == 0 && ps->shut) {
+        ps_error_set("%s: this worker is done (ps_done)", call);
+        rv = PS_ESTATE;
+    }
+    return rv;
+}
+
 /* After ps_start: tensor `name`'s index into *t. */
 static int find_tensor(const ps_t *ps, const char *call, const char *name, int *t)
 {
@@ -818,7 +829,7 @@ static int end_step(ps_t *ps)
 /* A push may start or continue this step with these samples. */
 static int pushable(ps_t *ps, const char *call, uint32_t samples)
 {
-    int rv = data_plane_open(ps, call);
+    int rv = servers_open(ps, call);
     if (rv == 0 && ps->pushed && ps->npulls == ps->layout.n) {
         rv = end_step(ps); /* every tensor pulled: wait for them, then begin the next */
     }
@@ -1118,7 +1129,7 @@ int ps_test_pulled(ps_pull_t *h, int *done)
 
 int ps_pull(ps_t *ps)
 {
-    int rv = data_plane_open(ps, "ps_pull");
+    int rv = servers_open(ps, "ps_pull");
     if (rv != 0) {
         return rv;
     }
@@ -1258,7 +1269,7 @@ int ps_lr(const ps_t *ps, uint64_t step, double *lr)
 int ps_stats(ps_t *ps, ps_stats_t *out)
 {
     ps_wire_stats_t st;
-    int rv = data_plane_open(ps, "ps_stats");
+    int rv = servers_open(ps, "ps_stats");
     if (rv == 0 && (!out || ps->open)) {
         /* Inside a step, pull replies are on their way and would be lost. */
         ps_error_set("ps_stats: %s", out ? "not inside a step (after ps_pull)" : "out is NULL");
@@ -1303,10 +1314,12 @@ int ps_save(ps_t *ps, const char *path)
     return rv;
 }
 
-/* Finish the open step, say goodbye, and meet the servers' save step. */
-static int leave_job(ps_t *ps)
+int ps_done(ps_t *ps)
 {
-    int rv = 0;
+    int rv = data_plane_open(ps, "ps_done");
+    if (rv != 0 || ps->shut) {
+        return rv;
+    }
     if (ps->pushed) {
         rv = ps_pull(ps); /* so no reply is left on its way to a closed socket */
     } else if (ps->open) {
@@ -1315,12 +1328,23 @@ static int leave_job(ps_t *ps)
                      (unsigned long long)ps->step, ps->npushed, ps->layout.n);
         rv = break_handle(ps, PS_ESTATE);
     }
-    if (rv == 0 && !ps->shut) {
+    if (rv == 0) {
         wkr_client_wait_sends(ps->client);
         if ((rv = wkr_client_shutdown(ps->client)) != 0) {
-            break_handle(ps, rv);
+            return break_handle(ps, rv);
         }
         ps->shut = 1;
+    }
+    return rv;
+}
+
+/* Say goodbye (if not yet), complete the sums in flight, and meet the
+ * servers' save step. */
+static int leave_job(ps_t *ps)
+{
+    ps_done(ps);
+    if (ps->state == ST_STARTED && complete_reductions(ps) != 0) {
+        break_handle(ps, PS_EMPI);
     }
     return ps->state == ST_BROKEN ? ps->rc : agree(ps, 0);
 }
@@ -1348,8 +1372,8 @@ int ps_finalize(ps_t **pp)
         return 0;
     }
     ps_t *ps = *pp;
-    if (ps->state != ST_BROKEN && complete_reductions(ps) != 0 && ps->state == ST_STARTED) {
-        break_handle(ps, PS_EMPI);
+    if (ps->state != ST_STARTED && ps->state != ST_BROKEN) {
+        complete_reductions(ps); /* the workers' start-up ended alike: they all get here */
     }
     int rv = ps->rc;
     if (ps->state == ST_BOOTED || ps->state == ST_JOINED || ps->state == ST_PLANNED) {

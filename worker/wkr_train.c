@@ -365,6 +365,12 @@ int wkr_train_run(const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan, ps_t *p
             rv = drain_epochs(&t, test != NULL, r, pend, &reported, started, 0);
         }
     }
+    /* Only rank 0 still talks to the servers (STATS) while the last sums
+     * complete; the others are done now and say so at once, so that in
+     * async mode the servers need not wait for a slower worker's epochs. */
+    if (rv == 0 && cfg->rank != 0) {
+        rv = ps_done(ps);
+    }
     if (rv == 0) {
         rv = drain_epochs(&t, test != NULL, r, pend, &reported, started, 1);
     }

@@ -63,8 +63,9 @@ void wkr_train_batch(const wkr_train_cfg_t *cfg, size_t n, uint64_t j, size_t k,
 /* Run the plan from the servers' step on, through `ps` (started, with the
  * model's arrays bound).  Metric sums over the workers are collective
  * over the workers (started without waiting, completed in order); `r` may
- * be NULL on ranks other than 0.  The caller's ps_finalize tells the
- * servers this worker is done. */
+ * be NULL on ranks other than 0.  Ranks other than 0 tell the servers
+ * they are done (ps_done) before waiting for the last sums; rank 0's
+ * ps_finalize does, after its last report. */
 int wkr_train_run(const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan, ps_t *ps,
                   wkr_model_t *m, const wkr_dataset_t *train, const wkr_dataset_t *test,
                   wkr_report_t *r);

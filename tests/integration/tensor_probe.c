@@ -240,8 +240,13 @@ static void probe_main(ps_t *ps, double lr, const char *out)
     ps_stats_t st;
     check(ps_stats(ps, &st) == 0 && st.version == 4 && st.apply_s >= 0 && st.rejected == 0,
           "ps_stats: 4 steps applied, apply_s");
+    check(ps_done(ps) == 0 && ps_done(ps) == 0, "ps_done, twice");
+    check(ps_push(ps, 1, NULL) == PS_ESTATE && ps_stats(ps, &st) == PS_ESTATE,
+          "after ps_done: no pushes, no counters");
+    double c[1] = {1};
+    check(ps_reduce_sum(ps, c, 1) == 0 && c[0] == 2, "after ps_done: sums still work");
     if (rank == 0 && out) {
-        check(ps_save(ps, out) == 0, "ps_save the bound arrays");
+        check(ps_save(ps, out) == 0, "ps_save the bound arrays (after ps_done)");
     }
     (void)r3; /* left in flight: ps_finalize completes it */
 }
