@@ -11,13 +11,16 @@
 #                   over the committed corpus: the CI gate
 #   make test-fuzz  a random campaign: each target for FUZZ_SECONDS
 #                   (default 20), growing build/fuzz/corpus
+#   make format     clang-format every C file in place (.clang-format)
+#   make format-check  fail, listing the files, when any C file differs
+#                   from clang-format's output (CI runs it)
 #   make install PREFIX=/usr/local   ps.h, libpsclient, psclient.pc, the two
 #                   programs and their man pages (`make uninstall` undoes it)
 #
 # Flags come from pkg-config; objects go to $(BUILD).
 
 CC ?= gcc
-PKGS := ompi-c libzmq openblas zlib inih
+PKGS := ompi-c libzmq openblas zlib inih jansson
 SAN ?=
 # Before its first use: BUILD below is expanded immediately.
 comma := ,
@@ -62,7 +65,8 @@ BINDIR := $(BUILD)/bin
 endif
 BINS := $(BINDIR)/ps-server $(BINDIR)/ps-worker
 
-.PHONY: all deps run test unit bench clean check-deps test-cluster plot fuzz test-fuzz fuzz-gate
+.PHONY: all deps run test unit bench clean check-deps test-cluster plot fuzz test-fuzz fuzz-gate \
+	format format-check
 all: $(BINS)
 
 $(BUILD)/obj/%.o: %.c
@@ -102,8 +106,10 @@ check-deps:
 
 unit: $(UNIT_BIN) $(TOOL_BIN)
 
+# The benchmarks are built (not run) too, so an API change cannot leave
+# them broken until the next `make bench`.
 test: check-deps
-	@$(MAKE) --no-print-directory all unit SAN=$(SAN)
+	@$(MAKE) --no-print-directory all unit $(BENCH_BIN) SAN=$(SAN)
 	@BUILD=$(BUILD) BINDIR=$(BINDIR) sh tests/run.sh
 
 # Loss/accuracy curves from a metrics file: make plot METRICS=m.jsonl [PLOT=out.png]
@@ -131,6 +137,20 @@ run: check-deps
 clean:
 	rm -rf build bin
 
+# Every C source and header of the project (not build output).
+FORMAT_FILES := $(wildcard common/*.[ch] server/*.[ch] worker/*.[ch] examples/*.[ch] \
+	tests/*/*.[ch])
+format: check-deps
+	clang-format -i $(FORMAT_FILES)
+
+format-check: check-deps
+	@out=$$(clang-format --dry-run $(FORMAT_FILES) 2>&1 | grep 'warning:' | cut -d: -f1 | \
+		sort | uniq -c); \
+	if [ -n "$$out" ]; then \
+		echo "format-check: these files differ from clang-format (run make format):"; \
+		echo "$$out"; exit 1; \
+	fi; echo "format-check: $(words $(FORMAT_FILES)) files match .clang-format"
+
 # libFuzzer targets (tests/fuzz/): clang only, with ASan and UBSan, the
 # code under test compiled here with coverage instrumentation (not the gcc
 # objects of libps.a).  Independent of SAN.
@@ -139,14 +159,18 @@ FUZZ_SECONDS ?= 20
 FUZZ := build/fuzz
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -ffp-contract=off \
 	-fno-strict-aliasing -Icommon -Iserver -Iworker -O1 -g -fno-omit-frame-pointer \
-	-fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_LIBS := $(shell pkg-config --libs zlib 2>/dev/null || echo -lz) -lm
+	-fsanitize=address,undefined -fno-sanitize-recover=all \
+	$(shell pkg-config --cflags jansson 2>/dev/null)
+FUZZ_LIBS := $(shell pkg-config --libs zlib jansson 2>/dev/null || echo -lz -ljansson) -lm
 FUZZ_TARGETS := wire libsvm csv idx safetensors
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ)/fuzz_%)
 fuzz_obj = $(patsubst %.c,$(FUZZ)/obj/%.o,$(1))
-FUZZ_DATA_OBJ := $(call fuzz_obj,worker/wkr_data.c common/ps_err.c)
+FUZZ_DATA_SRC := worker/wkr_data.c worker/wkr_data_shard.c worker/wkr_data_text.c \
+	worker/wkr_data_idx.c
+FUZZ_DATA_OBJ := $(call fuzz_obj,$(FUZZ_DATA_SRC) common/ps_err.c)
 FUZZ_OBJ := $(call fuzz_obj,$(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c) common/ps_wire.c \
-	common/ps_layout.c common/ps_err.c common/ps_safetensors.c worker/wkr_data.c)
+	common/ps_layout.c common/ps_err.c common/ps_safetensors.c common/ps_atomic.c \
+	$(FUZZ_DATA_SRC))
 
 $(FUZZ)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -157,8 +181,8 @@ $(FUZZ)/fuzz_%: $(FUZZ)/obj/tests/fuzz/fuzz_%.o
 
 $(FUZZ)/fuzz_wire: $(call fuzz_obj,common/ps_wire.c common/ps_layout.c common/ps_err.c)
 $(FUZZ)/fuzz_libsvm $(FUZZ)/fuzz_csv $(FUZZ)/fuzz_idx: $(FUZZ_DATA_OBJ)
-$(FUZZ)/fuzz_safetensors: $(call fuzz_obj,common/ps_safetensors.c common/ps_layout.c \
-	common/ps_err.c)
+$(FUZZ)/fuzz_safetensors: $(call fuzz_obj,common/ps_safetensors.c common/ps_atomic.c \
+	common/ps_layout.c common/ps_err.c)
 
 # Keep the objects of the chained pattern rules for incremental rebuilds.
 .SECONDARY: $(FUZZ_OBJ)
@@ -192,7 +216,7 @@ PSC_SO := $(BUILD)/libpsclient.so.$(PS_VERSION)
 PSC_SRC := worker/ps_api.c worker/wkr_client.c worker/wkr_arrays.c $(filter-out common/ps_opts.c,$(wildcard common/*.c))
 PSC_OBJ := $(PSC_SRC:%.c=$(BUILD)/obj/%.o)
 PSC_PIC_OBJ := $(PSC_SRC:%.c=$(BUILD)/pic/%.o)
-PSC_DEP_LIBS := $(shell pkg-config --libs ompi-c libzmq 2>/dev/null) -lm -lpthread
+PSC_DEP_LIBS := $(shell pkg-config --libs ompi-c libzmq jansson 2>/dev/null) -lm -lpthread
 INST_LIB := $(DESTDIR)$(PREFIX)/lib
 INST_MAN := $(DESTDIR)$(PREFIX)/share/man/man1
 INSTALLED := $(DESTDIR)$(PREFIX)/include/ps.h $(INST_LIB)/libpsclient.a \

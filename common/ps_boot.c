@@ -1,6 +1,7 @@
 #include "ps_boot.h"
 
 #include "ps_err.h"
+#include "ps_startup.h"
 
 #include <limits.h>
 #include <mpi.h>
@@ -61,18 +62,28 @@ static int find_single_host(ps_boot_t *b)
     return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Allgather", rv);
 }
 
+/* Once MPI is up, the other ranks are already inside the same collective
+ * calls: a failure here cannot be agreed on, only end the job. */
+static void boot_fatal(ps_boot_t *b, const char *what, int err)
+{
+    mpi_fail(what, err);
+    ps_log_error("start-up: %s", ps_error_msg());
+    ps_boot_abort(b, 2);
+}
+
 int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server)
 {
     memset(b, 0, sizeof *b);
     boot_impl_t *im = calloc(1, sizeof *im);
     if (!im) {
+        ps_error_set("start-up: no memory for the control plane (%zu bytes)", sizeof *im);
         return PS_ENOMEM;
     }
     b->impl = im;
-    int up = 0;
+    int up = 0, rv;
     MPI_Initialized(&up);
     if (!up) {
-        MPI_Init(argc, argv);
+        MPI_Init(argc, argv); /* MPI's default handler: a failure here aborts */
         im->owns_mpi = 1;
     } else {
         MPI_Comm_get_errhandler(MPI_COMM_WORLD, &im->caller_eh);
@@ -81,25 +92,61 @@ int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server)
     MPI_Comm_rank(MPI_COMM_WORLD, &b->world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &b->world_size);
     b->is_server = is_server;
-    int rv = MPI_Comm_split(MPI_COMM_WORLD, is_server ? 0 : 1, b->world_rank, &im->role);
-    if (rv != MPI_SUCCESS) {
-        return mpi_fail("MPI_Comm_split", rv);
+    if ((rv = MPI_Comm_split(MPI_COMM_WORLD, is_server ? 0 : 1, b->world_rank, &im->role)) !=
+        MPI_SUCCESS) {
+        boot_fatal(b, "MPI_Comm_split by role", rv);
     }
     MPI_Comm_rank(im->role, &b->rank);
     int mine = is_server, servers = 0;
-    MPI_Allreduce(&mine, &servers, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if ((rv = MPI_Allreduce(&mine, &servers, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD)) !=
+        MPI_SUCCESS) {
+        boot_fatal(b, "MPI_Allreduce counting the servers", rv);
+    }
     b->nservers = servers;
     b->nworkers = b->world_size - servers;
     gethostname(b->host, sizeof b->host - 1);
-    return find_single_host(b);
+    if ((rv = find_single_host(b)) != 0) {
+        ps_log_error("start-up: %s", ps_error_msg());
+        ps_boot_abort(b, 2);
+    }
+    return 0;
 }
 
-int ps_boot_agree(ps_boot_t *b, int rc)
+/*
+ * Every step of the start-up table begins with this one collective, the
+ * same on every rank whatever the step's kind: an MPI_Allreduce(MIN) of
+ * {step, -step, the rank if it failed}.  Ranks at different steps see it
+ * at once (min != max) and end the job naming both steps, instead of
+ * meeting in mismatched MPI calls.  Returns the lowest failing world rank,
+ * INT_MAX when none failed.
+ */
+static int step_begin(ps_boot_t *b, ps_step_t s, int kind, int rc)
 {
-    int mine = rc != 0 ? b->world_rank : INT_MAX, first = INT_MAX;
-    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS) {
-        return PS_EMPI;
+    const ps_step_info_t *si = ps_step_info((int)s);
+    if (!si || (int)si->kind != kind) {
+        ps_log_error("start-up: step %d '%s' run as the wrong kind of collective (a bug: see "
+                     "common/ps_startup.h)",
+                     (int)s, ps_step_name((int)s));
+        ps_boot_abort(b, 2);
     }
+    int v[3] = {(int)s, -(int)s, rc != 0 ? b->world_rank : INT_MAX}, r[3];
+    int err = MPI_Allreduce(v, r, 3, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (err != MPI_SUCCESS) {
+        boot_fatal(b, "MPI_Allreduce of a start-up step", err);
+    }
+    if (r[0] != -r[1]) {
+        int other = r[0] != (int)s ? r[0] : -r[1];
+        ps_log_error("start-up out of step: this rank is at step %d '%s' while another is at "
+                     "step %d '%s'; both roles must run the table in common/ps_startup.h",
+                     (int)s, si->name, other, ps_step_name(other));
+        ps_boot_abort(b, 2);
+    }
+    return r[2];
+}
+
+int ps_boot_agree(ps_boot_t *b, ps_step_t step, int rc)
+{
+    int first = step_begin(b, step, PS_STEP_AGREE, rc);
     if (first == INT_MAX) {
         return 0;
     }
@@ -149,10 +196,20 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubke
     im->worker_host = calloc((size_t)b->nworkers + 1, HOST_LEN);
     im->server_key = calloc((size_t)b->nservers + 1, KEY_LEN);
     im->worker_key = calloc((size_t)b->nworkers + 1, KEY_LEN);
+    int rc = 0;
     if (!all || !im->server_ep || !im->server_host || !im->worker_host || !im->server_key ||
         !im->worker_key) {
+        ps_error_set("start-up: no memory for the endpoints of %d ranks", b->world_size);
+        rc = PS_ENOMEM;
+    }
+    /* Agreed before the all-gather, which needs every rank's buffers. */
+    int first = step_begin(b, PS_STEP_EXCHANGE, PS_STEP_EXCHANGE_ALL, rc);
+    if (first != INT_MAX) {
+        if (first == b->world_rank) {
+            ps_log_error("%s", ps_error_msg());
+        }
         free(all);
-        return PS_ENOMEM;
+        return rc != 0 ? rc : PS_ESTATE;
     }
     memset(&mine, 0, sizeof mine);
     mine.is_server = b->is_server;
@@ -160,11 +217,10 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubke
     snprintf(mine.ep, EP_LEN, "%s", my_endpoint ? my_endpoint : "");
     snprintf(mine.host, HOST_LEN, "%s", b->host);
     snprintf(mine.key, KEY_LEN, "%s", my_pubkey ? my_pubkey : "");
-    int rv = MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE,
-                           MPI_COMM_WORLD);
-    if (rv != MPI_SUCCESS) {
-        free(all);
-        return mpi_fail("MPI_Allgather", rv);
+    int err = MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE,
+                            MPI_COMM_WORLD);
+    if (err != MPI_SUCCESS) {
+        boot_fatal(b, "MPI_Allgather of the endpoints", err);
     }
     store_peers(b, all);
     free(all);
@@ -199,22 +255,23 @@ const char *ps_boot_worker_host(const ps_boot_t *b, int w)
     return impl(b)->worker_host[w];
 }
 
-int ps_boot_bcast_from_server0(ps_boot_t *b, void *buf, size_t len)
+void ps_boot_bcast(ps_boot_t *b, ps_step_t step, void *buf, size_t len)
 {
-    if (len > INT_MAX) {
-        return PS_EINVAL;
+    const ps_step_info_t *si = ps_step_info((int)step);
+    int kind = si ? (int)si->kind : -1;
+    int root = kind == PS_STEP_BCAST_WORKER0 ? impl(b)->worker0_world : impl(b)->server0_world;
+    if (kind != PS_STEP_BCAST_WORKER0) {
+        kind = PS_STEP_BCAST_SERVER0; /* step_begin ends the job for any other kind */
     }
-    int rv = MPI_Bcast(buf, (int)len, MPI_BYTE, impl(b)->server0_world, MPI_COMM_WORLD);
-    return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Bcast", rv);
-}
-
-int ps_boot_bcast_from_worker0(ps_boot_t *b, void *buf, size_t len)
-{
+    step_begin(b, step, kind, 0);
     if (len > INT_MAX) {
-        return PS_EINVAL;
+        ps_log_error("start-up: step '%s' broadcasts %zu bytes (a bug)", si->name, len);
+        ps_boot_abort(b, 2);
     }
-    int rv = MPI_Bcast(buf, (int)len, MPI_BYTE, impl(b)->worker0_world, MPI_COMM_WORLD);
-    return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Bcast", rv);
+    int err = MPI_Bcast(buf, (int)len, MPI_BYTE, root, MPI_COMM_WORLD);
+    if (err != MPI_SUCCESS) {
+        boot_fatal(b, "MPI_Bcast of a start-up step", err);
+    }
 }
 
 int ps_boot_workers_sum(ps_boot_t *b, double *vals, int n)

@@ -1,17 +1,28 @@
 /*
- * ps_boot: the control plane.  Together with the two mains, the only code
- * that includes mpi.h.
+ * ps_boot: the control plane, and the only code that includes mpi.h.
  *
  * Both binaries share MPI_COMM_WORLD; ps_boot_init splits it by role into a
  * server and a worker communicator and counts both roles.  Every function
  * here is collective over the group its comment names: all ranks of that
- * group must call it in the same order.  Start-up errors are agreed on with
+ * group must call it in the same order.
+ *
+ * World collectives of the start-up are steps of the one table in
+ * ps_startup.h (ps_boot_agree, ps_boot_exchange, ps_boot_bcast take the
+ * step): ranks that reach different steps end the job naming both (exit
+ * status 2) instead of hanging.  Start-up errors are agreed on with
  * ps_boot_agree so that a bad flag or file on one rank ends every rank with
- * a clean exit instead of a hang; errors during training use
- * ps_boot_abort, which ends the whole job.
+ * a clean exit; errors during training use ps_boot_abort, which ends the
+ * whole job.
+ *
+ * MPI errors are returned (MPI_ERRORS_RETURN is set on MPI_COMM_WORLD), as
+ * PS_EMPI with a message naming the call.  Inside a start-up step, where
+ * the other ranks are already in the same collective and cannot be told,
+ * an MPI failure ends the job instead (exit status 2, the message logged).
  */
 #ifndef PS_BOOT_H
 #define PS_BOOT_H
+
+#include "ps_startup.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,22 +37,25 @@ typedef struct {
     void *impl; /* communicators */
 } ps_boot_t;
 
-/* MPI_Init (unless the caller initialised MPI already: then MPI stays the
- * caller's, and ps_boot_finalize leaves it running with the caller's error
- * handler back on MPI_COMM_WORLD) + role split.  Not collective-safe to
- * fail: MPI errors abort. */
+/* World: MPI_Init (unless the caller initialised MPI already: then MPI
+ * stays the caller's, and ps_boot_finalize leaves it running with the
+ * caller's error handler back on MPI_COMM_WORLD), role split, host names.
+ * Returns PS_ENOMEM, with a message and MPI untouched, when it cannot
+ * start; once MPI is up a failure ends the job (exit status 2). */
 int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server);
-/* World: 0 when every rank passes rc == 0; otherwise our own rc when we
- * failed, else PS_ESTATE.  The lowest failing rank logs its ps_error_msg()
- * (so callers do not), giving one error line for the whole job. */
-int ps_boot_agree(ps_boot_t *b, int rc);
+/* World, a PS_STEP_AGREE step: 0 when every rank passes rc == 0; otherwise
+ * our own rc when we failed, else PS_ESTATE.  The lowest failing rank logs
+ * its ps_error_msg() (so callers do not), giving one error line for the
+ * whole job. */
+int ps_boot_agree(ps_boot_t *b, ps_step_t step, int rc);
 #define PS_BOOT_EP_LEN 512 /* room for a server's endpoint (with its lanes) */
 
-/* World: servers pass their endpoint (shorter than PS_BOOT_EP_LEN),
- * workers NULL; everyone passes its
- * CurveZMQ public key ("" or NULL without one).  On return every rank has
- * the endpoints, host names and public keys of all ranks, by role rank
- * (owned by b).  The launcher's channel is the root of trust for the keys. */
+/* World, step PS_STEP_EXCHANGE: servers pass their endpoint (shorter than
+ * PS_BOOT_EP_LEN), workers NULL; everyone passes its CurveZMQ public key
+ * ("" or NULL without one).  On return every rank has the endpoints, host
+ * names and public keys of all ranks, by role rank (owned by b).  The
+ * launcher's channel is the root of trust for the keys.  A rank that cannot
+ * allocate the tables fails every rank's call, agreed like ps_boot_agree. */
 int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey);
 const char *ps_boot_server_endpoint(const ps_boot_t *b, int server);
 /* Public keys by role rank: [n][41] arrays, "" where a rank has none. */
@@ -50,10 +64,10 @@ const char (*ps_boot_worker_keys(const ps_boot_t *b))[41];
 const char *ps_boot_server_host(const ps_boot_t *b, int server);
 /* Host name of worker `w` (known after ps_boot_exchange). */
 const char *ps_boot_worker_host(const ps_boot_t *b, int w);
-/* World: broadcast `len` bytes from server rank 0. */
-int ps_boot_bcast_from_server0(ps_boot_t *b, void *buf, size_t len);
-/* World: broadcast `len` bytes from worker rank 0. */
-int ps_boot_bcast_from_worker0(ps_boot_t *b, void *buf, size_t len);
+/* World, a PS_STEP_BCAST_* step: `len` bytes from the step's root (server
+ * rank 0 or worker rank 0) to every rank.  Cannot fail: an MPI failure
+ * ends the job. */
+void ps_boot_bcast(ps_boot_t *b, ps_step_t step, void *buf, size_t len);
 /* Workers: element-wise sum of n doubles over all workers, result on all. */
 int ps_boot_workers_sum(ps_boot_t *b, double *vals, int n);
 /* A pending non-blocking reduction (see ps_boot_workers_isum). */

@@ -44,8 +44,8 @@ const char *ps_strerror(int rv);
 /* Record the detail of the current error (printf-style); returns nothing so
  * callers write `ps_error_set(...); return PS_EFORMAT;`. */
 void ps_error_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* The last detail recorded on this thread, or ps_strerror(rv) style text
- * when none was set; never NULL.  ps_error_clear() empties it. */
+/* The last detail recorded on this thread, or "no detail recorded" when
+ * none was set; never NULL.  ps_error_clear() empties it. */
 const char *ps_error_msg(void);
 void ps_error_clear(void);
 
@@ -61,8 +61,9 @@ void ps_log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "peak memory N MiB" (this process's maximum resident set) at info level. */
 void ps_log_peak_memory(void);
 
-/* At most one line per second per `last` slot (a static time_t at the call
- * site); lines dropped in between are counted into the next one. */
+/* At most one line per second per limiter (a static ps_ratelimit_t at the
+ * call site, zero-initialised); lines dropped in between are counted into
+ * the next one. */
 typedef struct {
     long last_sec;
     unsigned long dropped;

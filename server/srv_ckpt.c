@@ -1,11 +1,11 @@
 #include "srv_ckpt.h"
 
+#include "ps_atomic.h"
 #include "ps_err.h"
 #include "ps_safetensors.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,31 +40,6 @@ static uint32_t crc_of(const ps_st_tensor_t *t, int n)
     return (uint32_t)crc;
 }
 
-/* A text file replaced atomically: temp name, fsync, rename, fsync of the
- * directory. */
-static int write_atomic(const char *path, const char *text)
-{
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    size_t len = strlen(text);
-    if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
-        ps_error_set("cannot write %s: %s", tmp, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-        }
-        unlink(tmp);
-        return PS_EIO;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        ps_error_set("cannot rename %s: %s", tmp, strerror(errno));
-        unlink(tmp);
-        return PS_EIO;
-    }
-    return ps_st_sync_dir(path);
-}
-
 static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step, int nservers)
 {
     char path[4200], *text = malloc(64 * (size_t)nservers + 512);
@@ -75,12 +50,12 @@ static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step,
     size_t used = (size_t)sprintf(text,
                                   "ps-checkpoint 1\nstep %" PRIu64 "\nnservers %d\ntotal %zu\n"
                                   "layout %016" PRIx64 "\n",
-                                  step, nservers, s->map.total, ps_layout_hash(&s->layout));
+                                  step, nservers, s->map.total, ps_layout_hash(s->layout));
     for (int r = 0; r < owners; r++) {
         used += (size_t)sprintf(text + used, "file server-%d.safetensors\n", r);
     }
     snprintf(path, sizeof path, "%s/MANIFEST", sdir);
-    int rv = write_atomic(path, text);
+    int rv = ps_atomic_write_buf(path, text, used);
     free(text);
     return rv;
 }
@@ -173,7 +148,7 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
     }
     snprintf(crc, sizeof crc, "%08" PRIx32, crc_of(t, n));
     snprintf(stepv, sizeof stepv, "%" PRIu64, step);
-    snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(&s->layout));
+    snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(s->layout));
     snprintf(total, sizeof total, "%zu", s->map.total);
     const char *meta[] = {"format", "ps-checkpoint", "step",     stepv,    "crc32",    crc,
                           "layout", hash,            "total",    total,    "chunks",   chunks,

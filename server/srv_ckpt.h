@@ -9,8 +9,8 @@
  * momentum buffer exists) `chunk.<id>.buf`, and in its metadata the step,
  * the chunk list with each chunk's first-update state, a CRC-32 of all its
  * tensor data, the layout hash and the run's settings.  Every file is
- * written to a temporary name, fsynced and renamed (ps_st_write); MANIFEST
- * too.  A new checkpoint is written before the step's last pull replies
+ * written to a temporary name, fsynced and renamed (ps_atomic; through
+ * ps_st_write for the tensors), MANIFEST too.  A new checkpoint is written before the step's last pull replies
  * leave, so the previous one is complete everywhere by then; server 0
  * deletes checkpoints older than the previous one only after writing its
  * part of the new one.

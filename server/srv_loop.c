@@ -39,12 +39,18 @@ const char *srv_loop_reject_name(srv_reject_t r)
     return r < SRV_REJ_NREASONS ? names[r] : "?";
 }
 
-int srv_loop_init(srv_loop_t *L)
+int srv_loop_init(srv_loop_t *L, const srv_loop_cfg_t *cfg)
 {
-    L->done = calloc((size_t)L->nworkers, 1);
-    L->worker_step = calloc((size_t)L->nworkers, sizeof *L->worker_step);
-    L->streams_seen = calloc((size_t)L->nworkers, sizeof *L->streams_seen);
-    return L->done && L->worker_step && L->streams_seen ? 0 : PS_ENOMEM;
+    memset(L, 0, sizeof *L);
+    L->cfg = *cfg;
+    L->done = calloc((size_t)cfg->nworkers, 1);
+    L->worker_step = calloc((size_t)cfg->nworkers, sizeof *L->worker_step);
+    L->streams_seen = calloc((size_t)cfg->nworkers, sizeof *L->streams_seen);
+    if (!L->done || !L->worker_step || !L->streams_seen) {
+        ps_error_set("server: no memory for the state of %d workers", cfg->nworkers);
+        return PS_ENOMEM;
+    }
+    return 0;
 }
 
 void srv_loop_fini(srv_loop_t *L)
@@ -61,7 +67,7 @@ void srv_loop_fini(srv_loop_t *L)
 int srv_loop_connections_used(const srv_loop_t *L)
 {
     int n = 0;
-    for (int w = 0; w < L->nworkers; w++) {
+    for (int w = 0; w < L->cfg.nworkers; w++) {
         n += __builtin_popcount(L->streams_seen[w]);
     }
     return n;
@@ -88,19 +94,19 @@ static void reject(srv_loop_t *L, srv_reject_t why, int peer, const char *detail
 static int send_simple(srv_loop_t *L, int w, int stream, ps_msg_type_t type, uint32_t request,
                        const char *text)
 {
-    ps_hdr_t h = ps_wire_hdr(type, (uint32_t)L->server);
+    ps_hdr_t h = ps_wire_hdr(type, (uint32_t)L->cfg.server);
     h.request = request;
     size_t len = text ? strlen(text) : 0;
     if (len > PS_WIRE_MAX_TEXT) {
         len = PS_WIRE_MAX_TEXT;
     }
     h.payload = len;
-    return ps_tp_send(L->tp, w, stream, &h, text, len, NULL, NULL);
+    return ps_tp_send(L->cfg.tp, w, stream, &h, text, len, NULL, NULL);
 }
 
 static int send_chunk(srv_loop_t *L, int w, int stream, srv_chunk_t *c, uint32_t request)
 {
-    ps_hdr_t h = ps_wire_hdr(PS_MSG_PULL_REPLY, (uint32_t)L->server);
+    ps_hdr_t h = ps_wire_hdr(PS_MSG_PULL_REPLY, (uint32_t)L->cfg.server);
     h.request = request;
     h.step = c->version;
     h.chunk = c->id;
@@ -108,7 +114,7 @@ static int send_chunk(srv_loop_t *L, int w, int stream, srv_chunk_t *c, uint32_t
     h.count = (uint32_t)c->count;
     h.payload = c->count * sizeof(float);
     srv_store_ref(c);
-    int rv = ps_tp_send(L->tp, w, stream, &h, c->w, h.payload, reply_done, c);
+    int rv = ps_tp_send(L->cfg.tp, w, stream, &h, c->w, h.payload, reply_done, c);
     if (rv != 0) {
         /* zmq frees a zero-copy message it failed to queue, through the
          * callback, except when the header frame itself failed. */
@@ -124,7 +130,7 @@ static srv_chunk_t *checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int need_
     srv_chunk_t *c = srv_store_chunk(&L->store, m->hdr.chunk);
     char why[128];
     if (!c) {
-        snprintf(why, sizeof why, "chunk %u is not on server %d", m->hdr.chunk, L->server);
+        snprintf(why, sizeof why, "chunk %u is not on server %d", m->hdr.chunk, L->cfg.server);
     } else if (need_payload && (m->hdr.offset != c->offset || m->hdr.count != c->count)) {
         snprintf(why, sizeof why, "chunk %u: offset %llu count %u, expected %zu/%zu",
                  m->hdr.chunk, (unsigned long long)m->hdr.offset, m->hdr.count, c->offset,
@@ -137,51 +143,71 @@ static srv_chunk_t *checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int need_
     return NULL;
 }
 
+/* The REGISTER payload decoded into a heap layout (123 KB: not on the
+ * stack); NULL, and the message counted, when it is malformed. */
+static ps_layout_t *decoded_layout(srv_loop_t *L, const ps_tp_msg_t *m)
+{
+    ps_layout_t *l = malloc(sizeof *l);
+    if (!l) {
+        reject(L, SRV_REJ_LAYOUT, m->peer, "no memory to decode the layout");
+        return NULL;
+    }
+    if (ps_layout_decode(l, m->payload, m->len) != 0) {
+        reject(L, SRV_REJ_LAYOUT, m->peer, ps_error_msg());
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
 static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
 {
-    ps_layout_t l;
     if (m->peer != 0) {
         reject(L, SRV_REJ_SENDER, m->peer, "REGISTER from a worker other than rank 0");
         return;
     }
-    if (ps_layout_decode(&l, m->payload, m->len) != 0) {
-        reject(L, SRV_REJ_LAYOUT, m->peer, ps_error_msg());
+    ps_layout_t *l = decoded_layout(L, m);
+    if (!l) {
         return;
     }
     if (L->registered) {
-        if (ps_layout_hash(&l) != ps_layout_hash(&L->store.layout)) {
+        if (ps_layout_hash(l) != ps_layout_hash(L->store.layout)) {
             reject(L, SRV_REJ_LAYOUT, m->peer, "a second, different layout");
             send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request,
                         "layout already registered");
         }
+        free(l);
         return;
     }
-    int rv = srv_store_init(&L->store, &l, L->chunk_elems, L->server, L->nservers, L->nworkers,
-                            &L->opt, release_push);
+    /* The store takes l (and frees it if it fails). */
+    int rv = srv_store_init(&L->store, &l, L->cfg.chunk_elems, L->cfg.server, L->cfg.nservers,
+                            L->cfg.nworkers, &L->cfg.opt, release_push);
     if (rv == 0) {
-        rv = srv_store_set_mode(&L->store, L->mode, L->staleness);
-        srv_store_set_lr(&L->store, L->lr_of, L->lr_arg);
+        rv = srv_store_set_mode(&L->store, L->cfg.mode, L->cfg.staleness);
+        srv_store_set_lr(&L->store, L->cfg.lr_of, L->cfg.lr_arg);
     }
-    if (rv == 0 && L->resume && (L->resume->layout_hash != ps_layout_hash(&l) ||
-                                 L->resume->total != l.total)) {
+    if (rv == 0 && L->cfg.resume &&
+        (L->cfg.resume->layout_hash != ps_layout_hash(L->store.layout) ||
+         L->cfg.resume->total != L->store.layout->total)) {
         ps_error_set("the checkpoint holds another model than the one the workers registered");
         rv = PS_EINVAL;
     }
     if (rv != 0) {
         char msg[600];
-        snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->server,
+        snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->cfg.server,
                  ps_error_msg());
+        srv_store_fini(&L->store); /* unregistered: a later REGISTER starts afresh */
         reject(L, SRV_REJ_LAYOUT, m->peer, msg);
         send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request, msg);
         return;
     }
     L->registered = 1;
-    if (L->resume) {
-        srv_ckpt_apply(L->resume, &L->store);
+    if (L->cfg.resume) {
+        srv_ckpt_apply(L->cfg.resume, &L->store);
         L->resumed = 1;
-        L->max_version = L->resume->step;
+        L->max_version = L->cfg.resume->step;
     }
-    L->ckpt_next = L->max_version + L->ckpt_every;
+    L->ckpt_next = L->max_version + L->cfg.ckpt_every;
 }
 
 static void handle_init(srv_loop_t *L, ps_tp_msg_t *m)
@@ -204,7 +230,7 @@ static void handle_init(srv_loop_t *L, ps_tp_msg_t *m)
 
 static void answer_pulls(srv_loop_t *L, srv_chunk_t *c)
 {
-    for (int w = 0; w < L->nworkers; w++) {
+    for (int w = 0; w < L->cfg.nworkers; w++) {
         if (c->pull_want[w] && c->version + 1 >= c->pull_want[w]) {
             c->pull_want[w] = 0;
             send_chunk(L, w, c->pull_stream[w], c, 0);
@@ -218,7 +244,7 @@ static void answer_pulls(srv_loop_t *L, srv_chunk_t *c)
  * so the scan runs then and not after every update. */
 static void maybe_checkpoint(srv_loop_t *L, const srv_chunk_t *c)
 {
-    if (!L->ckpt_dir || L->ckpt_every == 0 || c->version != L->ckpt_next) {
+    if (!L->cfg.ckpt_dir || L->cfg.ckpt_every == 0 || c->version != L->ckpt_next) {
         return;
     }
     for (size_t i = 0; i < L->store.nlocal; i++) {
@@ -226,13 +252,13 @@ static void maybe_checkpoint(srv_loop_t *L, const srv_chunk_t *c)
             return;
         }
     }
-    int rv = srv_ckpt_write(&L->store, L->ckpt_dir, L->ckpt_next, L->nservers, L->settings);
+    int rv = srv_ckpt_write(&L->store, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers, L->cfg.settings);
     if (rv != 0) {
         ps_log_error("checkpoint of step %llu failed: %s (training goes on; the previous "
                      "checkpoint is kept)",
                      (unsigned long long)L->ckpt_next, ps_error_msg());
     }
-    L->ckpt_next += L->ckpt_every;
+    L->ckpt_next += L->cfg.ckpt_every;
 }
 
 /* A chunk moved to a new version: checkpoint if due, then release the
@@ -286,12 +312,12 @@ static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
 /* A push whose gradient is not finite: drop the step, or end the job. */
 static int nonfinite_push(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m, size_t at)
 {
-    if (!L->nonfinite_skip && !(m->hdr.flags & PS_FLAG_SKIP)) {
-        int t = ps_layout_tensor_at(&L->store.layout, c->offset + at);
+    if (!L->cfg.nonfinite_skip && !(m->hdr.flags & PS_FLAG_SKIP)) {
+        int t = ps_layout_tensor_at(L->store.layout, c->offset + at);
         ps_error_set("non-finite gradient from worker %d (host %s) in %s at step %llu "
                      "(--on-nonfinite abort)",
-                     m->peer, L->worker_hosts ? L->worker_hosts[m->peer] : "?",
-                     t >= 0 ? L->store.layout.t[t].name : "?",
+                     m->peer, L->cfg.worker_hosts ? L->cfg.worker_hosts[m->peer] : "?",
+                     t >= 0 ? L->store.layout->t[t].name : "?",
                      (unsigned long long)m->hdr.step + 1);
         return PS_ERANGE;
     }
@@ -372,10 +398,10 @@ static void handle_stats(srv_loop_t *L, ps_tp_msg_t *m)
                           .version = L->max_version,
                           .apply_us = (uint64_t)(L->apply_s * 1e6)};
     ps_wire_stats_encode(&st, buf);
-    ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS_REPLY, (uint32_t)L->server);
+    ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS_REPLY, (uint32_t)L->cfg.server);
     h.request = m->hdr.request;
     h.payload = sizeof buf;
-    ps_tp_send(L->tp, m->peer, m->stream, &h, buf, sizeof buf, NULL, NULL);
+    ps_tp_send(L->cfg.tp, m->peer, m->stream, &h, buf, sizeof buf, NULL, NULL);
 }
 
 /* Async: say how far the others are when a worker finishes, which shows
@@ -384,11 +410,11 @@ static void note_shutdown(srv_loop_t *L, int w)
 {
     char line[512];
     size_t used = 0;
-    for (int i = 0; i < L->nworkers && used < sizeof line; i++) {
+    for (int i = 0; i < L->cfg.nworkers && used < sizeof line; i++) {
         used += (size_t)snprintf(line + used, sizeof line - used, "%s%d:%llu", i ? " " : "", i,
                                  (unsigned long long)L->worker_step[i]);
     }
-    if (L->mode == PS_MODE_ASYNC) {
+    if (L->cfg.mode == PS_MODE_ASYNC) {
         ps_log_info("worker %d finished; steps pushed per worker: %s", w, line);
     } else {
         ps_log_debug("worker %d finished; steps pushed per worker: %s", w, line);
@@ -447,11 +473,11 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
     if (L->last_ok == 0) {
         L->last_ok = t0;
     }
-    double left_ms = (L->last_ok + L->timeout_ms / 1000.0 - t0) * 1000.0;
+    double left_ms = (L->last_ok + L->cfg.timeout_ms / 1000.0 - t0) * 1000.0;
     if (left_ms <= 0) {
         return PS_EAGAIN;
     }
-    int rv = ps_tp_recv(L->tp, &m, (int)left_ms + 1);
+    int rv = ps_tp_recv(L->cfg.tp, &m, (int)left_ms + 1);
     double t1 = ps_clock_now();
     L->wait_s += t1 - t0;
     if (rv == PS_EPROTO) {
@@ -461,7 +487,7 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
     if (rv != 0) {
         return rv;
     }
-    if (m.peer >= L->nworkers || m.hdr.sender != (uint32_t)m.peer) {
+    if (m.peer >= L->cfg.nworkers || m.hdr.sender != (uint32_t)m.peer) {
         char why[96];
         snprintf(why, sizeof why, "header says sender %u", m.hdr.sender);
         reject(L, SRV_REJ_SENDER, m.peer, why);
@@ -484,7 +510,7 @@ int srv_loop_setup(srv_loop_t *L)
         rv = step_once(L, dispatch_setup);
         if (rv == PS_EAGAIN) {
             ps_error_set("worker 0 (host %s) did not register the model within %d s",
-                         L->worker_hosts ? L->worker_hosts[0] : "?", L->timeout_ms / 1000);
+                         L->cfg.worker_hosts ? L->cfg.worker_hosts[0] : "?", L->cfg.timeout_ms / 1000);
             return PS_ETIMEDOUT;
         }
         if (rv != 0) {
@@ -501,14 +527,14 @@ static void describe_missing(srv_loop_t *L, char *out, size_t cap)
     srv_chunk_t *c = NULL;
     for (size_t i = 0; i < L->store.nlocal && !c; i++) {
         srv_chunk_t *k = &L->store.chunks[i];
-        if (L->mode != PS_MODE_ASYNC && srv_store_arrived(&L->store, k, k->version) > 0) {
+        if (L->cfg.mode != PS_MODE_ASYNC && srv_store_arrived(&L->store, k, k->version) > 0) {
             c = k;
         }
     }
     if (c) {
         n = srv_store_missing(&L->store, c, ranks, 16);
     } else {
-        for (int w = 0; w < L->nworkers; w++) {
+        for (int w = 0; w < L->cfg.nworkers; w++) {
             if (!L->done[w] && n < 16) {
                 ranks[n++] = w;
             }
@@ -517,18 +543,18 @@ static void describe_missing(srv_loop_t *L, char *out, size_t cap)
     size_t used = (size_t)snprintf(out, cap, "no message from worker");
     for (int i = 0; i < n && i < 16 && used < cap; i++) {
         used += (size_t)snprintf(out + used, cap - used, "%s %d (host %s)", i ? "," : "",
-                                 ranks[i], L->worker_hosts ? L->worker_hosts[ranks[i]] : "?");
+                                 ranks[i], L->cfg.worker_hosts ? L->cfg.worker_hosts[ranks[i]] : "?");
     }
 }
 
 int srv_loop_train(srv_loop_t *L)
 {
-    while (L->ndone < L->nworkers) {
+    while (L->ndone < L->cfg.nworkers) {
         int rv = step_once(L, dispatch_train);
         if (rv == PS_EAGAIN) {
             char who[600];
             describe_missing(L, who, sizeof who);
-            ps_error_set("%s within --timeout %d s", who, L->timeout_ms / 1000);
+            ps_error_set("%s within --timeout %d s", who, L->cfg.timeout_ms / 1000);
             return PS_ETIMEDOUT;
         }
         if (rv != 0) {

@@ -47,6 +47,8 @@ typedef enum {
     SRV_REJ_NREASONS
 } srv_reject_t;
 
+/* What the loop is given; copied by srv_loop_init.  Pointers are borrowed
+ * and must outlive the loop (resume: until srv_loop_setup returns). */
 typedef struct {
     ps_tp_t *tp;
     int server, nservers, nworkers;
@@ -63,7 +65,10 @@ typedef struct {
     const srv_ckpt_state_t *resume; /* NULL: start from worker 0's INIT */
     int timeout_ms;
     const char *const *worker_hosts; /* [nworkers], for timeout messages */
+} srv_loop_cfg_t;
 
+typedef struct {
+    srv_loop_cfg_t cfg;
     srv_store_t store;
     int registered;
     uint8_t *done;  /* [nworkers] SHUTDOWN received */
@@ -80,9 +85,9 @@ typedef struct {
     int resumed;
 } srv_loop_t;
 
-/* Zero the loop and set the fields above `store`; allocates `done`,
- * `worker_step` and `streams_seen`. */
-int srv_loop_init(srv_loop_t *L);
+/* Zeroes L, copies cfg into it and allocates the per-worker state; on
+ * failure (PS_ENOMEM, with a message) srv_loop_fini is still safe. */
+int srv_loop_init(srv_loop_t *L, const srv_loop_cfg_t *cfg);
 void srv_loop_fini(srv_loop_t *L);
 int srv_loop_setup(srv_loop_t *L);
 int srv_loop_train(srv_loop_t *L);

@@ -4,10 +4,12 @@
  *
  *   mpirun -np S bin/ps-server [flags] : -np W bin/ps-worker [flags]
  *
- * Start-up is a sequence of collective steps shared with ps-worker (see
- * ps_boot.h); each ends with ps_boot_agree so one rank's error ends every
- * rank cleanly.  Training runs on the zmq event loop (srv_loop).
+ * Start-up is the table of collective steps in common/ps_startup.h, which
+ * libpsclient's workers run too; run() below reads as that list.  A failed
+ * agreement ends every rank cleanly.  Training runs on the zmq event loop
+ * (srv_loop).
  */
+#include "ps_atomic.h"
 #include "ps_boot.h"
 #include "ps_err.h"
 #include "ps_jobinfo.h"
@@ -233,7 +235,7 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
                 (double)st.rx_bytes / 1e6, (double)st.tx_bytes / 1e6,
                 (unsigned long long)srv_loop_rejected_total(L), L->apply_s, L->wait_s);
     ps_log_info("connections used: %d from %d workers", srv_loop_connections_used(L),
-                L->nworkers);
+                L->cfg.nworkers);
     if (srv_store_skipped_steps(&L->store)) {
         ps_log_info("steps skipped for non-finite gradients: %llu",
                     (unsigned long long)srv_store_skipped_steps(&L->store));
@@ -278,125 +280,87 @@ static double scheduled_lr(void *arg, uint64_t t)
                        c->plan.total_steps);
 }
 
-/* Training and saving; returns the agreed result of the save step. */
-static int serve(srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tpp, const char **hosts,
-                 srv_ckpt_state_t *resume)
-{
-    ps_tp_t *tp = *tpp;
+/* What start-up builds and run() releases; on the heap (the loop holds
+ * the store, the checkpoint the model). */
+typedef struct {
+    ps_tp_keypair_t keys;
+    ps_tp_t *tp;
+    char ep[PS_BOOT_EP_LEN];
+    const char **hosts; /* worker host names, for timeout messages */
+    srv_ckpt_state_t resume;
     char settings[1024];
-    describe_settings(c, settings, sizeof settings);
-    srv_loop_t L;
-    memset(&L, 0, sizeof L);
-    L.tp = tp;
-    L.server = b->rank;
-    L.nservers = b->nservers;
-    L.nworkers = b->nworkers;
-    L.chunk_elems = (size_t)c->chunk_kib * 1024 / sizeof(float);
-    L.opt = c->opt;
-    L.mode = (ps_mode_t)c->info.mode;
-    L.staleness = c->info.staleness;
-    L.lr_of = scheduled_lr;
-    L.lr_arg = c;
-    L.nonfinite_skip = (int)c->info.nonfinite_skip;
-    L.ckpt_dir = c->ckpt_dir;
-    L.ckpt_every = (uint64_t)c->ckpt_every;
-    L.settings = settings;
-    L.resume = resume;
-    L.timeout_ms = c->timeout_s * 1000;
-    L.worker_hosts = hosts;
-    int rv = srv_loop_init(&L);
-    if (rv == 0) {
-        rv = srv_loop_setup(&L);
-    }
-    if (resume) {
-        /* Applied at REGISTER; no need to hold a second copy of the model. */
-        srv_ckpt_fini(resume);
-        L.resume = NULL;
-    }
-    if ((rv = ps_boot_agree(b, rv)) != 0) {
-        goto out;
-    }
-    /* The workers continue from the step the servers resumed at. */
-    uint64_t start = L.max_version;
-    ps_boot_bcast_from_server0(b, &start, sizeof start);
-    if (b->rank == 0 && start > 0) {
-        ps_log_info("resumed at step %llu", (unsigned long long)start);
-    }
-    if ((rv = srv_loop_train(&L)) != 0) {
-        ps_log_error("%s", ps_error_msg());
-        ps_boot_abort(b, 3);
-    }
-    uint64_t step = L.max_version;
-    ps_boot_servers_max_u64(b, &step);
-    if (c->save) {
-        char sched[160];
-        ps_sched_describe(&c->info.sched, sched, sizeof sched);
-        srv_save_info_t info = {.step = step, .mode = c->mode, .schedule = sched,
-                                .form = srv_optim_form_name(c->opt.form)};
-        rv = srv_save_model(b, &L.store, &info, c->save);
-        if (rv == 0 && b->rank == 0) {
-            ps_log_info("saved the model to %s", c->save);
-        }
-    }
-    if (!c->quiet) {
-        summary(&L, tp);
+    srv_loop_t loop;
+    int loop_up;
+} srv_job_t;
+
+/* Step "flags": the flags, this server's key pair and its data port. */
+static int open_data_port(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
+{
+    int rv = check_flags(c);
+    if (rv == 0 && !c->insecure) {
+        rv = ps_tp_keypair(&j->keys);
     }
     if (rv == 0) {
-        rv = ps_trace_write_part();
+        rv = open_port(c, b, &j->tp, c->insecure ? NULL : &j->keys, j->ep, sizeof j->ep);
     }
-    rv = ps_boot_agree(b, rv);
-    if (rv == 0 && b->world_rank == 0) {
-        rv = ps_trace_merge(b->world_size);
-    }
-out:
-    /* Close the socket first: its queued zero-copy replies point into the
-     * store's chunks and are released when it closes. */
-    ps_tp_destroy(tpp);
-    srv_loop_fini(&L);
     return rv;
 }
 
-/* Server 0: "RANK ENDPOINT PUBLIC_KEY" per server, for operators and tests;
- * written to a temporary name and renamed so readers never see half. */
-static int write_endpoint_file(const srv_cfg_t *c, ps_boot_t *b)
+/* Step "settings": server 0's chunk size, mode and schedule hold for all. */
+static void share_settings(srv_cfg_t *c, ps_boot_t *b)
 {
-    char tmp[4200];
-    if (!c->endpoint_file || b->rank != 0) {
-        return 0;
-    }
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", c->endpoint_file, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        ps_error_set("--endpoint-file %s: cannot write", c->endpoint_file);
-        return PS_EIO;
-    }
+    c->info.chunk_kib = (uint64_t)c->chunk_kib;
+    ps_boot_bcast(b, PS_STEP_SETTINGS, &c->info, sizeof c->info);
+    c->chunk_kib = (int)c->info.chunk_kib;
+}
+
+/* Server 0: "RANK ENDPOINT PUBLIC_KEY" per server, for operators and tests;
+ * replaced atomically so readers never see half. */
+static int endpoint_lines(FILE *f, void *arg)
+{
+    ps_boot_t *b = arg;
     const char(*keys)[41] = ps_boot_server_keys(b);
     for (int s = 0; s < b->nservers; s++) {
         /* The first lane: any one reaches the server's socket. */
         const char *ep = ps_boot_server_endpoint(b, s);
         fprintf(f, "%d %.*s %s\n", s, (int)strcspn(ep, " "), ep, keys[s][0] ? keys[s] : "-");
     }
-    if (fclose(f) != 0 || rename(tmp, c->endpoint_file) != 0) {
-        unlink(tmp);
-        ps_error_set("--endpoint-file %s: cannot write", c->endpoint_file);
-        return PS_EIO;
-    }
     return 0;
 }
 
-/* Only this job's workers may talk to the data port. */
-static int secure_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t *tp)
+static int write_endpoint_file(const srv_cfg_t *c, ps_boot_t *b)
 {
+    if (!c->endpoint_file || b->rank != 0) {
+        return 0;
+    }
+    return ps_atomic_write(c->endpoint_file, endpoint_lines, b);
+}
+
+/* Step "ports": only this job's workers may talk to the data port; the
+ * endpoint file tells operators where it is. */
+static int secure_port(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
+{
+    j->hosts = calloc((size_t)b->nworkers + 1, sizeof *j->hosts);
+    if (!j->hosts) {
+        ps_error_set("server: no memory for the host names of %d workers", b->nworkers);
+        return PS_ENOMEM;
+    }
+    for (int w = 0; w < b->nworkers; w++) {
+        j->hosts[w] = ps_boot_worker_host(b, w);
+    }
+    ps_log_info("data port %s (%s)", j->ep, c->insecure ? "no authentication" : "CurveZMQ");
+    int rv = 0;
     if (c->insecure) {
         if (b->rank == 0) {
             ps_log_info("WARNING: --insecure: the data port accepts unauthenticated messages");
         }
-        return 0;
+    } else {
+        rv = ps_tp_server_allow(j->tp, ps_boot_worker_keys(b), b->nworkers);
     }
-    return ps_tp_server_allow(tp, ps_boot_worker_keys(b), b->nworkers);
+    return rv == 0 ? write_endpoint_file(c, b) : rv;
 }
 
-/* --resume: every server loads the same newest whole checkpoint. */
+/* Step "resume": every server loads the same newest whole checkpoint. */
 static int load_resume(const srv_cfg_t *c, ps_boot_t *b, srv_ckpt_state_t *st)
 {
     char settings[1024];
@@ -408,8 +372,10 @@ static int load_resume(const srv_cfg_t *c, ps_boot_t *b, srv_ckpt_state_t *st)
         step = st->step;
     }
     most = step;
-    ps_boot_servers_max_u64(b, &most);
-    if (rv == 0 && most != step) {
+    int mpi = ps_boot_servers_max_u64(b, &most);
+    if (rv == 0 && mpi != 0) {
+        rv = mpi;
+    } else if (rv == 0 && most != step) {
         ps_error_set("servers found different checkpoints (step %llu here, %llu elsewhere): "
                      "do all servers see the same --resume folder?",
                      (unsigned long long)step, (unsigned long long)most);
@@ -418,56 +384,140 @@ static int load_resume(const srv_cfg_t *c, ps_boot_t *b, srv_ckpt_state_t *st)
     return rv;
 }
 
-static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
+/* Step "register": the event loop takes worker 0's REGISTER and the INIT
+ * of every local chunk (or the checkpoint's values). */
+static int setup_loop(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
 {
-    ps_tp_keypair_t keys = {{0}, {0}};
-    ps_tp_t *tp = NULL;
-    char ep[PS_BOOT_EP_LEN] = "";
-    const char **hosts = NULL;
-    int rv = flags_rv ? flags_rv : check_flags(c);
-    if (rv == 0 && !c->insecure) {
-        rv = ps_tp_keypair(&keys);
-    }
+    describe_settings(c, j->settings, sizeof j->settings);
+    srv_loop_cfg_t lc = {
+        .tp = j->tp,
+        .server = b->rank,
+        .nservers = b->nservers,
+        .nworkers = b->nworkers,
+        .chunk_elems = (size_t)c->chunk_kib * 1024 / sizeof(float),
+        .opt = c->opt,
+        .mode = (ps_mode_t)c->info.mode,
+        .staleness = c->info.staleness,
+        .lr_of = scheduled_lr,
+        .lr_arg = c,
+        .nonfinite_skip = (int)c->info.nonfinite_skip,
+        .ckpt_dir = c->ckpt_dir,
+        .ckpt_every = (uint64_t)c->ckpt_every,
+        .settings = j->settings,
+        .resume = c->resume ? &j->resume : NULL,
+        .timeout_ms = c->timeout_s * 1000,
+        .worker_hosts = j->hosts,
+    };
+    j->loop_up = 1;
+    int rv = srv_loop_init(&j->loop, &lc);
     if (rv == 0) {
-        rv = open_port(c, b, &tp, c->insecure ? NULL : &keys, ep, sizeof ep);
+        rv = srv_loop_setup(&j->loop);
     }
-    if ((rv = ps_boot_agree(b, rv)) != 0) {
-        goto out; /* flags (and, on servers, the data port) */
+    /* Applied at REGISTER; no need to hold a second copy of the model. */
+    srv_ckpt_fini(&j->resume);
+    j->loop.cfg.resume = NULL;
+    return rv;
+}
+
+/* Step "start": the workers continue from the step the servers resumed at. */
+static void announce_start(ps_boot_t *b, srv_job_t *j)
+{
+    uint64_t start = j->loop.max_version;
+    ps_boot_bcast(b, PS_STEP_START, &start, sizeof start);
+    if (b->rank == 0 && start > 0) {
+        ps_log_info("resumed at step %llu", (unsigned long long)start);
     }
-    if ((rv = ps_boot_exchange(b, ep, keys.pub)) != 0) {
-        ps_boot_abort(b, 2);
+}
+
+/* The workers cannot finish a step without this server: a failure here
+ * ends the job. */
+static void train(ps_boot_t *b, srv_job_t *j)
+{
+    if (srv_loop_train(&j->loop) != 0) {
+        ps_log_error("%s", ps_error_msg());
+        ps_boot_abort(b, 3);
     }
-    memset(keys.sec, 0, sizeof keys.sec); /* the socket has its copy */
-    c->info.chunk_kib = (uint64_t)c->chunk_kib;
-    ps_boot_bcast_from_server0(b, &c->info, sizeof c->info);
-    c->chunk_kib = (int)c->info.chunk_kib;
-    hosts = calloc((size_t)b->nworkers + 1, sizeof *hosts);
-    for (int w = 0; hosts && w < b->nworkers; w++) {
-        hosts[w] = ps_boot_worker_host(b, w);
+}
+
+/* Step "done": the model gathered and saved, the summary, the trace part. */
+static int finish(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
+{
+    uint64_t step = j->loop.max_version;
+    int rv = ps_boot_servers_max_u64(b, &step);
+    if (rv == 0 && c->save) {
+        char sched[160];
+        ps_sched_describe(&c->info.sched, sched, sizeof sched);
+        srv_save_info_t info = {.step = step, .mode = c->mode, .schedule = sched,
+                                .form = srv_optim_form_name(c->opt.form)};
+        rv = srv_save_model(b, &j->loop.store, &info, c->save);
+        if (rv == 0 && b->rank == 0) {
+            ps_log_info("saved the model to %s", c->save);
+        }
     }
-    ps_log_info("data port %s (%s)", ep, c->insecure ? "no authentication" : "CurveZMQ");
-    /* Our port's allow list and endpoint file; the workers' data/model
-     * check; their layout agreement. */
-    rv = hosts ? secure_port(c, b, tp) : PS_ENOMEM;
-    if (rv == 0) {
-        rv = write_endpoint_file(c, b);
+    if (!c->quiet) {
+        summary(&j->loop, j->tp);
     }
-    if ((rv = ps_boot_agree(b, rv)) != 0 || (rv = ps_boot_agree(b, 0)) != 0) {
-        goto out;
+    return rv == 0 ? ps_trace_write_part() : rv;
+}
+
+static void close_job(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
+{
+    /* Close the socket first: its queued zero-copy replies point into the
+     * store's chunks and are released when it closes. */
+    ps_tp_destroy(&j->tp);
+    if (j->loop_up) {
+        srv_loop_fini(&j->loop);
     }
-    ps_boot_bcast_from_worker0(b, &c->plan, sizeof c->plan);
-    srv_ckpt_state_t resume;
-    memset(&resume, 0, sizeof resume);
-    if ((rv = ps_boot_agree(b, load_resume(c, b, &resume))) == 0) {
-        rv = serve(c, b, &tp, hosts, c->resume ? &resume : NULL);
-    }
-    srv_ckpt_fini(&resume);
-out:
-    free(hosts);
-    ps_tp_destroy(&tp);
+    srv_ckpt_fini(&j->resume);
+    free(j->hosts);
+    memset(&j->keys, 0, sizeof j->keys);
     if (c->endpoint_file && b->rank == 0) {
         unlink(c->endpoint_file); /* its ports are closed now */
     }
+    free(j);
+}
+
+/* The server's side of the start-up table (common/ps_startup.h), then
+ * training and the end.  Every step runs on every rank, failed or not, so
+ * the workers' side of the table meets the same steps. */
+static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
+{
+    srv_job_t *j = calloc(1, sizeof *j);
+    int rv = flags_rv;
+    if (rv == 0 && !j) {
+        ps_error_set("server: no memory for the job state (%zu bytes)", sizeof *j);
+        rv = PS_ENOMEM;
+    }
+    if ((rv = ps_boot_agree(b, PS_STEP_FLAGS, rv ? rv : open_data_port(c, b, j))) != 0) {
+        if (j) {
+            close_job(c, b, j);
+        }
+        return rv;
+    }
+    if ((rv = ps_boot_exchange(b, j->ep, j->keys.pub)) == 0) {
+        memset(j->keys.sec, 0, sizeof j->keys.sec); /* the socket has its copy */
+        share_settings(c, b);
+        rv = ps_boot_agree(b, PS_STEP_PORTS, secure_port(c, b, j));
+    }
+    if (rv == 0) {
+        rv = ps_boot_agree(b, PS_STEP_MODEL, 0); /* the workers compare their models */
+    }
+    if (rv == 0) {
+        ps_boot_bcast(b, PS_STEP_PLAN, &c->plan, sizeof c->plan);
+        rv = ps_boot_agree(b, PS_STEP_RESUME, load_resume(c, b, &j->resume));
+    }
+    if (rv == 0) {
+        rv = ps_boot_agree(b, PS_STEP_REGISTER, setup_loop(c, b, j));
+    }
+    if (rv == 0) {
+        announce_start(b, j);
+        train(b, j);
+        rv = ps_boot_agree(b, PS_STEP_DONE, finish(c, b, j));
+    }
+    if (rv == 0 && b->world_rank == 0) {
+        rv = ps_trace_merge(b->world_size);
+    }
+    close_job(c, b, j);
     return rv;
 }
 
@@ -490,7 +540,10 @@ int main(int argc, char **argv)
         return 0;
     }
     ps_tp_tune_malloc();
-    ps_boot_init(&b, &argc, &argv, 1);
+    if (ps_boot_init(&b, &argc, &argv, 1) != 0) {
+        ps_log_error("%s", ps_error_msg());
+        return 2;
+    }
     ps_log_set_name("ps-server", b.rank);
     if (c.quiet) {
         ps_log_set_level(0);

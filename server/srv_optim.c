@@ -35,7 +35,7 @@
  */
 typedef struct {
     float mom;
-    float damp1;
+    float one_minus_damp;
     float wd;
     float neglr;
     float sign;
@@ -44,11 +44,11 @@ typedef struct {
 /* The extra scalars and flags of the general path (see ext_range). */
 typedef struct {
     float clip;
-    float dec;
-    float omb;
+    float decoupled_scale;
+    float one_minus_beta;
     int has_clip;
     int has_wd;
-    int has_dec;
+    int has_decoupled;
 } opt_ext_t;
 
 /* Momentum handling, fixed per call so it is hoisted out of the loops. */
@@ -231,7 +231,7 @@ update_block(opt_scal_t s, float *restrict w, float *restrict buf, const float *
         }
         float d = g;
         if (mode != MODE_PLAIN) {
-            float b = mode == MODE_FIRST ? g : fmaf(g, s.damp1, buf[i] * s.mom);
+            float b = mode == MODE_FIRST ? g : fmaf(g, s.one_minus_damp, buf[i] * s.mom);
             buf[i] = b;
             d = nest ? fmaf(b, s.mom, g) : b;
         }
@@ -340,9 +340,9 @@ pre_block(const opt_ext_t *e, opt_scal_t s, float *restrict w, float *restrict g
             g[i] = fmaf(w[i], s.wd, g[i]);
         }
     }
-    if (e->has_dec) {
+    if (e->has_decoupled) {
         for (size_t i = 0; i < m; i++) {
-            w[i] = w[i] * e->dec;
+            w[i] = w[i] * e->decoupled_scale;
         }
     }
 }
@@ -361,11 +361,11 @@ sut_block(opt_scal_t s, float *restrict w, float *restrict v, const float *restr
 
 /* EMA: v = beta*v + (1-beta)*g (v = (1-beta)*g first); w -= lr*v. */
 static inline __attribute__((always_inline)) void
-ema_block(opt_scal_t s, float omb, float *restrict w, float *restrict v, const float *restrict g,
-          size_t m, int first)
+ema_block(opt_scal_t s, float one_minus_beta, float *restrict w, float *restrict v,
+          const float *restrict g, size_t m, int first)
 {
     for (size_t i = 0; i < m; i++) {
-        float vi = first ? g[i] * omb : fmaf(g[i], omb, v[i] * s.mom);
+        float vi = first ? g[i] * one_minus_beta : fmaf(g[i], one_minus_beta, v[i] * s.mom);
         v[i] = vi;
         w[i] = fmaf(vi, s.neglr, w[i]);
     }
@@ -407,7 +407,7 @@ ext_block(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *b, float *g
         int nest = fv == FV_SUT_FIRST_NEST || fv == FV_SUT_MOM_NEST;
         sut_block(s, w, b, g, m, fv <= FV_SUT_FIRST_NEST, nest);
     } else {
-        ema_block(s, e->omb, w, b, g, m, fv == FV_EMA_FIRST);
+        ema_block(s, e->one_minus_beta, w, b, g, m, fv == FV_EMA_FIRST);
     }
 }
 
@@ -462,11 +462,11 @@ static void apply_general(const srv_optim_cfg_t *c, opt_scal_t s, float *w, floa
 {
     opt_ext_t e = {
         .clip = (float)c->clip_value,
-        .dec = (float)(1.0 - c->lr * c->decoupled_wd),
-        .omb = (float)(1.0 - c->momentum),
+        .decoupled_scale = (float)(1.0 - c->lr * c->decoupled_wd),
+        .one_minus_beta = (float)(1.0 - c->momentum),
         .has_clip = c->clip_value > 0.0,
         .has_wd = c->weight_decay != 0.0,
-        .has_dec = c->decoupled_wd > 0.0,
+        .has_decoupled = c->decoupled_wd > 0.0,
     };
     int fv = 0; /* momentum 0: plain SGD in every form */
     if (c->momentum != 0.0) {
@@ -489,7 +489,7 @@ void srv_optim_apply(const srv_optim_cfg_t *c, float *w, float *buf, const float
     assert(c->momentum == 0.0 || buf != NULL);
     opt_scal_t s = {
         .mom = (float)c->momentum,
-        .damp1 = (float)(1.0 - c->dampening),
+        .one_minus_damp = (float)(1.0 - c->dampening),
         .wd = (float)c->weight_decay,
         .neglr = (float)(-c->lr),
         .sign = c->maximize ? -1.0f : 1.0f,

@@ -16,27 +16,27 @@
  *     g = -g                                             if maximize
  *     g = fminf(fmaxf(g, -clip), clip)                   if clip_value > 0
  *     g = fmaf(w, wd, g)                                 if weight_decay != 0
- *     w = w * dec                                        if decoupled_wd > 0
+ *     w = w * decoupled_scale                            if decoupled_wd > 0
  *   then the form's momentum step (momentum != 0):
  *   torch:
- *     buf = first ? g : fmaf(g, damp1, buf*mom)
+ *     buf = first ? g : fmaf(g, one_minus_damp, buf*mom)
  *     d = nesterov ? fmaf(buf, mom, g) : buf
  *     w = fmaf(d, neglr, w)
  *   sutskever (Keras, Caffe, MXNet; buf holds v, which starts at 0):
  *     v = first ? g*neglr : fmaf(g, neglr, v*mom)
  *     w = nesterov ? w + fmaf(v, mom, g*neglr) : w + v      (the new v)
  *   ema (buf holds v, which starts at 0; beta = momentum):
- *     v = first ? g*omb : fmaf(g, omb, v*mom)
+ *     v = first ? g*one_minus_beta : fmaf(g, one_minus_beta, v*mom)
  *     w = fmaf(v, neglr, w)
  *   and for every form with momentum == 0, plain SGD:  w = fmaf(g, neglr, w)
- * with mom = (float)momentum, damp1 = (float)(1.0 - dampening),
- * wd = (float)weight_decay, neglr = (float)(-lr), omb = (float)(1.0 -
- * momentum), clip = (float)clip_value and dec = (float)(1.0 - lr *
- * decoupled_wd) (the products and differences in double, rounded to float
- * once).  These are the float32 values PyTorch's CPU kernels use (add(...,
- * alpha) is one fmadd there), so the torch form with a single part of
- * coefficient 1 equals Debian's python3-torch bit for bit, maximize
- * included (tests/integration/test_optim_torch.py checks it).  The clip
+ * with mom = (float)momentum, one_minus_damp = (float)(1.0 - dampening),
+ * wd = (float)weight_decay, neglr = (float)(-lr), one_minus_beta =
+ * (float)(1.0 - momentum), clip = (float)clip_value and decoupled_scale =
+ * (float)(1.0 - lr * decoupled_wd) (the products and differences in double,
+ * rounded to float once).  These are the float32 values PyTorch's CPU
+ * kernels use (add(..., alpha) is one fmadd there), so the torch form with
+ * a single part of coefficient 1 equals Debian's python3-torch bit for bit,
+ * maximize included (tests/integration/test_optim_torch.py checks it).  The clip
  * maps NaN to -clip (what fminf/fmaxf do), where torch's clamp keeps NaN.
  *
  * The torch and sutskever forms, first two steps side by side (no weight

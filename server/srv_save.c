@@ -64,7 +64,7 @@ static int gather_flat(ps_boot_t *b, const srv_store_t *s, int want_buf, float *
 static int write_file(const srv_store_t *s, const float *w, const float *buf,
                       const srv_save_info_t *info, const char *path)
 {
-    const ps_layout_t *l = &s->layout;
+    const ps_layout_t *l = s->layout;
     ps_st_tensor_t t[2 * PS_MAX_TENSORS];
     char names[PS_MAX_TENSORS][PS_MAX_NAME + 20];
     int n = 0;

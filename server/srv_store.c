@@ -55,12 +55,14 @@ static int chunk_alloc(srv_chunk_t *c, const ps_chunk_t *m, int nworkers, int mo
     return slots_alloc(c, 1, nworkers);
 }
 
-int srv_store_init(srv_store_t *s, const ps_layout_t *l, size_t chunk_elems, int server,
+int srv_store_init(srv_store_t *s, ps_layout_t **layout, size_t chunk_elems, int server,
                    int nservers, int nworkers, const srv_optim_cfg_t *opt, srv_release_fn rel)
 {
     int rv;
     memset(s, 0, sizeof *s);
-    s->layout = *l;
+    s->layout = *layout;
+    *layout = NULL;
+    const ps_layout_t *l = s->layout;
     s->server = server;
     s->nworkers = nworkers;
     s->opt = *opt;
@@ -68,6 +70,7 @@ int srv_store_init(srv_store_t *s, const ps_layout_t *l, size_t chunk_elems, int
     s->mode = PS_MODE_SYNC;
     s->nslots = 1;
     if ((rv = ps_chunkmap_init(&s->map, l->total, chunk_elems, nservers)) != 0) {
+        srv_store_fini(s); /* frees the layout, as the contract says */
         return rv;
     }
     s->nlocal = ps_chunkmap_count_on(&s->map, server, NULL);
@@ -155,6 +158,7 @@ void srv_store_fini(srv_store_t *s)
     }
     free(s->chunks);
     free(s->local_of);
+    free(s->layout);
     ps_chunkmap_fini(&s->map);
     memset(s, 0, sizeof *s);
 }

@@ -63,7 +63,7 @@ typedef struct {
 } srv_chunk_t;
 
 typedef struct {
-    ps_layout_t layout;
+    ps_layout_t *layout; /* the registered layout, owned; readers share this one copy */
     ps_chunkmap_t map;
     int server, nworkers;
     srv_optim_cfg_t opt;
@@ -81,8 +81,11 @@ typedef struct {
     uint64_t stale_max, stale_sum, stale_n; /* over applied pushes */
 } srv_store_t;
 
-/* A sync store with the constant learning rate opt->lr. */
-int srv_store_init(srv_store_t *s, const ps_layout_t *l, size_t chunk_elems, int server,
+/* A sync store with the constant learning rate opt->lr.  Takes the layout
+ * (123 KB, so it is not copied): *layout, from malloc, belongs to the store
+ * from this call on, even when the call fails (it is freed then), and
+ * *layout is set to NULL; srv_store_fini frees it. */
+int srv_store_init(srv_store_t *s, ps_layout_t **layout, size_t chunk_elems, int server,
                    int nservers, int nworkers, const srv_optim_cfg_t *opt, srv_release_fn rel);
 /* Before the first push: the consistency mode (staleness only for ssp;
  * PS_EINVAL over 1024) and the schedule. */

@@ -141,10 +141,11 @@ static int no_handle(const char *call)
     return PS_EINVAL;
 }
 
-/* ps_boot_agree, with a message on the ranks that did not fail. */
-static int agree(ps_t *ps, int rc)
+/* A start-up agreement (common/ps_startup.h), with a message on the
+ * ranks that did not fail. */
+static int agree(ps_t *ps, ps_step_t step, int rc)
 {
-    int rv = ps_boot_agree(&ps->boot, rc);
+    int rv = ps_boot_agree(&ps->boot, step, rc);
     if (rv != 0 && rc == 0) {
         ps_error_set("another rank of the job failed to start (its message is above)");
     }
@@ -194,6 +195,7 @@ int ps_api_boot_new(ps_t **out, int *argc, char ***argv, const ps_options_t *opt
     *out = NULL;
     ps_t *ps = calloc(1, sizeof *ps);
     if (!ps) {
+        ps_error_set("ps_init: no memory for the handle (%zu bytes)", sizeof *ps);
         return PS_ENOMEM;
     }
     /* Bad options are agreed on in ps_api_join; name and quiet count now. */
@@ -275,17 +277,17 @@ static int remembered_failure(ps_t *ps)
 int ps_api_join(ps_t *ps, int local_rc)
 {
     int rv = local_rc ? local_rc : remembered_failure(ps);
-    if ((rv = agree(ps, rv)) != 0) {
+    if ((rv = agree(ps, PS_STEP_FLAGS, rv)) != 0) {
         return startup_failed(ps, rv); /* flags (and, on servers, the data port) */
     }
     /* Our CurveZMQ key pair: the public half travels with the exchange. */
     if (ps_tp_keypair(&ps->keys) != 0) {
         memset(&ps->keys, 0, sizeof ps->keys);
     }
-    if (ps_boot_exchange(&ps->boot, NULL, ps->keys.pub) != 0) {
-        ps_boot_abort(&ps->boot, 2);
+    if ((rv = ps_boot_exchange(&ps->boot, NULL, ps->keys.pub)) != 0) {
+        return startup_failed(ps, rv);
     }
-    ps_boot_bcast_from_server0(&ps->boot, &ps->srv, sizeof ps->srv);
+    ps_boot_bcast(&ps->boot, PS_STEP_SETTINGS, &ps->srv, sizeof ps->srv);
     ps->state = ST_JOINED;
     return 0;
 }
@@ -612,9 +614,15 @@ static int check_agreement(ps_t *ps)
     for (int i = 0; i < 2 + ps->nextra; i++) {
         h = (h ^ v[i]) * 1099511628211ULL;
     }
-    if (!all || ps_boot_workers_allgather_u64(&ps->boot, h, all) != 0) {
+    if (!all) {
+        ps_error_set("ps_start: no memory to compare the models of %d workers",
+                     ps->boot.nworkers);
+        return PS_ENOMEM;
+    }
+    int rv = ps_boot_workers_allgather_u64(&ps->boot, h, all);
+    if (rv != 0) {
         free(all);
-        return PS_EMPI;
+        return rv; /* PS_EMPI, with MPI's message */
     }
     int same = all[ps->boot.rank] == all[0];
     free(all);
@@ -646,14 +654,14 @@ int ps_api_start_plan(ps_t *ps)
     } else {
         ps_error_set("%s", ps->why); /* the remembered failure is what the job hears */
     }
-    if ((rv = agree(ps, rv)) != 0) {
+    if ((rv = agree(ps, PS_STEP_PORTS, rv)) != 0) {
         return startup_failed(ps, rv);
     }
-    if ((rv = agree(ps, check_agreement(ps))) != 0) {
+    if ((rv = agree(ps, PS_STEP_MODEL, check_agreement(ps))) != 0) {
         return startup_failed(ps, rv);
     }
-    ps_boot_bcast_from_worker0(&ps->boot, &ps->plan, sizeof ps->plan);
-    if ((rv = agree(ps, 0)) != 0) { /* the servers' --resume */
+    ps_boot_bcast(&ps->boot, PS_STEP_PLAN, &ps->plan, sizeof ps->plan);
+    if ((rv = agree(ps, PS_STEP_RESUME, 0)) != 0) { /* the servers' --resume */
         return startup_failed(ps, rv);
     }
     ps->state = ST_PLANNED;
@@ -724,11 +732,11 @@ int ps_api_start_register(ps_t *ps)
         rv = ps->rc;
         ps_error_set("%s", ps->why);
     }
-    if ((rv = agree(ps, rv)) != 0) {
+    if ((rv = agree(ps, PS_STEP_REGISTER, rv)) != 0) {
         return startup_failed(ps, rv);
     }
     /* A resumed run continues from the servers' step. */
-    ps_boot_bcast_from_server0(&ps->boot, &start, sizeof start);
+    ps_boot_bcast(&ps->boot, PS_STEP_START, &start, sizeof start);
     ps->step = start;
     ps->state = ST_STARTED;
     return 0;
@@ -1346,7 +1354,7 @@ static int leave_job(ps_t *ps)
     if (ps->state == ST_STARTED && complete_reductions(ps) != 0) {
         break_handle(ps, PS_EMPI);
     }
-    return ps->state == ST_BROKEN ? ps->rc : agree(ps, 0);
+    return ps->state == ST_BROKEN ? ps->rc : agree(ps, PS_STEP_DONE, 0);
 }
 
 /* Run whatever start-up steps the servers still expect, failing them, so

@@ -1,6 +1,10 @@
 /*
  * wkr_data: dataset loaders for the worker (Fashion-MNIST IDX, LIBSVM, CSV).
  *
+ * The public entry; the work is done by wkr_data_shard (options after
+ * defaults, shard arithmetic), wkr_data_text (LIBSVM, CSV) and
+ * wkr_data_idx (IDX through zlib).
+ *
  * Contract: wkr_data_load() fills a caller-owned wkr_dataset_t whose x and
  * y arrays it allocates and owns; wkr_data_fini() frees them and zeroes the
  * struct (safe twice, safe on a zeroed struct).  The caller owns `spec`,

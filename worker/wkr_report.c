@@ -4,6 +4,7 @@
 #include "ps_err.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,12 +90,24 @@ void wkr_report_step(wkr_report_t *r, int epoch, int epochs, uint64_t done, uint
     r->drew = 1;
 }
 
+/* JSON has no NaN or Infinity: a diverged loss is written as null (the
+ * "nan" printf makes would break every JSON reader of the file). */
+static void put_loss(FILE *f, const char *key, double v)
+{
+    if (isfinite(v)) {
+        fprintf(f, ",\"%s\":%.6g", key, v);
+    } else {
+        fprintf(f, ",\"%s\":null", key);
+    }
+}
+
 static void write_json(FILE *f, const wkr_epoch_rec_t *e)
 {
-    fprintf(f, "{\"epoch\":%d,\"step\":%llu,\"train_loss\":%.6g", e->epoch,
-            (unsigned long long)e->step, e->train_loss);
+    fprintf(f, "{\"epoch\":%d,\"step\":%llu", e->epoch, (unsigned long long)e->step);
+    put_loss(f, "train_loss", e->train_loss);
     if (e->has_test) {
-        fprintf(f, ",\"test_loss\":%.6g,\"test_acc\":%.6g", e->test_loss, e->test_acc);
+        put_loss(f, "test_loss", e->test_loss);
+        fprintf(f, ",\"test_acc\":%.6g", e->test_acc);
     }
     fprintf(f, ",\"lr\":%.9g", e->lr);
     if (e->has_staleness) {

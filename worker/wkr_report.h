@@ -5,7 +5,8 @@
  * stderr), or plain per-epoch lines on stdout when the output is not a
  * terminal, and the metrics file: JSON lines, one per epoch, with at least
  * epoch, step, train_loss, test_acc (when there is a test set),
- * samples_per_s and elapsed_s.
+ * samples_per_s and elapsed_s; a loss that is not finite is written as
+ * null (JSON has no NaN).
  *
  * Under mpirun a rank's stdout is always a pseudo-terminal, so "is the user
  * looking at a terminal" is answered for mpirun's own stdout (the parent

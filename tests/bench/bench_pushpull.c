@@ -124,17 +124,16 @@ static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t 
     int rv;
     memset(o, 0, sizeof *o);
     o->layout = *l;
+    ps_tp_t *tp = NULL;
     if ((rv = ours_buffers(o)) != 0 ||
-        (rv = ps_tp_server_new(&o->L.tp, base, io_threads, NULL, o->ep, sizeof o->ep)) != 0) {
+        (rv = ps_tp_server_new(&tp, base, io_threads, NULL, o->ep, sizeof o->ep)) != 0) {
         return rv;
     }
     /* Fields left zero: server 0, sync mode, a constant learning rate. */
-    o->L.nservers = 1;
-    o->L.nworkers = 1;
-    o->L.chunk_elems = chunk_elems;
-    o->L.opt = (srv_optim_cfg_t){.lr = 0.0, .momentum = 0.0};
-    o->L.timeout_ms = TIMEOUT_MS;
-    if ((rv = srv_loop_init(&o->L)) != 0) {
+    srv_loop_cfg_t lc = {.tp = tp, .nservers = 1, .nworkers = 1, .chunk_elems = chunk_elems,
+                         .opt = {.lr = 0.0, .momentum = 0.0}, .timeout_ms = TIMEOUT_MS};
+    if ((rv = srv_loop_init(&o->L, &lc)) != 0) {
+        o->L.cfg.tp = tp; /* for ours_stop */
         return rv;
     }
     if (pthread_create(&o->thread, NULL, ours_server, o) != 0) {
@@ -231,7 +230,7 @@ static int ours_stop(ours_t *o, size_t chunk_elems, int rv)
     wkr_client_destroy(&o->client);
     /* Closing the socket first runs the free callbacks of any reply still
      * queued, while the store they point into is alive. */
-    ps_tp_destroy(&o->L.tp);
+    ps_tp_destroy(&o->L.cfg.tp);
     srv_loop_fini(&o->L);
     free(o->init);
     free(o->grads);

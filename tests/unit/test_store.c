@@ -1,6 +1,7 @@
 /*
  * Unit tests for server/srv_store: which chunks a server owns, initial
- * values, and the synchronous aggregation.
+ * values, the synchronous aggregation, and the update number each update
+ * evaluates the learning-rate schedule at (hand-derived rates, no torch).
  *
  * Expected weights are computed here element by element with the rounding
  * order srv_optim.h documents (g = part0*coef0; g = g + part1*coef1; ...;
@@ -20,6 +21,7 @@
 #include <cmocka.h>
 
 #include "ps_err.h"
+#include "ps_sched.h"
 #include "srv_store.h"
 
 #include <math.h>
@@ -32,11 +34,15 @@
 #define CHUNK 1024
 #define MAXN 1024
 
-static void layout_3000(ps_layout_t *l)
+/* A heap layout, as srv_store_init takes it. */
+static ps_layout_t *layout_3000(void)
 {
     const int64_t d[1] = {TOTAL};
+    ps_layout_t *l = malloc(sizeof *l);
+    assert_non_null(l);
     ps_layout_init(l);
     assert_int_equal(ps_layout_add(l, "w", 1, d), 0);
+    return l;
 }
 
 /* Release callback: the owner handle is a per-push counter. */
@@ -72,8 +78,7 @@ static void assert_bits(const float *got, const float *want, size_t n)
 static void store_new(srv_store_t *s, int server, int nservers, int nworkers,
                       srv_optim_cfg_t opt, uint64_t seed)
 {
-    ps_layout_t l;
-    layout_3000(&l);
+    ps_layout_t *l = layout_3000();
     assert_int_equal(
         srv_store_init(s, &l, CHUNK, server, nservers, nworkers, &opt, count_release), 0);
     float w0[MAXN];
@@ -100,10 +105,11 @@ static void test_local_chunks(void **state)
     (void)state;
     srv_store_t s;
     srv_optim_cfg_t opt = {.lr = 0.1};
-    ps_layout_t l;
-    layout_3000(&l);
+    ps_layout_t *l = layout_3000();
 
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 2, 2, &opt, count_release), 0);
+    assert_null(l); /* the store took it */
+    assert_int_equal(s.layout->total, TOTAL);
     assert_int_equal(s.nlocal, 2);
     assert_int_equal(s.chunks[0].id, 0);
     assert_int_equal(s.chunks[1].id, 2);
@@ -123,6 +129,7 @@ static void test_local_chunks(void **state)
     assert_null(c0->buf); /* no velocity without momentum */
     srv_store_fini(&s);
 
+    l = layout_3000();
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 1, 2, 2, &opt, count_release), 0);
     assert_int_equal(s.nlocal, 1);
     assert_int_equal(s.chunks[0].id, 1);
@@ -133,6 +140,7 @@ static void test_local_chunks(void **state)
     srv_store_fini(&s);
 
     opt.momentum = 0.9;
+    l = layout_3000();
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 1, 2, &opt, count_release), 0);
     assert_int_equal(s.nlocal, 3);
     for (uint32_t id = 0; id < 3; id++) {
@@ -153,13 +161,16 @@ static void test_init_refused(void **state)
     (void)state;
     srv_store_t s;
     srv_optim_cfg_t opt = {.lr = 0.1};
-    ps_layout_t l;
-    layout_3000(&l);
+    ps_layout_t *l = layout_3000();
     assert_int_equal(srv_store_init(&s, &l, CHUNK - 1, 0, 1, 1, &opt, count_release),
                      PS_EINVAL);
+    assert_null(l); /* taken, and freed with the failed store (ASan checks the leak) */
     srv_store_fini(&s);
-    ps_layout_init(&l); /* no elements */
+    l = malloc(sizeof *l);
+    assert_non_null(l);
+    ps_layout_init(l); /* no elements */
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 1, 1, &opt, count_release), PS_EINVAL);
+    assert_null(l);
     srv_store_fini(&s);
 }
 
@@ -168,8 +179,7 @@ static void test_set_init(void **state)
     (void)state;
     srv_store_t s;
     srv_optim_cfg_t opt = {.lr = 0.1};
-    ps_layout_t l;
-    layout_3000(&l);
+    ps_layout_t *l = layout_3000();
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 2, 2, &opt, count_release), 0);
     float a[MAXN], b[MAXN];
     fill(a, 1024, 1);
@@ -423,9 +433,8 @@ static void test_no_release_callback(void **state)
 {
     (void)state;
     srv_store_t s;
-    ps_layout_t l;
     srv_optim_cfg_t opt = {.lr = 0.5};
-    layout_3000(&l);
+    ps_layout_t *l = layout_3000();
     assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 1, 2, &opt, NULL), 0);
     float g[MAXN];
     fill(g, 1024, 91);
@@ -722,6 +731,152 @@ static void test_async_applies_each_push(void **state)
     srv_store_fini(&s);
 }
 
+/* ---- the update number the schedule is evaluated at ---------------------
+ *
+ * The rates, derived by hand from torch.optim.lr_scheduler semantics (the
+ * rule docs/semantics.md and ps_sched.h state for "step:E1,E2:GAMMA"):
+ *
+ *     opt = torch.optim.SGD([w], lr=0.5)
+ *     sched = MultiStepLR(opt, milestones=[1, 2], gamma=0.5)
+ *     for epoch in range(3):
+ *         for _ in range(3):        # 3 steps per epoch: updates t = 3*epoch + 0..2
+ *             ...; opt.step()
+ *         sched.step()              # once per epoch, after its updates
+ *
+ * so updates t = 0, 1, 2 use 0.5, t = 3, 4, 5 use 0.25 and t = 6, 7, 8 use
+ * 0.125.  With momentum 0, w0 = 0 and a gradient of 1 in every element, w
+ * after update t is minus the sum of the rates so far, every value exact in
+ * float.  In sync and ssp mode t is the step being applied; in async mode it
+ * is the pushing worker's step.  An off-by-one in the step the store hands
+ * the schedule moves a rate across an epoch boundary and changes w.
+ */
+static const float w_after[9] = {-0.5f,  -1.0f,   -1.5f, -1.75f, -2.0f,
+                                 -2.25f, -2.375f, -2.5f, -2.625f};
+
+/* The server's schedule callback as srv_main wires it (ps_sched_lr with
+ * the base rate and the steps per epoch), recording each t it is asked. */
+typedef struct {
+    ps_sched_t sched;
+    uint64_t asked[16];
+    int nasked;
+} sched_probe_t;
+
+static double probe_lr(void *arg, uint64_t t)
+{
+    sched_probe_t *p = arg;
+    if (p->nasked < 16) {
+        p->asked[p->nasked] = t;
+    }
+    p->nasked++;
+    return ps_sched_lr(&p->sched, 0.5, t, 3, 0);
+}
+
+/* One chunk of 1024 zeros, plain SGD at base lr 0.5, the probe's schedule. */
+static srv_chunk_t *sched_store(srv_store_t *s, sched_probe_t *p, int nworkers, ps_mode_t mode,
+                                uint64_t staleness)
+{
+    const int64_t d[1] = {CHUNK};
+    ps_layout_t *l = malloc(sizeof *l);
+    assert_non_null(l);
+    ps_layout_init(l);
+    assert_int_equal(ps_layout_add(l, "w", 1, d), 0);
+    srv_optim_cfg_t opt = {.lr = 0.5};
+    assert_int_equal(srv_store_init(s, &l, CHUNK, 0, 1, nworkers, &opt, NULL), 0);
+    assert_int_equal(srv_store_set_mode(s, mode, staleness), 0);
+    memset(p, 0, sizeof *p);
+    assert_int_equal(ps_sched_parse(&p->sched, "step:1,2:0.5", 0), 0);
+    srv_store_set_lr(s, probe_lr, p);
+    static const float zeros[CHUNK];
+    srv_chunk_t *c = srv_store_chunk(s, 0);
+    assert_int_equal(srv_store_set_init(s, c, zeros), 0);
+    return c;
+}
+
+static void assert_all(const srv_chunk_t *c, float want, const char *when)
+{
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->w[i] != want) {
+            fail_msg("%s: w[%zu] = %g, want %g", when, i, (double)c->w[i], (double)want);
+        }
+    }
+}
+
+static void test_schedule_sync_step(void **state)
+{
+    (void)state;
+    static float ones[CHUNK];
+    for (int i = 0; i < CHUNK; i++) {
+        ones[i] = 1.0f;
+    }
+    srv_store_t s;
+    sched_probe_t p;
+    srv_chunk_t *c = sched_store(&s, &p, 1, PS_MODE_SYNC, 0);
+    for (uint64_t t = 0; t < 9; t++) {
+        assert_int_equal(srv_store_push(&s, c, 0, t, t, 1, ones, NULL), 1);
+        char when[32];
+        snprintf(when, sizeof when, "after update %d", (int)t);
+        assert_all(c, w_after[t], when);
+    }
+    assert_int_equal(p.nasked, 9);
+    for (int t = 0; t < 9; t++) {
+        assert_int_equal(p.asked[t], t);
+    }
+    srv_store_fini(&s);
+}
+
+/* ssp: steps held out of order complete together, each at its own t. */
+static void test_schedule_ssp_held_steps(void **state)
+{
+    (void)state;
+    static float ones[CHUNK];
+    for (int i = 0; i < CHUNK; i++) {
+        ones[i] = 1.0f;
+    }
+    srv_store_t s;
+    sched_probe_t p;
+    srv_chunk_t *c = sched_store(&s, &p, 2, PS_MODE_SSP, 2);
+    for (uint64_t e = 0; e < 3; e++) {
+        /* Worker 0 runs a whole epoch ahead; worker 1 sends it backwards,
+         * so its last push (the epoch's first step) applies all three. */
+        for (uint64_t j = 0; j < 3; j++) {
+            assert_int_equal(srv_store_push(&s, c, 0, 3 * e + j, 3 * e, 1, ones, NULL), 0);
+        }
+        assert_int_equal(srv_store_push(&s, c, 1, 3 * e + 2, 3 * e, 1, ones, NULL), 0);
+        assert_int_equal(srv_store_push(&s, c, 1, 3 * e + 1, 3 * e, 1, ones, NULL), 0);
+        assert_int_equal(srv_store_push(&s, c, 1, 3 * e, 3 * e, 1, ones, NULL), 3);
+        assert_all(c, w_after[3 * e + 2], "after an epoch");
+    }
+    assert_int_equal(p.nasked, 9);
+    for (int t = 0; t < 9; t++) {
+        assert_int_equal(p.asked[t], t);
+    }
+    srv_store_fini(&s);
+}
+
+/* async: the rate of the pushing worker's step, not of the version. */
+static void test_schedule_async_worker_step(void **state)
+{
+    (void)state;
+    static float ones[CHUNK];
+    for (int i = 0; i < CHUNK; i++) {
+        ones[i] = 1.0f;
+    }
+    srv_store_t s;
+    sched_probe_t p;
+    srv_chunk_t *c = sched_store(&s, &p, 2, PS_MODE_ASYNC, 0);
+    /* (worker, step): rates 0.5, 0.25, 0.25, 0.125 by the table above; the
+     * versions 0..3 would give 0.5, 0.5, 0.5, 0.25 instead. */
+    static const int who[4] = {0, 1, 0, 1};
+    static const uint64_t step[4] = {2, 3, 5, 6};
+    static const float want[4] = {-0.5f, -0.75f, -1.0f, -1.125f};
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(srv_store_push(&s, c, who[k], step[k], 0, 1, ones, NULL), 1);
+        assert_all(c, want[k], "after an async push");
+        assert_int_equal(p.asked[k], step[k]);
+    }
+    srv_store_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -746,6 +901,9 @@ int main(void)
         cmocka_unit_test(test_skip_drops_step),
         cmocka_unit_test(test_ssp_window),
         cmocka_unit_test(test_async_applies_each_push),
+        cmocka_unit_test(test_schedule_sync_step),
+        cmocka_unit_test(test_schedule_ssp_held_steps),
+        cmocka_unit_test(test_schedule_async_worker_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,501 @@
+/*
+ * Unit tests for server/srv_ckpt: checkpoints written from real stores and
+ * read back, without MPI.
+ *
+ * The reference is the store the checkpoint was written from: every field
+ * read back (step, size, layout hash, weights and velocity bit for bit,
+ * each chunk's first-update state) must equal it.  A resumed store must
+ * then continue the exact trajectory: one more step on the original and on
+ * the resumed store gives the same bits, also when the resumed store cuts
+ * the model into other chunks.  Damaged checkpoints (a flipped data byte, a
+ * truncated file, a missing or garbled MANIFEST, other settings) are
+ * refused, the reason logged, and the previous checkpoint is used when
+ * there is one.  Server 0 keeps the newest two checkpoints.
+ *
+ * Layout: one tensor of 3000 floats, chunk 1024: chunks 0, 1 and 2 (952
+ * elements).  Chunk 2 only ever gets zero-sample pushes, so it keeps no
+ * momentum buffer and its first-update flag stays 0, while chunks 0 and 1
+ * hold momentum: both cases go through the file.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "ps_err.h"
+#include "ps_safetensors.h"
+#include "srv_ckpt.h"
+#include "srv_store.h"
+
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TOTAL 3000
+#define CHUNK 1024
+#define SETTINGS "lr=0.1;momentum=0.9;mode=sync"
+
+static char root[256];
+
+static void rm_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        unlink(path);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            char sub[600];
+            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+            rm_tree(sub);
+        }
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+/* A fresh, empty checkpoint folder per test. */
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(root, sizeof root, "/tmp/test_ckpt.XXXXXX");
+    return mkdtemp(root) == NULL ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    rm_tree(root);
+    return 0;
+}
+
+/* Pseudo-random floats in [-1, 1) with full mantissas, by flat index. */
+static float val(uint64_t seed, size_t i)
+{
+    uint64_t s = (seed * 0x9e3779b97f4a7c15ull) ^ (i * 0xbf58476d1ce4e5b9ull);
+    s ^= s >> 31;
+    s *= 0x94d049bb133111ebull;
+    s ^= s >> 29;
+    return (float)((double)(s >> 40) / (double)(1 << 24) * 2.0 - 1.0);
+}
+
+/* Server `server` of `nservers` over the 3000-float model, momentum 0.9,
+ * one worker, weights initialised by flat index (so every server agrees). */
+static void store_new(srv_store_t *s, size_t chunk, int server, int nservers)
+{
+    const int64_t d[1] = {TOTAL};
+    ps_layout_t *l = malloc(sizeof *l);
+    assert_non_null(l);
+    ps_layout_init(l);
+    assert_int_equal(ps_layout_add(l, "w", 1, d), 0);
+    srv_optim_cfg_t opt = {.lr = 0.1, .momentum = 0.9};
+    assert_int_equal(srv_store_init(s, &l, chunk, server, nservers, 1, &opt, NULL), 0);
+    float w[TOTAL];
+    for (size_t i = 0; i < s->nlocal; i++) {
+        srv_chunk_t *c = &s->chunks[i];
+        for (size_t k = 0; k < c->count; k++) {
+            w[k] = val(1, c->offset + k);
+        }
+        assert_int_equal(srv_store_set_init(s, c, w), 0);
+    }
+}
+
+/* Step `step` on every local chunk: a gradient by flat index, except that
+ * the elements from 2048 on (chunk 2 at chunk size 1024) get zero-sample
+ * pushes while `idle_tail` is set. */
+static void store_step(srv_store_t *s, uint64_t step, int idle_tail)
+{
+    static float g[TOTAL];
+    for (size_t i = 0; i < s->nlocal; i++) {
+        srv_chunk_t *c = &s->chunks[i];
+        for (size_t k = 0; k < c->count; k++) {
+            g[k] = val(100 + step, c->offset + k);
+        }
+        uint32_t samples = idle_tail && c->offset >= 2048 ? 0 : 1;
+        assert_int_equal(srv_store_push(s, c, 0, step, step, samples, g, NULL), 1);
+    }
+}
+
+static void assert_bits(const float *got, const float *want, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+            fail_msg("%s: element %zu is %a, want %a", what, i, (double)got[i], (double)want[i]);
+        }
+    }
+}
+
+/* The loaded state holds exactly this store's chunks. */
+static void assert_state_has(const srv_ckpt_state_t *st, const srv_store_t *s)
+{
+    static const float zeros[TOTAL];
+    for (size_t i = 0; i < s->nlocal; i++) {
+        const srv_chunk_t *c = &s->chunks[i];
+        assert_bits(st->w + c->offset, c->w, c->count, "weights");
+        /* Without a first update there is no buffer in the file: zeros. */
+        assert_bits(st->buf + c->offset, c->had_update ? c->buf : zeros, c->count, "velocity");
+        int found = 0;
+        for (size_t r = 0; r < st->nranges; r++) {
+            if (st->range_off[r] == c->offset) {
+                assert_int_equal(st->range_cnt[r], c->count);
+                assert_int_equal(st->range_had[r], c->had_update);
+                found++;
+            }
+        }
+        assert_int_equal(found, 1);
+    }
+}
+
+/* srv_ckpt_load with stderr captured into `log` (what it reports about
+ * the checkpoints it passes over). */
+static int load_logged(srv_ckpt_state_t *st, const char *settings, char *log, size_t cap)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/stderr.txt", root);
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *f = fopen(path, "w+");
+    assert_non_null(f);
+    dup2(fileno(f), 2);
+    int rv = srv_ckpt_load(st, root, settings);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(f);
+    size_t n = fread(log, 1, cap - 1, f);
+    log[n] = '\0';
+    fclose(f);
+    unlink(path);
+    return rv;
+}
+
+static void expect_refused(const char *log_has)
+{
+    srv_ckpt_state_t st;
+    char log[4096];
+    assert_int_equal(load_logged(&st, SETTINGS, log, sizeof log), PS_ENOENT);
+    if (!strstr(ps_error_msg(), "no usable checkpoint")) {
+        fail_msg("load error: %s", ps_error_msg());
+    }
+    if (!strstr(log, log_has)) {
+        fail_msg("the log does not say '%s':\n%s", log_has, log);
+    }
+    assert_null(st.w); /* nothing held after a failure */
+}
+
+static void step_path(char *out, size_t cap, uint64_t step, const char *file)
+{
+    snprintf(out, cap, "%s/step-%08llu/%s", root, (unsigned long long)step, file);
+}
+
+/* One server, three steps in: weights, velocity and flags come back. */
+static void test_roundtrip(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, CHUNK, 0, 1);
+    for (uint64_t t = 0; t < 3; t++) {
+        store_step(&s, t, 1);
+    }
+    assert_int_equal(s.chunks[0].had_update, 1);
+    assert_int_equal(s.chunks[2].had_update, 0);
+    assert_int_equal(srv_ckpt_write(&s, root, 3, 1, SETTINGS), 0);
+
+    srv_ckpt_state_t st;
+    assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), 0);
+    assert_true(st.step == 3);
+    assert_int_equal(st.total, TOTAL);
+    assert_true(st.layout_hash == ps_layout_hash(s.layout));
+    assert_int_equal(st.nranges, 3);
+    assert_state_has(&st, &s);
+    srv_ckpt_fini(&st);
+    srv_ckpt_fini(&st); /* safe twice */
+
+    /* The file is plain safetensors with the documented names. */
+    char path[400];
+    step_path(path, sizeof path, 3, "server-0.safetensors");
+    ps_st_file_t *f = NULL;
+    assert_int_equal(ps_st_open(&f, path), 0);
+    assert_string_equal(ps_st_meta(f, "format"), "ps-checkpoint");
+    assert_string_equal(ps_st_meta(f, "step"), "3");
+    assert_string_equal(ps_st_meta(f, "settings"), SETTINGS);
+    assert_int_equal(ps_st_count(f), 5); /* chunk.0.w/.buf, chunk.1.w/.buf, chunk.2.w */
+    const float *d;
+    int nd;
+    int64_t sh[4];
+    assert_int_equal(ps_st_get(f, "chunk.1.buf", &d, &nd, sh), 0);
+    assert_bits(d, s.chunks[1].buf, CHUNK, "chunk.1.buf");
+    assert_int_not_equal(ps_st_get(f, "chunk.2.buf", &d, &nd, sh), 0);
+    ps_st_close(&f);
+    srv_store_fini(&s);
+}
+
+/* Two servers write their parts; server 0's MANIFEST names both files. */
+static void test_two_servers_and_manifest(void **state)
+{
+    (void)state;
+    srv_store_t s0, s1;
+    store_new(&s0, CHUNK, 0, 2);
+    store_new(&s1, CHUNK, 1, 2);
+    for (uint64_t t = 0; t < 2; t++) {
+        store_step(&s0, t, 1);
+        store_step(&s1, t, 1);
+    }
+    assert_int_equal(srv_ckpt_write(&s1, root, 2, 2, SETTINGS), 0);
+    char path[400];
+    step_path(path, sizeof path, 2, "MANIFEST");
+    assert_int_not_equal(access(path, F_OK), 0); /* server 1 writes none */
+    assert_int_equal(srv_ckpt_write(&s0, root, 2, 2, SETTINGS), 0);
+
+    char text[1024], want[1024];
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    snprintf(want, sizeof want,
+             "ps-checkpoint 1\nstep 2\nnservers 2\ntotal 3000\nlayout %016llx\n"
+             "file server-0.safetensors\nfile server-1.safetensors\n",
+             (unsigned long long)ps_layout_hash(s0.layout));
+    assert_string_equal(text, want);
+
+    srv_ckpt_state_t st;
+    assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), 0);
+    assert_true(st.step == 2);
+    assert_int_equal(st.nranges, 3);
+    assert_state_has(&st, &s0);
+    assert_state_has(&st, &s1);
+    srv_ckpt_fini(&st);
+    srv_store_fini(&s0);
+    srv_store_fini(&s1);
+}
+
+/* One more step on the original and on a store resumed from the file. */
+static void check_resume(size_t chunk)
+{
+    srv_store_t orig, back;
+    store_new(&orig, CHUNK, 0, 1);
+    for (uint64_t t = 0; t < 3; t++) {
+        store_step(&orig, t, 1);
+    }
+    assert_int_equal(srv_ckpt_write(&orig, root, 3, 1, SETTINGS), 0);
+    srv_ckpt_state_t st;
+    assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), 0);
+    store_new(&back, chunk, 0, 1);
+    srv_ckpt_apply(&st, &back);
+    srv_ckpt_fini(&st);
+    for (size_t i = 0; i < back.nlocal; i++) {
+        srv_chunk_t *c = &back.chunks[i];
+        assert_true(c->version == 3);
+        assert_int_equal(c->initialized, 1);
+        /* A chunk takes the flag of the old chunk its first element was in. */
+        assert_int_equal(c->had_update, c->offset < 2048);
+    }
+    /* Now every chunk is busy: chunk 2 gets its first update after resuming. */
+    store_step(&orig, 3, 0);
+    store_step(&back, 3, 0);
+    float wa[TOTAL], wb[TOTAL], ba[TOTAL], bb[TOTAL];
+    for (size_t i = 0; i < orig.nlocal; i++) {
+        const srv_chunk_t *c = &orig.chunks[i];
+        memcpy(wa + c->offset, c->w, c->count * sizeof(float));
+        memcpy(ba + c->offset, c->buf, c->count * sizeof(float));
+    }
+    for (size_t i = 0; i < back.nlocal; i++) {
+        const srv_chunk_t *c = &back.chunks[i];
+        memcpy(wb + c->offset, c->w, c->count * sizeof(float));
+        memcpy(bb + c->offset, c->buf, c->count * sizeof(float));
+    }
+    assert_bits(wb, wa, TOTAL, "weights after resuming");
+    assert_bits(bb, ba, TOTAL, "velocity after resuming");
+    srv_store_fini(&orig);
+    srv_store_fini(&back);
+}
+
+static void test_resume_same_chunks(void **state)
+{
+    (void)state;
+    check_resume(CHUNK);
+}
+
+static void test_resume_other_chunks(void **state)
+{
+    (void)state;
+    check_resume(2048); /* chunks [0, 2048) and [2048, 3000) */
+}
+
+/* Three checkpoints of one server, each with the state of its step. */
+static void write_steps(srv_store_t *s, int n)
+{
+    store_new(s, CHUNK, 0, 1);
+    for (int k = 1; k <= n; k++) {
+        store_step(s, (uint64_t)k - 1, 1);
+        assert_int_equal(srv_ckpt_write(s, root, (uint64_t)k, 1, SETTINGS), 0);
+    }
+}
+
+static void flip_last_byte(const char *path)
+{
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, -1, SEEK_END), 0);
+    int c = fgetc(f);
+    assert_int_equal(fseek(f, -1, SEEK_END), 0);
+    fputc(c ^ 0x01, f);
+    fclose(f);
+}
+
+/* A flipped bit in the newest checkpoint's data: refused by its CRC, the
+ * previous checkpoint is used instead. */
+static void test_corrupt_falls_back(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    write_steps(&s, 2);
+    char path[400], log[4096];
+    step_path(path, sizeof path, 2, "server-0.safetensors");
+    flip_last_byte(path);
+    srv_ckpt_state_t st;
+    assert_int_equal(load_logged(&st, SETTINGS, log, sizeof log), 0);
+    assert_true(st.step == 1);
+    if (!strstr(log, "checkpoint step 2 is unusable") || !strstr(log, "bad checksum") ||
+        !strstr(log, "trying the previous one")) {
+        fail_msg("log: %s", log);
+    }
+    srv_ckpt_fini(&st);
+    srv_store_fini(&s);
+}
+
+static void test_corrupt_only_one(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    write_steps(&s, 1);
+    char path[400];
+    step_path(path, sizeof path, 1, "server-0.safetensors");
+    flip_last_byte(path);
+    expect_refused("bad checksum");
+    srv_store_fini(&s);
+}
+
+static void test_truncated(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    write_steps(&s, 1);
+    char path[400];
+    step_path(path, sizeof path, 1, "server-0.safetensors");
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(truncate(path, sb.st_size / 2), 0);
+    expect_refused("server-0.safetensors");
+    srv_store_fini(&s);
+}
+
+static void test_manifest_missing_or_garbled(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    write_steps(&s, 1);
+    char path[400];
+    step_path(path, sizeof path, 1, "MANIFEST");
+    assert_int_equal(unlink(path), 0);
+    expect_refused("MANIFEST: missing");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("ps-checkpoint 1\nstep 1\n", f); /* no total, layout or files */
+    fclose(f);
+    expect_refused("MANIFEST: malformed");
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "ps-checkpoint 1\nstep 7\nnservers 1\ntotal 3000\nlayout %016llx\n"
+            "file server-0.safetensors\n",
+            (unsigned long long)ps_layout_hash(s.layout));
+    fclose(f);
+    expect_refused("manifest says step 7");
+    srv_store_fini(&s);
+}
+
+static void test_other_settings(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    write_steps(&s, 1);
+    srv_ckpt_state_t st;
+    char log[4096];
+    assert_int_equal(load_logged(&st, "lr=0.2;momentum=0.9;mode=sync", log, sizeof log), PS_ENOENT);
+    if (!strstr(log, "other settings") || !strstr(log, SETTINGS)) {
+        fail_msg("log: %s", log);
+    }
+    srv_store_fini(&s);
+}
+
+static void test_no_checkpoint(void **state)
+{
+    (void)state;
+    srv_ckpt_state_t st;
+    assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), PS_ENOENT);
+    assert_non_null(strstr(ps_error_msg(), "no usable checkpoint"));
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/nowhere", root);
+    assert_int_equal(srv_ckpt_load(&st, missing, SETTINGS), PS_ENOENT);
+    assert_non_null(strstr(ps_error_msg(), "nowhere"));
+}
+
+static int has_step_dir(uint64_t step)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/step-%08llu", root, (unsigned long long)step);
+    return access(path, F_OK) == 0;
+}
+
+/* Server 0 keeps the newest checkpoint and the one before; other servers
+ * never delete. */
+static void test_prune(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    write_steps(&s, 2);
+    assert_true(has_step_dir(1) && has_step_dir(2));
+    store_step(&s, 2, 1);
+    assert_int_equal(srv_ckpt_write(&s, root, 3, 1, SETTINGS), 0);
+    assert_true(!has_step_dir(1) && has_step_dir(2) && has_step_dir(3));
+    store_step(&s, 3, 1);
+    assert_int_equal(srv_ckpt_write(&s, root, 4, 1, SETTINGS), 0);
+    assert_true(!has_step_dir(2) && has_step_dir(3) && has_step_dir(4));
+    srv_store_fini(&s);
+
+    srv_store_t s1; /* server 1 of 2, writing a newer step: deletes nothing */
+    store_new(&s1, CHUNK, 1, 2);
+    for (uint64_t t = 0; t < 6; t++) {
+        store_step(&s1, t, 1);
+    }
+    assert_int_equal(srv_ckpt_write(&s1, root, 6, 2, SETTINGS), 0);
+    assert_true(has_step_dir(3) && has_step_dir(4) && has_step_dir(6));
+    srv_store_fini(&s1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_servers_and_manifest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_same_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_other_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_falls_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_only_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_missing_or_garbled, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,582 @@
+/*
+ * Unit tests for server/srv_loop: every message is checked before it
+ * touches memory, through the public loop (srv_loop_setup and
+ * srv_loop_train) over a real ROUTER on 127.0.0.1, without MPI.
+ *
+ * The two workers (ranks 0 and 1) are plain ps_transport clients in this
+ * process.  A test queues crafted messages and then every worker's
+ * SHUTDOWN; the loop then runs in this thread until both have shut down.
+ * Each worker's messages arrive in the order it sent them, so when
+ * srv_loop_train returns every message has been judged.  A bad message must
+ * be dropped and counted under its reason, and the weights must still be
+ * the INIT values, bit for bit; the control test shows that a well-formed
+ * pair of pushes through the same path does move them, by the amount
+ * derived by hand.
+ *
+ * Layout: one tensor "w" of 2500 floats, chunks of 1024, two servers; the
+ * loop under test is server 0, which owns chunk 0 [0, 1024) and chunk 2
+ * [2048, 2500); chunk 1 is server 1's.  Plain SGD, lr 0.5.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "ps_err.h"
+#include "ps_layout.h"
+#include "ps_transport.h"
+#include "ps_wire.h"
+#include "srv_loop.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOTAL 2500
+#define CHUNK 1024
+#define NWORKERS 2
+#define WAIT_MS 5000
+
+typedef struct {
+    ps_mode_t mode;
+    int nonfinite_skip;
+} loop_opts_t;
+
+typedef struct {
+    srv_loop_t L;
+    ps_tp_t *cli[NWORKERS];
+    char ep[512];
+    float init[TOTAL];
+} fix_t;
+
+/* Elements of chunk `id` in this layout. */
+static uint32_t chunk_count(uint32_t id)
+{
+    return id == 2 ? TOTAL - 2 * CHUNK : CHUNK;
+}
+
+/* The one place a srv_loop_t is configured. */
+static int loop_start(srv_loop_t *L, ps_tp_t *tp, const loop_opts_t *o)
+{
+    srv_loop_cfg_t cfg = {
+        .tp = tp,
+        .server = 0,
+        .nservers = 2,
+        .nworkers = NWORKERS,
+        .chunk_elems = CHUNK,
+        .opt = {.lr = 0.5},
+        .mode = o->mode,
+        .nonfinite_skip = o->nonfinite_skip,
+        .timeout_ms = WAIT_MS,
+    };
+    return srv_loop_init(L, &cfg);
+}
+
+static int setup(void **state)
+{
+    static const loop_opts_t sync_abort = {.mode = PS_MODE_SYNC};
+    const loop_opts_t *o = *state ? *state : &sync_abort;
+    fix_t *f = calloc(1, sizeof *f);
+    ps_tp_t *tp = NULL;
+    if (!f || ps_tp_server_new(&tp, "tcp://127.0.0.1", 1, NULL, f->ep, sizeof f->ep) != 0 ||
+        loop_start(&f->L, tp, o) != 0) {
+        fprintf(stderr, "loop setup: %s\n", ps_error_msg());
+        return -1;
+    }
+    char *eps[1] = {f->ep};
+    for (int w = 0; w < NWORKERS; w++) {
+        if (ps_tp_client_new(&f->cli[w], w, 1, eps, 1, 1, NULL, NULL) != 0) {
+            fprintf(stderr, "client %d: %s\n", w, ps_error_msg());
+            return -1;
+        }
+    }
+    /* Multiples of 1/1024 in [-1, 1): w - 1 is exact for every one. */
+    for (int i = 0; i < TOTAL; i++) {
+        f->init[i] = (float)(i % 2048 - 1024) / 1024.0f;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fix_t *f = *state;
+    for (int w = 0; w < NWORKERS; w++) {
+        ps_tp_destroy(&f->cli[w]);
+    }
+    /* The socket first: queued zero-copy replies still point into the store. */
+    ps_tp_destroy(&f->L.cfg.tp);
+    srv_loop_fini(&f->L);
+    free(f);
+    return 0;
+}
+
+static void send_from(fix_t *f, int w, const ps_hdr_t *h, const void *payload, size_t len)
+{
+    assert_int_equal(ps_tp_send(f->cli[w], 0, 0, h, payload, len, NULL, NULL), 0);
+}
+
+/* A well-formed header of `type` from worker w about chunk `id`. */
+static ps_hdr_t chunk_hdr(ps_msg_type_t type, int w, uint32_t id, uint64_t step)
+{
+    ps_hdr_t h = ps_wire_hdr(type, (uint32_t)w);
+    h.step = step;
+    h.chunk = id;
+    if (type != PS_MSG_PULL) {
+        h.offset = (uint64_t)id * CHUNK;
+        h.count = chunk_count(id);
+        h.payload = (uint64_t)h.count * 4;
+    }
+    if (type == PS_MSG_PUSH) {
+        h.samples = 1;
+        h.base = step;
+    }
+    return h;
+}
+
+static void send_register(fix_t *f)
+{
+    ps_layout_t *l = malloc(sizeof *l);
+    assert_non_null(l);
+    const int64_t d[1] = {TOTAL};
+    ps_layout_init(l);
+    assert_int_equal(ps_layout_add(l, "w", 1, d), 0);
+    uint8_t buf[256];
+    long n = ps_layout_encode(l, buf, sizeof buf);
+    free(l);
+    assert_true(n > 0);
+    ps_hdr_t h = ps_wire_hdr(PS_MSG_REGISTER, 0);
+    h.payload = (uint64_t)n;
+    send_from(f, 0, &h, buf, (size_t)n);
+}
+
+static void send_init(fix_t *f, uint32_t id)
+{
+    ps_hdr_t h = chunk_hdr(PS_MSG_INIT, 0, id, 0);
+    send_from(f, 0, &h, f->init + (size_t)id * CHUNK, h.payload);
+}
+
+/* Worker 0 registers the model and initialises server 0's chunks; the
+ * loop's setup phase must then end with an ACK to worker 0. */
+static void register_model(fix_t *f)
+{
+    send_register(f);
+    send_init(f, 0);
+    send_init(f, 2);
+    assert_int_equal(srv_loop_setup(&f->L), 0);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->cli[0], &m, WAIT_MS), 0);
+    assert_int_equal(m.hdr.type, PS_MSG_ACK);
+    ps_tp_msg_release(&m);
+}
+
+/* Every worker shuts down; the loop judges everything queued before. */
+static void run_train(fix_t *f, int want_rv)
+{
+    for (int w = 0; w < NWORKERS; w++) {
+        ps_hdr_t h = ps_wire_hdr(PS_MSG_SHUTDOWN, (uint32_t)w);
+        send_from(f, w, &h, NULL, 0);
+    }
+    assert_int_equal(srv_loop_train(&f->L), want_rv);
+}
+
+static void assert_bits(const float *got, const float *want, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+            fail_msg("%s: element %zu is %a, want %a", what, i, (double)got[i], (double)want[i]);
+        }
+    }
+}
+
+/* Both local chunks still hold the INIT values and version 0. */
+static void assert_weights_untouched(fix_t *f)
+{
+    for (uint32_t id = 0; id <= 2; id += 2) {
+        srv_chunk_t *c = srv_store_chunk(&f->L.store, id);
+        assert_non_null(c);
+        assert_bits(c->w, f->init + c->offset, c->count, "weights");
+        assert_true(c->version == 0);
+    }
+}
+
+/* `n` messages dropped, all for reason `why`. */
+static void assert_rejected(fix_t *f, srv_reject_t why, uint64_t n)
+{
+    if (f->L.rejected[why] != n || srv_loop_rejected_total(&f->L) != n) {
+        fail_msg("rejected as %s: %llu of %llu in all, want %llu", srv_loop_reject_name(why),
+                 (unsigned long long)f->L.rejected[why],
+                 (unsigned long long)srv_loop_rejected_total(&f->L), (unsigned long long)n);
+    }
+}
+
+static float grad[CHUNK];
+
+static void fill_grad(float v)
+{
+    for (int i = 0; i < CHUNK; i++) {
+        grad[i] = v;
+    }
+}
+
+/* ---- setup phase ------------------------------------------------------ */
+
+static void test_setup_registers(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    assert_true(f->L.registered);
+    assert_int_equal(f->L.store.nlocal, 2);
+    assert_true(f->L.store.layout->total == TOTAL);
+    assert_weights_untouched(f);
+    run_train(f, 0);
+    assert_int_equal(srv_loop_rejected_total(&f->L), 0);
+}
+
+/* Before and between REGISTER and INIT, all from worker 0 (one ordered
+ * connection): wrong phase, wrong sender field, bad layout, foreign chunk. */
+static void test_setup_refuses(void **state)
+{
+    fix_t *f = *state;
+    fill_grad(1.0f);
+    ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 0, 0, 0);
+    send_from(f, 0, &h, grad, h.payload); /* PUSH before REGISTER: phase */
+    h = chunk_hdr(PS_MSG_INIT, 0, 0, 0);
+    send_from(f, 0, &h, grad, h.payload); /* INIT before REGISTER: phase */
+    h = ps_wire_hdr(PS_MSG_REGISTER, 0);
+    uint8_t junk[8] = {0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4}; /* 4 billion tensors */
+    h.payload = sizeof junk;
+    send_from(f, 0, &h, junk, sizeof junk); /* layout */
+    h.sender = 1;
+    send_from(f, 0, &h, junk, sizeof junk); /* says worker 1 on worker 0's line: sender */
+    send_register(f);
+    h = chunk_hdr(PS_MSG_INIT, 0, 1, 0);
+    send_from(f, 0, &h, grad, h.payload); /* server 1's chunk: chunk */
+    h = chunk_hdr(PS_MSG_INIT, 0, 2, 0);
+    h.offset = 2048 + 1;
+    send_from(f, 0, &h, grad, h.payload); /* wrong offset: chunk */
+    send_init(f, 0);
+    send_init(f, 2);
+    assert_int_equal(srv_loop_setup(&f->L), 0);
+    assert_int_equal(f->L.rejected[SRV_REJ_PHASE], 2);
+    assert_int_equal(f->L.rejected[SRV_REJ_LAYOUT], 1);
+    assert_int_equal(f->L.rejected[SRV_REJ_SENDER], 1);
+    assert_int_equal(f->L.rejected[SRV_REJ_CHUNK], 2);
+    assert_int_equal(srv_loop_rejected_total(&f->L), 6);
+    assert_weights_untouched(f);
+    run_train(f, 0);
+}
+
+/* ---- training phase: headers ------------------------------------------ */
+
+static void test_malformed_headers(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    ps_hdr_t good = chunk_hdr(PS_MSG_PUSH, 0, 0, 0), h;
+    int n = 0;
+#define BAD(field_change)                                                                          \
+    do {                                                                                           \
+        h = good;                                                                                  \
+        field_change;                                                                              \
+        send_from(f, 0, &h, grad, sizeof grad);                                                    \
+        n++;                                                                                       \
+    } while (0)
+    BAD(h.magic = 0x514d5351u);
+    BAD(h.version = PS_WIRE_VERSION + 1);
+    BAD(h.version = PS_WIRE_VERSION - 1);
+    BAD(h.type = 0);
+    BAD(h.type = PS_MSG_TYPE_MAX + 1);
+    BAD(h.flags = 0x80);                       /* an unknown flag */
+    BAD(h.flags = PS_FLAG_F16 | PS_FLAG_BF16); /* two 16-bit formats */
+    BAD(h.flags = PS_FLAG_F16);                /* f16 needs 2 bytes per element */
+    BAD(h.reserved = 1);
+    BAD(h.count = 0);
+    BAD(h.count = CHUNK + 1);         /* count and payload disagree */
+    BAD(h.payload = sizeof grad + 4); /* header and frame disagree */
+    BAD((h = chunk_hdr(PS_MSG_PULL, 0, 0, 1), h.flags = PS_FLAG_SKIP)); /* PUSH-only flag */
+    BAD((h = chunk_hdr(PS_MSG_PULL, 0, 0, 1)));                         /* a PULL with a payload */
+    BAD((h = ps_wire_hdr(PS_MSG_SHUTDOWN, 0), h.count = 3, h.payload = sizeof grad));
+#undef BAD
+    /* A frame shorter than the header says, and no frame at all. */
+    h = good;
+    send_from(f, 0, &h, grad, sizeof grad - 4);
+    send_from(f, 0, &h, NULL, 0);
+    n += 2;
+    run_train(f, 0);
+    assert_rejected(f, SRV_REJ_MALFORMED, (uint64_t)n);
+    assert_true(f->L.pushes == 0);
+    assert_weights_untouched(f);
+}
+
+/* ---- training phase: against the layout and the chunk map ------------- */
+
+static void test_chunk_bounds(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    static const struct {
+        uint32_t chunk;
+        uint64_t offset;
+        uint32_t count;
+    } bad[] = {
+        {1, 1024, 1024},          /* server 1's chunk */
+        {3, 3072, 1024},          /* past the chunk map */
+        {UINT32_MAX, 0, 1024},    /* far past it */
+        {0, 1, 1024},             /* offset one off */
+        {0, 2048, 1024},          /* another chunk's offset */
+        {0, 0, 1023},             /* one short */
+        {2, 2048, 1024},          /* chunk 2 holds 452: would write past it */
+        {2, 2048, 453},           /* one over */
+        {2, UINT64_MAX - 1, 452}, /* an offset that overflows */
+    };
+    int n = (int)(sizeof bad / sizeof bad[0]);
+    for (int i = 0; i < n; i++) {
+        ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, i % 2, 0, 0);
+        h.chunk = bad[i].chunk;
+        h.offset = bad[i].offset;
+        h.count = bad[i].count;
+        h.payload = (uint64_t)bad[i].count * 4;
+        send_from(f, i % 2, &h, grad, h.payload);
+    }
+    ps_hdr_t h = chunk_hdr(PS_MSG_PULL, 1, 7, 1); /* a pull of a chunk nobody has */
+    send_from(f, 1, &h, NULL, 0);
+    h = chunk_hdr(PS_MSG_PULL, 0, 1, 1); /* and of server 1's */
+    send_from(f, 0, &h, NULL, 0);
+    run_train(f, 0);
+    assert_rejected(f, SRV_REJ_CHUNK, (uint64_t)n + 2);
+    assert_true(f->L.pushes == 0 && f->L.pulls == 0);
+    assert_weights_untouched(f);
+}
+
+/* Sync: a chunk at version 0 takes pushes for step 0 only, one per worker.
+ * Worker 1 never pushes chunk 0, so nothing may be applied. */
+static void test_step_window(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    static const struct {
+        uint64_t step, base;
+    } bad[] = {
+        {1, 0},          /* the next step, early */
+        {2, 1},          /* further ahead */
+        {UINT64_MAX, 0}, /* step + 1 would wrap */
+        {0, 1},          /* computed on a version the chunk has not reached */
+        {0, UINT64_MAX},
+    };
+    int n = (int)(sizeof bad / sizeof bad[0]);
+    for (int i = 0; i < n; i++) {
+        ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 0, 0, bad[i].step);
+        h.base = bad[i].base;
+        send_from(f, 0, &h, grad, h.payload);
+    }
+    ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 0, 0, 0);
+    send_from(f, 0, &h, grad, h.payload); /* held: worker 1's is missing */
+    send_from(f, 0, &h, grad, h.payload); /* a second one for step 0 */
+    run_train(f, 0);
+    assert_int_equal(f->L.rejected[SRV_REJ_STEP], n);
+    assert_int_equal(f->L.rejected[SRV_REJ_DUPLICATE], 1);
+    assert_int_equal(srv_loop_rejected_total(&f->L), n + 1);
+    assert_true(f->L.pushes == 1);
+    srv_chunk_t *c = srv_store_chunk(&f->L.store, 0);
+    assert_int_equal(srv_store_arrived(&f->L.store, c, 0), 1);
+    assert_weights_untouched(f);
+}
+
+/* The sender field must match the connection; worker-only and
+ * setup-only messages are refused in training. */
+static void test_sender_and_phase(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 0, 0, 0);
+    h.sender = 1; /* worker 0's connection, worker 1's name */
+    send_from(f, 0, &h, grad, h.payload);
+    h = chunk_hdr(PS_MSG_PUSH, 1, 2, 0);
+    h.sender = 7; /* no such worker */
+    send_from(f, 1, &h, grad, h.payload);
+    send_register(f); /* a repeat of the same layout is harmless */
+    h = ps_wire_hdr(PS_MSG_REGISTER, 1);
+    h.payload = 8;
+    send_from(f, 1, &h, "\1\0\0\0\1w\1\1", 8); /* REGISTER not from worker 0 */
+    send_init(f, 0);                           /* INIT after setup */
+    h = chunk_hdr(PS_MSG_PULL_REPLY, 0, 0, 0); /* server-to-worker types */
+    send_from(f, 0, &h, grad, h.payload);
+    h = ps_wire_hdr(PS_MSG_ACK, 1);
+    send_from(f, 1, &h, NULL, 0);
+    h = ps_wire_hdr(PS_MSG_STATS_REPLY, 1);
+    uint8_t stats[PS_WIRE_STATS_BYTES] = {0};
+    h.payload = sizeof stats;
+    send_from(f, 1, &h, stats, sizeof stats);
+    run_train(f, 0);
+    assert_int_equal(f->L.rejected[SRV_REJ_SENDER], 3);
+    assert_int_equal(f->L.rejected[SRV_REJ_PHASE], 4);
+    assert_int_equal(srv_loop_rejected_total(&f->L), 7);
+    assert_weights_untouched(f);
+}
+
+/* A peer that is not one of the job's workers (rank 5 of 2).  It is on a
+ * connection of its own, so the loop runs in a thread and worker 0 asks
+ * for STATS until the server has counted the message, before shutting
+ * down: nothing else orders the two connections. */
+typedef struct {
+    fix_t *f;
+    int rv;
+} train_arg_t;
+
+static void *train_thread(void *arg)
+{
+    train_arg_t *a = arg;
+    a->rv = srv_loop_train(&a->f->L);
+    return NULL;
+}
+
+static uint64_t stats_rejected(fix_t *f)
+{
+    ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS, 0);
+    send_from(f, 0, &h, NULL, 0);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->cli[0], &m, WAIT_MS), 0);
+    assert_int_equal(m.hdr.type, PS_MSG_STATS_REPLY);
+    ps_wire_stats_t st;
+    ps_wire_stats_decode(&st, m.payload);
+    ps_tp_msg_release(&m);
+    return st.rejected;
+}
+
+static void test_stranger_rank(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    ps_tp_t *stranger = NULL;
+    char *eps[1] = {f->ep};
+    assert_int_equal(ps_tp_client_new(&stranger, 5, 1, eps, 1, 1, NULL, NULL), 0);
+    ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 5, 0, 0);
+    assert_int_equal(ps_tp_send(stranger, 0, 0, &h, grad, h.payload, NULL, NULL), 0);
+    train_arg_t a = {.f = f, .rv = -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, train_thread, &a), 0);
+    uint64_t seen = 0;
+    for (int i = 0; i < 500 && seen == 0; i++) {
+        seen = stats_rejected(f);
+    }
+    for (int w = 0; w < NWORKERS; w++) {
+        h = ps_wire_hdr(PS_MSG_SHUTDOWN, (uint32_t)w);
+        send_from(f, w, &h, NULL, 0);
+    }
+    pthread_join(t, NULL);
+    ps_tp_destroy(&stranger);
+    assert_int_equal(a.rv, 0);
+    assert_true(seen == 1);
+    assert_rejected(f, SRV_REJ_SENDER, 1);
+    assert_weights_untouched(f);
+}
+
+/* ---- the control: good messages do get through ------------------------ */
+
+/* Sync, two workers, one sample each: g = 1*0.5 + 3*0.5 = 2 (coefficients
+ * n_w / N = 0.5, every product exact), w1 = w0 - 0.5*2 = w0 - 1, exact for
+ * the INIT values (multiples of 1/1024 in [-1, 1)).  Chunk 2 gets nothing. */
+static void test_valid_pushes_apply(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    float g3[CHUNK];
+    for (int i = 0; i < CHUNK; i++) {
+        g3[i] = 3.0f;
+    }
+    fill_grad(1.0f);
+    ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 0, 0, 0);
+    send_from(f, 0, &h, grad, h.payload);
+    h = chunk_hdr(PS_MSG_PULL, 0, 0, 1); /* waits for version 1 */
+    send_from(f, 0, &h, NULL, 0);
+    h = chunk_hdr(PS_MSG_PUSH, 1, 0, 0);
+    send_from(f, 1, &h, g3, h.payload);
+    run_train(f, 0);
+    assert_int_equal(srv_loop_rejected_total(&f->L), 0);
+    assert_true(f->L.pushes == 2 && f->L.pulls == 1);
+    float want[CHUNK];
+    for (int i = 0; i < CHUNK; i++) {
+        want[i] = f->init[i] - 1.0f;
+    }
+    srv_chunk_t *c0 = srv_store_chunk(&f->L.store, 0), *c2 = srv_store_chunk(&f->L.store, 2);
+    assert_bits(c0->w, want, CHUNK, "chunk 0 after one step");
+    assert_true(c0->version == 1);
+    assert_bits(c2->w, f->init + 2048, c2->count, "chunk 2");
+    /* The pull was answered once the step was in, with the new weights. */
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->cli[0], &m, WAIT_MS), 0);
+    assert_int_equal(m.hdr.type, PS_MSG_PULL_REPLY);
+    assert_true(m.hdr.step == 1 && m.hdr.chunk == 0 && m.len == sizeof want);
+    assert_bits((const float *)(const void *)m.payload, want, CHUNK, "pull reply");
+    ps_tp_msg_release(&m);
+}
+
+/* ---- non-finite gradients ---------------------------------------------- */
+
+static void push_nan_step(fix_t *f)
+{
+    register_model(f);
+    fill_grad(1.0f);
+    float bad[CHUNK];
+    memcpy(bad, grad, sizeof bad);
+    bad[700] = NAN;
+    ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 0, 0, 0);
+    send_from(f, 0, &h, bad, h.payload);
+    h = chunk_hdr(PS_MSG_PUSH, 1, 0, 0);
+    send_from(f, 1, &h, grad, h.payload);
+}
+
+/* --on-nonfinite abort: the loop ends naming the worker and the tensor. */
+static void test_nonfinite_abort(void **state)
+{
+    fix_t *f = *state;
+    push_nan_step(f);
+    run_train(f, PS_ERANGE);
+    const char *msg = ps_error_msg();
+    if (!strstr(msg, "worker 0") || !strstr(msg, " w ")) {
+        fail_msg("message does not name worker 0 and tensor w: %s", msg);
+    }
+    assert_weights_untouched(f);
+}
+
+/* --on-nonfinite skip: the whole step is dropped for everyone, the
+ * version moves on so the workers stay in step. */
+static void test_nonfinite_skip(void **state)
+{
+    fix_t *f = *state;
+    push_nan_step(f);
+    run_train(f, 0);
+    assert_int_equal(srv_loop_rejected_total(&f->L), 0);
+    srv_chunk_t *c = srv_store_chunk(&f->L.store, 0);
+    assert_true(c->version == 1 && c->skipped == 1);
+    assert_bits(c->w, f->init, CHUNK, "chunk 0 after a skipped step");
+}
+
+int main(void)
+{
+    static const loop_opts_t skip = {.mode = PS_MODE_SYNC, .nonfinite_skip = 1};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_setup_registers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_setup_refuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_bounds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_step_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sender_and_phase, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stranger_rank, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_valid_pushes_apply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nonfinite_abort, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_nonfinite_skip, setup, teardown,
+                                                 (void *)&skip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
