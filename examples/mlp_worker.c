@@ -18,8 +18,8 @@ enum { N = 4000, D = 2, H = 16, B = 32, EPOCHS = 12 };
 enum { W1, B1, W2, B2, NT }; /* fc1.weight [H,D], fc1.bias [H], fc2.weight [1,H], fc2.bias [1] */
 
 static const char *const NAME[NT] = {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"};
-static float w1[H * D], b1[H], w2[H], b2[1];     /* weights: ours, bound */
-static float g1[H * D], gb1[H], g2[H], gb2[1];   /* gradients: ours, bound */
+static float w1[H * D], b1[H], w2[H], b2[1];   /* weights: ours, bound */
+static float g1[H * D], gb1[H], g2[H], gb2[1]; /* gradients: ours, bound */
 static float *const WEIGHT[NT] = {w1, b1, w2, b2};
 static float *const GRAD[NT] = {g1, gb1, g2, gb2};
 static const int64_t SIZE[NT] = {H * D, H, H, 1};
@@ -89,8 +89,7 @@ static int wait_all(ps_pull_t **pl)
  * its pull (pl) is in; backward, pushing layer 2 and then layer 1 as soon
  * as each is final; then the pulls for the next step, left in flight.
  * With `whole`, one ps_step at the end instead. */
-static int step(ps_t *ps, const ps_info_t *in, uint64_t lo, uint64_t n, ps_pull_t **pl,
-                int whole)
+static int step(ps_t *ps, const ps_info_t *in, uint64_t lo, uint64_t n, ps_pull_t **pl, int whole)
 {
     float x[B][D], y[B], h[B][H], z[B], dz[B];
     ps_pull_t *none[NT] = {NULL}, **wait = pl;
@@ -170,7 +169,10 @@ int main(int argc, char **argv)
     for (int t = 0; t < NT; t++) { /* nn.Linear's init, fan-in from the weights */
         ps_initializer_t init = {.kind = PS_INIT_TORCH_LINEAR, .seed = 5};
         ps_declare(ps, NAME[t], t == W1 || t == W2 ? 2 : 1,
-                   t == W1 ? (int64_t[]){H, D} : t == W2 ? (int64_t[]){1, H} : &SIZE[t], &init);
+                   t == W1   ? (int64_t[]){H, D}
+                   : t == W2 ? (int64_t[]){1, H}
+                             : &SIZE[t],
+                   &init);
         ps_bind(ps, NAME[t], WEIGHT[t], GRAD[t]); /* errors show in ps_start */
     }
     ps_plan(ps, spe, EPOCHS * spe);

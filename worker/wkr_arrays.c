@@ -112,8 +112,7 @@ static int overlap(const wkr_arrays_t *a, size_t k, int t, size_t *lo, size_t *h
     const ps_chunk_t *c = &a->map->c[k];
     const ps_tensor_t *x = &a->layout->t[t];
     *lo = c->offset > x->offset ? c->offset : x->offset;
-    *hi = c->offset + c->count < x->offset + x->numel ? c->offset + c->count
-                                                       : x->offset + x->numel;
+    *hi = c->offset + c->count < x->offset + x->numel ? c->offset + c->count : x->offset + x->numel;
     return *lo < *hi;
 }
 
@@ -151,7 +150,8 @@ size_t wkr_arrays_scatter(const wkr_arrays_t *a, size_t k, int t, const void *pa
         return 0;
     }
     /* Bytes, not floats: a received payload need not be aligned. */
-    const unsigned char *src = (const unsigned char *)payload + (lo - a->map->c[k].offset) * sizeof(float);
+    const unsigned char *src =
+        (const unsigned char *)payload + (lo - a->map->c[k].offset) * sizeof(float);
     memcpy(a->w[t] + (lo - off), src, (hi - lo) * sizeof(float));
     return hi - lo;
 }

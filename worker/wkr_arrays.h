@@ -28,12 +28,12 @@
 typedef struct {
     const ps_layout_t *layout;
     const ps_chunkmap_t *map;
-    float **w;          /* [tensor] weights */
-    const float **g;    /* [tensor] gradient */
+    float **w;           /* [tensor] weights */
+    const float **g;     /* [tensor] gradient */
     int *tfirst, *tlast; /* [chunk] the tensors a chunk overlaps */
-    const float **gsrc; /* [chunk] its gradient when contiguous, else NULL */
-    float *stage;       /* [total] gathered gradients of the other chunks */
-    int dirty;          /* arrays changed since the last wkr_arrays_prepare */
+    const float **gsrc;  /* [chunk] its gradient when contiguous, else NULL */
+    float *stage;        /* [total] gathered gradients of the other chunks */
+    int dirty;           /* arrays changed since the last wkr_arrays_prepare */
 } wkr_arrays_t;
 
 /* Both maps must describe the same number of elements.  PS_ENOMEM. */

@@ -42,7 +42,7 @@ struct wkr_client {
     uint64_t *have;  /* per chunk: version of the weights in the arrays */
     uint16_t *stage; /* --compress: the 16-bit gradients in flight */
     size_t nrequested, nreceived;
-    int npulled; /* wanted tensors with every chunk written */
+    int npulled;         /* wanted tensors with every chunk written */
     ps_count_t inflight; /* zero-copy pushes not yet released by zmq */
     wkr_client_stats_t st;
 };
@@ -63,8 +63,7 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
     c->layout = cfg->layout;
     c->cfg.streams = cfg->streams ? cfg->streams : 1;
     ps_count_init(&c->inflight);
-    if ((rv = ps_chunkmap_init(&c->map, c->layout->total, cfg->chunk_elems, cfg->nservers)) !=
-            0 ||
+    if ((rv = ps_chunkmap_init(&c->map, c->layout->total, cfg->chunk_elems, cfg->nservers)) != 0 ||
         (rv = wkr_arrays_init(&c->arrays, c->layout, &c->map)) != 0) {
         goto fail;
     }
@@ -77,9 +76,8 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
         goto fail;
     }
     wkr_client_begin_step(c, 0);
-    if ((rv = ps_tp_client_new(&c->tp, cfg->rank, cfg->nservers, cfg->endpoints,
-                               c->cfg.streams, cfg->io_threads, cfg->keys, cfg->server_keys)) !=
-        0) {
+    if ((rv = ps_tp_client_new(&c->tp, cfg->rank, cfg->nservers, cfg->endpoints, c->cfg.streams,
+                               cfg->io_threads, cfg->keys, cfg->server_keys)) != 0) {
         goto fail;
     }
     *out = c;
@@ -134,8 +132,7 @@ static int recv_reply(wkr_client_t *c, ps_tp_msg_t *m, const char *waiting_for, 
     for (;;) {
         int rv = ps_tp_recv(c->tp, m, timeout_ms);
         if (rv == PS_EPROTO) {
-            ps_log_error("dropped a malformed reply from server %d: %s", m->peer,
-                         ps_error_msg());
+            ps_log_error("dropped a malformed reply from server %d: %s", m->peer, ps_error_msg());
             continue;
         }
         if (rv == PS_EAGAIN && timeout_ms == 0) {
@@ -245,8 +242,7 @@ int wkr_client_register(wkr_client_t *c)
     }
     while (acks < c->cfg.nservers) {
         ps_tp_msg_t m;
-        if ((rv = recv_reply(c, &m, "the servers to accept the model", c->cfg.timeout_ms)) !=
-            0) {
+        if ((rv = recv_reply(c, &m, "the servers to accept the model", c->cfg.timeout_ms)) != 0) {
             return rv;
         }
         acks += m.hdr.type == PS_MSG_ACK;
@@ -277,12 +273,9 @@ void wkr_client_begin_step(wkr_client_t *c, uint64_t step)
 static uint64_t need_version(const wkr_client_t *c, uint64_t step)
 {
     switch (c->cfg.mode) {
-    case PS_MODE_ASYNC:
-        return 0;
-    case PS_MODE_SSP:
-        return step > c->cfg.staleness ? step - c->cfg.staleness : 0;
-    default:
-        return step;
+    case PS_MODE_ASYNC: return 0;
+    case PS_MODE_SSP: return step > c->cfg.staleness ? step - c->cfg.staleness : 0;
+    default: return step;
     }
 }
 

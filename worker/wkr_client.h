@@ -54,20 +54,20 @@
 typedef struct wkr_client wkr_client_t;
 
 typedef struct {
-    int rank;                    /* this worker's rank among the workers */
+    int rank; /* this worker's rank among the workers */
     int nservers;
-    char *const *endpoints;      /* [nservers] */
-    const char *const *hosts;    /* [nservers], for messages; may be NULL */
-    const ps_layout_t *layout;   /* borrowed: must outlive the client */
+    char *const *endpoints;    /* [nservers] */
+    const char *const *hosts;  /* [nservers], for messages; may be NULL */
+    const ps_layout_t *layout; /* borrowed: must outlive the client */
     size_t chunk_elems;
-    int streams;                 /* connections per server, 1..PS_TP_MAX_STREAMS (0: 1) */
+    int streams; /* connections per server, 1..PS_TP_MAX_STREAMS (0: 1) */
     int io_threads;
     int timeout_ms;
     ps_mode_t mode;
     uint64_t staleness;
-    const ps_tp_keypair_t *keys;        /* NULL: plain text */
-    const char (*server_keys)[41];      /* [nservers]; "" for an --insecure server */
-    int compress;                       /* PS_COMPRESS_* of ps.h (--compress) */
+    const ps_tp_keypair_t *keys;   /* NULL: plain text */
+    const char (*server_keys)[41]; /* [nservers]; "" for an --insecure server */
+    int compress;                  /* PS_COMPRESS_* of ps.h (--compress) */
 } wkr_client_cfg_t;
 
 typedef struct {

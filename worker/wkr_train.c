@@ -30,8 +30,8 @@ typedef struct {
     ps_t *ps;
     wkr_model_t *m;
     const wkr_dataset_t *train;
-    uint32_t *order;  /* shard positions in this epoch's order */
-    float *xb, *yb;   /* one micro-batch, gathered */
+    uint32_t *order; /* shard positions in this epoch's order */
+    float *xb, *yb;  /* one micro-batch, gathered */
     double loss_sum, compute_s;
     double wait_s;           /* this epoch: blocked in ps_pull */
     double comm_s, hidden_s; /* this epoch: first push to weights back; the
@@ -85,8 +85,7 @@ static void push_region(push_ctx_t *p, size_t first)
         p->first_push = t0;
     }
     int t = ps_layout_tensor_at(p->layout, first);
-    for (; p->rv == 0 && t >= 0 && t < p->layout->n && p->layout->t[t].offset < p->done_from;
-         t++) {
+    for (; p->rv == 0 && t >= 0 && t < p->layout->n && p->layout->t[t].offset < p->done_from; t++) {
         p->rv = ps_push_tensor(p->ps, p->layout->t[t].name, p->samples, NULL);
     }
     p->push_s += ps_clock_now() - t0;
@@ -157,7 +156,9 @@ static int compute_step(trainer_t *t, uint64_t j, push_ctx_t *p)
 static int run_step(trainer_t *t, uint64_t s)
 {
     const ps_layout_t *l = wkr_model_layout(t->m);
-    push_ctx_t p = {.ps = t->ps, .grads = wkr_model_grads(t->m), .layout = l,
+    push_ctx_t p = {.ps = t->ps,
+                    .grads = wkr_model_grads(t->m),
+                    .layout = l,
                     .done_from = l->total,
                     .inject_nan = t->cfg->nan_step > 0 && (uint64_t)t->cfg->nan_step == s + 1};
     int rv;
@@ -309,8 +310,8 @@ static int close_epoch(trainer_t *t, const wkr_dataset_t *test, pending_t *p, ui
                        uint64_t s, double start, double *epoch_start)
 {
     double tnow = ps_clock_now();
-    p->e = (wkr_epoch_rec_t){.epoch = (int)epoch + 1, .step = s + 1, .elapsed_s = tnow - start,
-                             .wait_s = t->wait_s};
+    p->e = (wkr_epoch_rec_t){
+        .epoch = (int)epoch + 1, .step = s + 1, .elapsed_s = tnow - start, .wait_s = t->wait_s};
     p->epoch_s = tnow - *epoch_start;
     int rv = start_epoch(t, test, p);
     t->loss_sum = 0;
@@ -324,9 +325,8 @@ static int close_epoch(trainer_t *t, const wkr_dataset_t *test, pending_t *p, ui
     return rv;
 }
 
-int wkr_train_run(const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan, ps_t *ps,
-                  wkr_model_t *m, const wkr_dataset_t *train, const wkr_dataset_t *test,
-                  wkr_report_t *r)
+int wkr_train_run(const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan, ps_t *ps, wkr_model_t *m,
+                  const wkr_dataset_t *train, const wkr_dataset_t *test, wkr_report_t *r)
 {
     trainer_t t;
     ps_info_t info = {0};

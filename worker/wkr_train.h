@@ -40,15 +40,15 @@
 #include <stdint.h>
 
 typedef struct {
-    int batch;        /* B */
-    int accumulate;   /* K */
+    int batch;      /* B */
+    int accumulate; /* K */
     int epochs;
-    long long steps;  /* > 0 overrides epochs */
+    long long steps; /* > 0 overrides epochs */
     int shuffle;
     uint64_t seed;
     int rank, nworkers;
-    int delay_ms;              /* TEST ONLY: sleep this long every step */
-    long long nan_step;        /* TEST ONLY: > 0: poison step nan_step's gradient (1-based) */
+    int delay_ms;       /* TEST ONLY: sleep this long every step */
+    long long nan_step; /* TEST ONLY: > 0: poison step nan_step's gradient (1-based) */
 } wkr_train_cfg_t;
 
 /* Validate the configuration against the data and compute the plan:
@@ -66,8 +66,7 @@ void wkr_train_batch(const wkr_train_cfg_t *cfg, size_t n, uint64_t j, size_t k,
  * be NULL on ranks other than 0.  Ranks other than 0 tell the servers
  * they are done (ps_done) before waiting for the last sums; rank 0's
  * ps_finalize does, after its last report. */
-int wkr_train_run(const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan, ps_t *ps,
-                  wkr_model_t *m, const wkr_dataset_t *train, const wkr_dataset_t *test,
-                  wkr_report_t *r);
+int wkr_train_run(const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan, ps_t *ps, wkr_model_t *m,
+                  const wkr_dataset_t *train, const wkr_dataset_t *test, wkr_report_t *r);
 
 #endif

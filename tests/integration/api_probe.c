@@ -85,8 +85,7 @@ static void fill(ps_t *ps, float v)
 }
 
 /* After a step with mean gradient g: w == before - lr * g, elementwise. */
-static void check_update(const float *w, const float *before, double lr, double g,
-                         const char *what)
+static void check_update(const float *w, const float *before, double lr, double g, const char *what)
 {
     int ok = 1;
     for (int i = 0; i < NP; i++) {
@@ -199,8 +198,7 @@ int main(int argc, char **argv)
     opt.io_threads = 2;
     ps_t *ps = NULL;
     check(ps_finalize(&ps) == 0 && ps_finalize(NULL) == 0, "ps_finalize on nothing");
-    check(ps_wait(NULL) == PS_EINVAL && ps_declare(NULL, "x", 1, (int64_t[]){1}, NULL) ==
-                                            PS_EINVAL,
+    check(ps_wait(NULL) == PS_EINVAL && ps_declare(NULL, "x", 1, (int64_t[]){1}, NULL) == PS_EINVAL,
           "NULL arguments are errors, not crashes");
     check(strlen(ps_last_error()) > 0 && strlen(ps_strerror(PS_ENOENT)) > 0, "error texts");
     if (ps_init(&ps, &argc, &argv, &opt) != 0) {

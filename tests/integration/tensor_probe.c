@@ -182,8 +182,7 @@ static void step_mixed(ps_t *ps, double lr)
           "step 2: w -= lr * 5/3");
     snap(&before);
     fill(3.0f); /* both workers: g = 3 */
-    check(ps_push(ps, 1, &h3) == 0 && ps_push(ps, 1, NULL) == PS_ESTATE,
-          "ps_push, once a step");
+    check(ps_push(ps, 1, &h3) == 0 && ps_push(ps, 1, NULL) == PS_ESTATE, "ps_push, once a step");
     int ok = 1;
     for (int i = 0; i < 4; i++) {
         ok &= ps_pull_tensor(ps, names[i], &h) == 0;
@@ -191,8 +190,7 @@ static void step_mixed(ps_t *ps, double lr)
     check(ok, "ps_pull_tensor every tensor, waiting for none");
     check(ps_wait_sent(h3) == 0, "ps_wait_sent on the step's push");
     fill(rank ? 2.0f : 1.0f); /* the gradient is ours again */
-    check(ps_push_tensor(ps, "t", (uint32_t)rank + 1, NULL) == 0,
-          "the next step's first push");
+    check(ps_push_tensor(ps, "t", (uint32_t)rank + 1, NULL) == 0, "the next step's first push");
     check(moved(sw, before.s, 6, lr * 3) && moved(bw, before.b, 2, lr * 3) &&
               moved(tw, before.t, 4, lr * 3),
           "step 3 ended in it: w -= lr * 3");
@@ -222,8 +220,7 @@ static void probe_main(ps_t *ps, double lr, const char *out)
           "ps_tensor lends the bound arrays");
     check(ps_tensor(ps, "t", &tw, &tg, NULL) == 0 && tw && tg, "ps_tensor t");
     check(sw[5] == 6 && gw[13] == 1.5f && tw[3] == 0, "the initial pull into the bound arrays");
-    check(ps_info(ps, &in) == 0 && in.world_size == 3 && in.world_rank >= 0 &&
-              in.world_rank < 3,
+    check(ps_info(ps, &in) == 0 && in.world_size == 3 && in.world_rank >= 0 && in.world_rank < 3,
           "ps_info: world rank and size");
     step_by_tensor(ps, lr);
     step_mixed(ps, lr);

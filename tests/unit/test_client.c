@@ -164,8 +164,8 @@ static void on_stats(fake_t *f, const ps_tp_msg_t *m)
     uint8_t buf[PS_WIRE_STATS_BYTES];
     /* Server 0: max 3, sum 10, 4 applied, 1 rejected, version 7, 500 us;
      * server 1: max 5, sum 6, 2 applied, 0 rejected, version 4, 250 us. */
-    ps_wire_stats_t st = {f->id ? 5 : 3, f->id ? 6 : 10, f->id ? 2 : 4, f->id ? 0 : 1,
-                          f->id ? 4 : 7, f->id ? 250 : 500};
+    ps_wire_stats_t st = {f->id ? 5 : 3, f->id ? 6 : 10, f->id ? 2 : 4,
+                          f->id ? 0 : 1, f->id ? 4 : 7,  f->id ? 250 : 500};
     ps_wire_stats_encode(&st, buf);
     ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS_REPLY, (uint32_t)f->id);
     h.payload = sizeof buf;
@@ -175,26 +175,16 @@ static void on_stats(fake_t *f, const ps_tp_msg_t *m)
 static int handle(fake_t *f, const ps_tp_msg_t *m)
 {
     switch (m->hdr.type) {
-    case PS_MSG_REGISTER:
-        f->registered = 1;
-        break;
+    case PS_MSG_REGISTER: f->registered = 1; break;
     case PS_MSG_INIT:
         memcpy(f->w + m->hdr.offset, m->payload, m->len);
         f->inits++;
         break;
-    case PS_MSG_PUSH:
-        on_push(f, m);
-        break;
-    case PS_MSG_PULL:
-        on_pull(f, m);
-        break;
-    case PS_MSG_STATS:
-        on_stats(f, m);
-        break;
-    case PS_MSG_SHUTDOWN:
-        return 1;
-    default:
-        break;
+    case PS_MSG_PUSH: on_push(f, m); break;
+    case PS_MSG_PULL: on_pull(f, m); break;
+    case PS_MSG_STATS: on_stats(f, m); break;
+    case PS_MSG_SHUTDOWN: return 1;
+    default: break;
     }
     if (m->hdr.type == PS_MSG_INIT && f->registered && f->inits == NCHUNKS / NSRV) {
         ps_hdr_t h = ps_wire_hdr(PS_MSG_ACK, (uint32_t)f->id);
@@ -242,9 +232,15 @@ static int start_servers(fix_t *x, int mode1)
 static int new_client(fix_t *x, int compress, int timeout_ms)
 {
     char *eps[NSRV] = {x->srv[0].ep, x->srv[1].ep};
-    wkr_client_cfg_t cc = {.rank = 0, .nservers = NSRV, .endpoints = eps, .layout = &x->layout,
-                           .chunk_elems = CHUNK, .streams = 2, .io_threads = 1,
-                           .timeout_ms = timeout_ms, .mode = PS_MODE_SYNC,
+    wkr_client_cfg_t cc = {.rank = 0,
+                           .nservers = NSRV,
+                           .endpoints = eps,
+                           .layout = &x->layout,
+                           .chunk_elems = CHUNK,
+                           .streams = 2,
+                           .io_threads = 1,
+                           .timeout_ms = timeout_ms,
+                           .mode = PS_MODE_SYNC,
                            .compress = compress};
     return wkr_client_new(&x->c, &cc);
 }
