@@ -23,6 +23,8 @@ static float g1[H * D], gb1[H], g2[H], gb2[1]; /* gradients: ours, bound */
 static float *const WEIGHT[NT] = {w1, b1, w2, b2};
 static float *const GRAD[NT] = {g1, gb1, g2, gb2};
 static const int64_t SIZE[NT] = {H * D, H, H, 1};
+static const int NDIM[NT] = {2, 1, 2, 1};
+static const int64_t DIMS[NT][2] = {{H, D}, {H}, {1, H}, {1}};
 
 static void sample(uint32_t i, float *x, float *y)
 {
@@ -168,11 +170,7 @@ int main(int argc, char **argv)
              mine = (N - in.rank + W - 1) / W;
     for (int t = 0; t < NT; t++) { /* nn.Linear's init, fan-in from the weights */
         ps_initializer_t init = {.kind = PS_INIT_TORCH_LINEAR, .seed = 5};
-        ps_declare(ps, NAME[t], t == W1 || t == W2 ? 2 : 1,
-                   t == W1   ? (int64_t[]){H, D}
-                   : t == W2 ? (int64_t[]){1, H}
-                             : &SIZE[t],
-                   &init);
+        ps_declare(ps, NAME[t], NDIM[t], DIMS[t], &init);
         ps_bind(ps, NAME[t], WEIGHT[t], GRAD[t]); /* errors show in ps_start */
     }
     ps_plan(ps, spe, EPOCHS * spe);
