@@ -1,5 +1,6 @@
 #include "srv_loop.h"
 
+#include "ps_clock.h"
 #include "ps_err.h"
 #include "ps_finite.h"
 #include "ps_half.h"
@@ -9,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* A held PUSH: the transport message that owns the payload, plus an
  * aligned copy when the payload was not float-aligned. */
@@ -17,13 +17,6 @@ typedef struct {
     ps_tp_msg_t msg;
     float *copy;
 } held_push_t;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void release_push(void *owner)
 {
@@ -370,7 +363,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
         release_push(h);
         return nonfinite_push(L, c, m, bad);
     }
-    double t0 = now_s();
+    double t0 = ps_clock_now();
     int64_t t0_us = ps_trace_on() ? ps_trace_now() : 0;
     uint64_t step = m->hdr.step;
     int rv = srv_store_push(&L->store, c, m->peer, step, m->hdr.base, m->hdr.samples, grad, h);
@@ -384,7 +377,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
         L->worker_step[m->peer] = step + 1;
     }
     if (rv > 0) {
-        L->apply_s += now_s() - t0;
+        L->apply_s += ps_clock_now() - t0;
         ps_trace_event("server apply", t0_us, (int64_t)step + 1);
         after_update(L, c);
     }
@@ -511,7 +504,7 @@ static int sender_ok(const srv_loop_t *L, const ps_tp_msg_t *m, char *why, size_
 static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *))
 {
     ps_tp_msg_t m;
-    double t0 = now_s();
+    double t0 = ps_clock_now();
     if (L->last_ok == 0) {
         L->last_ok = t0;
     }
@@ -520,7 +513,7 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
         return PS_EAGAIN;
     }
     int rv = ps_tp_recv(L->cfg.tp, &m, (int)left_ms + 1);
-    double t1 = now_s();
+    double t1 = ps_clock_now();
     L->wait_s += t1 - t0;
     if (rv == PS_EPROTO) {
         reject(L, SRV_REJ_MALFORMED, m.peer, ps_error_msg());
@@ -539,7 +532,7 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
     L->streams_seen[m.peer] |= 1u << m.stream;
     rv = dispatch(L, &m);
     ps_tp_msg_release(&m);
-    L->busy_s += now_s() - t1;
+    L->busy_s += ps_clock_now() - t1;
     return rv;
 }
 

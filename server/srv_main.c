@@ -133,7 +133,7 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
 
 static int resolve_mode(srv_cfg_t *c)
 {
-    const char *names[] = {"sync", "ssp", "async"};
+    const char *const *names = ps_mode_names;
     for (uint32_t m = 0; m < 3; m++) {
         if (strcmp(c->mode, names[m]) == 0) {
             c->info.mode = m;
