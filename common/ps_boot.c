@@ -26,6 +26,8 @@ typedef struct {
     char (*server_key)[KEY_LEN];
     char (*worker_key)[KEY_LEN];
     int *worker_streams;
+    int *server_transport, *worker_transport;
+    int64_t *worker_pid;
 } boot_impl_t;
 
 static boot_impl_t *impl(const ps_boot_t *b)
@@ -42,25 +44,62 @@ static int mpi_fail(const char *what, int err)
     return PS_EMPI;
 }
 
-/* Whether every rank runs on this host decides loopback/ipc endpoints, so
- * it is known before any server binds. */
-static int find_single_host(ps_boot_t *b)
+/* What every rank is and where it runs, known at init. */
+typedef struct {
+    int is_server;
+    int rank;
+    int transport;
+    char host[HOST_LEN];
+} who_rec_t;
+
+static void store_who(ps_boot_t *b, const who_rec_t *all)
 {
-    char (*hosts)[HOST_LEN] = calloc((size_t)b->world_size, HOST_LEN);
-    char mine[HOST_LEN] = {0};
-    if (!hosts) {
-        return PS_ENOMEM;
-    }
-    snprintf(mine, HOST_LEN, "%s", b->host);
-    int rv = MPI_Allgather(mine, HOST_LEN, MPI_CHAR, hosts, HOST_LEN, MPI_CHAR, MPI_COMM_WORLD);
+    boot_impl_t *im = impl(b);
     b->single_host = 1;
-    for (int i = 0; rv == MPI_SUCCESS && i < b->world_size; i++) {
-        if (strcmp(hosts[i], mine) != 0) {
+    for (int i = 0; i < b->world_size; i++) {
+        const who_rec_t *p = &all[i];
+        if (p->is_server) {
+            memcpy(im->server_host[p->rank], p->host, HOST_LEN);
+            im->server_transport[p->rank] = p->transport;
+        } else {
+            memcpy(im->worker_host[p->rank], p->host, HOST_LEN);
+            im->worker_transport[p->rank] = p->transport;
+        }
+        if (strcmp(p->host, b->host) != 0) {
             b->single_host = 0;
         }
     }
-    free(hosts);
-    return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Allgather", rv);
+}
+
+/* Every rank's host and --transport: whether a server binds ipc, tcp or
+ * both depends on where the workers run and what they want, so it is
+ * known before any server binds. */
+static int gather_ranks(ps_boot_t *b, int transport)
+{
+    boot_impl_t *im = impl(b);
+    who_rec_t mine, *all = calloc((size_t)b->world_size, sizeof *all);
+    im->server_host = calloc((size_t)b->nservers + 1, HOST_LEN);
+    im->worker_host = calloc((size_t)b->nworkers + 1, HOST_LEN);
+    im->server_transport = calloc((size_t)b->nservers + 1, sizeof(int));
+    im->worker_transport = calloc((size_t)b->nworkers + 1, sizeof(int));
+    if (!all || !im->server_host || !im->worker_host || !im->server_transport ||
+        !im->worker_transport) {
+        free(all);
+        ps_error_set("start-up: no memory for the host names of %d ranks", b->world_size);
+        return PS_ENOMEM;
+    }
+    memset(&mine, 0, sizeof mine);
+    mine.is_server = b->is_server;
+    mine.rank = b->rank;
+    mine.transport = transport;
+    snprintf(mine.host, HOST_LEN, "%s", b->host);
+    int rv = MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE,
+                           MPI_COMM_WORLD);
+    if (rv == MPI_SUCCESS) {
+        store_who(b, all);
+    }
+    free(all);
+    return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Allgather of the host names", rv);
 }
 
 /* Once MPI is up, the other ranks are already inside the same collective
@@ -72,7 +111,7 @@ static void boot_fatal(ps_boot_t *b, const char *what, int err)
     ps_boot_abort(b, 2);
 }
 
-int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server)
+int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server, int transport)
 {
     memset(b, 0, sizeof *b);
     boot_impl_t *im = calloc(1, sizeof *im);
@@ -106,7 +145,7 @@ int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server)
     b->nservers = servers;
     b->nworkers = b->world_size - servers;
     gethostname(b->host, sizeof b->host - 1);
-    if ((rv = find_single_host(b)) != 0) {
+    if ((rv = gather_ranks(b, transport)) != 0) {
         ps_log_error("start-up: %s", ps_error_msg());
         ps_boot_abort(b, 2);
     }
@@ -162,9 +201,9 @@ typedef struct {
     int is_server;
     int rank;
     char ep[EP_LEN];
-    char host[HOST_LEN];
     char key[KEY_LEN];
     int streams;
+    int64_t pid;
 } peer_rec_t;
 
 static void store_peers(ps_boot_t *b, const peer_rec_t *all)
@@ -174,15 +213,14 @@ static void store_peers(ps_boot_t *b, const peer_rec_t *all)
         const peer_rec_t *p = &all[i];
         if (p->is_server) {
             memcpy(im->server_ep[p->rank], p->ep, EP_LEN);
-            memcpy(im->server_host[p->rank], p->host, HOST_LEN);
             memcpy(im->server_key[p->rank], p->key, KEY_LEN);
             if (p->rank == 0) {
                 im->server0_world = i;
             }
         } else {
-            memcpy(im->worker_host[p->rank], p->host, HOST_LEN);
             memcpy(im->worker_key[p->rank], p->key, KEY_LEN);
             im->worker_streams[p->rank] = p->streams;
+            im->worker_pid[p->rank] = p->pid;
             if (p->rank == 0) {
                 im->worker0_world = i;
             }
@@ -196,14 +234,13 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubke
     boot_impl_t *im = impl(b);
     peer_rec_t mine, *all = calloc((size_t)b->world_size, sizeof *all);
     im->server_ep = calloc((size_t)b->nservers + 1, EP_LEN);
-    im->server_host = calloc((size_t)b->nservers + 1, HOST_LEN);
-    im->worker_host = calloc((size_t)b->nworkers + 1, HOST_LEN);
     im->server_key = calloc((size_t)b->nservers + 1, KEY_LEN);
     im->worker_key = calloc((size_t)b->nworkers + 1, KEY_LEN);
     im->worker_streams = calloc((size_t)b->nworkers + 1, sizeof *im->worker_streams);
+    im->worker_pid = calloc((size_t)b->nworkers + 1, sizeof *im->worker_pid);
     int rc = 0;
-    if (!all || !im->server_ep || !im->server_host || !im->worker_host || !im->server_key ||
-        !im->worker_key || !im->worker_streams) {
+    if (!all || !im->server_ep || !im->server_key || !im->worker_key || !im->worker_streams ||
+        !im->worker_pid) {
         ps_error_set("start-up: no memory for the endpoints of %d ranks", b->world_size);
         rc = PS_ENOMEM;
     }
@@ -220,9 +257,9 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubke
     mine.is_server = b->is_server;
     mine.rank = b->rank;
     snprintf(mine.ep, EP_LEN, "%s", my_endpoint ? my_endpoint : "");
-    snprintf(mine.host, HOST_LEN, "%s", b->host);
     snprintf(mine.key, KEY_LEN, "%s", my_pubkey ? my_pubkey : "");
     mine.streams = my_streams;
+    mine.pid = (int64_t)getpid();
     int err = MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE,
                             MPI_COMM_WORLD);
     if (err != MPI_SUCCESS) {
@@ -256,6 +293,21 @@ const int *ps_boot_worker_streams(const ps_boot_t *b)
 const char *ps_boot_server_host(const ps_boot_t *b, int server)
 {
     return impl(b)->server_host[server];
+}
+
+int ps_boot_server_transport(const ps_boot_t *b, int server)
+{
+    return impl(b)->server_transport[server];
+}
+
+int ps_boot_worker_transport(const ps_boot_t *b, int w)
+{
+    return impl(b)->worker_transport[w];
+}
+
+int64_t ps_boot_worker_pid(const ps_boot_t *b, int w)
+{
+    return impl(b)->worker_pid ? impl(b)->worker_pid[w] : 0;
 }
 
 const char *ps_boot_worker_host(const ps_boot_t *b, int w)
@@ -364,9 +416,19 @@ int ps_boot_servers_max_u64(ps_boot_t *b, uint64_t *v)
     return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Allreduce", rv);
 }
 
+static void (*g_on_abort)(void);
+
+void ps_boot_on_abort(void (*fn)(void))
+{
+    g_on_abort = fn;
+}
+
 void ps_boot_abort(ps_boot_t *b, int code)
 {
     (void)b;
+    if (g_on_abort) {
+        g_on_abort();
+    }
     fflush(stdout);
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
@@ -391,6 +453,9 @@ void ps_boot_finalize(ps_boot_t *b)
         free(im->server_key);
         free(im->worker_key);
         free(im->worker_streams);
+        free(im->server_transport);
+        free(im->worker_transport);
+        free(im->worker_pid);
         free(im);
         b->impl = NULL;
     }

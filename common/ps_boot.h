@@ -39,10 +39,13 @@ typedef struct {
 
 /* World: MPI_Init (unless the caller initialised MPI already: then MPI
  * stays the caller's, and ps_boot_finalize leaves it running with the
- * caller's error handler back on MPI_COMM_WORLD), role split, host names.
- * Returns PS_ENOMEM, with a message and MPI untouched, when it cannot
- * start; once MPI is up a failure ends the job (exit status 2). */
-int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server);
+ * caller's error handler back on MPI_COMM_WORLD), role split, and every
+ * rank's host name and `transport` (its --transport, a ps_plane_t, which
+ * ps_boot only carries), so that servers know before they bind where the
+ * workers run and what they want.  Returns PS_ENOMEM, with a message and
+ * MPI untouched, when it cannot start; once MPI is up a failure ends the
+ * job (exit status 2). */
+int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server, int transport);
 /* World, a PS_STEP_AGREE step: 0 when every rank passes rc == 0; otherwise
  * our own rc when we failed, else PS_ESTATE.  The lowest failing rank logs
  * its ps_error_msg() (so callers do not), giving one error line for the
@@ -53,12 +56,13 @@ int ps_boot_agree(ps_boot_t *b, ps_step_t step, int rc);
 /* World, step PS_STEP_EXCHANGE: servers pass their endpoint (shorter than
  * PS_BOOT_EP_LEN), workers NULL; everyone passes its CurveZMQ public key
  * ("" or NULL without one); workers pass the connections they will open
- * to each server (their --streams), servers 0.  On return every rank has
- * the endpoints, host names, public keys and stream counts of all ranks,
- * by role rank (owned by b).  The launcher's channel is the root of trust
- * for the keys: a server binds each worker rank to its key.  A rank that
- * cannot allocate the tables fails every rank's call, agreed like
- * ps_boot_agree. */
+ * to each server (their --streams), servers 0; every rank's process id
+ * goes with it.  On return every rank has the endpoints, public keys,
+ * stream counts and process ids of all ranks, by role rank (owned by b).
+ * The launcher's channel is the root of trust for the keys and the pids: a
+ * server binds each worker rank to its key (tcp) and, for the workers on
+ * its host, to its pid (ipc).  A rank that cannot allocate the tables
+ * fails every rank's call, agreed like ps_boot_agree. */
 int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey,
                      int my_streams);
 const char *ps_boot_server_endpoint(const ps_boot_t *b, int server);
@@ -67,9 +71,14 @@ const char (*ps_boot_server_keys(const ps_boot_t *b))[41];
 const char (*ps_boot_worker_keys(const ps_boot_t *b))[41];
 /* Streams per server of every worker, by worker rank ([nworkers]). */
 const int *ps_boot_worker_streams(const ps_boot_t *b);
+/* Host names and --transport values by role rank (known after
+ * ps_boot_init); "?" for a worker rank out of range. */
 const char *ps_boot_server_host(const ps_boot_t *b, int server);
-/* Host name of worker `w` (known after ps_boot_exchange). */
 const char *ps_boot_worker_host(const ps_boot_t *b, int w);
+int ps_boot_server_transport(const ps_boot_t *b, int server);
+int ps_boot_worker_transport(const ps_boot_t *b, int w);
+/* Worker w's process id (after ps_boot_exchange). */
+int64_t ps_boot_worker_pid(const ps_boot_t *b, int w);
 /* World, a PS_STEP_BCAST_* step: `len` bytes from the step's root (server
  * rank 0 or worker rank 0) to every rank.  Cannot fail: an MPI failure
  * ends the job. */
@@ -98,8 +107,12 @@ int ps_boot_servers_gather(ps_boot_t *b, const float *mine, size_t n, float *out
                            const size_t *counts);
 /* Servers: maximum of a value over all servers, on all. */
 int ps_boot_servers_max_u64(ps_boot_t *b, uint64_t *v);
-/* Ends every rank of the job with `code`; does not return. */
+/* Ends every rank of the job with `code`; does not return.  MPI_Abort
+ * ends this process without running atexit handlers or the callers'
+ * cleanup: `fn` (NULL: none) runs first, whichever call aborts (the
+ * server removes its ipc socket files there). */
 void ps_boot_abort(ps_boot_t *b, int code) __attribute__((noreturn));
+void ps_boot_on_abort(void (*fn)(void));
 void ps_boot_finalize(ps_boot_t *b);
 
 #endif

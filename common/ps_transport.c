@@ -5,15 +5,32 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
 _Static_assert(sizeof(zmq_msg_t) <= sizeof(((ps_tp_msg_t *)0)->impl), "zmq_msg_t too large");
 
 #define ID_LEN 6 /* 'w' + little-endian u32 rank + u8 stream */
+#define PATH_CAP 108 /* sun_path: an ipc socket's path is at most 107 bytes */
+/* A draft option in libzmq 4.3 (Debian builds it): without a ZAP handler,
+ * refuse instead of letting NULL-mechanism clients in. */
+#ifndef ZMQ_ZAP_ENFORCE_DOMAIN
+#define ZMQ_ZAP_ENFORCE_DOMAIN 93
+#endif
+
+/* A server's private folder of ipc socket files: fixed storage, so that a
+ * signal handler can remove it (ps_tp_remove_ipc_files). */
+typedef struct {
+    char dir[PATH_CAP];
+    char file[PS_TP_MAX_LANES][PATH_CAP];
+    volatile sig_atomic_t nfiles; /* lanes bound so far */
+} ipc_dir_t;
 
 struct ps_tp {
     void *ctx;
@@ -24,9 +41,44 @@ struct ps_tp {
     zmq_pollitem_t *items;
     int next; /* round-robin start for fairness between servers */
     ps_tp_stats_t st;
-    ps_tp_auth_t *auth; /* server with CurveZMQ only */
-    char *ipc_files;    /* server on ipc: the lanes' socket files, removed at the end */
+    ps_tp_auth_t *auth;      /* server with authentication only */
+    int ipc_sock, tcp_sock;  /* server: the ROUTER of each plane, -1 when none */
+    unsigned char *via_ipc;  /* server with both planes: [nplaced], 1 for ipc */
+    int nplaced;
+    ipc_dir_t *ipc;          /* server on ipc: removed at the end */
 };
+
+/* The folders of this process's servers, for a signal handler. */
+#define REG_SLOTS 8
+static ipc_dir_t *volatile g_ipc_dirs[REG_SLOTS];
+
+static void ipc_dir_remove(const ipc_dir_t *d)
+{
+    for (int i = 0; i < d->nfiles; i++) {
+        unlink(d->file[i]);
+    }
+    rmdir(d->dir);
+}
+
+void ps_tp_remove_ipc_files(void)
+{
+    for (int i = 0; i < REG_SLOTS; i++) {
+        ipc_dir_t *d = g_ipc_dirs[i];
+        if (d) {
+            ipc_dir_remove(d);
+        }
+    }
+}
+
+static void ipc_dir_register(ipc_dir_t *d, int on)
+{
+    for (int i = 0; i < REG_SLOTS; i++) {
+        if (on ? g_ipc_dirs[i] == NULL : g_ipc_dirs[i] == d) {
+            g_ipc_dirs[i] = on ? d : NULL;
+            return;
+        }
+    }
+}
 
 static int zfail(const char *what)
 {
@@ -41,6 +93,7 @@ static int tp_alloc(ps_tp_t **out, int is_server, int nsock, int io_threads)
         return PS_ENOMEM;
     }
     tp->is_server = is_server;
+    tp->ipc_sock = tp->tcp_sock = -1;
     tp->sock = calloc((size_t)nsock, sizeof *tp->sock);
     tp->items = calloc((size_t)nsock, sizeof *tp->items);
     tp->ctx = zmq_ctx_new();
@@ -76,17 +129,30 @@ int ps_tp_keypair(ps_tp_keypair_t *kp)
     return 0;
 }
 
-/* CurveZMQ server side: our key pair, and the ZAP handler that checks the
- * clients' keys against the allow list. */
+/* The ZAP handler on every plane: CurveZMQ with our key pair on tcp, the
+ * peer's credentials on ipc (libzmq asks the handler about NULL-mechanism
+ * clients only when the socket has a ZAP domain). */
 static int server_security(ps_tp_t *tp, const ps_tp_keypair_t *keys)
 {
     int one = 1, rv;
-    if ((rv = ps_tp_auth_start(&tp->auth, tp->ctx, tp->sock[0])) != 0) {
+    if ((rv = ps_tp_auth_start(&tp->auth, tp->ctx, tp->sock, tp->nsock)) != 0) {
         return rv;
     }
-    if (zmq_setsockopt(tp->sock[0], ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
-        zmq_setsockopt(tp->sock[0], ZMQ_CURVE_SECRETKEY, keys->sec, 40) != 0) {
+    if (tp->tcp_sock >= 0 &&
+        (zmq_setsockopt(tp->sock[tp->tcp_sock], ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+         zmq_setsockopt(tp->sock[tp->tcp_sock], ZMQ_CURVE_SECRETKEY, keys->sec, 40) != 0)) {
         return zfail("CurveZMQ server options");
+    }
+    if (tp->ipc_sock >= 0) {
+        void *s = tp->sock[tp->ipc_sock];
+        if (zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, PS_TP_AUTH_IPC_DOMAIN,
+                           strlen(PS_TP_AUTH_IPC_DOMAIN)) != 0) {
+            return zfail("ZAP domain of the ipc socket");
+        }
+        /* Belt and braces (the handler runs before the socket binds); a
+         * libzmq without draft options refuses it, and the server loop
+         * still refuses every message of a connection without a rank. */
+        zmq_setsockopt(s, ZMQ_ZAP_ENFORCE_DOMAIN, &one, sizeof one);
     }
     return 0;
 }
@@ -96,25 +162,49 @@ int ps_tp_server_allow(ps_tp_t *tp, const char (*pubkeys)[PS_TP_KEY_LEN], int n)
     return tp->auth ? ps_tp_auth_allow(tp->auth, pubkeys, n) : 0;
 }
 
-/* Bind lane i of `lanes` on the ROUTER, served by I/O threads i,
- * i + lanes, ... of `threads`, and append its endpoint to the advertised
- * list. */
-static int bind_lane(void *s, const char *base, int i, int lanes, int threads, char *endpoint,
-                     size_t cap)
+int ps_tp_server_place(ps_tp_t *tp, const ps_tp_place_t *place, int n)
 {
-    char bind_ep[600], last[600];
+    int64_t *pids = calloc((size_t)n + 1, sizeof *pids);
+    unsigned char *via = calloc((size_t)n + 1, 1);
+    int rv = 0;
+    if (!pids || !via) {
+        rv = PS_ENOMEM;
+    }
+    for (int r = 0; rv == 0 && r < n; r++) {
+        if ((place[r].ipc ? tp->ipc_sock : tp->tcp_sock) < 0) {
+            ps_error_set("worker %d comes over %s, but this server has no %s endpoint", r,
+                         place[r].ipc ? "ipc" : "tcp", place[r].ipc ? "ipc" : "tcp");
+            rv = PS_EINVAL;
+        }
+        pids[r] = place[r].pid;
+        via[r] = place[r].ipc != 0;
+    }
+    if (rv == 0 && tp->auth) {
+        rv = ps_tp_auth_allow_pids(tp->auth, pids, n);
+    }
+    if (rv == 0) {
+        free(tp->via_ipc);
+        tp->via_ipc = via;
+        tp->nplaced = n;
+        via = NULL;
+    }
+    free(pids);
+    free(via);
+    return rv;
+}
+
+/* Bind lane i of `lanes` on ROUTER s, served by I/O threads i,
+ * i + lanes, ... of `threads`, and append its endpoint to the advertised
+ * list.  bind_ep is "tcp://ADDR:*" or an ipc socket file's endpoint. */
+static int bind_lane(void *s, const char *bind_ep, int i, int lanes, int threads,
+                     char *endpoint, size_t cap)
+{
+    char last[600];
     uint64_t affinity = 0;
     for (int t = i; t < threads; t += lanes) {
         affinity |= (uint64_t)1 << t;
     }
     size_t len = sizeof last, used = strlen(endpoint);
-    if (strncmp(base, "tcp://", 6) == 0) {
-        snprintf(bind_ep, sizeof bind_ep, "%s:*", base);
-    } else if (i == 0) {
-        snprintf(bind_ep, sizeof bind_ep, "%s", base);
-    } else {
-        snprintf(bind_ep, sizeof bind_ep, "%s.%d", base, i);
-    }
     if (zmq_setsockopt(s, ZMQ_AFFINITY, &affinity, sizeof affinity) != 0) {
         return zfail("ZMQ_AFFINITY");
     }
@@ -133,56 +223,150 @@ static int bind_lane(void *s, const char *base, int i, int lanes, int threads, c
     return 0;
 }
 
-int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
+/* A fresh folder only we can enter (mkdtemp makes it 0700), named with
+ * random bits so nobody can guess it either: the first guard of the ipc
+ * sockets (other users cannot even reach them). */
+static int make_private_dir(ipc_dir_t *d, const char *parent)
+{
+    unsigned char r[6];
+    char hex[13];
+    /* the folder, "/", a lane's one-digit name */
+    if (strlen(parent) + strlen("/ps-0123456789ab-XXXXXX") + 2 >= PATH_CAP) {
+        ps_error_set("ipc socket paths in '%s' would be longer than %d bytes: set TMPDIR to a "
+                     "shorter folder, or use --transport tcp", parent, PATH_CAP - 1);
+        return PS_EINVAL;
+    }
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+        ps_error_set("getrandom: %s", strerror(errno));
+        return PS_EIO;
+    }
+    for (int i = 0; i < 6; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", r[i]);
+    }
+    snprintf(d->dir, sizeof d->dir, "%s/ps-%s-XXXXXX", parent, hex);
+    if (!mkdtemp(d->dir)) {
+        ps_error_set("cannot make a private folder for the data port's sockets in %s: %s "
+                     "(set TMPDIR, or use --transport tcp)", parent, strerror(errno));
+        d->dir[0] = '\0';
+        return PS_EIO;
+    }
+    return 0;
+}
+
+/* The ipc plane: its folder, then one socket file per lane in it. */
+static int bind_ipc(ps_tp_t *tp, const char *parent, int lanes, int threads, char *endpoint,
+                    size_t cap)
+{
+    char ep[PATH_CAP + 8];
+    int rv;
+    if (!(tp->ipc = calloc(1, sizeof *tp->ipc))) {
+        return PS_ENOMEM;
+    }
+    if ((rv = make_private_dir(tp->ipc, parent)) != 0) {
+        return rv;
+    }
+    ipc_dir_register(tp->ipc, 1);
+    for (int i = 0; i < lanes; i++) {
+        char file[PATH_CAP + 16];
+        snprintf(file, sizeof file, "%s/%d", tp->ipc->dir, i);
+        size_t n = strlen(file); /* < PATH_CAP: make_private_dir checked */
+        memcpy(tp->ipc->file[i], file, n < PATH_CAP ? n + 1 : 0);
+        snprintf(ep, sizeof ep, "ipc://%s", tp->ipc->file[i]);
+        tp->ipc->nfiles = i + 1; /* removed even if the bind fails half-way */
+        if ((rv = bind_lane(tp->sock[tp->ipc_sock], ep, i, lanes, threads, endpoint, cap)) !=
+            0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+static int bind_tcp(ps_tp_t *tp, const char *base, int lanes, int threads, char *endpoint,
+                    size_t cap)
+{
+    char ep[600];
+    int rv = 0;
+    snprintf(ep, sizeof ep, "%s:*", base);
+    for (int i = 0; i < lanes && rv == 0; i++) {
+        rv = bind_lane(tp->sock[tp->tcp_sock], ep, i, lanes, threads, endpoint, cap);
+    }
+    return rv;
+}
+
+/* "tcp://ADDR" and "ipc://DIR", one or both, separated by a space. */
+static int split_bases(const char *bases, char *tcp, char *ipc, size_t cap)
+{
+    const char *p = bases;
+    tcp[0] = ipc[0] = '\0';
+    while (*p) {
+        size_t n = strcspn(p, " ");
+        int is_tcp = strncmp(p, "tcp://", 6) == 0, is_ipc = strncmp(p, "ipc://", 6) == 0;
+        char *dst = is_tcp ? tcp : ipc;
+        if ((!is_tcp && !is_ipc) || n <= 6 || n >= cap || dst[0]) {
+            ps_error_set("data port address '%s': want tcp://ADDRESS and/or ipc://FOLDER, once "
+                         "each, separated by one space (set TMPDIR to a path without spaces)",
+                         bases);
+            return PS_EINVAL;
+        }
+        memcpy(dst, is_ipc ? p + 6 : p, is_ipc ? n - 6 : n);
+        dst[is_ipc ? n - 6 : n] = '\0';
+        p += n;
+        p += *p == ' ' && p[1] != '\0';
+    }
+    if (!tcp[0] && !ipc[0]) {
+        ps_error_set("data port address '%s': want tcp://ADDRESS and/or ipc://FOLDER", bases);
+        return PS_EINVAL;
+    }
+    return 0;
+}
+
+/* One ROUTER per plane: ipc first, then tcp. */
+static int server_sockets(ps_tp_t *tp)
+{
+    int one = 1, rv;
+    for (int i = 0; i < tp->nsock; i++) {
+        tp->sock[i] = zmq_socket(tp->ctx, ZMQ_ROUTER);
+        if (!tp->sock[i]) {
+            return zfail("zmq_socket");
+        }
+        if ((rv = set_common_opts(tp->sock[i], 0)) != 0) {
+            return rv;
+        }
+        /* Replies to a vanished peer must fail loudly, not vanish. */
+        zmq_setsockopt(tp->sock[i], ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+        tp->items[i].socket = tp->sock[i];
+        tp->items[i].events = ZMQ_POLLIN;
+    }
+    return 0;
+}
+
+int ps_tp_server_new(ps_tp_t **out, const char *bases, int io_threads,
                      const ps_tp_keypair_t *keys, char *endpoint, size_t cap)
 {
     ps_tp_t *tp;
-    int rv, one = 1;
+    char tcp[600], ipc[600];
+    int rv;
     int lanes = io_threads < PS_TP_MAX_LANES ? io_threads : PS_TP_MAX_LANES;
     if (io_threads < 1 || io_threads > 64) {
         ps_error_set("%d I/O threads: want 1..64", io_threads);
         return PS_EINVAL;
     }
-    if (strchr(endpoint_base, ' ')) {
-        ps_error_set("the data port's address '%s' has a space (set TMPDIR to a path without "
-                     "one)", endpoint_base);
-        return PS_EINVAL;
-    }
-    if ((rv = tp_alloc(&tp, 1, 1, io_threads)) != 0) {
+    if ((rv = split_bases(bases, tcp, ipc, sizeof tcp)) != 0 ||
+        (rv = tp_alloc(&tp, 1, (tcp[0] != 0) + (ipc[0] != 0), io_threads)) != 0) {
         return rv;
     }
     tp->streams = 1;
-    tp->sock[0] = zmq_socket(tp->ctx, ZMQ_ROUTER);
-    if (!tp->sock[0]) {
-        rv = zfail("zmq_socket");
-        goto fail;
-    }
-    if ((rv = set_common_opts(tp->sock[0], 0)) != 0) {
-        goto fail;
-    }
-    /* Replies to a vanished peer must fail loudly, not vanish. */
-    zmq_setsockopt(tp->sock[0], ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    if (keys && (rv = server_security(tp, keys)) != 0) {
-        goto fail;
-    }
+    tp->ipc_sock = ipc[0] ? 0 : -1;
+    tp->tcp_sock = tcp[0] ? tp->nsock - 1 : -1;
     endpoint[0] = '\0';
-    for (int i = 0; i < lanes && rv == 0; i++) {
-        rv = bind_lane(tp->sock[0], endpoint_base, i, lanes, io_threads, endpoint, cap);
+    if ((rv = server_sockets(tp)) != 0 || (keys && (rv = server_security(tp, keys)) != 0) ||
+        (ipc[0] && (rv = bind_ipc(tp, ipc, lanes, io_threads, endpoint, cap)) != 0) ||
+        (tcp[0] && (rv = bind_tcp(tp, tcp, lanes, io_threads, endpoint, cap)) != 0)) {
+        ps_tp_destroy(&tp);
+        return rv;
     }
-    if (strncmp(endpoint_base, "ipc://", 6) == 0 && endpoint[0] &&
-        !(tp->ipc_files = strdup(endpoint))) {
-        rv = rv ? rv : PS_ENOMEM;
-    }
-    if (rv != 0) {
-        goto fail;
-    }
-    tp->items[0].socket = tp->sock[0];
-    tp->items[0].events = ZMQ_POLLIN;
     *out = tp;
     return 0;
-fail:
-    ps_tp_destroy(&tp);
-    return rv;
 }
 
 static int client_security(void *s, const ps_tp_keypair_t *keys, const char *server_pub)
@@ -235,16 +419,32 @@ static int lane_at(const char *list, unsigned k, char *out, size_t cap)
     return 0;
 }
 
-/* libzmq leaves an ipc socket file behind when the socket closes; the
- * server removes the files of the lanes it bound itself. */
-static void remove_ipc_files(const char *list)
+int ps_tp_endpoint_select(const char *advertised, int ipc, char *out, size_t cap)
 {
-    char ep[600];
-    for (unsigned k = 0; list && k < count_lanes(list); k++) {
-        if (lane_at(list, k, ep, sizeof ep) == 0 && strncmp(ep, "ipc://", 6) == 0) {
-            unlink(ep + 6);
+    const char *want = ipc ? "ipc://" : "tcp://";
+    char lane[600];
+    size_t used = 0;
+    out[0] = '\0';
+    for (unsigned k = 0; k < count_lanes(advertised); k++) {
+        if (lane_at(advertised, k, lane, sizeof lane) != 0) {
+            return PS_EINVAL;
         }
+        if (strncmp(lane, want, 6) != 0) {
+            continue;
+        }
+        if (used + (used > 0) + strlen(lane) + 1 > cap) {
+            ps_error_set("the %s lanes of '%.200s' do not fit in %zu bytes", want, advertised,
+                         cap);
+            return PS_EINVAL;
+        }
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? " " : "", lane);
     }
+    if (used == 0) {
+        ps_error_set("the server offers no %s endpoint (it has '%.200s')", ipc ? "ipc" : "tcp",
+                     advertised);
+        return PS_ENOENT;
+    }
+    return 0;
 }
 
 /* One DEALER: socket i = s * streams + j talks to server s as stream j,
@@ -269,12 +469,14 @@ static int client_socket(ps_tp_t *tp, int i, int rank, const char *advertised,
         zmq_setsockopt(s, ZMQ_AFFINITY, &affinity, sizeof affinity) != 0) {
         return zfail("zmq_setsockopt");
     }
-    if ((rv = client_security(s, keys, server_pub)) != 0) {
-        return rv;
-    }
     unsigned lane = (unsigned)rank + (unsigned)(i % tp->streams);
     if ((rv = lane_at(advertised, lane % count_lanes(advertised), endpoint, sizeof endpoint)) !=
         0) {
+        return rv;
+    }
+    /* On ipc the server knows us by our process, not by a key. */
+    if (strncmp(endpoint, "ipc://", 6) != 0 &&
+        (rv = client_security(s, keys, server_pub)) != 0) {
         return rv;
     }
     if (zmq_connect(s, endpoint) != 0) {
@@ -330,12 +532,30 @@ void ps_tp_destroy(ps_tp_t **tpp)
         zmq_ctx_term(tp->ctx); /* also ends the auth thread (ETERM) */
     }
     ps_tp_auth_stop(&tp->auth);
-    remove_ipc_files(tp->ipc_files);
-    free(tp->ipc_files);
+    if (tp->ipc) {
+        ipc_dir_register(tp->ipc, 0);
+        /* libzmq may leave a socket file behind when the socket closes. */
+        ipc_dir_remove(tp->ipc);
+        free(tp->ipc);
+    }
+    free(tp->via_ipc);
     free(tp->sock);
     free(tp->items);
     free(tp);
     *tpp = NULL;
+}
+
+/* The socket a worker's connections come in on; NULL when a server with
+ * two planes has not been told (ps_tp_server_place). */
+static void *server_route(ps_tp_t *tp, int dest)
+{
+    if (tp->nsock == 1) {
+        return tp->sock[0];
+    }
+    if (dest < 0 || dest >= tp->nplaced) {
+        return NULL;
+    }
+    return tp->sock[tp->via_ipc[dest] ? tp->ipc_sock : tp->tcp_sock];
 }
 
 static int send_frame(void *s, zmq_msg_t *msg, int more)
@@ -375,7 +595,10 @@ int ps_tp_send(ps_tp_t *tp, int dest, int stream, const ps_hdr_t *h, const void 
     int rv;
     if (tp->is_server) {
         uint8_t id[ID_LEN];
-        s = tp->sock[0];
+        if (!(s = server_route(tp, dest))) {
+            ps_error_set("no route to worker %d: its plane (ipc or tcp) is not known", dest);
+            return PS_EINVAL;
+        }
         routing_id(id, dest, stream);
         if (zmq_send(s, id, sizeof id, ZMQ_SNDMORE) < 0) {
             ps_error_set("cannot send to worker %d (stream %d): %s", dest, stream,

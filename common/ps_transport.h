@@ -1,18 +1,20 @@
 /*
  * ps_transport: the data plane, the only module that includes zmq.h.
  *
- * A server owns one ROUTER socket bound to a port the OS chooses; a worker
- * owns `streams` DEALERs per server (one TCP or ipc connection each, spread
- * over the I/O threads, so one connection's copy loop is not the ceiling).
+ * A server owns one ROUTER socket per plane: tcp (ports the OS chooses)
+ * and/or ipc (unix sockets in a private folder); a worker owns `streams`
+ * DEALERs per server (one tcp or ipc connection each, spread over the I/O
+ * threads, so one connection's copy loop is not the ceiling), all on the
+ * plane it uses for that server (ps_plane decides it).
  * A server binds one endpoint ("lane") per I/O thread, up to
- * PS_TP_MAX_LANES, all on its one ROUTER; the connections that arrive
+ * PS_TP_MAX_LANES, on each plane's ROUTER; the connections that arrive
  * through lane i are served by I/O thread i (or, with more threads than
  * lanes, by threads i, i + lanes, ...), and stream j of worker w
  * connects through lane (w + j) % lanes, so the workers' busiest streams
  * (stream 0 of each) are spread over the server's I/O threads by rank,
  * not by the luck of the order they connect in.  The advertised endpoint
- * is the lanes' endpoints separated by single spaces; any one of them
- * reaches the same socket.
+ * is the lanes' endpoints separated by single spaces, the ipc ones first;
+ * any one lane of a plane reaches that plane's socket.
  * Every message is [header, payload] (see ps_wire.h); on the server the
  * ROUTER adds the peer's routing id, 'w' + the worker's rank (u32 LE) + the
  * stream (u8), so replies are addressed by rank and stream: a reply goes
@@ -26,16 +28,28 @@
  * number of frames or an unknown routing id is dropped, counted in the
  * stats and reported as PS_EPROTO with a detail; it never reaches the caller.
  *
- * Security: with keys, the data port speaks CurveZMQ.  The server accepts a
- * connection only from a client whose public key is on its allow list (a
- * ZAP handler on a thread of the transport); every refused handshake, and
- * every connection that fails the handshake for any reason (a plain-text
- * client, the wrong server key), is counted.  The allow list is by rank,
- * and every message received carries the rank whose key its connection
+ * Security: with keys, every connection is authenticated as one worker
+ * rank by a ZAP handler on a thread of the transport (ps_tp_auth.h):
+ *   - tcp speaks CurveZMQ: the server accepts a client only when its
+ *     public key is on its allow list (ps_tp_server_allow);
+ *   - ipc sockets live in a folder only this user can enter (0700, made
+ *     by mkdtemp with a random name), and the server accepts a client only
+ *     when the kernel's credentials of its process (SO_PEERCRED) say our
+ *     own uid and the pid of a worker of this job on this host
+ *     (ps_tp_server_place).  Bytes on ipc never leave the machine, so
+ *     they are not encrypted.
+ * Every refused handshake, and every connection that fails the handshake
+ * for any reason (a plain-text client on tcp, the wrong server key), is
+ * counted.  Every message received carries the rank its connection
  * proved (ps_tp_msg_t.auth_rank): the routing id is the client's own
  * choice, so the caller must compare the two (the transport reports, the
- * server loop judges).  Without keys (--insecure) anyone who reaches the
- * port can send messages, under any routing id not already connected.
+ * server loop judges).  Without keys (--insecure) there is no
+ * authentication on either plane: anyone who reaches the port (on ipc:
+ * any process of this user) can send messages, under any routing id not
+ * already connected.
+ * The ipc folder and its socket files are removed by ps_tp_destroy, also
+ * when ps_tp_server_new fails half-way, and by ps_tp_remove_ipc_files
+ * (for a signal handler).
  * Not thread-safe: one thread per ps_tp_t (the ZAP thread is internal).
  */
 #ifndef PS_TRANSPORT_H
@@ -55,9 +69,10 @@ typedef struct {
     size_t len;
     int peer;   /* server: worker rank from the routing id; worker: server index */
     int stream; /* which of that worker's connections it came on */
-    /* Server with CurveZMQ: the rank whose key the sender's connection
-     * proved (-1 if none, which a listed key never gives).  Server without
-     * security, and every worker: PS_TP_AUTH_NONE. */
+    /* Server with authentication: the rank whose key (tcp) or process
+     * (ipc) the sender's connection proved (-1 if none, which an accepted
+     * connection never gives).  Server without security, and every
+     * worker: PS_TP_AUTH_NONE. */
     int auth_rank;
     _Alignas(8) unsigned char impl[64]; /* the zmq message holding the payload */
     int held;
@@ -66,7 +81,7 @@ typedef struct {
 typedef struct {
     uint64_t rx_msgs, rx_bytes, tx_msgs, tx_bytes;
     uint64_t rx_malformed;       /* dropped by the transport itself */
-    uint64_t handshakes_refused; /* not on the allow list, or failed the handshake */
+    uint64_t handshakes_refused; /* not a rank of the job, or failed the handshake */
 } ps_tp_stats_t;
 
 #define PS_TP_MAX_STREAMS 16 /* connections per worker and server */
@@ -82,28 +97,52 @@ typedef struct {
 /* A fresh CurveZMQ key pair; PS_EZMQ when libzmq was built without CURVE. */
 int ps_tp_keypair(ps_tp_keypair_t *kp);
 
-/* Bind a ROUTER on `endpoint_base` ("tcp://10.0.0.1" gets ports chosen by
- * the OS; "ipc:///tmp/x" is used as it is, its other lanes as
- * "ipc:///tmp/x.1" and so on), one lane per I/O thread up to
- * PS_TP_MAX_LANES; the endpoint to advertise (the lanes, space-separated)
- * is written to `endpoint`, PS_EINVAL when it does not fit in `cap` or the
- * base has a space.  io_threads 1..64.  `keys` NULL: no security;
- * otherwise CurveZMQ with this key pair and, until ps_tp_server_allow, an
- * empty allow list (every client refused). */
-int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
+/* Bind a ROUTER per plane named in `bases`: "tcp://10.0.0.1" (lanes on
+ * ports the OS chooses), "ipc://DIR" (lanes as socket files "0", "1", ...
+ * in a new private folder inside DIR, which must exist), or both separated
+ * by one space; one lane per I/O thread up to PS_TP_MAX_LANES on each.
+ * The endpoint to advertise (the lanes, space-separated, ipc first) is
+ * written to `endpoint`, PS_EINVAL when it does not fit in `cap`.
+ * io_threads 1..64.  `keys` NULL: no security on either plane; otherwise
+ * tcp speaks CurveZMQ with this key pair, ipc checks the peer process, and
+ * until ps_tp_server_allow / ps_tp_server_place every client is refused. */
+int ps_tp_server_new(ps_tp_t **out, const char *bases, int io_threads,
                      const ps_tp_keypair_t *keys, char *endpoint, size_t cap);
 /* Replace the allow list with n Z85 public keys, pubkeys[r] worker rank
- * r's: a connection with that key is authenticated as rank r.  PS_EINVAL
- * for a malformed key or one key for two ranks.  No-op without keys. */
+ * r's: a tcp connection with that key is authenticated as rank r.
+ * PS_EINVAL for a malformed key or one key for two ranks.  No-op without
+ * keys. */
 int ps_tp_server_allow(ps_tp_t *tp, const char (*pubkeys)[PS_TP_KEY_LEN], int n);
+
+/* Where worker rank r connects from: over ipc (else tcp), and its process
+ * id when it runs on this host (0 otherwise; never matched). */
+typedef struct {
+    int64_t pid;
+    int ipc;
+} ps_tp_place_t;
+/* Tell the server where its n workers are: with keys, an ipc connection
+ * is authenticated as rank r only when its process runs as our uid with
+ * pid place[r].pid; replies to rank r go out on its plane's socket (a
+ * server with both planes cannot reply before this).  PS_EINVAL when a
+ * worker's plane is not bound here, or two ranks give one pid. */
+int ps_tp_server_place(ps_tp_t *tp, const ps_tp_place_t *place, int n);
+/* The lanes of one plane (ipc when `ipc`, else tcp) of an advertised
+ * endpoint, space-separated, into out; PS_ENOENT when it has none. */
+int ps_tp_endpoint_select(const char *advertised, int ipc, char *out, size_t cap);
+/* Async-signal-safe: remove the ipc socket files and folders of every
+ * server of this process (ps_tp_destroy does it otherwise), for a
+ * handler of the signals that end a job (SIGTERM from mpirun). */
+void ps_tp_remove_ipc_files(void);
 /* Connect `streams` (1..PS_TP_MAX_STREAMS) DEALERs to every server
  * endpoint (as ps_tp_server_new advertises it: lanes separated by spaces),
  * with routing ids naming `rank` and the stream; stream j of server s goes
  * through lane (rank + j) % lanes and is served by this side's I/O thread
  * (s * streams + j) % io_threads.
- * keys NULL: plain text.  Otherwise CurveZMQ with this key pair, and
- * server_pub[s] is server s's public key ("" for a server without
- * security). */
+ * An endpoint lists the lanes of the one plane to use (ps_tp_endpoint_select).
+ * keys NULL: plain text.  Otherwise tcp connections speak CurveZMQ with
+ * this key pair, and server_pub[s] is server s's public key ("" for a
+ * server without security); ipc connections need no key (the server
+ * checks the process). */
 int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints,
                      int streams, int io_threads, const ps_tp_keypair_t *keys,
                      const char (*server_pub)[PS_TP_KEY_LEN]);

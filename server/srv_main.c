@@ -15,6 +15,7 @@
 #include "ps_jobinfo.h"
 #include "ps_net.h"
 #include "ps_opts.h"
+#include "ps_plane.h"
 #include "ps_probe.h"
 #include "ps_trace.h"
 #include "ps_transport.h"
@@ -22,6 +23,7 @@
 #include "srv_optim.h"
 #include "srv_save.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,7 @@ typedef struct {
     const char *config;
     int quiet;
     /* Resolved from the flags above. */
+    ps_plane_t plane;
     ps_srvinfo_t info;
     ps_planinfo_t plan;
 } srv_cfg_t;
@@ -108,13 +111,15 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
          "workers' connections are spread over them by rank"},
         {"timeout", PS_OPT_INT, &c->timeout_s, "SECONDS",
          "end the job when the workers send nothing for this long"},
-        {"transport", PS_OPT_STRING, &c->transport, "auto|tcp|ipc",
-         "data-plane transport; auto = ipc when every rank is on one host"},
+        {"transport", PS_OPT_STRING, &c->transport, "auto|ipc|tcp",
+         "data plane: auto = ipc (peer credentials) to workers on this host, tcp "
+         "(CurveZMQ) to the others; ipc or tcp for every worker"},
         {"iface", PS_OPT_STRING, &c->iface, "NAME", "advertise this interface's address"},
         {"bind", PS_OPT_STRING, &c->bind, "CIDR",
          "advertise the local address in this subnet"},
         {"insecure", PS_OPT_BOOL, &c->insecure, NULL,
-         "no CurveZMQ on the data port: anyone who reaches it can push (benchmarks only)"},
+         "no authentication on the data port (no CurveZMQ on tcp, no process check on "
+         "ipc): anyone who reaches it can push (benchmarks only)"},
         {"endpoint-file", PS_OPT_STRING, &c->endpoint_file, "PATH",
          "server 0 writes one line per server: RANK ENDPOINT PUBLIC_KEY"},
         {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
@@ -191,38 +196,50 @@ static int check_flags(srv_cfg_t *c)
         ps_error_set("--timeout must be at least 1 second");
         return PS_EINVAL;
     }
-    if (strcmp(c->transport, "auto") && strcmp(c->transport, "tcp") &&
-        strcmp(c->transport, "ipc")) {
-        ps_error_set("--transport '%s': want auto, tcp or ipc", c->transport);
-        return PS_EINVAL;
-    }
     return 0;
 }
 
-/* Open the data port on the address the other ranks can reach. */
+/* Worker w's plane to this server (ps_plane: the same rule the worker
+ * applies). */
+static int plane_of(const srv_cfg_t *c, const ps_boot_t *b, int w, ps_plane_t *p)
+{
+    ps_plane_pair_t pair = {.server = b->rank, .worker = w, .server_host = b->host,
+                            .worker_host = ps_boot_worker_host(b, w), .srv = c->plane,
+                            .wkr = (ps_plane_t)ps_boot_worker_transport(b, w)};
+    return ps_plane_decide(&pair, p);
+}
+
+/* Open the data port: ipc when a worker on this host uses it, tcp on the
+ * address the other hosts can reach when any worker uses that. */
 static int open_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tp, const ps_tp_keypair_t *keys,
                      char *ep, size_t cap)
 {
-    char base[300], addr[64];
-    int ipc = strcmp(c->transport, "ipc") == 0 ||
-              (strcmp(c->transport, "auto") == 0 && b->single_host && !c->iface && !c->bind);
-    if (ipc && !b->single_host) {
-        ps_error_set("--transport ipc needs every rank on one host");
-        return PS_EINVAL;
+    char bases[700] = "", addr[64];
+    int ipc = 0, tcp = 0, rv;
+    for (int w = 0; w < b->nworkers; w++) {
+        ps_plane_t p;
+        if ((rv = plane_of(c, b, w, &p)) != 0) {
+            return rv;
+        }
+        ipc |= p == PS_PLANE_IPC;
+        tcp |= p == PS_PLANE_TCP;
     }
     if (ipc) {
         const char *tmp = getenv("TMPDIR");
-        /* The transport removes the socket files when it closes. */
-        snprintf(base, sizeof base, "ipc://%s/ps-%d-%d.ipc", tmp && *tmp ? tmp : "/tmp",
-                 (int)getpid(), b->rank);
-    } else {
-        int rv = ps_net_pick_addr(c->iface, c->bind, b->single_host, addr, sizeof addr);
-        if (rv != 0) {
+        snprintf(bases, sizeof bases, "ipc://%s", tmp && *tmp ? tmp : "/tmp");
+    }
+    /* An --iface or --bind that matches nothing is an error even when no
+     * worker needs tcp. */
+    if (tcp || c->iface || c->bind) {
+        if ((rv = ps_net_pick_addr(c->iface, c->bind, b->single_host, addr, sizeof addr)) != 0) {
             return rv;
         }
-        snprintf(base, sizeof base, "tcp://%s", addr);
     }
-    return ps_tp_server_new(tp, base, c->io_threads, keys, ep, cap);
+    if (tcp) {
+        size_t used = strlen(bases);
+        snprintf(bases + used, sizeof bases - used, "%stcp://%s", used ? " " : "", addr);
+    }
+    return ps_tp_server_new(tp, bases, c->io_threads, keys, ep, cap);
 }
 
 static void summary(const srv_loop_t *L, ps_tp_t *tp)
@@ -360,6 +377,37 @@ static int write_endpoint_file(const srv_cfg_t *c, ps_boot_t *b)
     return ps_atomic_write(c->endpoint_file, endpoint_lines, b);
 }
 
+/* Which worker comes over which plane, and the pids of those on this
+ * host; the start-up line says who uses what. */
+static int place_workers(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
+{
+    ps_tp_place_t *pl = calloc((size_t)b->nworkers + 1, sizeof *pl);
+    ps_plane_count_t n = {0};
+    char what[256];
+    int rv = pl ? 0 : PS_ENOMEM;
+    for (int w = 0; rv == 0 && w < b->nworkers; w++) {
+        ps_plane_t p;
+        int local = strcmp(ps_boot_worker_host(b, w), b->host) == 0;
+        if ((rv = plane_of(c, b, w, &p)) != 0) {
+            break;
+        }
+        pl[w].ipc = p == PS_PLANE_IPC;
+        pl[w].pid = local ? ps_boot_worker_pid(b, w) : 0;
+        n.ipc += pl[w].ipc;
+        n.tcp_local += !pl[w].ipc && local;
+        n.tcp_remote += !local;
+    }
+    if (rv == 0) {
+        rv = ps_tp_server_place(j->tp, pl, b->nworkers);
+    }
+    free(pl);
+    if (rv == 0) {
+        ps_plane_describe(&n, !c->insecure, what, sizeof what);
+        ps_log_info("data plane: %s", what);
+    }
+    return rv;
+}
+
 /* Step "ports": only this job's workers may talk to the data port; the
  * endpoint file tells operators where it is. */
 static int secure_port(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
@@ -372,13 +420,13 @@ static int secure_port(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
     for (int w = 0; w < b->nworkers; w++) {
         j->hosts[w] = ps_boot_worker_host(b, w);
     }
-    ps_log_info("data port %s (%s)", j->ep, c->insecure ? "no authentication" : "CurveZMQ");
-    int rv = 0;
-    if (c->insecure) {
+    ps_log_info("data port %s", j->ep);
+    int rv = place_workers(c, b, j);
+    if (rv == 0 && c->insecure) {
         if (b->rank == 0) {
             ps_log_info("WARNING: --insecure: the data port accepts unauthenticated messages");
         }
-    } else {
+    } else if (rv == 0) {
         rv = ps_tp_server_allow(j->tp, ps_boot_worker_keys(b), b->nworkers);
     }
     return rv == 0 ? write_endpoint_file(c, b) : rv;
@@ -546,6 +594,27 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
     return rv;
 }
 
+/* mpirun ends the other ranks with SIGTERM when one fails: the ipc
+ * socket files must not outlive the job. */
+static void on_term(int sig)
+{
+    ps_tp_remove_ipc_files();
+    raise(sig); /* SA_RESETHAND: the default action, once this returns */
+}
+
+static void remove_files_on_signals(void)
+{
+    const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction old, sa = {.sa_handler = on_term, .sa_flags = SA_RESETHAND};
+        sigemptyset(&sa.sa_mask);
+        /* Leave a handler someone else installed alone. */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+            sigaction(sigs[i], &sa, NULL);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     srv_cfg_t c = {
@@ -564,12 +633,18 @@ int main(int argc, char **argv)
     if (flags_rv == PS_OPTS_HELP || flags_rv == PS_OPTS_VERSION) {
         return 0;
     }
+    /* Every rank's --transport travels with ps_boot_init. */
+    if (flags_rv == 0) {
+        flags_rv = ps_plane_parse(c.transport, "--transport", &c.plane);
+    }
     ps_tp_tune_malloc();
-    if (ps_boot_init(&b, &argc, &argv, 1) != 0) {
+    if (ps_boot_init(&b, &argc, &argv, 1, (int)c.plane) != 0) {
         ps_log_error("%s", ps_error_msg());
         return 2;
     }
     ps_log_set_name("ps-server", b.rank);
+    remove_files_on_signals();
+    ps_boot_on_abort(ps_tp_remove_ipc_files);
     if (c.quiet) {
         ps_log_set_level(0);
     }

@@ -91,6 +91,7 @@
  *      ps_wait_reduced / ps_test_reduced, ps_require_same, ps_done,
  *      ps_info_t.world_rank / .world_size, ps_stats_t.apply_s,
  *      ps_initializer_t (ps_init_t is its old name)
+ *   4  0.4.0: ps_options_t.transport (PS_TRANSPORT_*)
  * 0.x versions keep the soname libpsclient.so.0 and make no ABI promise:
  * rebuild a program for a new minor version.  From 3 on, ps_options_t
  * carries its size, so later versions read an older caller's options.
@@ -105,7 +106,7 @@
 extern "C" {
 #endif
 
-#define PS_API_VERSION 3 /* see Versions above */
+#define PS_API_VERSION 4 /* see Versions above */
 
 #if defined(__GNUC__)
 #define PS_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -154,11 +155,12 @@ typedef struct {
     int quiet;          /* log errors only */
     int compress;       /* pushes as 16-bit floats: PS_COMPRESS_* (default none) */
     int streams;        /* connections to each server, 1..16 (default PS_DEFAULT_STREAMS) */
+    int transport;      /* data plane: PS_TRANSPORT_* (default auto); API 4 */
 } ps_options_t;
 
 /* Every field listed, so that it compiles without warnings in C and C++. */
 /* clang-format off */
-#define PS_OPTIONS_INIT {sizeof(ps_options_t), 0, 0, 0, 0, 0, 0}
+#define PS_OPTIONS_INIT {sizeof(ps_options_t), 0, 0, 0, 0, 0, 0, 0}
 /* clang-format on */
 
 /* Measured on 16 MiB push+pulls (docs/performance.md): two connections
@@ -166,6 +168,16 @@ typedef struct {
 #define PS_DEFAULT_STREAMS 2
 #define PS_DEFAULT_IO_THREADS 2
 #define PS_MAX_STREAMS 16
+
+/* How the worker reaches each server (ps-worker --transport; the servers
+ * have the same flag).  Auto: ipc (a unix socket in a private folder, the
+ * peer's process checked) to a server on this host, tcp (CurveZMQ unless
+ * the servers run --insecure) to the others.  IPC or TCP for every server;
+ * a pair the two sides name differently, or ipc across hosts, fails
+ * ps_init naming both. */
+#define PS_TRANSPORT_AUTO 0
+#define PS_TRANSPORT_IPC 1
+#define PS_TRANSPORT_TCP 2
 
 #define PS_COMPRESS_NONE 0
 #define PS_COMPRESS_FP16 1 /* IEEE binary16: 5 exponent bits, |g| < 65504 */

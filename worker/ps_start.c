@@ -7,6 +7,7 @@
 #include "ps_api.h"
 
 #include "ps_opts.h"
+#include "ps_plane.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -37,7 +38,7 @@ int ps_api_boot_new(ps_t **out, int *argc, char ***argv, const ps_options_t *opt
     /* Bad options are agreed on in ps_api_join; name and quiet count now. */
     ps_api_fail(ps, ps_api_options(opt, &ps->opt));
     ps_tp_tune_malloc();
-    int rv = ps_boot_init(&ps->boot, argc, argv, 0);
+    int rv = ps_boot_init(&ps->boot, argc, argv, 0, ps->opt.transport);
     if (rv != 0) {
         free(ps); /* MPI is in an unknown state: no collective call is safe */
         return rv;
@@ -53,6 +54,9 @@ int ps_api_boot_new(ps_t **out, int *argc, char ***argv, const ps_options_t *opt
 }
 
 _Static_assert(PS_MAX_STREAMS == PS_TP_MAX_STREAMS, "ps.h and ps_transport.h disagree");
+_Static_assert(PS_TRANSPORT_AUTO == (int)PS_PLANE_AUTO && PS_TRANSPORT_IPC == (int)PS_PLANE_IPC &&
+                   PS_TRANSPORT_TCP == (int)PS_PLANE_TCP,
+               "ps.h and ps_plane.h disagree");
 
 /* Checked, with the defaults filled in. */
 static int check_options(ps_options_t *o)
@@ -68,6 +72,11 @@ static int check_options(ps_options_t *o)
     }
     if (o->compress < PS_COMPRESS_NONE || o->compress > PS_COMPRESS_BF16) {
         ps_error_set("ps_init: compress %d: want PS_COMPRESS_NONE, _FP16 or _BF16", o->compress);
+        return PS_EINVAL;
+    }
+    if (o->transport < PS_TRANSPORT_AUTO || o->transport > PS_TRANSPORT_TCP) {
+        ps_error_set("ps_init: transport %d: want PS_TRANSPORT_AUTO, _IPC or _TCP", o->transport);
+        o->transport = PS_TRANSPORT_AUTO; /* what ps_boot_init passes on */
         return PS_EINVAL;
     }
     o->timeout_s = o->timeout_s ? o->timeout_s : 300;
@@ -110,9 +119,36 @@ static int remembered_failure(ps_t *ps)
     return ps->rc;
 }
 
+/* This worker's plane to server s: ps_plane's rule, which the server
+ * applies to the same pair. */
+static int plane_to(const ps_t *ps, int s, ps_plane_t *p)
+{
+    ps_plane_pair_t pair = {.server = s, .worker = ps->boot.rank,
+                            .server_host = ps_boot_server_host(&ps->boot, s),
+                            .worker_host = ps->boot.host,
+                            .srv = (ps_plane_t)ps_boot_server_transport(&ps->boot, s),
+                            .wkr = (ps_plane_t)ps->opt.transport};
+    return ps_plane_decide(&pair, p);
+}
+
+/* Every server reachable the way both sides want (the servers check the
+ * same pairs: whoever is first in the job says why). */
+static int check_planes(const ps_t *ps)
+{
+    ps_plane_t p;
+    int rv = 0;
+    for (int s = 0; s < ps->boot.nservers && rv == 0; s++) {
+        rv = plane_to(ps, s, &p);
+    }
+    return rv;
+}
+
 int ps_api_join(ps_t *ps, int local_rc)
 {
     int rv = local_rc ? local_rc : remembered_failure(ps);
+    if (rv == 0) {
+        rv = check_planes(ps);
+    }
     if ((rv = ps_api_agree(ps, PS_STEP_FLAGS, rv)) != 0) {
         return ps_api_startup_failed(ps, rv); /* flags (and, on servers, the data port) */
     }
@@ -241,13 +277,31 @@ static void drop_initial_values(ps_t *ps)
     ps->params = NULL;
 }
 
+/* Server s's lanes on this worker's plane to it. */
+static int lanes_to(const ps_t *ps, int s, char *out, size_t cap)
+{
+    ps_plane_t p;
+    int rv = plane_to(ps, s, &p);
+    if (rv == 0) {
+        rv = ps_tp_endpoint_select(ps_boot_server_endpoint(&ps->boot, s), p == PS_PLANE_IPC,
+                                   out, cap);
+    }
+    return rv;
+}
+
 static int connect_servers(ps_t *ps)
 {
-    int S = ps->boot.nservers;
-    char *eps[S];
-    const char *hosts[S];
-    for (int s = 0; s < S; s++) {
-        eps[s] = (char *)ps_boot_server_endpoint(&ps->boot, s);
+    int S = ps->boot.nservers, rv = 0;
+    char(*lanes)[PS_BOOT_EP_LEN] = calloc((size_t)S + 1, sizeof *lanes);
+    char **eps = calloc((size_t)S + 1, sizeof *eps);
+    const char **hosts = calloc((size_t)S + 1, sizeof *hosts);
+    if (!lanes || !eps || !hosts) {
+        ps_error_set("no memory for the endpoints of %d servers", S);
+        rv = PS_ENOMEM;
+    }
+    for (int s = 0; rv == 0 && s < S; s++) {
+        rv = lanes_to(ps, s, lanes[s], sizeof lanes[s]);
+        eps[s] = lanes[s];
         hosts[s] = ps_boot_server_host(&ps->boot, s);
     }
     wkr_client_cfg_t cc = {.rank = ps->boot.rank, .nservers = S, .endpoints = eps,
@@ -259,11 +313,16 @@ static int connect_servers(ps_t *ps)
                            .keys = ps->keys.pub[0] ? &ps->keys : NULL,
                            .server_keys = ps_boot_server_keys(&ps->boot),
                            .compress = ps->opt.compress};
-    int rv = wkr_client_new(&ps->client, &cc);
+    if (rv == 0) {
+        rv = wkr_client_new(&ps->client, &cc);
+    }
     memset(&ps->keys, 0, sizeof ps->keys); /* the sockets have their copies */
     for (int t = 0; rv == 0 && t < ps->layout.n; t++) {
         wkr_client_set_arrays(ps->client, t, ps_api_weights_of(ps, t), ps_api_grads_of(ps, t));
     }
+    free(lanes);
+    free(eps);
+    free(hosts);
     return rv;
 }
 

@@ -30,13 +30,14 @@
 typedef struct {
     const char *model, *hidden, *data, *data_dir, *test_data, *init, *init_from, *metrics,
         *progress;
-    const char *plot, *plot_metrics, *trace, *config, *compress;
+    const char *plot, *plot_metrics, *trace, *config, *compress, *transport;
     char tmp_metrics[64]; /* --plot without --metrics */
     int features, classes;
     int io_threads, streams, timeout_s, blas_threads, quiet;
     int no_shuffle;
     long long seed;
-    int compress_code; /* PS_COMPRESS_* */
+    int compress_code;  /* PS_COMPRESS_* */
+    int transport_code; /* PS_TRANSPORT_* */
     wkr_model_kind_t kind;
     wkr_train_cfg_t train;
 } wkr_cfg_t;
@@ -93,6 +94,9 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
         {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
         {"test-delay-ms", PS_OPT_INT, &c->train.delay_ms, "MS",
          "TEST ONLY: sleep this long before every step (simulates a slow worker)"},
+        {"transport", PS_OPT_STRING, &c->transport, "auto|ipc|tcp",
+         "data plane: auto = ipc (peer credentials) to servers on this host, tcp "
+         "(CurveZMQ) to the others; ipc or tcp to every server"},
         {"compress", PS_OPT_STRING, &c->compress, "none|fp16|bf16",
          "push gradients as 16-bit floats (half the bytes; servers widen them back)"},
         {"plot", PS_OPT_STRING, &c->plot, "PATH.png",
@@ -114,6 +118,20 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
         printf("ps-worker %s\n", PS_VERSION_STRING);
     }
     return rv;
+}
+
+static int parse_transport(const char *s, int *out)
+{
+    static const char *const names[] = {"auto", "ipc", "tcp"};
+    static const int codes[] = {PS_TRANSPORT_AUTO, PS_TRANSPORT_IPC, PS_TRANSPORT_TCP};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = codes[i];
+            return 0;
+        }
+    }
+    ps_error_set("--transport '%s': want auto, ipc or tcp", s);
+    return PS_EINVAL;
 }
 
 static int parse_compress(const char *s, int *out)
@@ -164,6 +182,9 @@ static int check_flags(wkr_cfg_t *c)
     if (wkr_model_parse_kind(c->model, &c->kind) != 0) {
         snprintf(why, sizeof why, "%s", ps_error_msg()); /* the detail buffer is the target */
         ps_error_set("--model: %s", why);
+        return PS_EINVAL;
+    }
+    if (parse_transport(c->transport, &c->transport_code) != 0) {
         return PS_EINVAL;
     }
     return parse_compress(c->compress, &c->compress_code);
@@ -402,7 +423,8 @@ int main(int argc, char **argv)
     wkr_cfg_t c = {
         .model = "mlp", .hidden = "256,128", .data = "fashion-mnist", .init = "default",
         .data_dir = WKR_FMNIST_DEFAULT_DIR,
-        .progress = "auto", .compress = "none", .io_threads = PS_DEFAULT_IO_THREADS,
+        .progress = "auto", .compress = "none", .transport = "auto",
+        .io_threads = PS_DEFAULT_IO_THREADS,
         .streams = PS_DEFAULT_STREAMS, .timeout_s = 300,
         .blas_threads = 1, .seed = 1,
         .train = {.batch = 64, .accumulate = 1, .epochs = 10},
@@ -430,6 +452,7 @@ int main(int argc, char **argv)
         o.io_threads = c.io_threads;
         o.streams = c.streams;
         o.compress = c.compress_code;
+        o.transport = c.transport_code;
     }
     if (ps_init(&ps, &argc, &argv, &o) != 0) {
         return 1; /* the job's error line is printed already */

@@ -15,7 +15,8 @@
  * same kind of endpoint.  So the ratio charges our code with everything it
  * adds: headers, chunking, the update kernel and the copy into `params`.
  *
- * Both run over tcp://127.0.0.1 and ipc (a path under /tmp, removed after).
+ * Both run over tcp://127.0.0.1 and ipc (ours in a private folder under
+ * /tmp, the raw one at a path under /tmp; both removed after).
  * Rounds of ours and of the reference alternate, so drift in the load of
  * this shared machine hits both alike; the median of each is reported (the
  * best one is printed too).  A second figure pushes+pulls a layout of many
@@ -533,14 +534,14 @@ static int bench_big(const cfg_t *cfg, const char *kind, big_res_t *res)
 {
     ps_layout_t l;
     int64_t dims[1] = {(int64_t)BIG_ELEMS};
-    char p_ours[256], p_ref[256], base[300], bind_ep[300];
+    char p_ours[256], p_ref[256], base[64], bind_ep[300];
     int ipc = strcmp(kind, "ipc") == 0;
     ours_t o;
     ref_t r;
     memset(&o, 0, sizeof o);
     memset(&r, 0, sizeof r);
     ipc_paths(p_ours, p_ref, sizeof p_ours, "big");
-    snprintf(base, sizeof base, ipc ? "ipc://%s" : "tcp://127.0.0.1", p_ours);
+    snprintf(base, sizeof base, "%s", ipc ? "ipc:///tmp" : "tcp://127.0.0.1");
     snprintf(bind_ep, sizeof bind_ep, ipc ? "ipc://%s" : "tcp://127.0.0.1:*", p_ref);
     ps_layout_init(&l);
     int rv = ps_layout_add(&l, "tensor", 1, dims);
@@ -631,13 +632,10 @@ static int bench_streams(const cfg_t *cfg, pair_res_t *res)
 {
     ps_layout_t l;
     int64_t dims[1] = {(int64_t)BIG_ELEMS};
-    char pa[256], pb[256], ba[300], bb[300];
-    ipc_paths(pa, pb, sizeof pa, "streams");
-    snprintf(ba, sizeof ba, "ipc://%s", pa);
-    snprintf(bb, sizeof bb, "ipc://%s", pb);
     ps_layout_init(&l);
     int rv = ps_layout_add(&l, "tensor", 1, dims);
-    side_t a = {&l, ba, cfg->streams, cfg->io_threads}, b = {&l, bb, 1, 1};
+    /* Each makes its own private folder in /tmp. */
+    side_t a = {&l, "ipc:///tmp", cfg->streams, cfg->io_threads}, b = {&l, "ipc:///tmp", 1, 1};
     return rv ? rv : bench_pair(cfg, a, b, 1.0, res); /* ours removes its socket files */
 }
 

@@ -11,7 +11,8 @@
 OBJ=$BUILD/obj
 OWN="wkr_main wkr_train wkr_model wkr_data wkr_report wkr_plot"
 INSIDE="worker/ps_api worker/wkr_client worker/wkr_arrays common/ps_boot common/ps_transport
-    common/ps_tp_auth common/ps_wire common/ps_chunk common/ps_count common/ps_net"
+    common/ps_tp_auth common/ps_wire common/ps_chunk common/ps_count common/ps_net
+    common/ps_plane"
 
 missing=""
 for o in $OWN; do

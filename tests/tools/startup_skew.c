@@ -69,7 +69,7 @@ int main(int argc, char **argv)
         }
     }
     ps_boot_t b;
-    if (ps_boot_init(&b, &argc, &argv, strcmp(argv[1], "server") == 0) != 0) {
+    if (ps_boot_init(&b, &argc, &argv, strcmp(argv[1], "server") == 0, 0) != 0) {
         fprintf(stderr, "startup_skew: %s\n", ps_error_msg());
         return 2;
     }

@@ -22,6 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -577,21 +582,45 @@ static void test_lanes(void **state)
     }
     ps_tp_destroy(&srv);
 
-    /* ipc lanes are the path and the path with ".1", ".2", ... */
-    char base[128], want[300];
-    snprintf(base, sizeof base, "ipc:///tmp/ps-test-lanes-%d.ipc", (int)getpid());
-    assert_int_equal(ps_tp_server_new(&srv, base, 2, NULL, ep, sizeof ep), 0);
-    snprintf(want, sizeof want, "%s %s.1", base, base);
+    /* ipc lanes are socket files "0", "1", ... in a new private folder
+     * (mode 0700, ours, a random name) inside the folder given; the
+     * transport removes files and folder. */
+    char parent[64], want[600];
+    snprintf(parent, sizeof parent, "/tmp/ps-test-lanes-XXXXXX");
+    assert_non_null(mkdtemp(parent));
+    snprintf(want, sizeof want, "ipc://%s", parent);
+    assert_int_equal(ps_tp_server_new(&srv, want, 2, NULL, ep, sizeof ep), 0);
+    char dir[200], f0[220], f1[220];
+    assert_int_equal(sscanf(ep, "ipc://%199[^ ]", dir), 1);
+    *strrchr(dir, '/') = '\0';
+    assert_true(strncmp(dir, parent, strlen(parent)) == 0);
+    const char *name = dir + strlen(parent);
+    assert_int_equal(strlen(name), strlen("/ps-0123456789ab-XXXXXX"));
+    assert_true(strncmp(name, "/ps-", 4) == 0 && strspn(name + 4, "0123456789abcdef") == 12);
+    snprintf(want, sizeof want, "ipc://%s/0 ipc://%s/1", dir, dir);
     assert_string_equal(ep, want);
-    char f0[200], f1[210];
-    snprintf(f0, sizeof f0, "%s", base + 6);
-    snprintf(f1, sizeof f1, "%s.1", f0);
+    struct stat st;
+    assert_int_equal(stat(dir, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0700);
+    assert_int_equal(st.st_uid, geteuid());
+    snprintf(f0, sizeof f0, "%s/0", dir);
+    snprintf(f1, sizeof f1, "%s/1", dir);
     assert_int_equal(access(f0, F_OK), 0);
     assert_int_equal(access(f1, F_OK), 0);
     ps_tp_destroy(&srv);
-    /* Both socket files are gone with the transport. */
+    /* Both socket files and the folder are gone with the transport. */
     assert_int_equal(access(f0, F_OK), -1);
     assert_int_equal(access(f1, F_OK), -1);
+    assert_int_equal(access(dir, F_OK), -1);
+    assert_int_equal(rmdir(parent), 0); /* empty again */
+
+    /* A folder that does not exist: refused, naming it. */
+    ps_error_clear();
+    assert_int_equal(ps_tp_server_new(&srv, "ipc:///nonexistent/ps", 1, NULL, ep, sizeof ep),
+                     PS_EIO);
+    assert_non_null(strstr(ps_error_msg(), "/nonexistent/ps"));
+    assert_null(srv);
 
     /* Too little room for the lanes, or a space in the base: refused. */
     ps_error_clear();
@@ -727,6 +756,348 @@ static void test_curve_rank_of_key(void **state)
     ps_tp_msg_release(&m);
 }
 
+/* A server with both planes advertises its ipc lanes first; a worker
+ * takes the lanes of its plane; a reply goes out on the plane the worker
+ * was placed on, and cannot go before the server knows. */
+static void test_two_planes(void **state)
+{
+    (void)state;
+    char parent[64], bases[128], ep[600], sel[600];
+    snprintf(parent, sizeof parent, "/tmp/ps-test-planes-XXXXXX");
+    assert_non_null(mkdtemp(parent));
+    snprintf(bases, sizeof bases, "ipc://%s tcp://127.0.0.1", parent);
+    ps_tp_t *srv = NULL, *ci = NULL, *ct = NULL;
+    assert_int_equal(ps_tp_server_new(&srv, bases, 2, NULL, ep, sizeof ep), 0);
+    /* ipc, ipc, tcp, tcp */
+    char l[4][200];
+    assert_int_equal(sscanf(ep, "%199s %199s %199s %199s", l[0], l[1], l[2], l[3]), 4);
+    assert_true(strncmp(l[0], "ipc://", 6) == 0 && strncmp(l[1], "ipc://", 6) == 0);
+    assert_true(strncmp(l[2], "tcp://127.0.0.1:", 16) == 0);
+    assert_true(strncmp(l[3], "tcp://127.0.0.1:", 16) == 0);
+    assert_int_equal(ps_tp_endpoint_select(ep, 1, sel, sizeof sel), 0);
+    char want[600];
+    snprintf(want, sizeof want, "%s %s", l[0], l[1]);
+    assert_string_equal(sel, want);
+    assert_int_equal(ps_tp_endpoint_select(ep, 0, sel, sizeof sel), 0);
+    snprintf(want, sizeof want, "%s %s", l[2], l[3]);
+    assert_string_equal(sel, want);
+    assert_int_equal(ps_tp_endpoint_select(l[2], 1, sel, sizeof sel), PS_ENOENT);
+    assert_non_null(strstr(ps_error_msg(), "no ipc endpoint"));
+    assert_int_equal(ps_tp_endpoint_select(ep, 1, sel, 20), PS_EINVAL);
+
+    /* Worker 0 over ipc, worker 1 over tcp. */
+    char ipc_lanes[600], tcp_lanes[600];
+    ps_tp_endpoint_select(ep, 1, ipc_lanes, sizeof ipc_lanes);
+    ps_tp_endpoint_select(ep, 0, tcp_lanes, sizeof tcp_lanes);
+    char *ei[1] = {ipc_lanes}, *et[1] = {tcp_lanes};
+    assert_int_equal(ps_tp_client_new(&ci, 0, 1, ei, 1, 1, NULL, NULL), 0);
+    assert_int_equal(ps_tp_client_new(&ct, 1, 1, et, 1, 1, NULL, NULL), 0);
+    float pay[1] = {2.0f};
+    ps_tp_msg_t m;
+    for (int w = 0; w < 2; w++) {
+        ps_hdr_t h = push_hdr((uint32_t)w, 1);
+        assert_int_equal(ps_tp_send(w ? ct : ci, 0, 0, &h, pay, sizeof pay, NULL, NULL), 0);
+        assert_int_equal(ps_tp_recv(srv, &m, WAIT_MS), 0);
+        assert_int_equal(m.peer, w);
+        ps_tp_msg_release(&m);
+    }
+    ps_hdr_t ack = ps_wire_hdr(PS_MSG_ACK, 0);
+    ps_error_clear();
+    assert_int_equal(ps_tp_send(srv, 0, 0, &ack, NULL, 0, NULL, NULL), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "no route to worker 0"));
+    ps_tp_place_t place[2] = {{.pid = 0, .ipc = 1}, {.pid = 0, .ipc = 0}};
+    assert_int_equal(ps_tp_server_place(srv, place, 2), 0);
+    for (int w = 0; w < 2; w++) {
+        assert_int_equal(ps_tp_send(srv, w, 0, &ack, NULL, 0, NULL, NULL), 0);
+        assert_int_equal(ps_tp_recv(w ? ct : ci, &m, WAIT_MS), 0);
+        assert_int_equal(m.hdr.type, PS_MSG_ACK);
+        ps_tp_msg_release(&m);
+    }
+    /* Placed on the wrong plane: the ROUTER there has no such peer. */
+    place[0].ipc = 0;
+    place[1].ipc = 1;
+    assert_int_equal(ps_tp_server_place(srv, place, 2), 0);
+    assert_int_equal(ps_tp_send(srv, 0, 0, &ack, NULL, 0, NULL, NULL), PS_EZMQ);
+    /* Worker 2 is not placed: no route. */
+    assert_int_equal(ps_tp_send(srv, 2, 0, &ack, NULL, 0, NULL, NULL), PS_EINVAL);
+    ps_tp_destroy(&ci);
+    ps_tp_destroy(&ct);
+    ps_tp_destroy(&srv);
+    assert_int_equal(rmdir(parent), 0); /* the private folder went with the server */
+
+    /* A plane the server does not have; one pid for two ranks. */
+    assert_int_equal(ps_tp_server_new(&srv, "tcp://127.0.0.1", 1, NULL, ep, sizeof ep), 0);
+    ps_tp_place_t one[1] = {{.pid = 0, .ipc = 1}};
+    assert_int_equal(ps_tp_server_place(srv, one, 1), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "no ipc endpoint"));
+    ps_tp_destroy(&srv);
+    ps_tp_keypair_t sk;
+    if (zmq_has("curve") && ps_tp_keypair(&sk) == 0) {
+        assert_int_equal(ps_tp_server_new(&srv, "ipc:///tmp", 1, &sk, ep, sizeof ep), 0);
+        ps_tp_place_t dup[3] = {{.pid = 77, .ipc = 1}, {.pid = 0, .ipc = 1}, {.pid = 77, .ipc = 1}};
+        assert_int_equal(ps_tp_server_place(srv, dup, 3), PS_EINVAL);
+        assert_non_null(strstr(ps_error_msg(), "one process id"));
+        dup[2].pid = 0; /* workers elsewhere all say 0 */
+        assert_int_equal(ps_tp_server_place(srv, dup, 3), 0);
+        ps_tp_destroy(&srv);
+    }
+}
+
+/* ps_tp_remove_ipc_files (for a signal handler) removes the files and
+ * folders of every live server; destroying them afterwards is harmless. */
+static void test_remove_ipc_files(void **state)
+{
+    (void)state;
+    char parent[64], base[80], ep[2][600], dir[2][200];
+    snprintf(parent, sizeof parent, "/tmp/ps-test-sig-XXXXXX");
+    assert_non_null(mkdtemp(parent));
+    snprintf(base, sizeof base, "ipc://%s", parent);
+    ps_tp_t *srv[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ps_tp_server_new(&srv[i], base, 2, NULL, ep[i], sizeof ep[i]), 0);
+        assert_int_equal(sscanf(ep[i], "ipc://%199[^ ]", dir[i]), 1);
+        *strrchr(dir[i], '/') = '\0';
+        assert_int_equal(access(dir[i], F_OK), 0);
+    }
+    ps_tp_remove_ipc_files();
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(access(dir[i], F_OK), -1);
+        ps_tp_destroy(&srv[i]);
+    }
+    assert_int_equal(rmdir(parent), 0);
+}
+
+/* --- ipc peer credentials, with real processes ----------------------------
+ *
+ * Children made with fork() connect to the server of this process: the
+ * kernel reports their real pid and uid (SO_PEERCRED), which no message
+ * field can change.  Each child waits on a pipe until the server has been
+ * told the pids, connects, sends one PUSH as `rank` and exits 0 when the
+ * server's reply came back, 1 when none came within `wait_ms`. */
+
+typedef struct {
+    pid_t pid;
+    int go; /* write end: one byte starts the child */
+} child_t;
+
+static void child_run(int go, const char *lanes, int rank, int uid, int wait_ms)
+{
+    char b;
+    if (read(go, &b, 1) != 1) {
+        _exit(3);
+    }
+    if (uid >= 0 && (setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0)) {
+        _exit(4);
+    }
+    ps_tp_t *cli = NULL;
+    char copy[600];
+    snprintf(copy, sizeof copy, "%s", lanes);
+    char *eps[1] = {copy};
+    if (ps_tp_client_new(&cli, rank, 1, eps, 1, 1, NULL, NULL) != 0) {
+        _exit(5);
+    }
+    float pay[1] = {1.0f};
+    ps_hdr_t h = push_hdr((uint32_t)rank, 1);
+    ps_tp_msg_t m;
+    int rv = ps_tp_send(cli, 0, 0, &h, pay, sizeof pay, NULL, NULL);
+    rv = rv ? rv : ps_tp_recv(cli, &m, wait_ms);
+    if (rv == 0) {
+        ps_tp_msg_release(&m);
+    }
+    /* No linger: a refused child must not hang on its queued message. */
+    _exit(rv == 0 ? 0 : 1);
+}
+
+static child_t child_start(const char *lanes, int rank, int uid, int wait_ms)
+{
+    int p[2];
+    child_t c = {-1, -1};
+    assert_int_equal(pipe(p), 0);
+    fflush(NULL);
+    c.pid = fork();
+    assert_true(c.pid >= 0);
+    if (c.pid == 0) {
+        close(p[1]);
+        child_run(p[0], lanes, rank, uid, wait_ms);
+    }
+    close(p[0]);
+    c.go = p[1];
+    return c;
+}
+
+static void child_go(child_t *c)
+{
+    assert_int_equal(write(c->go, "g", 1), 1);
+    close(c->go);
+}
+
+static int child_wait(child_t *c)
+{
+    int st = 0;
+    assert_int_equal(waitpid(c->pid, &st, 0), c->pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+typedef struct {
+    ps_tp_t *srv;
+    char lanes[600];
+    char dir[200];
+} ipc_srv_t;
+
+static void ipc_server(ipc_srv_t *s)
+{
+    ps_tp_keypair_t sk;
+    char ep[600];
+    memset(s, 0, sizeof *s);
+    assert_int_equal(ps_tp_keypair(&sk), 0);
+    assert_int_equal(ps_tp_server_new(&s->srv, "ipc:///tmp", 1, &sk, ep, sizeof ep), 0);
+    assert_int_equal(ps_tp_endpoint_select(ep, 1, s->lanes, sizeof s->lanes), 0);
+    assert_int_equal(sscanf(ep, "ipc://%199[^ ]", s->dir), 1);
+    *strrchr(s->dir, '/') = '\0';
+}
+
+/* Serve for `ms`: answer every message with an ACK on its stream; *got
+ * counts messages by auth_rank + 1 (index 0: none). */
+static void serve(ps_tp_t *srv, int ms, int got[8], int peer_of_auth[8])
+{
+    double end = now_ms() + ms;
+    while (now_ms() < end) {
+        ps_tp_msg_t m;
+        int rv = ps_tp_recv(srv, &m, 20);
+        if (rv != 0) {
+            continue;
+        }
+        int a = m.auth_rank >= 0 && m.auth_rank < 7 ? m.auth_rank + 1 : 0;
+        got[a]++;
+        peer_of_auth[a] = m.peer;
+        ps_hdr_t ack = ps_wire_hdr(PS_MSG_ACK, 0);
+        ps_tp_send(srv, m.peer, m.stream, &ack, NULL, 0, NULL, NULL);
+        ps_tp_msg_release(&m);
+    }
+}
+
+/* The workers whose pids the server was given get through, labelled with
+ * their ranks (a routing id claiming another rank is reported as such,
+ * for the server loop to refuse); a process of this user whose pid is not
+ * a worker's is refused at the handshake, counted, and nothing of its
+ * reaches the server. */
+static void test_ipc_peer_pid(void **state)
+{
+    (void)state;
+    if (!zmq_has("curve")) {
+        skip();
+    }
+    ipc_srv_t s;
+    ipc_server(&s);
+    /* Ranks 0 and 1 as themselves; rank 2's process claiming rank 1's
+     * routing id on another stream... of its own: routing id rank 5. */
+    child_t c[4];
+    c[0] = child_start(s.lanes, 0, -1, WAIT_MS);
+    c[1] = child_start(s.lanes, 1, -1, WAIT_MS);
+    c[2] = child_start(s.lanes, 5, -1, WAIT_MS);
+    c[3] = child_start(s.lanes, 3, -1, 1500); /* not a worker */
+    ps_tp_place_t place[3] = {{c[0].pid, 1}, {c[1].pid, 1}, {c[2].pid, 1}};
+    assert_int_equal(ps_tp_server_place(s.srv, place, 3), 0);
+    for (int i = 0; i < 4; i++) {
+        child_go(&c[i]);
+    }
+    int got[8] = {0}, peer[8] = {0};
+    serve(s.srv, 2000, got, peer);
+    assert_int_equal(child_wait(&c[0]), 0);
+    assert_int_equal(child_wait(&c[1]), 0);
+    assert_int_equal(child_wait(&c[2]), 0); /* the transport reports; the loop judges */
+    assert_int_equal(child_wait(&c[3]), 1); /* no reply: nothing of it got in */
+    assert_int_equal(got[1], 1);
+    assert_int_equal(peer[1], 0);
+    assert_int_equal(got[2], 1);
+    assert_int_equal(peer[2], 1);
+    assert_int_equal(got[3], 1);
+    assert_int_equal(peer[3], 5); /* routing id 5, process of rank 2 */
+    assert_int_equal(got[0], 0);  /* nothing without a rank */
+    ps_tp_stats_t st;
+    ps_tp_stats(s.srv, &st);
+    assert_true(st.handshakes_refused >= 1);
+    assert_int_equal(st.rx_msgs, 3);
+    ps_tp_destroy(&s.srv);
+    assert_int_equal(access(s.dir, F_OK), -1);
+}
+
+/* The uid check, apart from the folder's 0700: the folder and socket are
+ * opened to everyone here, and a worker's own pid connecting as another
+ * user (nobody) is still refused; the same child as our user gets in.
+ * Root only (to become nobody). */
+static void test_ipc_peer_uid(void **state)
+{
+    (void)state;
+    if (geteuid() != 0 || !zmq_has("curve")) {
+        skip();
+    }
+    ipc_srv_t s;
+    ipc_server(&s);
+    char f0[220];
+    snprintf(f0, sizeof f0, "%s/0", s.dir);
+    assert_int_equal(chmod(s.dir, 0755), 0);
+    assert_int_equal(chmod(f0, 0777), 0);
+    child_t c = child_start(s.lanes, 0, 65534, 1500);
+    ps_tp_place_t place[1] = {{c.pid, 1}};
+    assert_int_equal(ps_tp_server_place(s.srv, place, 1), 0);
+    child_go(&c);
+    int got[8] = {0}, peer[8] = {0};
+    serve(s.srv, 1700, got, peer);
+    assert_int_equal(child_wait(&c), 1);
+    ps_tp_stats_t st;
+    ps_tp_stats(s.srv, &st);
+    assert_int_equal(st.rx_msgs, 0);
+    /* It reached the socket (the handshake ran) and was refused. */
+    assert_true(st.handshakes_refused >= 1);
+    /* Control: the same, as our own user. */
+    child_t ok = child_start(s.lanes, 0, -1, WAIT_MS);
+    place[0].pid = ok.pid;
+    assert_int_equal(ps_tp_server_place(s.srv, place, 1), 0);
+    child_go(&ok);
+    serve(s.srv, 1000, got, peer);
+    assert_int_equal(child_wait(&ok), 0);
+    assert_int_equal(got[1], 1);
+    ps_tp_destroy(&s.srv);
+}
+
+/* Without the folder opened, another user cannot even reach the socket:
+ * connect(2) fails with EACCES (the first guard). */
+static void test_ipc_private_folder(void **state)
+{
+    (void)state;
+    if (geteuid() != 0) {
+        skip();
+    }
+    ps_tp_t *srv = NULL;
+    char ep[600], path[108];
+    assert_int_equal(ps_tp_server_new(&srv, "ipc:///tmp", 1, NULL, ep, sizeof ep), 0);
+    assert_int_equal(sscanf(ep, "ipc://%107s", path), 1);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0) {
+            _exit(4);
+        }
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        memcpy(a.sun_path, path, sizeof path);
+        int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+        _exit(rc != 0 && errno == EACCES ? 0 : 1);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* Control: as our user the same connect reaches the socket. */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    memcpy(a.sun_path, path, sizeof path);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    close(fd);
+    ps_tp_destroy(&srv);
+}
+
 static void test_bind_refused(void **state)
 {
     (void)state;
@@ -752,6 +1123,11 @@ int main(void)
         cmocka_unit_test(test_lanes),
         cmocka_unit_test(test_curve_every_lane),
         cmocka_unit_test_setup_teardown(test_curve_rank_of_key, setup, teardown),
+        cmocka_unit_test(test_two_planes),
+        cmocka_unit_test(test_remove_ipc_files),
+        cmocka_unit_test(test_ipc_peer_pid),
+        cmocka_unit_test(test_ipc_peer_uid),
+        cmocka_unit_test(test_ipc_private_folder),
         cmocka_unit_test(test_bind_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
