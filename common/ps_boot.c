@@ -416,19 +416,9 @@ int ps_boot_servers_max_u64(ps_boot_t *b, uint64_t *v)
     return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Allreduce", rv);
 }
 
-static void (*g_on_abort)(void);
-
-void ps_boot_on_abort(void (*fn)(void))
-{
-    g_on_abort = fn;
-}
-
 void ps_boot_abort(ps_boot_t *b, int code)
 {
     (void)b;
-    if (g_on_abort) {
-        g_on_abort();
-    }
     fflush(stdout);
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, code ? code : 1);

@@ -107,12 +107,8 @@ int ps_boot_servers_gather(ps_boot_t *b, const float *mine, size_t n, float *out
                            const size_t *counts);
 /* Servers: maximum of a value over all servers, on all. */
 int ps_boot_servers_max_u64(ps_boot_t *b, uint64_t *v);
-/* Ends every rank of the job with `code`; does not return.  MPI_Abort
- * ends this process without running atexit handlers or the callers'
- * cleanup: `fn` (NULL: none) runs first, whichever call aborts (the
- * server removes its ipc socket files there). */
+/* Ends every rank of the job with `code`; does not return. */
 void ps_boot_abort(ps_boot_t *b, int code) __attribute__((noreturn));
-void ps_boot_on_abort(void (*fn)(void));
 void ps_boot_finalize(ps_boot_t *b);
 
 #endif

@@ -4,13 +4,15 @@
 #include "ps_tp_auth.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
-#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -24,12 +26,13 @@ _Static_assert(sizeof(zmq_msg_t) <= sizeof(((ps_tp_msg_t *)0)->impl), "zmq_msg_t
 #define ZMQ_ZAP_ENFORCE_DOMAIN 93
 #endif
 
-/* A server's private folder of ipc socket files: fixed storage, so that a
- * signal handler can remove it (ps_tp_remove_ipc_files). */
+/* A server's private folder of ipc socket files. */
 typedef struct {
     char dir[PATH_CAP];
     char file[PS_TP_MAX_LANES][PATH_CAP];
-    volatile sig_atomic_t nfiles; /* lanes bound so far */
+    int nfiles;     /* lanes bound so far */
+    pid_t janitor;  /* removes the folder when we are gone; 0: none */
+    int janitor_fd; /* the write end of its pipe; -1: none */
 } ipc_dir_t;
 
 struct ps_tp {
@@ -41,42 +44,65 @@ struct ps_tp {
     zmq_pollitem_t *items;
     int next; /* round-robin start for fairness between servers */
     ps_tp_stats_t st;
-    ps_tp_auth_t *auth;      /* server with authentication only */
-    int ipc_sock, tcp_sock;  /* server: the ROUTER of each plane, -1 when none */
-    unsigned char *via_ipc;  /* server with both planes: [nplaced], 1 for ipc */
+    ps_tp_auth_t *auth;     /* server with authentication only */
+    int ipc_sock, tcp_sock; /* server: the ROUTER of each plane, -1 when none */
+    unsigned char *via_ipc; /* server with both planes: [nplaced], 1 for ipc */
     int nplaced;
-    ipc_dir_t *ipc;          /* server on ipc: removed at the end */
+    ipc_dir_t *ipc; /* server on ipc: removed at the end */
 };
 
-/* The folders of this process's servers, for a signal handler. */
-#define REG_SLOTS 8
-static ipc_dir_t *volatile g_ipc_dirs[REG_SLOTS];
+/* The janitor: a shell that waits for the end of a pipe whose only writer
+ * is this process, then removes the folder.  The pipe ends however this
+ * process ends (SIGKILL, MPI_Abort, mpirun's SIGTERM, a second Ctrl-C),
+ * so the folder never outlives the job.  posix_spawn does not copy this
+ * process's memory (it may hold memory registered with a network card);
+ * the shell keeps no other descriptor (mpirun's output pipes must close
+ * when the server ends) and has a process group of its own (a Ctrl-C or a
+ * group kill meant for the job must not end it first). */
+static const char JANITOR[] = "while read -r _; do :; done; rm -f -- \"$1\"/[0-9]; rmdir -- \"$1\"";
 
-static void ipc_dir_remove(const ipc_dir_t *d)
+static void janitor_start(ipc_dir_t *d)
+{
+    int p[2];
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    char *argv[] = {"sh", "-c", (char *)JANITOR, "ps-ipc-janitor", d->dir, NULL};
+    extern char **environ;
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        return;
+    }
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[0], 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&at, 0);
+    if (posix_spawn(&d->janitor, "/bin/sh", &fa, &at, argv, environ) == 0) {
+        d->janitor_fd = p[1];
+    } else {
+        d->janitor = 0;
+        close(p[1]);
+        ps_log_debug("no janitor for %s (cannot run /bin/sh): a server killed outright "
+                     "leaves it behind", d->dir);
+    }
+    close(p[0]);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+}
+
+static void ipc_dir_remove(ipc_dir_t *d)
 {
     for (int i = 0; i < d->nfiles; i++) {
         unlink(d->file[i]);
     }
-    rmdir(d->dir);
-}
-
-void ps_tp_remove_ipc_files(void)
-{
-    for (int i = 0; i < REG_SLOTS; i++) {
-        ipc_dir_t *d = g_ipc_dirs[i];
-        if (d) {
-            ipc_dir_remove(d);
-        }
+    if (d->dir[0]) {
+        rmdir(d->dir);
     }
-}
-
-static void ipc_dir_register(ipc_dir_t *d, int on)
-{
-    for (int i = 0; i < REG_SLOTS; i++) {
-        if (on ? g_ipc_dirs[i] == NULL : g_ipc_dirs[i] == d) {
-            g_ipc_dirs[i] = on ? d : NULL;
-            return;
-        }
+    if (d->janitor_fd >= 0) {
+        close(d->janitor_fd); /* it finds nothing left to remove, and ends */
+        waitpid(d->janitor, NULL, 0);
     }
 }
 
@@ -262,10 +288,11 @@ static int bind_ipc(ps_tp_t *tp, const char *parent, int lanes, int threads, cha
     if (!(tp->ipc = calloc(1, sizeof *tp->ipc))) {
         return PS_ENOMEM;
     }
+    tp->ipc->janitor_fd = -1;
     if ((rv = make_private_dir(tp->ipc, parent)) != 0) {
         return rv;
     }
-    ipc_dir_register(tp->ipc, 1);
+    janitor_start(tp->ipc);
     for (int i = 0; i < lanes; i++) {
         char file[PATH_CAP + 16];
         snprintf(file, sizeof file, "%s/%d", tp->ipc->dir, i);
@@ -533,7 +560,6 @@ void ps_tp_destroy(ps_tp_t **tpp)
     }
     ps_tp_auth_stop(&tp->auth);
     if (tp->ipc) {
-        ipc_dir_register(tp->ipc, 0);
         /* libzmq may leave a socket file behind when the socket closes. */
         ipc_dir_remove(tp->ipc);
         free(tp->ipc);

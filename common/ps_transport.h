@@ -48,8 +48,9 @@
  * any process of this user) can send messages, under any routing id not
  * already connected.
  * The ipc folder and its socket files are removed by ps_tp_destroy, also
- * when ps_tp_server_new fails half-way, and by ps_tp_remove_ipc_files
- * (for a signal handler).
+ * when ps_tp_server_new fails half-way, and, when this process ends
+ * without it (killed, MPI_Abort), by a small janitor process (/bin/sh)
+ * that waits for this process to be gone.
  * Not thread-safe: one thread per ps_tp_t (the ZAP thread is internal).
  */
 #ifndef PS_TRANSPORT_H
@@ -129,10 +130,6 @@ int ps_tp_server_place(ps_tp_t *tp, const ps_tp_place_t *place, int n);
 /* The lanes of one plane (ipc when `ipc`, else tcp) of an advertised
  * endpoint, space-separated, into out; PS_ENOENT when it has none. */
 int ps_tp_endpoint_select(const char *advertised, int ipc, char *out, size_t cap);
-/* Async-signal-safe: remove the ipc socket files and folders of every
- * server of this process (ps_tp_destroy does it otherwise), for a
- * handler of the signals that end a job (SIGTERM from mpirun). */
-void ps_tp_remove_ipc_files(void);
 /* Connect `streams` (1..PS_TP_MAX_STREAMS) DEALERs to every server
  * endpoint (as ps_tp_server_new advertises it: lanes separated by spaces),
  * with routing ids naming `rank` and the stream; stream j of server s goes

@@ -23,7 +23,6 @@
 #include "srv_optim.h"
 #include "srv_save.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -594,27 +593,6 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
     return rv;
 }
 
-/* mpirun ends the other ranks with SIGTERM when one fails: the ipc
- * socket files must not outlive the job. */
-static void on_term(int sig)
-{
-    ps_tp_remove_ipc_files();
-    raise(sig); /* SA_RESETHAND: the default action, once this returns */
-}
-
-static void remove_files_on_signals(void)
-{
-    const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
-        struct sigaction old, sa = {.sa_handler = on_term, .sa_flags = SA_RESETHAND};
-        sigemptyset(&sa.sa_mask);
-        /* Leave a handler someone else installed alone. */
-        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
-            sigaction(sigs[i], &sa, NULL);
-        }
-    }
-}
-
 int main(int argc, char **argv)
 {
     srv_cfg_t c = {
@@ -643,8 +621,6 @@ int main(int argc, char **argv)
         return 2;
     }
     ps_log_set_name("ps-server", b.rank);
-    remove_files_on_signals();
-    ps_boot_on_abort(ps_tp_remove_ipc_files);
     if (c.quiet) {
         ps_log_set_level(0);
     }

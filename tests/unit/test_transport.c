@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -843,28 +844,59 @@ static void test_two_planes(void **state)
     }
 }
 
-/* ps_tp_remove_ipc_files (for a signal handler) removes the files and
- * folders of every live server; destroying them afterwards is harmless. */
-static void test_remove_ipc_files(void **state)
+/* A server process killed outright (SIGKILL: no cleanup of its own)
+ * leaves no folder behind: its janitor removes it.  A server destroyed
+ * normally leaves no janitor behind either. */
+static void test_ipc_janitor(void **state)
 {
     (void)state;
-    char parent[64], base[80], ep[2][600], dir[2][200];
-    snprintf(parent, sizeof parent, "/tmp/ps-test-sig-XXXXXX");
+    char parent[64], base[80], dir[200] = "";
+    snprintf(parent, sizeof parent, "/tmp/ps-test-janitor-XXXXXX");
     assert_non_null(mkdtemp(parent));
     snprintf(base, sizeof base, "ipc://%s", parent);
-    ps_tp_t *srv[2] = {NULL, NULL};
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(ps_tp_server_new(&srv[i], base, 2, NULL, ep[i], sizeof ep[i]), 0);
-        assert_int_equal(sscanf(ep[i], "ipc://%199[^ ]", dir[i]), 1);
-        *strrchr(dir[i], '/') = '\0';
-        assert_int_equal(access(dir[i], F_OK), 0);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ps_tp_t *srv = NULL;
+        char ep[600];
+        if (ps_tp_server_new(&srv, base, 2, NULL, ep, sizeof ep) != 0) {
+            _exit(1);
+        }
+        if (write(p[1], ep, strlen(ep) + 1) < 0) {
+            _exit(2);
+        }
+        for (;;) {
+            pause(); /* until killed */
+        }
     }
-    ps_tp_remove_ipc_files();
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(access(dir[i], F_OK), -1);
-        ps_tp_destroy(&srv[i]);
+    close(p[1]);
+    char ep[600] = "";
+    ssize_t n = read(p[0], ep, sizeof ep - 1);
+    close(p[0]);
+    assert_true(n > 0);
+    assert_int_equal(sscanf(ep, "ipc://%199[^ ]", dir), 1);
+    *strrchr(dir, '/') = '\0';
+    assert_int_equal(access(dir, F_OK), 0);
+    kill(pid, SIGKILL);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    for (int t = 0; t < 200 && access(dir, F_OK) == 0; t++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
     }
-    assert_int_equal(rmdir(parent), 0);
+    assert_int_equal(access(dir, F_OK), -1);
+    assert_int_equal(rmdir(parent), 0); /* nothing else was left in it */
+
+    /* In this process: destroy waits for its janitor, so no child is left. */
+    ps_tp_t *srv = NULL;
+    assert_int_equal(ps_tp_server_new(&srv, "ipc:///tmp", 1, NULL, ep, sizeof ep), 0);
+    ps_tp_destroy(&srv);
+    assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
+    assert_int_equal(errno, ECHILD);
 }
 
 /* --- ipc peer credentials, with real processes ----------------------------
@@ -1124,7 +1156,7 @@ int main(void)
         cmocka_unit_test(test_curve_every_lane),
         cmocka_unit_test_setup_teardown(test_curve_rank_of_key, setup, teardown),
         cmocka_unit_test(test_two_planes),
-        cmocka_unit_test(test_remove_ipc_files),
+        cmocka_unit_test(test_ipc_janitor),
         cmocka_unit_test(test_ipc_peer_pid),
         cmocka_unit_test(test_ipc_peer_uid),
         cmocka_unit_test(test_ipc_private_folder),
