@@ -30,7 +30,7 @@ with --endpoint-file, then attacks every server:
              --stop-file exists (does unauthenticated noise keep a server
              from noticing a silent worker?).
 
-Writes a JSON report to --report.  Exit status 0 unless the intruder itself
+Writes a JSON report to --report (with the endpoints it attacked).  Exit status 0 unless the intruder itself
 failed (no endpoint file, ...).
 """
 import argparse
@@ -476,6 +476,7 @@ def main():
         "queued_plain", "queued_curve", "queued_wrongkey", "not_queued_plain",
         "not_queued_curve", "not_queued_wrongkey")}
     rep["servers"] = len(eps)
+    rep["endpoints"] = [ep for _, ep, _ in eps]
     {"secure": secure, "insecure": insecure, "trickle": trickle}[a.mode](a, eps, rep, rng)
     tmp = a.report + ".tmp"
     with open(tmp, "w") as f:

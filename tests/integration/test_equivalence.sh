@@ -6,6 +6,8 @@
 #   S=2 (and S=3)           ==  S=1, bit for bit
 #   two identical runs      ==  bit for bit
 #   --streams 3 and 16      ==  --streams 1, bit for bit
+#   ipc (the one-host default, peer credentials), tcp (CurveZMQ), both
+#   with --insecure, and one worker on each plane at once  ==  bit for bit
 # "==" up to float summation order where the batch is split differently.
 . "$(dirname "$0")/lib.sh"
 
@@ -77,4 +79,40 @@ if streams_run one 1 "--streams 1 --io-threads 1" && streams_run three 1 "--stre
         same_bits "$TMP/one.st" "$TMP/many.st"
 else
     not_ok "streams jobs ran"
+fi
+
+# Transports: the same 2-server job over ipc (the default on one host:
+# peer credentials, no encryption), tcp (CurveZMQ), both without
+# authentication, and with worker 0 on tcp and worker 1 on ipc at once
+# (each server then binds both planes).  A tensor's bits must not depend
+# on the path it took.
+TR="--batch-size 32"
+planes() { # name "server flags" [worker 0 flags]: 2 servers, 2 workers
+    # shellcheck disable=SC2086
+    timeout -k 5 120 mpirun --oversubscribe -np 2 "$SERVER" $SRV $2 --save "$TMP/$1.st" \
+        : -np 1 "$WORKER" --progress none $MODEL $TR ${3:-} \
+        : -np 1 "$WORKER" --progress none $MODEL $TR >"$TMP/$1.log" 2>&1 ||
+        { echo "# job $1 failed:"; tail -5 "$TMP/$1.log" | sed 's/^/#   /'; return 1; }
+}
+said() { grep -q "ps-server\[0\]: data plane: $2\$" "$TMP/$1.log"; }
+if planes ipc "" && planes tcp "--transport tcp" && planes ipc_open "--insecure" &&
+    planes tcp_open "--transport tcp --insecure" && planes mixed "" "--transport tcp"; then
+    check "default on one host is ipc with peer credentials" \
+        said ipc "ipc (peer credentials) to 2 local workers"
+    check "--transport tcp on the servers: tcp+CurveZMQ" said tcp "tcp+CurveZMQ to 2 local workers"
+    check "--insecure: no authentication on either plane" \
+        eval 'said ipc_open "ipc (no authentication) to 2 local workers" &&
+              said tcp_open "tcp (no authentication) to 2 local workers"'
+    check "worker 0 with --transport tcp: one worker on each plane" \
+        said mixed "ipc (peer credentials) to 1 local worker, tcp+CurveZMQ to 1 local worker"
+    check "the same default job again (ipc) == the 2-server job above, bit for bit" \
+        same_bits "$TMP/s2.st" "$TMP/ipc.st"
+    check "tcp (CurveZMQ) == ipc (peer credentials), bit for bit" \
+        same_bits "$TMP/ipc.st" "$TMP/tcp.st"
+    check "ipc --insecure == ipc, bit for bit" same_bits "$TMP/ipc.st" "$TMP/ipc_open.st"
+    check "tcp --insecure == ipc, bit for bit" same_bits "$TMP/ipc.st" "$TMP/tcp_open.st"
+    check "one worker on tcp and one on ipc == ipc, bit for bit" \
+        same_bits "$TMP/ipc.st" "$TMP/mixed.st"
+else
+    not_ok "transport jobs ran"
 fi

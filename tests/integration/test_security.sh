@@ -2,14 +2,22 @@
 # The data port under attack (tests/integration/intruder.py, a hostile
 # libzmq client in /usr/bin/python3).
 #
-# 1. Closed port (CurveZMQ, the default): while the job trains, the intruder
-#    keeps connecting a plain-text DEALER, a CURVE DEALER with its own key
-#    pair and the server's real public key (from --endpoint-file), and one
-#    with a wrong server key, and keeps sending well-formed PUSH/PULL/
-#    REGISTER/SHUTDOWN messages.  The job must succeed with a model bit for
-#    bit the undisturbed run's, every server must report "rejected 0" (not
-#    one message got through to be processed), refused handshakes > 0, and
-#    no intruder handshake may ever succeed.
+# 1. Closed port over tcp (CurveZMQ, the default between hosts; forced
+#    here with --transport tcp): while the job trains, the intruder keeps
+#    connecting a plain-text DEALER, a CURVE DEALER with its own key pair
+#    and the server's real public key (from --endpoint-file), and one with
+#    a wrong server key, and keeps sending well-formed PUSH/PULL/REGISTER/
+#    SHUTDOWN messages.  The job must succeed with a model bit for bit the
+#    undisturbed run's, every server must report "rejected 0" (not one
+#    message got through to be processed), refused handshakes > 0, and no
+#    intruder handshake may ever succeed.
+# 1b. Closed port over ipc (peer credentials, the default on one host): the
+#    same intruder, a process of our own user that is not a rank, connects
+#    to the ipc endpoint in --endpoint-file (the folder is ours, so it can
+#    reach the socket).  The same must hold: the model bit for bit the
+#    undisturbed one's, rejected 0, handshakes refused and counted, none
+#    succeeded, and the servers' log names the intruder's own pid as the
+#    refused process.
 # 2. Open port (--insecure): the intruder sends a counted corpus of
 #    malformed and unauthorised messages (random bytes, wrong frame counts,
 #    every truncated header length, oversized frames, wrong magic/version/
@@ -120,16 +128,18 @@ by_reason() { # LOG [REASON]: "reason count" lines summed over servers, or one c
                   for (r in n) print r, n[r] }' | sort
 }
 
-# --- 1. the closed port ------------------------------------------------------
+# --- 1. the closed port over tcp (CurveZMQ) --------------------------------
 
-if job A ""; then
-    ok "undisturbed secure job (CurveZMQ), 2 servers x 2 workers"
+if job A "--transport tcp"; then
+    ok "undisturbed secure job (tcp, CurveZMQ), 2 servers x 2 workers"
 else
-    not_ok "undisturbed secure job (CurveZMQ), 2 servers x 2 workers"
+    not_ok "undisturbed secure job (tcp, CurveZMQ), 2 servers x 2 workers"
 fi
+check "its servers say: data plane: tcp+CurveZMQ to 2 local workers" \
+    grep -q "ps-server\[0\]: data plane: tcp+CurveZMQ to 2 local workers" "$TMP/A.log"
 
 intruder B secure
-job B ""
+job B "--transport tcp"
 rc=$?
 intruder_wait B
 irc=$?
@@ -160,6 +170,51 @@ else
     grep 'ps-server.*\(done\|rejected\)' "$TMP/B.log" | sed 's/^/#   /'
 fi
 check "the undisturbed job refused no handshake" [ "$(refused "$TMP/A.log")" = 0 ]
+
+# --- 1b. the closed port over ipc (peer credentials) ---------------------------
+
+if job E ""; then
+    ok "undisturbed secure job on one host (ipc, peer credentials)"
+else
+    not_ok "undisturbed secure job on one host (ipc, peer credentials)"
+fi
+check "its servers say: data plane: ipc (peer credentials) to 2 local workers" \
+    grep -q "ps-server\[0\]: data plane: ipc (peer credentials) to 2 local workers" "$TMP/E.log"
+check "ipc model == tcp (CurveZMQ) model, bit for bit" same_bits "$TMP/A.st" "$TMP/E.st"
+
+intruder F secure
+job F ""
+rc=$?
+intruder_wait F
+irc=$?
+attacked=$("$PY" -c 'import json, sys
+print(" ".join(json.load(open(sys.argv[1])).get("endpoints", [])))' "$TMP/F.json" 2>/dev/null)
+check "the intruder attacked the servers' ipc endpoints ($attacked)" \
+    sh -c "echo '$attacked' | grep -Eq '^ipc://[^ ]+/0 ipc://[^ ]+/0\$'"
+if [ $rc -eq 0 ]; then
+    ok "ipc job succeeds while a same-user process that is not a rank attacks it"
+else
+    not_ok "ipc job succeeds while a same-user process that is not a rank attacks it (status $rc)"
+fi
+check "the intruder ran and connected (report written)" [ $irc -eq 0 ]
+check "model under attack == undisturbed model, bit for bit" same_bits "$TMP/E.st" "$TMP/F.st"
+n_ref=$(refused "$TMP/F.log")
+n_rej=$(rejected "$TMP/F.log")
+echo "# intruder (ipc): $(field F client_handshakes_connected) connections," \
+    "$(field F client_handshakes_failed) failed and" \
+    "$(field F client_handshakes_succeeded) succeeded handshakes;" \
+    "servers: refused $n_ref, rejected $n_rej"
+check "the servers refused the intruder's handshakes ($n_ref > 0)" [ "$n_ref" -gt 0 ]
+check "no intruder handshake succeeded" [ "$(field F client_handshakes_succeeded)" = 0 ]
+if [ "$(nsummaries "$TMP/F.log")" = 2 ] && [ "$n_rej" = 0 ]; then
+    ok "both servers report rejected 0: nothing of the intruder's was processed"
+else
+    not_ok "both servers report rejected 0 (saw $(nsummaries "$TMP/F.log") summaries, $n_rej rejected)"
+fi
+check "the servers name the intruder's own pid ($IPID) as refused: not a rank of this job" \
+    grep -q "refused an ipc connection from uid $(id -u) pid $IPID: not a rank of this job" \
+    "$TMP/F.log"
+check "the undisturbed ipc job refused no handshake" [ "$(refused "$TMP/E.log")" = 0 ]
 
 # --- 2. the open port, hostile input ------------------------------------------
 
