@@ -6,7 +6,11 @@
 # their namespace (tests/cluster/rsh-agent.sh), the way it would use ssh.
 #
 # Checked: a job with the servers on one host and the workers on the others
-# gives the same model, bit for bit, as the same job on one host; the
+# gives the same model, bit for bit, as the same job on one host; so does a
+# job with the servers and worker 0 on host 1 and worker 1 on host 2, where
+# worker 0 talks to the servers over ipc and worker 1 over tcp (the
+# servers bind both and say so); --transport ipc with a worker on another
+# host fails at once naming both ranks and hosts; the
 # servers advertise the subnet address by default, --iface and --bind work,
 # a wrong --iface fails fast naming it, an unreachable advertised address
 # ends the job instead of hanging; the bytes each step moves match the
@@ -186,6 +190,18 @@ printf '%s slots=2\n' "$H3" >"$TMP/workers.txt"
 check_multi apphf "per-role hostfiles: a server on each of hosts 1+2, both workers on host 3" \
     "" -np 2 --hostfile "$TMP/servers.txt" SERVER : -np 2 --hostfile "$TMP/workers.txt" WORKER
 
+# Mixed placement: the servers and worker 0 share host 1, worker 1 runs on
+# host 2.  Worker 0 reaches the servers over ipc (peer credentials), worker
+# 1 over tcp (CurveZMQ), in the same job and bit for bit the same model.
+check_multi mixed "servers + worker 0 on host 1, worker 1 on host 2 (ipc and tcp at once)" "" \
+    -np 2 --host "$H1:2" SERVER : -np 1 --host "$H1:1" WORKER : -np 1 --host "$H2:1" WORKER
+mixed_line="data plane: ipc (peer credentials) to 1 local worker, tcp+CurveZMQ to 1 remote worker"
+check "both servers say: $mixed_line" \
+    [ "$(grep -c "ps-server\[[01]\]: $mixed_line\$" "$TMP/mixed.log")" = 2 ]
+check "each server binds an ipc and a tcp endpoint (subnet address)" \
+    [ "$(grep -c "ps-server\[[01]\]: data port ipc://[^ ]*/0 ipc://[^ ]*/1 tcp://$SUBNET\.1:[0-9]* tcp://$SUBNET\.1:[0-9]*\$" \
+        "$TMP/mixed.log")" = 2 ]
+
 # --- failures must be prompt and say why ------------------------------------
 
 # expect_fail NAME "what" REGEX LIMIT "server flags" ["worker flags"]: the
@@ -219,6 +235,12 @@ expect_fail nosuch "--iface nosuch0 fails fast, naming the interface" "nosuch0" 
 # control for the default test above: loopback cannot carry this job.
 expect_fail lo "an unreachable advertised address (--iface lo) ends the job after --timeout" \
     "did not|timed out|timeout" 20 "--iface lo --timeout 3" "--timeout 3"
+
+# ipc reaches only this host: asked for with a worker elsewhere, the job
+# ends at start-up naming the ranks and their hosts.
+expect_fail ipcfar "--transport ipc with workers on other hosts fails at start-up, naming them" \
+    "says --transport ipc, but server [01] runs on $H1 and worker [01] on psh[23]-$TAG" 20 \
+    "--transport ipc --timeout 3"
 
 # --- what crosses the network, and how fast ---------------------------------
 
