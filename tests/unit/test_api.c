@@ -34,6 +34,7 @@ static void test_null_means_defaults(void **state)
     assert_int_equal(o.streams, PS_DEFAULT_STREAMS);
     assert_int_equal(o.compress, PS_COMPRESS_NONE);
     assert_int_equal(o.quiet, 0);
+    assert_int_equal(o.transport, PS_TRANSPORT_AUTO);
 }
 
 static void test_current_size(void **state)
@@ -44,8 +45,10 @@ static void test_current_size(void **state)
     in.timeout_s = 7;
     in.streams = 3;
     in.compress = PS_COMPRESS_BF16;
+    in.transport = PS_TRANSPORT_TCP;
     assert_int_equal(in.struct_size, sizeof in);
     assert_int_equal(ps_api_options(&in, &o), 0);
+    assert_int_equal(o.transport, PS_TRANSPORT_TCP);
     assert_string_equal(o.name, "me");
     assert_int_equal(o.timeout_s, 7);
     assert_int_equal(o.streams, 3);
@@ -75,6 +78,13 @@ static void test_older_shorter_struct(void **state)
     assert_int_equal(o.quiet, 1);
     assert_int_equal(o.compress, PS_COMPRESS_NONE);  /* not 0xabababab */
     assert_int_equal(o.streams, PS_DEFAULT_STREAMS); /* not 0xabababab */
+    /* API 3's struct ended before `transport`: auto, not the garbage. */
+    buf.o.struct_size = offsetof(ps_options_t, transport);
+    buf.o.compress = PS_COMPRESS_FP16;
+    buf.o.streams = 3;
+    assert_int_equal(ps_api_options(&buf.o, &o), 0);
+    assert_int_equal(o.streams, 3);
+    assert_int_equal(o.transport, PS_TRANSPORT_AUTO);
     /* Only the size field: everything defaults. */
     buf.o.struct_size = sizeof(size_t);
     assert_int_equal(ps_api_options(&buf.o, &o), 0);
@@ -116,6 +126,12 @@ static void test_refused(void **state)
     assert_int_equal(ps_api_options(&in, &o), PS_EINVAL);
     in.compress = 0;
     in.io_threads = 65;
+    assert_int_equal(ps_api_options(&in, &o), PS_EINVAL);
+    in.io_threads = 0;
+    in.transport = 3;
+    assert_int_equal(ps_api_options(&in, &o), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "transport 3"));
+    in.transport = -1;
     assert_int_equal(ps_api_options(&in, &o), PS_EINVAL);
 }
 
