@@ -18,24 +18,50 @@
 #                   plus the final test accuracy of both.  fmnist_vs_ddp is
 #                   our job with --insecure (the benchmark mode; gloo has no
 #                   encryption either), fmnist_vs_ddp_curve the secure default
-# and a table of every line closes the run.  Exit status 0 when every
+#                   (its name is kept: on one host the default is now ipc
+#                   with peer credentials, not CurveZMQ)
+#   fmnist_vs_torch1  the same whole job with DEFAULT flags (on one host: ipc
+#                   with peer credentials) timed from mpirun to exit, vs ONE
+#                   plain PyTorch process (torch's default threads) with the
+#                   global batch (128), 5 epochs and the same cosine lr,
+#                   timed from its start to exit (tests/bench/torch_single.py);
+#                   best of FMNIST_TORCH1_RUNS alternated runs of each; the
+#                   final test accuracies must agree within 0.01
+#                   (fmnist_accuracy_vs_torch1), or the benchmark fails
+# and a table of every line closes the run.  `run.sh NAME...` runs only the
+# named ones (bench_update bench_pushpull fmnist fmnist_vs_ddp
+# fmnist_vs_torch1), still writing $BUILD/bench.jsonl afresh.  Exit status 0 when every
 # benchmark ran; a skipped reference (no torch) is not a failure.
 #
 # Environment: BUILD (build folder, default build), BINDIR (binaries,
 # default bin), BENCH_PYTHON (the interpreter with torch and numpy, default
 # /usr/bin/python3), FMNIST_DDP_RUNS (runs of each side of fmnist_vs_ddp,
-# default 2; the machine is shared, so the best run of each is kept).
+# default 2; the machine is shared, so the best run of each is kept),
+# FMNIST_TORCH1_RUNS (the same for fmnist_vs_torch1, default 2).
 set -u
 BUILD=${BUILD:-build}
 BINDIR=${BINDIR:-bin}
 PY=${BENCH_PYTHON:-/usr/bin/python3}
 DDP_RUNS=${FMNIST_DDP_RUNS:-2}
-case "$DDP_RUNS" in
-'' | *[!0-9]* | 0)
-    echo "bench: FMNIST_DDP_RUNS must be a whole number >= 1, not '$DDP_RUNS'" >&2
-    exit 2
-    ;;
-esac
+T1_RUNS=${FMNIST_TORCH1_RUNS:-2}
+for v in "FMNIST_DDP_RUNS=$DDP_RUNS" "FMNIST_TORCH1_RUNS=$T1_RUNS"; do
+    case "${v#*=}" in
+    '' | *[!0-9]* | 0)
+        echo "bench: ${v%%=*} must be a whole number >= 1, not '${v#*=}'" >&2
+        exit 2
+        ;;
+    esac
+done
+for b in "$@"; do
+    case "$b" in
+    bench_update | bench_pushpull | fmnist | fmnist_vs_ddp | fmnist_vs_torch1) ;;
+    *)
+        echo "bench: unknown benchmark '$b' (bench_update bench_pushpull fmnist" \
+            "fmnist_vs_ddp fmnist_vs_torch1)" >&2
+        exit 2
+        ;;
+    esac
+done
 OUT="$BUILD/bench.jsonl"
 LOG_DIR="$BUILD/bench-logs"
 status=0
@@ -231,7 +257,7 @@ run_fmnist_vs_ddp() {
         fi
         vs_ours_once "" "" || return
         keep_best ours "$vs_ours_s" "$vs_ours_acc"
-        # The same job without CurveZMQ: gloo neither authenticates nor
+        # The same job without authentication: gloo neither authenticates nor
         # encrypts, so this is the like-for-like figure.
         vs_ours_once --insecure -insecure || return
         keep_best insecure "$vs_ours_s" "$vs_ours_acc"
@@ -255,16 +281,91 @@ run_fmnist_vs_ddp() {
         skip = (r == "" || r + 0 <= 0)
         # fmnist_vs_ddp: the benchmark mode (--insecure, which the servers
         # offer for benchmarks; gloo neither authenticates nor encrypts).
-        # fmnist_vs_ddp_curve: the secure default, CurveZMQ on every byte.
+        # fmnist_vs_ddp_curve: the secure default (on one host: ipc, peer
+        # credentials; the name is from when that meant CurveZMQ).
         ref = "PyTorch DDP gloo, 2 processes" (skip ? " (skipped)" : "")
         line("fmnist_vs_ddp", vi, "s", ref, skip ? "" : r, skip ? 0 : r / vi, "%.3f")
         ref = "PyTorch DDP gloo, 2 processes, test accuracy" (skip ? " (skipped)" : "")
         line("fmnist_accuracy_vs_ddp", va, "accuracy", ref, skip ? "" : ra,
              skip ? 0 : va / ra, "%.4f")
-        ref = "PyTorch DDP gloo, 2 processes (ours with CurveZMQ)" (skip ? " (skipped)" : "")
+        ref = "PyTorch DDP gloo, 2 processes (ours with default flags)" (skip ? " (skipped)" : "")
         line("fmnist_vs_ddp_curve", v, "s", ref, skip ? "" : r, skip ? 0 : r / v, "%.3f")
     }' >>"$OUT"
     tail -n 3 "$OUT"
+}
+
+# One run of one plain PyTorch process (tests/bench/torch_single.py) with
+# the global batch; sets $t1_s (wall seconds from its start to its exit)
+# and $t1_acc, or returns 1.
+torch1_once() {
+    t0=$(now_s)
+    timeout 900 "$PY" tests/bench/torch_single.py --epochs 5 --batch-size 128 --lr 0.05 \
+        --momentum 0.9 --hidden 256,128 --lr-schedule cosine --threads 0 \
+        >"$LOG_DIR/torch1.jsonl" 2>"$LOG_DIR/torch1.log"
+    rc=$?
+    t1=$(now_s)
+    if [ "$rc" -ne 0 ]; then
+        tail -n 20 "$LOG_DIR/torch1.log" | sed 's/^/    /' >&2
+        fail "the one-process PyTorch reference failed (exit $rc); log in $LOG_DIR/torch1.log"
+        return 1
+    fi
+    t1_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    t1_acc=$(last_field "$LOG_DIR/torch1.jsonl" test_acc)
+    tail -n 1 "$LOG_DIR/torch1.jsonl" | sed 's/^/    /'
+    echo "    PyTorch, 1 process: ${t1_s} s wall (start to exit), test_acc $t1_acc"
+    if ! is_number "$t1_acc"; then
+        fail "cannot read test_acc from $LOG_DIR/torch1.jsonl"
+        return 1
+    fi
+}
+
+run_fmnist_vs_torch1() {
+    echo "== fmnist_vs_torch1: the make-run job with default flags (1 server + 2 workers," \
+        "batch 64, 5 epochs, cosine lr) vs ONE PyTorch process, batch 128; best of $T1_RUNS each"
+    have_torch=1
+    if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+        echo "fmnist_vs_torch1: reference skipped: torch is not importable by $PY"
+        have_torch=0
+    fi
+    best_t1ours_s="" best_t1ours_acc="" best_t1_s="" best_t1_acc=""
+    i=0
+    while [ "$i" -lt "$T1_RUNS" ]; do
+        # Alternate which side goes first (drift in the machine's load).
+        if [ $((i % 2)) -eq 1 ] && [ "$have_torch" -eq 1 ]; then
+            torch1_once && keep_best t1 "$t1_s" "$t1_acc"
+        fi
+        vs_ours_once "" -default || return
+        keep_best t1ours "$vs_ours_s" "$vs_ours_acc"
+        if [ $((i % 2)) -eq 0 ] && [ "$have_torch" -eq 1 ]; then
+            torch1_once && keep_best t1 "$t1_s" "$t1_acc"
+        fi
+        i=$((i + 1))
+    done
+    awk -v v="$best_t1ours_s" -v r="$best_t1_s" -v va="$best_t1ours_acc" -v ra="$best_t1_acc" '
+    function line(name, val, unit, ref, rv, ratio, fmt) {
+        printf "{\"name\":\"%s\",\"value\":" fmt ",\"unit\":\"%s\",\"reference\":\"%s\",", \
+            name, val, unit, ref
+        if (rv == "") {
+            printf "\"reference_value\":null,\"ratio\":null}\n"
+        } else {
+            printf "\"reference_value\":" fmt ",\"ratio\":%.4f}\n", rv, ratio
+        }
+    }
+    BEGIN {
+        skip = (r == "" || r + 0 <= 0)
+        # ratio > 1: our whole job is faster than the one process.
+        ref = "PyTorch, 1 process, batch 128, start to exit" (skip ? " (skipped)" : "")
+        line("fmnist_vs_torch1", v, "s", ref, skip ? "" : r, skip ? 0 : r / v, "%.3f")
+        ref = "PyTorch, 1 process, batch 128, test accuracy" (skip ? " (skipped)" : "")
+        line("fmnist_accuracy_vs_torch1", va, "accuracy", ref, skip ? "" : ra,
+             skip ? 0 : va / ra, "%.4f")
+    }' >>"$OUT"
+    tail -n 2 "$OUT"
+    if [ -n "$best_t1_acc" ]; then
+        awk -v a="$best_t1ours_acc" -v b="$best_t1_acc" \
+            'BEGIN { d = a - b; if (d < 0) d = -d; printf "    accuracy: ours %s, PyTorch %s, |difference| %.4f (limit 0.01)\n", a, b, d; exit !(d <= 0.01) }' ||
+            fail "fmnist_vs_torch1: test accuracies differ by more than 0.01"
+    fi
 }
 
 print_table() {
@@ -294,9 +395,18 @@ for r in rows:
 EOF
 }
 
-run_bin bench_update
-run_bin bench_pushpull
-run_fmnist
-run_fmnist_vs_ddp
+# wanted NAME: no names given (everything), or NAME among them.
+wanted() {
+    [ "$ALL" = 1 ] && return 0
+    case " $ONLY " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+ALL=1 ONLY="$*"
+[ $# -gt 0 ] && ALL=0
+wanted bench_update && run_bin bench_update
+wanted bench_pushpull && run_bin bench_pushpull
+wanted fmnist && run_fmnist
+wanted fmnist_vs_ddp && run_fmnist_vs_ddp
+wanted fmnist_vs_torch1 && run_fmnist_vs_torch1
 print_table
 exit "$status"

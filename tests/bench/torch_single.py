@@ -3,8 +3,9 @@
 
 Trains the same MLP as `ps-worker --model mlp --hidden 256,128` (784-256-128-10,
 ReLU, cross-entropy on the mean loss) with torch.optim.SGD in ONE process on
-ONE thread, with the global batch of the distributed job (2 workers x 64 =
-128), and prints one JSON line per epoch:
+ONE thread (--threads 0: torch's default), with the global batch of the
+distributed job (2 workers x 64 = 128), optionally with the servers' cosine
+schedule (--lr-schedule cosine), and prints one JSON line per epoch:
     {"epoch": 1, "samples_per_s": ..., "train_loss": ..., "test_acc": ...}
 samples_per_s counts the training loop only (batch gather, forward, backward,
 step), not data loading or the test evaluation, like ps-worker's metrics.
@@ -57,8 +58,9 @@ def build_model(torch, features, hidden, classes):
     return torch.nn.Sequential(*layers)
 
 
-def train_epoch(torch, model, opt, x, y, batch, gen):
-    """One pass; returns (seconds, mean train loss)."""
+def train_epoch(torch, model, opt, x, y, batch, gen, sched=None):
+    """One pass; returns (seconds, mean train loss).  sched, if any, is
+    stepped once per update (as the servers step --lr-schedule)."""
     loss_fn = torch.nn.CrossEntropyLoss()
     n = x.shape[0]
     total = 0.0
@@ -70,6 +72,8 @@ def train_epoch(torch, model, opt, x, y, batch, gen):
         loss = loss_fn(model(x[idx]), y[idx])
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         total += loss.item() * idx.shape[0]
     return time.perf_counter() - t0, total / n
 
@@ -83,13 +87,18 @@ def main():
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--hidden", default="256,128")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                    help="cosine: CosineAnnealingLR over all updates, as ps-server's")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="intra-op threads (0: torch's default, all cores)")
     a = ap.parse_args()
     try:
         import torch
     except ImportError as e:
         print(f"torch_single: torch is not importable: {e}", file=sys.stderr)
         return 3
-    torch.set_num_threads(1)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     try:
         xtr, ytr = load_split(a.data_dir, "train")
@@ -103,8 +112,12 @@ def main():
     model = build_model(torch, xtr.shape[1], hidden, 10)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
     gen = torch.Generator().manual_seed(a.seed)
+    sched = None
+    if a.lr_schedule == "cosine":
+        steps = (xtr.shape[0] + a.batch_size - 1) // a.batch_size * a.epochs
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     for epoch in range(1, a.epochs + 1):
-        secs, loss = train_epoch(torch, model, opt, xtr, ytr, a.batch_size, gen)
+        secs, loss = train_epoch(torch, model, opt, xtr, ytr, a.batch_size, gen, sched)
         with torch.no_grad():
             acc = (model(xte).argmax(1) == yte).float().mean().item()
         print(json.dumps({"epoch": epoch, "samples_per_s": xtr.shape[0] / secs,
