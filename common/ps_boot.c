@@ -373,7 +373,7 @@ void ps_boot_abort(ps_boot_t *b, int code)
     _exit(code ? code : 1);
 }
 
-void ps_boot_finalize(ps_boot_t *b)
+void ps_boot_fini(ps_boot_t *b)
 {
     boot_impl_t *im = impl(b);
     int owns = !im || im->owns_mpi;

@@ -585,6 +585,6 @@ int main(int argc, char **argv)
     }
     int rv = run(&c, &b, flags_rv);
     ps_trace_stop();
-    ps_boot_finalize(&b);
+    ps_boot_fini(&b);
     return rv == 0 ? 0 : 1;
 }

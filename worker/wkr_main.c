@@ -294,7 +294,7 @@ static void prepare(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j, wkr_report_t *rep, wkr
     if (rv == 0) {
         rv = declare_model(c, ps, j);
     }
-    if (rv == 0 && c->train.rank == 0 && (rv = wkr_report_open(rep, c->progress, c->metrics)) == 0) {
+    if (rv == 0 && c->train.rank == 0 && (rv = wkr_report_init(rep, c->progress, c->metrics)) == 0) {
         *r = rep;
     }
     if (rv != 0) {
@@ -315,7 +315,7 @@ static int train(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
         }
     }
     if (r) {
-        wkr_report_close(r);
+        wkr_report_fini(r);
     }
     if (rv == 0) {
         ps_log_peak_memory();
