@@ -49,6 +49,7 @@ static int find_single_host(ps_boot_t *b)
     char (*hosts)[HOST_LEN] = calloc((size_t)b->world_size, HOST_LEN);
     char mine[HOST_LEN] = {0};
     if (!hosts) {
+        ps_error_set("start-up: no memory for the host names of %d ranks", b->world_size);
         return PS_ENOMEM;
     }
     snprintf(mine, HOST_LEN, "%s", b->host);
@@ -338,6 +339,7 @@ int ps_boot_servers_gather(ps_boot_t *b, const float *mine, size_t n, float *out
     if (!cnt || !disp) {
         free(cnt);
         free(disp);
+        ps_error_set("no memory to gather the model from %d servers", S);
         return PS_ENOMEM;
     }
     size_t off = 0;

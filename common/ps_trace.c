@@ -38,6 +38,7 @@ int ps_trace_start(const char *path, int world_rank, const char *label)
 {
     tr.ev = malloc(MAX_EVENTS * sizeof *tr.ev);
     if (!tr.ev) {
+        ps_error_set("--trace: no memory for %d events", (int)MAX_EVENTS);
         return PS_ENOMEM;
     }
     snprintf(tr.path, sizeof tr.path, "%s", path);

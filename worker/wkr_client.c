@@ -57,6 +57,7 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
     wkr_client_t *c = calloc(1, sizeof *c);
     int rv;
     if (!c) {
+        ps_error_set("no memory for the data-plane client (%zu bytes)", sizeof *c);
         return PS_ENOMEM;
     }
     c->cfg = *cfg;
