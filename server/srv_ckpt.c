@@ -134,11 +134,13 @@ static uint32_t crc_of(const ps_st_tensor_t *t, int n)
     return (uint32_t)crc;
 }
 
-static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step, int nservers)
+/* Names the parts of servers 0..owners-1, the servers that own chunks. */
+static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step, int nservers,
+                          int owners)
 {
-    char path[4200], *text = malloc(64 * (size_t)nservers + 512);
-    int owners = (int)(s->map.n < (size_t)nservers ? s->map.n : (size_t)nservers);
+    char path[4200], *text = malloc(64 * (size_t)owners + 512);
     if (!text) {
+        ps_error_set("%s: no memory for the MANIFEST of %d servers", sdir, owners);
         return PS_ENOMEM;
     }
     size_t used = (size_t)sprintf(text,
@@ -221,7 +223,7 @@ static int complete_step(const srv_store_t *s, const char *dir, const char *sdir
     if (!parts_complete(sdir, owners)) {
         return 0; /* a later writer completes it */
     }
-    int rv = write_manifest(s, sdir, step, nservers);
+    int rv = write_manifest(s, sdir, step, nservers, owners);
     if (rv == 0) {
         prune(dir, step);
     }
@@ -245,6 +247,7 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
     int64_t *shapes = calloc(s->nlocal, sizeof *shapes);
     char *chunks = chunk_list(s);
     if (!t || !names || !shapes || !chunks) {
+        ps_error_set("%s: no memory to describe %zu chunks", sdir, s->nlocal);
         rv = PS_ENOMEM;
         goto out;
     }
@@ -282,7 +285,7 @@ out:
 
 typedef struct {
     uint64_t step;
-    int nservers;
+    long long nservers;
     size_t total;
     uint64_t layout;
     int nfiles, cap;
@@ -327,12 +330,12 @@ static int manifest_check(const manifest_t *m, int version, int fields, const ch
         return PS_EFORMAT;
     }
     if (m->nservers < 1 || m->nservers > MAX_MANIFEST_SERVERS) {
-        ps_error_set("%s: malformed (nservers %d, not in 1..%d)", path, m->nservers,
+        ps_error_set("%s: malformed (nservers %lld, not in 1..%d)", path, m->nservers,
                      MAX_MANIFEST_SERVERS);
         return PS_EFORMAT;
     }
     if (m->nfiles > m->nservers) {
-        ps_error_set("%s: malformed (lists %d files, more files than its %d servers)", path,
+        ps_error_set("%s: malformed (lists %d files, more files than its %lld servers)", path,
                      m->nfiles, m->nservers);
         return PS_EFORMAT;
     }
@@ -355,7 +358,7 @@ static int read_manifest(const char *sdir, manifest_t *m)
     while (rv == 0 && fgets(line, sizeof line, f)) {
         fields += sscanf(line, "ps-checkpoint %d", &version) == 1;
         fields += sscanf(line, "step %" SCNu64, &m->step) == 1;
-        fields += sscanf(line, "nservers %d", &m->nservers) == 1;
+        fields += sscanf(line, "nservers %lld", &m->nservers) == 1;
         fields += sscanf(line, "total %zu", &m->total) == 1;
         fields += sscanf(line, "layout %" SCNx64, &m->layout) == 1;
         if (strncmp(line, "file ", 5) == 0) {
@@ -374,7 +377,11 @@ static int state_alloc(srv_ckpt_state_t *st, const manifest_t *m)
     st->layout_hash = m->layout;
     st->w = malloc(m->total * sizeof(float));
     st->buf = calloc(m->total, sizeof(float));
-    return st->w && st->buf ? 0 : PS_ENOMEM;
+    if (!st->w || !st->buf) {
+        ps_error_set("no memory for a model of %zu elements (twice)", m->total);
+        return PS_ENOMEM;
+    }
+    return 0;
 }
 
 static int add_range(srv_ckpt_state_t *st, size_t off, size_t cnt, int had)
