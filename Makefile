@@ -213,7 +213,7 @@ PS_VERSION := $(shell sed -n 's/^\#define PS_VERSION_STRING "\(.*\)"/\1/p' commo
 PSC_SONAME := libpsclient.so.$(firstword $(subst ., ,$(PS_VERSION)))
 PSC_SO := $(BUILD)/libpsclient.so.$(PS_VERSION)
 # ps_opts (flags and INI files, libinih) belongs to the two binaries.
-PSC_SRC := worker/ps_api.c worker/wkr_client.c $(filter-out common/ps_opts.c,$(wildcard common/*.c))
+PSC_SRC := $(wildcard worker/ps_*.c) worker/wkr_client.c worker/wkr_arrays.c $(filter-out common/ps_opts.c,$(wildcard common/*.c))
 PSC_OBJ := $(PSC_SRC:%.c=$(BUILD)/obj/%.o)
 PSC_PIC_OBJ := $(PSC_SRC:%.c=$(BUILD)/pic/%.o)
 PSC_DEP_LIBS := $(shell pkg-config --libs ompi-c libzmq jansson 2>/dev/null) -lm -lpthread

@@ -52,15 +52,21 @@ int ps_boot_agree(ps_boot_t *b, ps_step_t step, int rc);
 
 /* World, step PS_STEP_EXCHANGE: servers pass their endpoint (shorter than
  * PS_BOOT_EP_LEN), workers NULL; everyone passes its CurveZMQ public key
- * ("" or NULL without one).  On return every rank has the endpoints, host
- * names and public keys of all ranks, by role rank (owned by b).  The
- * launcher's channel is the root of trust for the keys.  A rank that cannot
- * allocate the tables fails every rank's call, agreed like ps_boot_agree. */
-int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey);
+ * ("" or NULL without one); workers pass the connections they will open
+ * to each server (their --streams), servers 0.  On return every rank has
+ * the endpoints, host names, public keys and stream counts of all ranks,
+ * by role rank (owned by b).  The launcher's channel is the root of trust
+ * for the keys: a server binds each worker rank to its key.  A rank that
+ * cannot allocate the tables fails every rank's call, agreed like
+ * ps_boot_agree. */
+int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey,
+                     int my_streams);
 const char *ps_boot_server_endpoint(const ps_boot_t *b, int server);
 /* Public keys by role rank: [n][41] arrays, "" where a rank has none. */
 const char (*ps_boot_server_keys(const ps_boot_t *b))[41];
 const char (*ps_boot_worker_keys(const ps_boot_t *b))[41];
+/* Streams per server of every worker, by worker rank ([nworkers]). */
+const int *ps_boot_worker_streams(const ps_boot_t *b);
 const char *ps_boot_server_host(const ps_boot_t *b, int server);
 /* Host name of worker `w` (known after ps_boot_exchange). */
 const char *ps_boot_worker_host(const ps_boot_t *b, int w);

@@ -15,6 +15,7 @@
 #include "ps_jobinfo.h"
 #include "ps_net.h"
 #include "ps_opts.h"
+#include "ps_probe.h"
 #include "ps_trace.h"
 #include "ps_transport.h"
 #include "srv_loop.h"
@@ -132,7 +133,7 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
 
 static int resolve_mode(srv_cfg_t *c)
 {
-    const char *names[] = {"sync", "ssp", "async"};
+    const char *const *names = ps_mode_names;
     for (uint32_t m = 0; m < 3; m++) {
         if (strcmp(c->mode, names[m]) == 0) {
             c->info.mode = m;
@@ -293,10 +294,33 @@ typedef struct {
     int loop_up;
 } srv_job_t;
 
-/* Step "flags": the flags, this server's key pair and its data port. */
+/* A run must not train for hours and then find it cannot write: --save
+ * is probed where it is written (server 0), --checkpoint-dir on every
+ * server (each writes its part there), made as the first checkpoint
+ * would make it. */
+static int check_outputs(const srv_cfg_t *c, const ps_boot_t *b)
+{
+    char what[4200];
+    int rv = 0;
+    if (c->save && b->rank == 0) {
+        snprintf(what, sizeof what, "--save %s", c->save);
+        rv = ps_probe_file(c->save, what);
+    }
+    if (rv == 0 && c->ckpt_dir) {
+        snprintf(what, sizeof what, "--checkpoint-dir %s", c->ckpt_dir);
+        rv = ps_probe_dir(c->ckpt_dir, 1, what);
+    }
+    return rv;
+}
+
+/* Step "flags": the flags, the outputs, this server's key pair and its
+ * data port. */
 static int open_data_port(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
 {
     int rv = check_flags(c);
+    if (rv == 0) {
+        rv = check_outputs(c, b);
+    }
     if (rv == 0 && !c->insecure) {
         rv = ps_tp_keypair(&j->keys);
     }
@@ -413,6 +437,7 @@ static int setup_loop(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
         .resume = c->resume ? &j->resume : NULL,
         .timeout_ms = c->timeout_s * 1000,
         .worker_hosts = j->hosts,
+        .worker_streams = ps_boot_worker_streams(b),
     };
     j->loop_up = 1;
     int rv = srv_loop_init(&j->loop, &lc);
@@ -500,7 +525,7 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
         }
         return rv;
     }
-    if ((rv = ps_boot_exchange(b, j->ep, j->keys.pub)) == 0) {
+    if ((rv = ps_boot_exchange(b, j->ep, j->keys.pub, 0)) == 0) {
         memset(j->keys.sec, 0, sizeof j->keys.sec); /* the socket has its copy */
         share_settings(c, b);
         rv = ps_boot_agree(b, PS_STEP_PORTS, secure_port(c, b, j));

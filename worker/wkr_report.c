@@ -1,20 +1,13 @@
 #include "wkr_report.h"
 
+#include "ps_clock.h"
 #include "ps_err.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int wkr_report_parse_mode(const char *s, wkr_progress_t *out)
 {
@@ -80,7 +73,7 @@ void wkr_report_step(wkr_report_t *r, int epoch, int epochs, uint64_t done, uint
     if (r->mode != WKR_PROGRESS_BAR) {
         return;
     }
-    double t = now_s();
+    double t = ps_clock_now();
     if (t - r->last_draw < 0.1 && done < per_epoch) {
         return;
     }

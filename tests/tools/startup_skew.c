@@ -41,7 +41,7 @@ static int run_step(ps_boot_t *b, ps_step_t s, int fail)
         }
         return ps_boot_agree(b, s, fail ? PS_EINVAL : 0);
     case PS_STEP_EXCHANGE_ALL:
-        return ps_boot_exchange(b, b->is_server ? "tcp://127.0.0.1:1" : NULL, "");
+        return ps_boot_exchange(b, b->is_server ? "tcp://127.0.0.1:1" : NULL, "", 1);
     case PS_STEP_BCAST_SERVER0:
     case PS_STEP_BCAST_WORKER0:
         ps_boot_bcast(b, s, &word, sizeof word);
