@@ -762,8 +762,8 @@ static void test_manifest_bounds(void **state)
     expect_refused("more files than its 2 servers");
 }
 
-/* A run starting at step 1 drops the folder's later step folders (left
- * by an earlier run); its own step-2 parts then never meet the earlier
+/* A run resuming at step 1 drops the folder's later step folders (left
+ * unfinished, or refused by the resume); its own step-2 parts then never meet the earlier
  * run's: server 1's part alone does not make step 2 whole, though the
  * earlier run's server-0 part was there. */
 static void test_drop_newer(void **state)
@@ -780,7 +780,7 @@ static void test_drop_newer(void **state)
     assert_int_equal(srv_ckpt_write(&s1, root, 1, 2, SETTINGS), 0);
     assert_true(has_step_dir(1) && has_step_dir(2) && has_step_dir(3));
 
-    assert_int_equal(srv_ckpt_drop_newer(root, 1), 0);
+    assert_int_equal(srv_ckpt_drop_newer(root, 1, 1), 0);
     assert_true(has_step_dir(1) && !has_step_dir(2) && !has_step_dir(3));
     pair_step(&s0, &s1, 1);
     assert_int_equal(srv_ckpt_write(&s1, root, 2, 2, SETTINGS), 0);
@@ -792,12 +792,21 @@ static void test_drop_newer(void **state)
     assert_true(st.step == 1);
     srv_ckpt_fini(&st);
 
-    /* A new run (step 0) drops everything; a missing folder is no error. */
-    assert_int_equal(srv_ckpt_drop_newer(root, 0), 0);
+    /* A new run (step 0) never deletes a whole checkpoint: the folder
+     * holding step 1 is refused, naming --resume, and kept as it was. */
+    assert_int_equal(srv_ckpt_drop_newer(root, 0, 0), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "already holds a checkpoint of another run (step 1)"));
+    assert_non_null(strstr(ps_error_msg(), "--resume"));
+    assert_true(has_step_dir(1) && has_step_dir(2));
+    /* Only unfinished parts left (step 2 has no MANIFEST): a new run drops
+     * them; a missing folder is no error. */
+    step_path(path, sizeof path, 1, "MANIFEST");
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(srv_ckpt_drop_newer(root, 0, 0), 0);
     assert_true(!has_step_dir(1) && !has_step_dir(2));
     char missing[300];
     snprintf(missing, sizeof missing, "%s/nowhere", root);
-    assert_int_equal(srv_ckpt_drop_newer(missing, 0), 0);
+    assert_int_equal(srv_ckpt_drop_newer(missing, 0, 0), 0);
     srv_store_fini(&s0);
     srv_store_fini(&s1);
     srv_store_fini(&e0);
