@@ -38,6 +38,7 @@
 #include "ps_err.h"
 #include "ps_safetensors.h"
 #include "srv_ckpt.h"
+#include "unit_tmp.h"
 #include "srv_store.h"
 
 #include <dirent.h>
@@ -65,8 +66,9 @@ static char events[MAX_EVENTS][1024];
 
 static void record(const char *what, const char *path)
 {
-    if (recording && nevents < MAX_EVENTS) {
-        snprintf(events[nevents++], sizeof events[0], "%s %s", what, path);
+    if (recording && nevents < MAX_EVENTS &&
+        snprintf(events[nevents], sizeof events[0], "%s %s", what, path) < (int)sizeof events[0]) {
+        nevents++;
     }
 }
 
@@ -118,33 +120,13 @@ static void dump_events(void)
     }
 }
 
-static void rm_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d == NULL) {
-        unlink(path);
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            char sub[600];
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            rm_tree(sub);
-        }
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 /* A fresh, empty checkpoint folder per test. */
 static int setup(void **state)
 {
     (void)state;
-    char made[256];
-    snprintf(made, sizeof made, "/tmp/test_ckpt.XXXXXX");
     /* Canonical, as /proc/self/fd names the folders fsync is given. */
-    if (mkdtemp(made) == NULL || realpath(made, root) == NULL) {
+    if (ut_mkdtemp(root, sizeof root, "test_ckpt") != 0) {
         return -1;
     }
     recording = 0;
@@ -155,7 +137,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    rm_tree(root);
+    ut_rm_tree(root);
     return 0;
 }
 
