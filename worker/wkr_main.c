@@ -94,7 +94,8 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
         {"test-delay-ms", PS_OPT_INT, &c->train.delay_ms, "MS",
          "TEST ONLY: sleep this long before every step (simulates a slow worker)"},
         {"compress", PS_OPT_STRING, &c->compress, "none|fp16|bf16",
-         "push gradients as 16-bit floats (half the bytes; servers widen them back)"},
+         "push gradients as 16-bit floats (half the bytes; servers widen them back); "
+         "a chunk too large for 16 bits goes as float32"},
         {"plot", PS_OPT_STRING, &c->plot, "PATH.png",
          "worker 0 draws loss and accuracy against steps and wall time (gnuplot)"},
         {"plot-metrics", PS_OPT_STRING, &c->plot_metrics, "FILE",
