@@ -25,9 +25,13 @@
  *
  * Every pushed gradient is checked for NaN/Inf before it is held: with
  * --on-nonfinite abort the loop returns PS_ERANGE naming the worker, tensor
- * and step; with skip the step is dropped for everyone (as when the worker
- * itself flags the push with PS_FLAG_SKIP), so the model never holds a
- * non-finite value that came from a gradient.
+ * and step; with skip the chunk's step is dropped for every worker (as when
+ * the worker flags the push with PS_FLAG_SKIP), so the model never holds a
+ * non-finite value that came from a gradient.  Dropping the step on every
+ * chunk of every server is the worker's doing: it sees the whole gradient
+ * and flags every push of a bad step; a server sees one chunk.  libpsclient
+ * never sends an unflagged non-finite push under skip (its --compress keeps
+ * finite values finite), so the check here is the backstop for one that did.
  *
  * When nothing arrives for `timeout_ms` while workers are expected, the
  * loop names the missing workers and returns PS_ETIMEDOUT.

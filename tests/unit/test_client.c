@@ -38,6 +38,7 @@
 #include "wkr_arrays.h"
 #include "wkr_client.h"
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -301,6 +302,11 @@ static int setup_flat(void **state)
 static int setup_bf16(void **state)
 {
     return setup_with(state, 0, PS_COMPRESS_BF16, MODE_NORMAL, WAIT_MS);
+}
+
+static int setup_fp16(void **state)
+{
+    return setup_with(state, 0, PS_COMPRESS_FP16, MODE_NORMAL, WAIT_MS);
 }
 
 static int setup_error(void **state)
@@ -585,6 +591,75 @@ static void test_compress_bf16(void **state)
     }
 }
 
+/* Push every tensor of step 0 and wait for the step to end. */
+static void push_step0(fix_t *x)
+{
+    wkr_client_begin_step(x->c, 0);
+    for (int t = NT; t-- > 0;) {
+        assert_int_equal(wkr_client_push_tensor(x->c, t, 1), 0);
+    }
+    assert_int_equal(wkr_client_finish_step(x->c), 0);
+}
+
+/* Every element arrived as exactly the float32 the arrays held. */
+static void assert_arrived_exact(fix_t *x)
+{
+    for (int t = 0; t < NT; t++) {
+        size_t off = x->layout.t[t].offset;
+        for (size_t i = 0; i < x->layout.t[t].numel; i++) {
+            assert_true(owner(x, off + i)->got[off + i] == x->g[t][i]);
+        }
+    }
+}
+
+/* --compress fp16: a chunk holding |g| >= 65520 (Inf in binary16) goes as
+ * float32, bit for bit; one holding 65504 (binary16's largest) still goes
+ * as fp16, and arrives as 65504. */
+static void test_compress_fp16_too_large(void **state)
+{
+    fix_t *x = *state;
+    start(x);
+    fill_grads(x, 1.0f); /* 1 + k/2: exact in fp16 */
+    x->g[1][10] = -70000.5f;      /* flat 15: chunk 0 */
+    x->g[3][2048 - 1508] = 65520; /* flat 2048: chunk 2 */
+    x->g[3][3500 - 1508] = 65504; /* flat 3500: chunk 3 */
+    push_step0(x);
+    const uint8_t want[NCHUNKS] = {0, PS_FLAG_F16, 0, PS_FLAG_F16};
+    for (int k = 0; k < NCHUNKS; k++) {
+        assert_int_equal(x->srv[k % NSRV].got_flags[k], want[k]);
+    }
+    assert_arrived_exact(x);
+    wkr_client_stats_t st;
+    wkr_client_stats(x->c, &st);
+    assert_int_equal(st.wide_pushes, 2);
+    /* Chunks 0 and 2 in 4 bytes an element, 1 and 3 (436 elements) in 2. */
+    assert_int_equal(st.bytes_pushed, 2 * CHUNK * 4 + (CHUNK + TOTAL - 3 * CHUNK) * 2);
+}
+
+/* --compress bf16 near FLT_MAX: float32 0x7f7f8000 and above round to Inf
+ * in bfloat16, so that chunk goes as float32; 0x7f7f7fff rounds down to
+ * bf16 0x7f7f and its chunk stays 16-bit. */
+static void test_compress_bf16_near_flt_max(void **state)
+{
+    fix_t *x = *state;
+    start(x);
+    fill_grads(x, 3.0f);
+    const uint32_t below = 0x7f7f7fffu;
+    x->g[3][1500] = FLT_MAX; /* flat 3008: chunk 2 */
+    memcpy(&x->g[3][1800], &below, sizeof below); /* flat 3308: chunk 3 */
+    push_step0(x);
+    const uint8_t want[NCHUNKS] = {PS_FLAG_BF16, PS_FLAG_BF16, 0, PS_FLAG_BF16};
+    for (int k = 0; k < NCHUNKS; k++) {
+        assert_int_equal(x->srv[k % NSRV].got_flags[k], want[k]);
+    }
+    uint32_t got;
+    memcpy(&got, &x->srv[1].got[3308], sizeof got);
+    assert_int_equal(got, 0x7f7f0000u);
+    assert_true(x->srv[0].got[3008] == FLT_MAX);
+    x->g[3][1800] = x->srv[1].got[3308]; /* the one value bf16 rounded */
+    assert_arrived_exact(x);
+}
+
 static void test_server_stats(void **state)
 {
     fix_t *x = *state;
@@ -639,6 +714,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_want_writes_only_wanted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contiguous_arrays, setup_flat, teardown),
         cmocka_unit_test_setup_teardown(test_compress_bf16, setup_bf16, teardown),
+        cmocka_unit_test_setup_teardown(test_compress_fp16_too_large, setup_fp16, teardown),
+        cmocka_unit_test_setup_teardown(test_compress_bf16_near_flt_max, setup_bf16, teardown),
         cmocka_unit_test_setup_teardown(test_server_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_error, setup_error, teardown),
         cmocka_unit_test_setup_teardown(test_silent_server_times_out, setup_silent, teardown),
