@@ -411,6 +411,42 @@ static void test_send_to_unknown_worker(void **state)
     ps_tp_msg_release(&m);
 }
 
+/* A zero-copy send that fails still runs its free callback, exactly once
+ * and before ps_tp_send returns: the server's pull replies hold a
+ * reference on the chunk until it runs (an update waits for it), the
+ * worker's pushes a count of buffers in flight.  The paths: a worker that
+ * is not there (the routing id is refused, EHOSTUNREACH), a client's
+ * stream that does not exist, and a payload copied because it is empty. */
+static void test_free_callback_on_failure(void **state)
+{
+    fix_t *f = *state;
+    static atomic_int freed;
+    float pay[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+    ps_hdr_t r = ps_wire_hdr(PS_MSG_PULL_REPLY, 0);
+    r.count = 4;
+    r.payload = sizeof pay;
+    atomic_store(&freed, 0);
+    assert_int_equal(ps_tp_send(f->srv, 99, 0, &r, pay, sizeof pay, on_free, &freed), PS_EZMQ);
+    assert_int_equal(atomic_load(&freed), 1);
+    ps_hdr_t h = push_hdr(RANK, 4);
+    assert_int_equal(ps_tp_send(f->cli, 0, 5, &h, pay, sizeof pay, on_free, &freed), PS_EINVAL);
+    assert_int_equal(atomic_load(&freed), 2);
+    ps_hdr_t stats = ps_wire_hdr(PS_MSG_STATS, RANK);
+    assert_int_equal(ps_tp_send(f->cli, 0, 0, &stats, NULL, 0, on_free, &freed), 0);
+    assert_int_equal(atomic_load(&freed), 3);
+    /* And a send that works runs it once too, later, from zmq. */
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
+    ps_tp_msg_release(&m);
+    assert_int_equal(ps_tp_send(f->srv, RANK, 0, &r, pay, sizeof pay, on_free, &freed), 0);
+    assert_int_equal(ps_tp_recv(f->cli, &m, WAIT_MS), 0);
+    ps_tp_msg_release(&m);
+    assert_int_equal(wait_flag(&freed, 4), 4);
+    struct timespec ts = {0, 50000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(atomic_load(&freed), 4);
+}
+
 /* A client with two servers addresses them by index. */
 static void test_two_servers(void **state)
 {
@@ -686,6 +722,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_garbage_from_raw_dealer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_routing_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_to_unknown_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_callback_on_failure, setup, teardown),
         cmocka_unit_test(test_two_servers),
         cmocka_unit_test(test_streams),
         cmocka_unit_test(test_lanes),
