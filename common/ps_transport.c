@@ -534,6 +534,16 @@ int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms)
     }
 }
 
+void ps_tp_service(ps_tp_t *tp)
+{
+    for (int i = 0; i < tp->nsock; i++) {
+        int ev = 0;
+        size_t evlen = sizeof ev;
+        /* ZMQ_EVENTS makes the socket process its pending commands. */
+        zmq_getsockopt(tp->sock[i], ZMQ_EVENTS, &ev, &evlen);
+    }
+}
+
 void ps_tp_msg_release(ps_tp_msg_t *m)
 {
     if (m->held) {

@@ -121,6 +121,11 @@ void ps_tp_msg_release(ps_tp_msg_t *m);
  * left empty. */
 void ps_tp_msg_move(ps_tp_msg_t *dst, ps_tp_msg_t *src);
 void ps_tp_stats(const ps_tp_t *tp, ps_tp_stats_t *st);
+/* Let the sockets handle what zmq's I/O threads told them (a peer gone:
+ * the messages queued to it are dropped, and their free callbacks run)
+ * without receiving anything.  ps_tp_recv does this too; a thread that
+ * waits for free callbacks instead of receiving calls this meanwhile. */
+void ps_tp_service(ps_tp_t *tp);
 /* Once per process, before the sockets: keep glibc from returning zmq's
  * large receive buffers to the kernel after every message (otherwise each
  * step page-faults its whole model in again; docs/performance.md). */
