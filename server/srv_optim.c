@@ -23,7 +23,7 @@
  * ThreadSanitizer either: the resolver runs during relocation, before the
  * runtime its instrumentation calls is there, and crashes.
  */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) && \
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) &&       \
     !defined(__SANITIZE_THREAD__)
 #define OPT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
