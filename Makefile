@@ -22,7 +22,7 @@
 # Flags come from pkg-config; objects go to $(BUILD).
 
 CC ?= gcc
-PKGS := ompi-c libzmq openblas zlib inih
+PKGS := ompi-c libzmq openblas zlib inih jansson
 SAN ?=
 # Before its first use: BUILD below is expanded immediately.
 comma := ,
@@ -161,8 +161,9 @@ FUZZ_SECONDS ?= 20
 FUZZ := build/fuzz
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -ffp-contract=off \
 	-fno-strict-aliasing -Icommon -Iserver -Iworker -O1 -g -fno-omit-frame-pointer \
-	-fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_LIBS := $(shell pkg-config --libs zlib 2>/dev/null || echo -lz) -lm
+	-fsanitize=address,undefined -fno-sanitize-recover=all \
+	$(shell pkg-config --cflags jansson 2>/dev/null)
+FUZZ_LIBS := $(shell pkg-config --libs zlib jansson 2>/dev/null || echo -lz -ljansson) -lm
 FUZZ_TARGETS := wire libsvm csv idx safetensors
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ)/fuzz_%)
 fuzz_obj = $(patsubst %.c,$(FUZZ)/obj/%.o,$(1))
@@ -170,7 +171,8 @@ FUZZ_DATA_SRC := worker/wkr_data.c worker/wkr_data_shard.c worker/wkr_data_text.
 	worker/wkr_data_idx.c
 FUZZ_DATA_OBJ := $(call fuzz_obj,$(FUZZ_DATA_SRC) common/ps_err.c)
 FUZZ_OBJ := $(call fuzz_obj,$(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c) common/ps_wire.c \
-	common/ps_layout.c common/ps_err.c common/ps_safetensors.c $(FUZZ_DATA_SRC))
+	common/ps_layout.c common/ps_err.c common/ps_safetensors.c common/ps_atomic.c \
+	$(FUZZ_DATA_SRC))
 
 $(FUZZ)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -181,8 +183,8 @@ $(FUZZ)/fuzz_%: $(FUZZ)/obj/tests/fuzz/fuzz_%.o
 
 $(FUZZ)/fuzz_wire: $(call fuzz_obj,common/ps_wire.c common/ps_layout.c common/ps_err.c)
 $(FUZZ)/fuzz_libsvm $(FUZZ)/fuzz_csv $(FUZZ)/fuzz_idx: $(FUZZ_DATA_OBJ)
-$(FUZZ)/fuzz_safetensors: $(call fuzz_obj,common/ps_safetensors.c common/ps_layout.c \
-	common/ps_err.c)
+$(FUZZ)/fuzz_safetensors: $(call fuzz_obj,common/ps_safetensors.c common/ps_atomic.c \
+	common/ps_layout.c common/ps_err.c)
 
 # Keep the objects of the chained pattern rules for incremental rebuilds.
 .SECONDARY: $(FUZZ_OBJ)
@@ -213,10 +215,10 @@ PS_VERSION := $(shell sed -n 's/^\#define PS_VERSION_STRING "\(.*\)"/\1/p' commo
 PSC_SONAME := libpsclient.so.$(firstword $(subst ., ,$(PS_VERSION)))
 PSC_SO := $(BUILD)/libpsclient.so.$(PS_VERSION)
 # ps_opts (flags and INI files, libinih) belongs to the two binaries.
-PSC_SRC := worker/ps_api.c worker/wkr_client.c $(filter-out common/ps_opts.c,$(wildcard common/*.c))
+PSC_SRC := $(wildcard worker/ps_*.c) worker/wkr_client.c worker/wkr_arrays.c $(filter-out common/ps_opts.c,$(wildcard common/*.c))
 PSC_OBJ := $(PSC_SRC:%.c=$(BUILD)/obj/%.o)
 PSC_PIC_OBJ := $(PSC_SRC:%.c=$(BUILD)/pic/%.o)
-PSC_DEP_LIBS := $(shell pkg-config --libs ompi-c libzmq 2>/dev/null) -lm -lpthread
+PSC_DEP_LIBS := $(shell pkg-config --libs ompi-c libzmq jansson 2>/dev/null) -lm -lpthread
 INST_LIB := $(DESTDIR)$(PREFIX)/lib
 INST_MAN := $(DESTDIR)$(PREFIX)/share/man/man1
 INSTALLED := $(DESTDIR)$(PREFIX)/include/ps.h $(INST_LIB)/libpsclient.a \

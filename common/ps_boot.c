@@ -25,6 +25,7 @@ typedef struct {
     char (*worker_host)[HOST_LEN];
     char (*server_key)[KEY_LEN];
     char (*worker_key)[KEY_LEN];
+    int *worker_streams;
 } boot_impl_t;
 
 static boot_impl_t *impl(const ps_boot_t *b)
@@ -48,6 +49,7 @@ static int find_single_host(ps_boot_t *b)
     char (*hosts)[HOST_LEN] = calloc((size_t)b->world_size, HOST_LEN);
     char mine[HOST_LEN] = {0};
     if (!hosts) {
+        ps_error_set("start-up: no memory for the host names of %d ranks", b->world_size);
         return PS_ENOMEM;
     }
     snprintf(mine, HOST_LEN, "%s", b->host);
@@ -163,6 +165,7 @@ typedef struct {
     char ep[EP_LEN];
     char host[HOST_LEN];
     char key[KEY_LEN];
+    int streams;
 } peer_rec_t;
 
 static void store_peers(ps_boot_t *b, const peer_rec_t *all)
@@ -180,6 +183,7 @@ static void store_peers(ps_boot_t *b, const peer_rec_t *all)
         } else {
             memcpy(im->worker_host[p->rank], p->host, HOST_LEN);
             memcpy(im->worker_key[p->rank], p->key, KEY_LEN);
+            im->worker_streams[p->rank] = p->streams;
             if (p->rank == 0) {
                 im->worker0_world = i;
             }
@@ -187,7 +191,8 @@ static void store_peers(ps_boot_t *b, const peer_rec_t *all)
     }
 }
 
-int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey)
+int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey,
+                     int my_streams)
 {
     boot_impl_t *im = impl(b);
     peer_rec_t mine, *all = calloc((size_t)b->world_size, sizeof *all);
@@ -196,9 +201,10 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubke
     im->worker_host = calloc((size_t)b->nworkers + 1, HOST_LEN);
     im->server_key = calloc((size_t)b->nservers + 1, KEY_LEN);
     im->worker_key = calloc((size_t)b->nworkers + 1, KEY_LEN);
+    im->worker_streams = calloc((size_t)b->nworkers + 1, sizeof *im->worker_streams);
     int rc = 0;
     if (!all || !im->server_ep || !im->server_host || !im->worker_host || !im->server_key ||
-        !im->worker_key) {
+        !im->worker_key || !im->worker_streams) {
         ps_error_set("start-up: no memory for the endpoints of %d ranks", b->world_size);
         rc = PS_ENOMEM;
     }
@@ -217,6 +223,7 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubke
     snprintf(mine.ep, EP_LEN, "%s", my_endpoint ? my_endpoint : "");
     snprintf(mine.host, HOST_LEN, "%s", b->host);
     snprintf(mine.key, KEY_LEN, "%s", my_pubkey ? my_pubkey : "");
+    mine.streams = my_streams;
     int err = MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE,
                             MPI_COMM_WORLD);
     if (err != MPI_SUCCESS) {
@@ -240,6 +247,11 @@ const char (*ps_boot_server_keys(const ps_boot_t *b))[41]
 const char (*ps_boot_worker_keys(const ps_boot_t *b))[41]
 {
     return (const char(*)[41])impl(b)->worker_key;
+}
+
+const int *ps_boot_worker_streams(const ps_boot_t *b)
+{
+    return impl(b)->worker_streams;
 }
 
 const char *ps_boot_server_host(const ps_boot_t *b, int server)
@@ -327,6 +339,7 @@ int ps_boot_servers_gather(ps_boot_t *b, const float *mine, size_t n, float *out
     if (!cnt || !disp) {
         free(cnt);
         free(disp);
+        ps_error_set("no memory to gather the model from %d servers", S);
         return PS_ENOMEM;
     }
     size_t off = 0;
@@ -362,7 +375,7 @@ void ps_boot_abort(ps_boot_t *b, int code)
     _exit(code ? code : 1);
 }
 
-void ps_boot_finalize(ps_boot_t *b)
+void ps_boot_fini(ps_boot_t *b)
 {
     boot_impl_t *im = impl(b);
     int owns = !im || im->owns_mpi;
@@ -379,6 +392,7 @@ void ps_boot_finalize(ps_boot_t *b)
         free(im->worker_host);
         free(im->server_key);
         free(im->worker_key);
+        free(im->worker_streams);
         free(im);
         b->impl = NULL;
     }

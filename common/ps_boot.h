@@ -38,7 +38,7 @@ typedef struct {
 } ps_boot_t;
 
 /* World: MPI_Init (unless the caller initialised MPI already: then MPI
- * stays the caller's, and ps_boot_finalize leaves it running with the
+ * stays the caller's, and ps_boot_fini leaves it running with the
  * caller's error handler back on MPI_COMM_WORLD), role split, host names.
  * Returns PS_ENOMEM, with a message and MPI untouched, when it cannot
  * start; once MPI is up a failure ends the job (exit status 2). */
@@ -52,15 +52,21 @@ int ps_boot_agree(ps_boot_t *b, ps_step_t step, int rc);
 
 /* World, step PS_STEP_EXCHANGE: servers pass their endpoint (shorter than
  * PS_BOOT_EP_LEN), workers NULL; everyone passes its CurveZMQ public key
- * ("" or NULL without one).  On return every rank has the endpoints, host
- * names and public keys of all ranks, by role rank (owned by b).  The
- * launcher's channel is the root of trust for the keys.  A rank that cannot
- * allocate the tables fails every rank's call, agreed like ps_boot_agree. */
-int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey);
+ * ("" or NULL without one); workers pass the connections they will open
+ * to each server (their --streams), servers 0.  On return every rank has
+ * the endpoints, host names, public keys and stream counts of all ranks,
+ * by role rank (owned by b).  The launcher's channel is the root of trust
+ * for the keys: a server binds each worker rank to its key.  A rank that
+ * cannot allocate the tables fails every rank's call, agreed like
+ * ps_boot_agree. */
+int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey,
+                     int my_streams);
 const char *ps_boot_server_endpoint(const ps_boot_t *b, int server);
 /* Public keys by role rank: [n][41] arrays, "" where a rank has none. */
 const char (*ps_boot_server_keys(const ps_boot_t *b))[41];
 const char (*ps_boot_worker_keys(const ps_boot_t *b))[41];
+/* Streams per server of every worker, by worker rank ([nworkers]). */
+const int *ps_boot_worker_streams(const ps_boot_t *b);
 const char *ps_boot_server_host(const ps_boot_t *b, int server);
 /* Host name of worker `w` (known after ps_boot_exchange). */
 const char *ps_boot_worker_host(const ps_boot_t *b, int w);
@@ -94,6 +100,6 @@ int ps_boot_servers_gather(ps_boot_t *b, const float *mine, size_t n, float *out
 int ps_boot_servers_max_u64(ps_boot_t *b, uint64_t *v);
 /* Ends every rank of the job with `code`; does not return. */
 void ps_boot_abort(ps_boot_t *b, int code) __attribute__((noreturn));
-void ps_boot_finalize(ps_boot_t *b);
+void ps_boot_fini(ps_boot_t *b);
 
 #endif

@@ -17,6 +17,10 @@
 
 #include <stdarg.h>
 
+/* worker/ps.h repeats these for users: a new code goes there too, and into
+ * the compile-time check at the top of worker/ps_api.c.  Included after
+ * ps.h, this header uses ps.h's. */
+#ifndef PS_H_ERROR_CODES
 enum {
     PS_OK = 0,
     PS_EINVAL = -1,   /* bad argument, flag or value */
@@ -32,6 +36,7 @@ enum {
     PS_ESTATE = -11,  /* call not valid in the current state */
     PS_EAGAIN = -12,  /* nothing available now; try again */
 };
+#endif
 
 /* Static text for a PS_E* code; never NULL. */
 const char *ps_strerror(int rv);

@@ -14,6 +14,10 @@
 #include <stdint.h>
 
 typedef enum { PS_MODE_SYNC = 0, PS_MODE_SSP = 1, PS_MODE_ASYNC = 2 } ps_mode_t;
+/* The modes' flag names ("sync", "ssp", "async"), by ps_mode_t. */
+extern const char *const ps_mode_names[3];
+/* ps_mode_names[mode], or "?" for a value out of range (it came over MPI). */
+const char *ps_mode_name(uint32_t mode);
 
 typedef struct {
     uint64_t chunk_kib;

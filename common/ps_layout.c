@@ -67,6 +67,15 @@ int ps_layout_add(ps_layout_t *l, const char *name, int ndim, const int64_t *dim
     return 0;
 }
 
+void ps_layout_drop_last(ps_layout_t *l)
+{
+    if (l->n > 0) {
+        l->n--;
+        l->total = l->t[l->n].offset;
+        memset(&l->t[l->n], 0, sizeof l->t[l->n]);
+    }
+}
+
 int ps_layout_tensor_at(const ps_layout_t *l, size_t idx)
 {
     for (int i = 0; i < l->n; i++) {

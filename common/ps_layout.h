@@ -38,6 +38,8 @@ void ps_layout_init(ps_layout_t *l);
 /* Append a tensor; fails (PS_EINVAL, detail set) on a bad name or shape or
  * when a limit would be exceeded. */
 int ps_layout_add(ps_layout_t *l, const char *name, int ndim, const int64_t *dims);
+/* Remove the last tensor (undoes ps_layout_add); no-op on an empty layout. */
+void ps_layout_drop_last(ps_layout_t *l);
 /* Index of the tensor holding flat element `idx`, or -1. */
 int ps_layout_tensor_at(const ps_layout_t *l, size_t idx);
 /* Index of the tensor called `name`, or -1. */

@@ -6,26 +6,42 @@
  *     {"__metadata__":{"key":"value",...},
  *      "name":{"dtype":"F32","shape":[d0,...],"data_offsets":[begin,end]},...}
  * padded with spaces so the data starts 8-byte aligned; then the data
- * section, raw little-endian float32, offsets relative to its start.
+ * section, raw little-endian float32, offsets relative to its start.  The
+ * JSON is read and written with libjansson; the checks below are this
+ * module's.
+ *
+ * A tensor name, for the writer and the reader alike: non-empty, valid
+ * UTF-8, not "__metadata__".
  *
  * Writing (ps_st_write): the caller owns the tensors and strings; the file
- * is replaced atomically (temp file, fsync, rename, fsync of the directory),
- * so a reader sees the old file or the new one, never a mix.  Tensors are
- * laid out in the order given; "__metadata__" is written only when nmeta
- * > 0.  Fails with PS_EINVAL (bad argument: duplicate or reserved name,
- * negative dim, more than PS_MAX_DIMS dims, invalid UTF-8) or PS_EIO.
+ * is replaced atomically (ps_atomic_write: temp file, fsync, rename, fsync
+ * of the directory), so a reader sees the old file or the new one, never a
+ * mix.  The header is written as safetensors' own writer (serde_json)
+ * writes one: "__metadata__" first (only when nmeta > 0), then the
+ * tensors in the order given and laid out in that order, no spaces,
+ * '"', '\' and control characters escaped as serde_json does (\n, \u001f),
+ * other UTF-8 as is.  Fails with PS_EINVAL (bad argument: duplicate or
+ * invalid name, negative dim, more than PS_MAX_DIMS dims, invalid UTF-8),
+ * PS_ENOMEM or PS_EIO.
  *
  * Reading (ps_st_open): the whole file is read into memory and validated
  * before anything is returned; the ps_st_file_t owns every pointer it hands
  * out (names, data, metadata) until ps_st_close().  Checks: header length
- * <= 100 MiB and within the file; strict JSON (objects, arrays, strings
- * with escapes, non-negative integers; no duplicate keys; no other keys in
- * a tensor entry); every dtype F32; at most PS_MAX_DIMS dims; shape
- * product * 4 == end - begin; the tensors, sorted by offset, tile the data
- * section exactly, without overlap or gap (as safetensors' own validate()
- * requires), so the data section length == the last end.  Any violation:
- * PS_EFORMAT with a ps_error_msg() naming the path and the problem.  A
- * missing file is PS_ENOENT, other I/O failures PS_EIO.
+ * <= 100 MiB and within the file; strict JSON (UTF-8, no duplicate keys, no
+ * \u0000, nothing after the object); a top-level object whose
+ * "__metadata__", if present, maps strings to strings; every other key a
+ * valid tensor name whose value has exactly dtype, shape and data_offsets;
+ * every dtype F32; at most PS_MAX_DIMS dims; shape and offsets non-negative
+ * integers up to 2^63-1 (a fraction, an exponent or a larger number is
+ * refused; "-0" reads as 0); shape product * 4 == end - begin; the
+ * tensors, sorted by offset, tile the data section exactly, without
+ * overlap or gap (as safetensors' own validate() requires), so the data
+ * section length == the last end.  Any violation: PS_EFORMAT with a
+ * ps_error_msg() naming the path and the problem (jansson's text and byte
+ * position for a JSON syntax error).  A missing file is PS_ENOENT, other
+ * I/O failures PS_EIO.  Parsing builds jansson's tree of the whole header
+ * before checking it: a hostile header of tiny values costs about 20 bytes
+ * of memory per header byte (2 GiB at the limit) while it is refused.
  */
 #ifndef PS_SAFETENSORS_H
 #define PS_SAFETENSORS_H
@@ -42,8 +58,8 @@ typedef struct {
 } ps_st_tensor_t;
 
 /* Write n tensors and nmeta metadata pairs (meta[2k] = key, meta[2k+1] =
- * value) to `path`, replacing it atomically.  Writes <path>.tmp.<pid>
- * first and removes it on failure. */
+ * value) to `path`, replacing it atomically (see ps_atomic.h: a failure
+ * leaves the old file and no temp file). */
 int ps_st_write(const char *path, const ps_st_tensor_t *t, int n, const char *const *meta,
                 int nmeta);
 
@@ -63,10 +79,5 @@ int ps_st_get(const ps_st_file_t *f, const char *name, const float **data, int *
 const char *ps_st_meta(const ps_st_file_t *f, const char *key);
 /* Free everything and NULL *f; safe twice and on NULL. */
 void ps_st_close(ps_st_file_t **f);
-
-/* fsync the directory that holds `path`, so that a rename into place
- * survives a crash; every atomic writer (this module's, the checkpoint
- * MANIFEST) calls it after its rename.  PS_EIO with a message on failure. */
-int ps_st_sync_dir(const char *path);
 
 #endif

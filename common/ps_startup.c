@@ -3,7 +3,7 @@
 static const ps_step_info_t STEPS[PS_STEP_COUNT] = {
     [PS_STEP_FLAGS] = {"flags", PS_STEP_AGREE, "flags valid on every rank, servers' ports bound"},
     [PS_STEP_EXCHANGE] = {"exchange", PS_STEP_EXCHANGE_ALL,
-                          "endpoints, host names and public keys of every rank"},
+                          "endpoints, host names, public keys and streams of every rank"},
     [PS_STEP_SETTINGS] = {"settings", PS_STEP_BCAST_SERVER0,
                           "server 0's settings: chunk size, mode, schedule"},
     [PS_STEP_PORTS] = {"ports", PS_STEP_AGREE,

@@ -20,7 +20,7 @@
 
 typedef enum {
     PS_STEP_FLAGS,    /* agree: flags valid everywhere; servers' data ports bound */
-    PS_STEP_EXCHANGE, /* exchange: every rank's endpoints, host and public key */
+    PS_STEP_EXCHANGE, /* exchange: every rank's endpoints, host, public key, streams */
     PS_STEP_SETTINGS, /* server 0 -> all: the servers' settings (ps_srvinfo_t) */
     PS_STEP_PORTS,    /* agree: servers' allow lists and endpoint file; workers' data
                          and model declared */

@@ -22,23 +22,28 @@ struct ps_tp_auth {
     atomic_uint_fast64_t refused;
 };
 
-static int allowed(ps_tp_auth_t *a, const uint8_t *key, size_t len)
+/* The rank whose public key this is; -1 when it is not on the list. */
+static int key_rank(ps_tp_auth_t *a, const uint8_t *key, size_t len)
 {
-    int ok = 0;
+    int rank = -1;
     if (len != 32) {
-        return 0;
+        return -1;
     }
     pthread_mutex_lock(&a->lock);
-    for (int i = 0; i < a->nkeys && !ok; i++) {
-        ok = memcmp(a->keys[i], key, 32) == 0;
+    for (int i = 0; i < a->nkeys && rank < 0; i++) {
+        if (memcmp(a->keys[i], key, 32) == 0) {
+            rank = i;
+        }
     }
     pthread_mutex_unlock(&a->lock);
-    return ok;
+    return rank;
 }
 
 /* One ZAP exchange (RFC 27): version, request id, domain, address,
  * identity, mechanism, credentials -> version, request id, status code,
- * status text, user id, metadata. */
+ * status text, user id, metadata.  The user id is the key's rank in
+ * decimal: libzmq attaches it to every message of the connection as the
+ * "User-Id" property, which is how the transport knows who sent what. */
 static int answer_zap(ps_tp_auth_t *a)
 {
     zmq_msg_t f[8];
@@ -58,13 +63,20 @@ static int answer_zap(ps_tp_auth_t *a)
         }
         return -1;
     }
-    int ok = n >= 7 && zmq_msg_size(&f[5]) == 5 && memcmp(zmq_msg_data(&f[5]), "CURVE", 5) == 0 &&
-             allowed(a, zmq_msg_data(&f[6]), zmq_msg_size(&f[6]));
+    int rank = -1;
+    if (n >= 7 && zmq_msg_size(&f[5]) == 5 && memcmp(zmq_msg_data(&f[5]), "CURVE", 5) == 0) {
+        rank = key_rank(a, zmq_msg_data(&f[6]), zmq_msg_size(&f[6]));
+    }
+    int ok = rank >= 0;
+    char user[16] = "";
+    if (ok) {
+        snprintf(user, sizeof user, "%d", rank);
+    }
     zmq_send(a->zap, "1.0", 3, ZMQ_SNDMORE);
     zmq_send(a->zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
     zmq_send(a->zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
     zmq_send(a->zap, ok ? "OK" : "key not in this job", ok ? 2 : 19, ZMQ_SNDMORE);
-    zmq_send(a->zap, "", 0, ZMQ_SNDMORE);
+    zmq_send(a->zap, user, strlen(user), ZMQ_SNDMORE);
     zmq_send(a->zap, "", 0, 0);
     for (int i = 0; i < n; i++) {
         zmq_msg_close(&f[i]);
@@ -165,9 +177,38 @@ fail:
     return PS_EZMQ;
 }
 
+static int cmp_key(const void *x, const void *y)
+{
+    return memcmp(x, y, 32);
+}
+
+/* A key held by two ranks would let either pass for the other. */
+static int check_unique(const uint8_t (*keys)[32], int n)
+{
+    uint8_t (*sorted)[32] = malloc(((size_t)n + 1) * sizeof *sorted);
+    int dup = 0;
+    if (!sorted) {
+        ps_error_set("no memory to check %d CurveZMQ keys", n);
+        return PS_ENOMEM;
+    }
+    memcpy(sorted, keys, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_key);
+    for (int i = 1; i < n && !dup; i++) {
+        dup = memcmp(sorted[i - 1], sorted[i], 32) == 0;
+    }
+    free(sorted);
+    if (dup) {
+        ps_error_set("two ranks have the same CurveZMQ public key");
+        return PS_EINVAL;
+    }
+    return 0;
+}
+
 int ps_tp_auth_allow(ps_tp_auth_t *a, const char (*z85)[41], int n)
 {
+    int rv;
     if (n < 0 || n > MAX_KEYS) {
+        ps_error_set("%d CurveZMQ keys: want 0..%d", n, MAX_KEYS);
         return PS_EINVAL;
     }
     uint8_t (*keys)[32] = calloc((size_t)n + 1, sizeof *keys);
@@ -177,9 +218,13 @@ int ps_tp_auth_allow(ps_tp_auth_t *a, const char (*z85)[41], int n)
     for (int i = 0; i < n; i++) {
         if (strlen(z85[i]) != 40 || !zmq_z85_decode(keys[i], z85[i])) {
             free(keys);
-            ps_error_set("bad CurveZMQ public key '%.40s'", z85[i]);
+            ps_error_set("bad CurveZMQ public key '%.40s' (rank %d)", z85[i], i);
             return PS_EINVAL;
         }
+    }
+    if ((rv = check_unique((const uint8_t(*)[32])keys, n)) != 0) {
+        free(keys);
+        return rv;
     }
     pthread_mutex_lock(&a->lock);
     free(a->keys);

@@ -1,5 +1,6 @@
 #include "ps_trace.h"
 
+#include "ps_atomic.h"
 #include "ps_err.h"
 
 #include <errno.h>
@@ -37,6 +38,7 @@ int ps_trace_start(const char *path, int world_rank, const char *label)
 {
     tr.ev = malloc(MAX_EVENTS * sizeof *tr.ev);
     if (!tr.ev) {
+        ps_error_set("--trace: no memory for %d events", (int)MAX_EVENTS);
         return PS_ENOMEM;
     }
     snprintf(tr.path, sizeof tr.path, "%s", path);
@@ -117,38 +119,48 @@ static int copy_part(FILE *out, const char *path, int *first)
         fwrite(buf, 1, n, out);
     }
     fclose(in);
-    unlink(path);
+    return 0;
+}
+
+typedef struct {
+    int nranks, missing;
+} merge_t;
+
+static int merge_parts(FILE *out, void *arg)
+{
+    merge_t *m = arg;
+    char part[4200];
+    int first = 1;
+    m->missing = 0;
+    fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n", out);
+    for (int r = 0; r < m->nranks; r++) {
+        part_path(part, sizeof part, r);
+        m->missing += copy_part(out, part, &first) != 0;
+    }
+    fputs("\n]}\n", out);
     return 0;
 }
 
 int ps_trace_merge(int nranks)
 {
-    char tmp[4200], part[4200];
-    int first = 1, missing = 0;
+    char part[4200];
+    merge_t m = {nranks, 0};
     if (!tr.on) {
         return 0;
     }
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", tr.path, (int)getpid());
-    FILE *out = fopen(tmp, "w");
-    if (!out) {
-        ps_error_set("--trace: cannot write %s: %s", tmp, strerror(errno));
-        return PS_EIO;
+    int rv = ps_atomic_write(tr.path, merge_parts, &m);
+    if (rv != 0) {
+        return rv;
     }
-    fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n", out);
+    /* Only once the merged file is in place: a failed merge keeps them. */
     for (int r = 0; r < nranks; r++) {
         part_path(part, sizeof part, r);
-        missing += copy_part(out, part, &first) != 0;
+        unlink(part);
     }
-    fputs("\n]}\n", out);
-    if (fclose(out) != 0 || rename(tmp, tr.path) != 0) {
-        unlink(tmp);
-        ps_error_set("--trace: cannot write %s", tr.path);
-        return PS_EIO;
-    }
-    if (missing) {
+    if (m.missing) {
         ps_log_info("--trace: %d of %d ranks left no part next to %s (no --trace, or "
                     "another host)",
-                    missing, nranks, tr.path);
+                    m.missing, nranks, tr.path);
     }
     return 0;
 }

@@ -3,6 +3,7 @@
 #include "ps_err.h"
 #include "ps_tp_auth.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -460,6 +461,20 @@ static int peer_rank(zmq_msg_t *id, int *stream)
     return r > 0x7fffffffu ? -1 : (int)r;
 }
 
+/* The rank the ZAP handler gave the frame's connection (ps_tp_auth.c
+ * writes it in decimal); -1 when it has none. */
+static int auth_rank(zmq_msg_t *frame)
+{
+    const char *uid = zmq_msg_gets(frame, "User-Id");
+    char *end;
+    if (!uid || uid[0] < '0' || uid[0] > '9') {
+        return -1;
+    }
+    errno = 0;
+    long r = strtol(uid, &end, 10);
+    return *end != '\0' || errno != 0 || r > 0x7fffffffL ? -1 : (int)r;
+}
+
 static int take_message(ps_tp_t *tp, void *s, int from, ps_tp_msg_t *m)
 {
     zmq_msg_t f[4];
@@ -469,6 +484,9 @@ static int take_message(ps_tp_t *tp, void *s, int from, ps_tp_msg_t *m)
     }
     if (tp->is_server) {
         m->peer = peer_rank(&f[0], &m->stream);
+        /* Every frame of a connection carries its metadata; the header
+         * frame is the one libzmq made from the wire. */
+        m->auth_rank = tp->auth ? auth_rank(&f[n > 1 ? 1 : 0]) : PS_TP_AUTH_NONE;
     } else {
         m->peer = from / tp->streams;
         m->stream = from % tp->streams;
@@ -509,6 +527,7 @@ int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms)
     m->held = 0;
     m->peer = -1;
     m->stream = 0;
+    m->auth_rank = PS_TP_AUTH_NONE;
     for (;;) {
         /* Drain what is already queued before sleeping in zmq_poll. */
         for (int k = 0; k < tp->nsock; k++) {
@@ -559,6 +578,7 @@ void ps_tp_msg_move(ps_tp_msg_t *dst, ps_tp_msg_t *src)
     dst->hdr = src->hdr;
     dst->peer = src->peer;
     dst->stream = src->stream;
+    dst->auth_rank = src->auth_rank;
     dst->held = 0;
     dst->payload = NULL;
     dst->len = 0;

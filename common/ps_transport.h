@@ -34,8 +34,12 @@
  * connection only from a client whose public key is on its allow list (a
  * ZAP handler on a thread of the transport); every refused handshake, and
  * every connection that fails the handshake for any reason (a plain-text
- * client, the wrong server key), is counted.  Without keys (--insecure)
- * anyone who reaches the port can send messages.
+ * client, the wrong server key), is counted.  The allow list is by rank,
+ * and every message received carries the rank whose key its connection
+ * proved (ps_tp_msg_t.auth_rank): the routing id is the client's own
+ * choice, so the caller must compare the two (the transport reports, the
+ * server loop judges).  Without keys (--insecure) anyone who reaches the
+ * port can send messages, under any routing id not already connected.
  * Not thread-safe: one thread per ps_tp_t (the ZAP thread is internal).
  */
 #ifndef PS_TRANSPORT_H
@@ -55,6 +59,10 @@ typedef struct {
     size_t len;
     int peer;   /* server: worker rank from the routing id; worker: server index */
     int stream; /* which of that worker's connections it came on */
+    /* Server with CurveZMQ: the rank whose key the sender's connection
+     * proved (-1 if none, which a listed key never gives).  Server without
+     * security, and every worker: PS_TP_AUTH_NONE. */
+    int auth_rank;
     _Alignas(8) unsigned char impl[64]; /* the zmq message holding the payload */
     int held;
 } ps_tp_msg_t;
@@ -66,6 +74,7 @@ typedef struct {
 } ps_tp_stats_t;
 
 #define PS_TP_MAX_STREAMS 16 /* connections per worker and server */
+#define PS_TP_AUTH_NONE (-2) /* auth_rank on a socket without authentication */
 #define PS_TP_MAX_LANES 4    /* endpoints a server binds, one per I/O thread */
 #define PS_TP_KEY_LEN 41 /* a Z85 CurveZMQ key, 40 characters + NUL */
 
@@ -87,7 +96,9 @@ int ps_tp_keypair(ps_tp_keypair_t *kp);
  * empty allow list (every client refused). */
 int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
                      const ps_tp_keypair_t *keys, char *endpoint, size_t cap);
-/* Replace the allow list with n Z85 public keys. */
+/* Replace the allow list with n Z85 public keys, pubkeys[r] worker rank
+ * r's: a connection with that key is authenticated as rank r.  PS_EINVAL
+ * for a malformed key or one key for two ranks.  No-op without keys. */
 int ps_tp_server_allow(ps_tp_t *tp, const char (*pubkeys)[PS_TP_KEY_LEN], int n);
 /* Connect `streams` (1..PS_TP_MAX_STREAMS) DEALERs to every server
  * endpoint (as ps_tp_server_new advertises it: lanes separated by spaces),

@@ -12,13 +12,13 @@
 #
 # RHEL/Rocky/Alma equivalents (EPEL enabled): openmpi openmpi-devel
 # zeromq-devel openblas-devel zlib-devel pkgconf-pkg-config libcmocka-devel
-# inih-devel gnuplot (python3-zmq for the tests); Fashion-MNIST is not packaged there: fetch the four
+# inih-devel jansson-devel gnuplot (python3-zmq for the tests); Fashion-MNIST is not packaged there: fetch the four
 # IDX .gz files yourself and pass --data-dir.
 set -eu
 
 # Build and run.
 PKGS="openmpi-bin libopenmpi-dev libzmq3-dev libopenblas-dev zlib1g-dev pkg-config
-dataset-fashion-mnist make gcc libinih-dev gnuplot-nox"
+dataset-fashion-mnist make gcc libinih-dev libjansson-dev gnuplot-nox"
 # Tests: the unit-test framework, the PyTorch reference, network namespaces
 # (iproute2: `ip netns` and `ss` for tests/integration/test_cluster.sh).
 PKGS="$PKGS libcmocka-dev python3-torch python3-numpy python3-zmq iproute2 procps clang libclang-rt-dev"

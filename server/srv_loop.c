@@ -1,5 +1,6 @@
 #include "srv_loop.h"
 
+#include "ps_clock.h"
 #include "ps_err.h"
 #include "ps_finite.h"
 #include "ps_half.h"
@@ -9,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* A held PUSH: the transport message that owns the payload, plus an
  * aligned copy when the payload was not float-aligned. */
@@ -17,13 +17,6 @@ typedef struct {
     ps_tp_msg_t msg;
     float *copy;
 } held_push_t;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void release_push(void *owner)
 {
@@ -318,9 +311,20 @@ static void maybe_checkpoint(srv_loop_t *L, const srv_chunk_t *c)
     }
     int rv = srv_ckpt_write(&L->store, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers, L->cfg.settings);
     if (rv != 0) {
-        ps_log_error("checkpoint of step %llu failed: %s (training goes on; the previous "
-                     "checkpoint is kept)",
+        /* Once more, for a passing fault (an NFS hiccup); a run that was
+         * asked for checkpoints must not go on without them. */
+        ps_log_error("checkpoint of step %llu failed: %s; trying once more",
                      (unsigned long long)L->ckpt_next, ps_error_msg());
+        rv = srv_ckpt_write(&L->store, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers,
+                            L->cfg.settings);
+    }
+    if (rv != 0) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", ps_error_msg());
+        ps_error_set("checkpoint of step %llu in --checkpoint-dir %s failed twice: %s (the job "
+                     "ends; the newest whole checkpoint before it is kept for --resume)",
+                     (unsigned long long)L->ckpt_next, L->cfg.ckpt_dir, why);
+        L->failed = rv;
     }
     L->ckpt_next += L->cfg.ckpt_every;
 }
@@ -419,7 +423,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
         release_push(h);
         return nonfinite_push(L, c, m, bad);
     }
-    double t0 = now_s();
+    double t0 = ps_clock_now();
     int64_t t0_us = ps_trace_on() ? ps_trace_now() : 0;
     uint64_t step = m->hdr.step;
     int rv = srv_store_push(&L->store, c, m->peer, step, m->hdr.base, m->hdr.samples, grad, h);
@@ -436,7 +440,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
         L->worker_step[m->peer] = step + 1;
     }
     if (rv > 0) {
-        L->apply_s += now_s() - t0;
+        L->apply_s += ps_clock_now() - t0;
         ps_trace_event("server apply", t0_us, (int64_t)step + 1);
         after_update(L, c);
     }
@@ -530,13 +534,37 @@ static int dispatch_setup(srv_loop_t *L, ps_tp_msg_t *m)
     }
 }
 
+/* Whether the message comes from the worker it names: a rank of the job,
+ * the header's sender, the rank whose key the connection proved (the
+ * routing id is the client's own choice; without authentication it is all
+ * there is) and one of the streams that worker opened.  Else why not. */
+static int sender_ok(const srv_loop_t *L, const ps_tp_msg_t *m, char *why, size_t cap)
+{
+    int w = m->peer;
+    if (w >= L->cfg.nworkers || m->hdr.sender != (uint32_t)w) {
+        snprintf(why, cap, "header says sender %u", m->hdr.sender);
+    } else if (m->auth_rank != PS_TP_AUTH_NONE && m->auth_rank < 0) {
+        snprintf(why, cap, "routing id says worker %d, the connection has no rank", w);
+    } else if (m->auth_rank != PS_TP_AUTH_NONE && m->auth_rank != w) {
+        snprintf(why, cap, "routing id says worker %d, the key is worker %d's", w,
+                 m->auth_rank);
+    } else if (m->stream >= (L->cfg.worker_streams ? L->cfg.worker_streams[w]
+                                                   : PS_TP_MAX_STREAMS)) {
+        snprintf(why, cap, "stream %d, but worker %d opened %d", m->stream, w,
+                 L->cfg.worker_streams[w]);
+    } else {
+        return 1;
+    }
+    return 0;
+}
+
 /* Receive one message and hand it on; a malformed one is counted here.
  * The timeout runs from the last message a worker got through, so a
  * stranger's garbage cannot keep a silent worker from being named. */
 static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *))
 {
     ps_tp_msg_t m;
-    double t0 = now_s();
+    double t0 = ps_clock_now();
     if (L->last_ok == 0) {
         L->last_ok = t0;
     }
@@ -545,7 +573,7 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
         return PS_EAGAIN;
     }
     int rv = ps_tp_recv(L->cfg.tp, &m, (int)left_ms + 1);
-    double t1 = now_s();
+    double t1 = ps_clock_now();
     L->wait_s += t1 - t0;
     if (rv == PS_EPROTO) {
         reject(L, SRV_REJ_MALFORMED, m.peer, ps_error_msg());
@@ -554,9 +582,8 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
     if (rv != 0) {
         return rv;
     }
-    if (m.peer >= L->cfg.nworkers || m.hdr.sender != (uint32_t)m.peer) {
-        char why[96];
-        snprintf(why, sizeof why, "header says sender %u", m.hdr.sender);
+    char why[128];
+    if (!sender_ok(L, &m, why, sizeof why)) {
         reject(L, SRV_REJ_SENDER, m.peer, why);
         ps_tp_msg_release(&m);
         return 0;
@@ -565,7 +592,7 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
     L->streams_seen[m.peer] |= 1u << m.stream;
     rv = dispatch(L, &m);
     ps_tp_msg_release(&m);
-    L->busy_s += now_s() - t1;
+    L->busy_s += ps_clock_now() - t1;
     return rv;
 }
 
@@ -618,6 +645,9 @@ int srv_loop_train(srv_loop_t *L)
 {
     while (L->ndone < L->cfg.nworkers) {
         int rv = step_once(L, dispatch_train);
+        if (rv == 0 && L->failed) {
+            rv = L->failed; /* its message is set where it happened */
+        }
         if (rv == PS_EAGAIN) {
             char who[600];
             describe_missing(L, who, sizeof who);

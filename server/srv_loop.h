@@ -5,7 +5,8 @@
  * INIT of every local chunk, then ACK (when resuming, the chunks come from
  * the checkpoint instead and the INIT values are ignored).  In sync mode
  * with checkpoints on, the state is written every `ckpt_every` steps, before
- * the pull replies that let the workers go on.  Training: PUSH messages go to the
+ * the pull replies that let the workers go on; a checkpoint that fails twice
+ * ends srv_loop_train with its error.  Training: PUSH messages go to the
  * store (srv_store, which applies them per the consistency mode), PULL
  * requests are answered as soon as the chunk reaches the wanted version
  * (zero-copy from the weights; until then held, one per worker connection
@@ -17,7 +18,11 @@
  * touches memory; a bad one is dropped, counted by reason and logged at a
  * limited rate with the peer's rank.  No message from the network can
  * change a weight except a well-formed PUSH for the chunk's current step
- * from a worker that has not pushed it yet.
+ * from a worker that has not pushed it yet.  The sender is the worker
+ * whose key the connection proved (CurveZMQ): a message whose routing id
+ * or header names another rank, or that comes on a stream its worker did
+ * not open, is refused as "sender".  Without authentication (--insecure)
+ * the routing id is trusted.
  *
  * Every pushed gradient is checked for NaN/Inf before it is held: with
  * --on-nonfinite abort the loop returns PS_ERANGE naming the worker, tensor
@@ -43,7 +48,8 @@
 
 typedef enum {
     SRV_REJ_MALFORMED,   /* failed header/frame decoding */
-    SRV_REJ_SENDER,      /* sender rank unknown or not matching its routing id */
+    SRV_REJ_SENDER,      /* sender rank unknown, not matching its routing id or its
+                            key's rank, or on a stream the worker did not open */
     SRV_REJ_PHASE,       /* message type not valid now */
     SRV_REJ_CHUNK,       /* chunk not on this server, or offset/count mismatch */
     SRV_REJ_STEP,        /* push for a step other than the chunk's current one */
@@ -70,6 +76,10 @@ typedef struct {
     const srv_ckpt_state_t *resume; /* NULL: start from worker 0's INIT */
     int timeout_ms;
     const char *const *worker_hosts; /* [nworkers], for timeout messages */
+    /* [nworkers] the connections per server each worker opens (its
+     * --streams); a message on a stream beyond is refused.  NULL: only
+     * PS_TP_MAX_STREAMS bounds them. */
+    const int *worker_streams;
 } srv_loop_cfg_t;
 
 /* A PULL waiting for its chunk to reach version `want`. */
@@ -102,6 +112,7 @@ typedef struct {
     double last_ok;      /* when a worker's message last got through */
     size_t inits_seen;   /* INIT messages taken for local chunks */
     int resumed;
+    int failed; /* a handler's fatal error (a checkpoint not written): ends training */
 } srv_loop_t;
 
 /* Zeroes L, copies cfg into it and allocates the per-worker state; on

@@ -9,11 +9,13 @@
  * agreement ends every rank cleanly.  Training runs on the zmq event loop
  * (srv_loop).
  */
+#include "ps_atomic.h"
 #include "ps_boot.h"
 #include "ps_err.h"
 #include "ps_jobinfo.h"
 #include "ps_net.h"
 #include "ps_opts.h"
+#include "ps_probe.h"
 #include "ps_trace.h"
 #include "ps_transport.h"
 #include "srv_loop.h"
@@ -131,7 +133,7 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
 
 static int resolve_mode(srv_cfg_t *c)
 {
-    const char *names[] = {"sync", "ssp", "async"};
+    const char *const *names = ps_mode_names;
     for (uint32_t m = 0; m < 3; m++) {
         if (strcmp(c->mode, names[m]) == 0) {
             c->info.mode = m;
@@ -296,10 +298,33 @@ typedef struct {
     int loop_up;
 } srv_job_t;
 
-/* Step "flags": the flags, this server's key pair and its data port. */
+/* A run must not train for hours and then find it cannot write: --save
+ * is probed where it is written (server 0), --checkpoint-dir on every
+ * server (each writes its part there), made as the first checkpoint
+ * would make it. */
+static int check_outputs(const srv_cfg_t *c, const ps_boot_t *b)
+{
+    char what[4200];
+    int rv = 0;
+    if (c->save && b->rank == 0) {
+        snprintf(what, sizeof what, "--save %s", c->save);
+        rv = ps_probe_file(c->save, what);
+    }
+    if (rv == 0 && c->ckpt_dir) {
+        snprintf(what, sizeof what, "--checkpoint-dir %s", c->ckpt_dir);
+        rv = ps_probe_dir(c->ckpt_dir, 1, what);
+    }
+    return rv;
+}
+
+/* Step "flags": the flags, the outputs, this server's key pair and its
+ * data port. */
 static int open_data_port(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
 {
     int rv = check_flags(c);
+    if (rv == 0) {
+        rv = check_outputs(c, b);
+    }
     if (rv == 0 && !c->insecure) {
         rv = ps_tp_keypair(&j->keys);
     }
@@ -318,31 +343,25 @@ static void share_settings(srv_cfg_t *c, ps_boot_t *b)
 }
 
 /* Server 0: "RANK ENDPOINT PUBLIC_KEY" per server, for operators and tests;
- * written to a temporary name and renamed so readers never see half. */
-static int write_endpoint_file(const srv_cfg_t *c, ps_boot_t *b)
+ * replaced atomically so readers never see half. */
+static int endpoint_lines(FILE *f, void *arg)
 {
-    char tmp[4200];
-    if (!c->endpoint_file || b->rank != 0) {
-        return 0;
-    }
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", c->endpoint_file, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        ps_error_set("--endpoint-file %s: cannot write", c->endpoint_file);
-        return PS_EIO;
-    }
+    ps_boot_t *b = arg;
     const char(*keys)[41] = ps_boot_server_keys(b);
     for (int s = 0; s < b->nservers; s++) {
         /* The first lane: any one reaches the server's socket. */
         const char *ep = ps_boot_server_endpoint(b, s);
         fprintf(f, "%d %.*s %s\n", s, (int)strcspn(ep, " "), ep, keys[s][0] ? keys[s] : "-");
     }
-    if (fclose(f) != 0 || rename(tmp, c->endpoint_file) != 0) {
-        unlink(tmp);
-        ps_error_set("--endpoint-file %s: cannot write", c->endpoint_file);
-        return PS_EIO;
-    }
     return 0;
+}
+
+static int write_endpoint_file(const srv_cfg_t *c, ps_boot_t *b)
+{
+    if (!c->endpoint_file || b->rank != 0) {
+        return 0;
+    }
+    return ps_atomic_write(c->endpoint_file, endpoint_lines, b);
 }
 
 /* Step "ports": only this job's workers may talk to the data port; the
@@ -369,7 +388,8 @@ static int secure_port(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
     return rv == 0 ? write_endpoint_file(c, b) : rv;
 }
 
-/* Step "resume": every server loads the same newest whole checkpoint. */
+/* Step "resume": every server loads the same newest whole checkpoint;
+ * server 0 clears the checkpoint folder of anything newer. */
 static int load_resume(const srv_cfg_t *c, ps_boot_t *b, srv_ckpt_state_t *st)
 {
     char settings[1024];
@@ -389,6 +409,11 @@ static int load_resume(const srv_cfg_t *c, ps_boot_t *b, srv_ckpt_state_t *st)
                      "do all servers see the same --resume folder?",
                      (unsigned long long)step, (unsigned long long)most);
         rv = PS_EINVAL;
+    }
+    /* Before any server can write one: this run's checkpoints must not
+     * meet an earlier run's newer ones (srv_ckpt.h). */
+    if (rv == 0 && b->rank == 0 && c->ckpt_dir) {
+        rv = srv_ckpt_drop_newer(c->ckpt_dir, most);
     }
     return rv;
 }
@@ -416,6 +441,7 @@ static int setup_loop(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
         .resume = c->resume ? &j->resume : NULL,
         .timeout_ms = c->timeout_s * 1000,
         .worker_hosts = j->hosts,
+        .worker_streams = ps_boot_worker_streams(b),
     };
     j->loop_up = 1;
     int rv = srv_loop_init(&j->loop, &lc);
@@ -503,7 +529,7 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
         }
         return rv;
     }
-    if ((rv = ps_boot_exchange(b, j->ep, j->keys.pub)) == 0) {
+    if ((rv = ps_boot_exchange(b, j->ep, j->keys.pub, 0)) == 0) {
         memset(j->keys.sec, 0, sizeof j->keys.sec); /* the socket has its copy */
         share_settings(c, b);
         rv = ps_boot_agree(b, PS_STEP_PORTS, secure_port(c, b, j));
@@ -569,6 +595,6 @@ int main(int argc, char **argv)
     }
     int rv = run(&c, &b, flags_rv);
     ps_trace_stop();
-    ps_boot_finalize(&b);
+    ps_boot_fini(&b);
     return rv == 0 ? 0 : 1;
 }

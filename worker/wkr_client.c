@@ -1,35 +1,55 @@
 #include "wkr_client.h"
 
+#include "ps_clock.h"
 #include "ps_count.h"
 #include "ps_err.h"
 #include "ps_half.h"
+#include "ps.h"
 #include "ps_transport.h"
+#include "wkr_arrays.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+/* Per chunk, this step. */
+typedef struct {
+    uint8_t pushed, requested, received;
+    int unfinal;      /* its tensors whose gradient is not final yet */
+    int undelivered;  /* its tensors the reply is not written into yet */
+    uint64_t version; /* the oldest reply version the request accepts */
+    ps_tp_msg_t held; /* the reply, until every tensor took its part */
+} chunk_state_t;
+
+/* Per tensor, this step. */
+typedef struct {
+    uint8_t final, wanted;
+    size_t missing; /* chunks not yet written into a wanted tensor */
+} tensor_state_t;
 
 struct wkr_client {
     wkr_client_cfg_t cfg;
-    ps_layout_t layout;
+    const ps_layout_t *layout;
     ps_chunkmap_t map;
+    wkr_arrays_t arrays;
     ps_tp_t *tp;
     uint64_t step;
-    int skip; /* flag this step's pushes PS_FLAG_SKIP */
-    uint8_t *pushed, *requested, *received; /* per chunk, this step */
-    uint64_t *have; /* per chunk: version of the weights in params */
+    uint64_t want_step; /* the step whose weights are being pulled (messages) */
+    int skip;           /* flag this step's pushes PS_FLAG_SKIP */
+    int finished;       /* finish_step ran: only begin_step is valid */
+    chunk_state_t *ck;
+    tensor_state_t *ts;
+    uint64_t *have;  /* per chunk: version of the weights in the arrays */
     uint16_t *stage; /* --compress: the 16-bit gradients in flight */
-    size_t nreceived;
+    size_t nrequested, nreceived;
+    int npulled;         /* wanted tensors with every chunk written */
     ps_count_t inflight; /* zero-copy pushes not yet released by zmq */
     wkr_client_stats_t st;
 };
 
-static double now_s(void)
+static int ntensors_of(const wkr_client_t *c, size_t k)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return c->arrays.tlast[k] - c->arrays.tfirst[k] + 1;
 }
 
 int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
@@ -37,30 +57,28 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
     wkr_client_t *c = calloc(1, sizeof *c);
     int rv;
     if (!c) {
+        ps_error_set("no memory for the data-plane client (%zu bytes)", sizeof *c);
         return PS_ENOMEM;
     }
     c->cfg = *cfg;
-    c->layout = *cfg->layout;
-    c->cfg.layout = &c->layout;
+    c->layout = cfg->layout;
     c->cfg.streams = cfg->streams ? cfg->streams : 1;
     ps_count_init(&c->inflight);
-    if ((rv = ps_chunkmap_init(&c->map, c->layout.total, cfg->chunk_elems, cfg->nservers)) !=
-        0) {
+    if ((rv = ps_chunkmap_init(&c->map, c->layout->total, cfg->chunk_elems, cfg->nservers)) != 0 ||
+        (rv = wkr_arrays_init(&c->arrays, c->layout, &c->map)) != 0) {
         goto fail;
     }
-    c->pushed = calloc(c->map.n, 1);
-    c->requested = calloc(c->map.n, 1);
-    c->received = calloc(c->map.n, 1);
+    c->ck = calloc(c->map.n, sizeof *c->ck);
+    c->ts = calloc((size_t)c->layout->n, sizeof *c->ts);
     c->have = calloc(c->map.n, sizeof *c->have);
-    c->stage = cfg->compress ? malloc(c->layout.total * sizeof *c->stage) : NULL;
-    if (!c->pushed || !c->requested || !c->received || !c->have ||
-        (cfg->compress && !c->stage)) {
+    c->stage = cfg->compress ? malloc(c->layout->total * sizeof *c->stage) : NULL;
+    if (!c->ck || !c->ts || !c->have || (cfg->compress && !c->stage)) {
         rv = PS_ENOMEM;
         goto fail;
     }
-    if ((rv = ps_tp_client_new(&c->tp, cfg->rank, cfg->nservers, cfg->endpoints,
-                               c->cfg.streams, cfg->io_threads, cfg->keys, cfg->server_keys)) !=
-        0) {
+    wkr_client_begin_step(c, 0);
+    if ((rv = ps_tp_client_new(&c->tp, cfg->rank, cfg->nservers, cfg->endpoints, c->cfg.streams,
+                               cfg->io_threads, cfg->keys, cfg->server_keys)) != 0) {
         goto fail;
     }
     *out = c;
@@ -70,24 +88,37 @@ fail:
     return rv;
 }
 
+static void drop_held(wkr_client_t *c)
+{
+    for (size_t k = 0; c->ck && k < c->map.n; k++) {
+        ps_tp_msg_release(&c->ck[k].held);
+    }
+}
+
 void wkr_client_destroy(wkr_client_t **cp)
 {
     wkr_client_t *c = *cp;
     if (!c) {
         return;
     }
+    drop_held(c); /* before the sockets: the messages live in their context */
     if (c->tp) {
         wkr_client_wait_sends(c);
         ps_tp_destroy(&c->tp);
     }
+    wkr_arrays_fini(&c->arrays);
     ps_chunkmap_fini(&c->map);
-    free(c->pushed);
-    free(c->requested);
-    free(c->received);
+    free(c->ck);
+    free(c->ts);
     free(c->have);
     free(c->stage);
     free(c);
     *cp = NULL;
+}
+
+void wkr_client_set_arrays(wkr_client_t *c, int t, float *weights, const float *grads)
+{
+    wkr_arrays_set(&c->arrays, t, weights, grads);
 }
 
 static const char *host_of(const wkr_client_t *c, int s)
@@ -96,15 +127,17 @@ static const char *host_of(const wkr_client_t *c, int s)
 }
 
 /* Wait for one message from any server; timeouts and ERROR replies become
- * errors naming the server. */
-static int recv_reply(wkr_client_t *c, ps_tp_msg_t *m, const char *waiting_for)
+ * errors naming the server.  timeout_ms 0: PS_EAGAIN when none is queued. */
+static int recv_reply(wkr_client_t *c, ps_tp_msg_t *m, const char *waiting_for, int timeout_ms)
 {
     for (;;) {
-        int rv = ps_tp_recv(c->tp, m, c->cfg.timeout_ms);
+        int rv = ps_tp_recv(c->tp, m, timeout_ms);
         if (rv == PS_EPROTO) {
-            ps_log_error("dropped a malformed reply from server %d: %s", m->peer,
-                         ps_error_msg());
+            ps_log_error("dropped a malformed reply from server %d: %s", m->peer, ps_error_msg());
             continue;
+        }
+        if (rv == PS_EAGAIN && timeout_ms == 0) {
+            return rv;
         }
         if (rv == PS_EAGAIN) {
             ps_error_set("no answer from the servers for %d s while waiting for %s",
@@ -131,6 +164,8 @@ static int stream_of(const wkr_client_t *c, const ps_chunk_t *k)
     return (int)((k->id / (uint32_t)c->cfg.nservers) % (uint32_t)c->cfg.streams);
 }
 
+/* A PUSH, PULL or INIT of chunk k; `data` is the chunk's count floats
+ * (NULL for a PULL), sent zero-copy when ffn is given. */
 static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, uint64_t step,
                       const float *data, uint32_t samples, ps_tp_free_fn ffn)
 {
@@ -141,7 +176,7 @@ static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, 
     h.chunk = k->id;
     h.offset = k->offset;
     h.samples = samples;
-    const void *payload = data ? data + k->offset : NULL;
+    const void *payload = data;
     if (data) {
         h.count = (uint32_t)k->count;
         h.payload = k->count * sizeof(float);
@@ -149,12 +184,12 @@ static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, 
     if (data && type == PS_MSG_PUSH && c->cfg.compress) {
         /* --compress: 16-bit copy in the staging buffer, sent from there. */
         uint16_t *half = c->stage + k->offset;
-        if (c->cfg.compress == WKR_COMPRESS_F16) {
-            ps_f32_to_f16(data + k->offset, half, k->count);
+        if (c->cfg.compress == PS_COMPRESS_FP16) {
+            ps_f32_to_f16(data, half, k->count);
         } else {
-            ps_f32_to_bf16(data + k->offset, half, k->count);
+            ps_f32_to_bf16(data, half, k->count);
         }
-        h.flags |= c->cfg.compress == WKR_COMPRESS_F16 ? PS_FLAG_F16 : PS_FLAG_BF16;
+        h.flags |= c->cfg.compress == PS_COMPRESS_FP16 ? PS_FLAG_F16 : PS_FLAG_BF16;
         h.payload = k->count * sizeof(uint16_t);
         payload = half;
     }
@@ -163,30 +198,52 @@ static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, 
     return ps_tp_send(c->tp, k->server, stream, &h, payload, h.payload, ffn, ffn ? c : NULL);
 }
 
-int wkr_client_register(wkr_client_t *c, const float *init)
+/* INIT every chunk from the weight arrays (copied by the transport). */
+static int send_inits(wkr_client_t *c)
 {
-    uint8_t buf[PS_WIRE_MAX_LAYOUT];
-    long len = ps_layout_encode(&c->layout, buf, sizeof buf);
-    int rv, acks = 0;
-    if (len < 0) {
-        ps_error_set("layout too large to register");
-        return PS_EINVAL;
+    float *buf = malloc(c->map.chunk_elems * sizeof *buf);
+    int rv = 0;
+    if (!buf) {
+        ps_error_set("no memory for a chunk of %zu floats", c->map.chunk_elems);
+        return PS_ENOMEM;
     }
-    for (int s = 0; s < c->cfg.nservers; s++) {
+    for (size_t i = 0; rv == 0 && i < c->map.n; i++) {
+        wkr_arrays_gather_weights(&c->arrays, i, buf);
+        rv = send_chunk(c, PS_MSG_INIT, &c->map.c[i], 0, buf, 0, NULL);
+    }
+    free(buf);
+    return rv;
+}
+
+static int send_register(wkr_client_t *c)
+{
+    uint8_t *buf = malloc(PS_WIRE_MAX_LAYOUT);
+    long len = buf ? ps_layout_encode(c->layout, buf, PS_WIRE_MAX_LAYOUT) : PS_ENOMEM;
+    int rv = 0;
+    if (len < 0) {
+        ps_error_set(buf ? "layout too large to register" : "no memory to encode the layout");
+        free(buf);
+        return buf ? PS_EINVAL : PS_ENOMEM;
+    }
+    for (int s = 0; rv == 0 && s < c->cfg.nservers; s++) {
         ps_hdr_t h = ps_wire_hdr(PS_MSG_REGISTER, (uint32_t)c->cfg.rank);
         h.payload = (uint64_t)len;
-        if ((rv = ps_tp_send(c->tp, s, 0, &h, buf, (size_t)len, NULL, NULL)) != 0) {
-            return rv;
-        }
+        rv = ps_tp_send(c->tp, s, 0, &h, buf, (size_t)len, NULL, NULL);
     }
-    for (size_t i = 0; i < c->map.n; i++) {
-        if ((rv = send_chunk(c, PS_MSG_INIT, &c->map.c[i], 0, init, 0, NULL)) != 0) {
-            return rv;
-        }
+    free(buf);
+    return rv;
+}
+
+int wkr_client_register(wkr_client_t *c)
+{
+    int rv, acks = 0;
+    if ((rv = wkr_arrays_prepare(&c->arrays)) != 0 || (rv = send_register(c)) != 0 ||
+        (rv = send_inits(c)) != 0) {
+        return rv;
     }
     while (acks < c->cfg.nservers) {
         ps_tp_msg_t m;
-        if ((rv = recv_reply(c, &m, "the servers to accept the model")) != 0) {
+        if ((rv = recv_reply(c, &m, "the servers to accept the model", c->cfg.timeout_ms)) != 0) {
             return rv;
         }
         acks += m.hdr.type == PS_MSG_ACK;
@@ -198,23 +255,28 @@ int wkr_client_register(wkr_client_t *c, const float *init)
 void wkr_client_begin_step(wkr_client_t *c, uint64_t step)
 {
     c->step = step;
+    c->want_step = step + 1;
     c->skip = 0;
-    memset(c->pushed, 0, c->map.n);
-    memset(c->requested, 0, c->map.n);
-    memset(c->received, 0, c->map.n);
-    c->nreceived = 0;
+    c->finished = 0;
+    drop_held(c);
+    for (size_t k = 0; k < c->map.n; k++) {
+        chunk_state_t *s = &c->ck[k];
+        s->pushed = s->requested = s->received = 0;
+        s->unfinal = s->undelivered = ntensors_of(c, k);
+        s->version = 0;
+    }
+    memset(c->ts, 0, (size_t)c->layout->n * sizeof *c->ts);
+    c->nrequested = c->nreceived = 0;
+    c->npulled = 0;
 }
 
 /* The oldest weights version step `step` may start from. */
 static uint64_t need_version(const wkr_client_t *c, uint64_t step)
 {
     switch (c->cfg.mode) {
-    case PS_MODE_ASYNC:
-        return 0;
-    case PS_MODE_SSP:
-        return step > c->cfg.staleness ? step - c->cfg.staleness : 0;
-    default:
-        return step;
+    case PS_MODE_ASYNC: return 0;
+    case PS_MODE_SSP: return step > c->cfg.staleness ? step - c->cfg.staleness : 0;
+    default: return step;
     }
 }
 
@@ -230,35 +292,101 @@ static void push_released(void *data, void *hint)
     ps_count_release(&c->inflight);
 }
 
-int wkr_client_push_from(wkr_client_t *c, const float *grads, size_t first, uint32_t samples)
+static int request(wkr_client_t *c, size_t k, uint64_t version)
 {
-    /* Chunks are in ascending offset; the ready region is a suffix. */
-    for (size_t i = c->map.n; i-- > 0;) {
-        const ps_chunk_t *k = &c->map.c[i];
-        if (k->offset < first) {
-            break;
-        }
-        if (c->pushed[i]) {
-            continue;
-        }
-        ps_count_add(&c->inflight, 1);
-        int rv = send_chunk(c, PS_MSG_PUSH, k, c->step, grads, samples, push_released);
-        if (rv != 0) {
-            return rv;
-        }
-        c->pushed[i] = 1;
-        c->st.bytes_pushed += k->count * (c->cfg.compress ? sizeof(uint16_t) : sizeof(float));
-        if ((rv = send_chunk(c, PS_MSG_PULL, k, need_version(c, c->step + 1), NULL, 0, NULL)) !=
-            0) {
-            return rv;
-        }
-        c->requested[i] = 1;
+    chunk_state_t *s = &c->ck[k];
+    if (s->requested) {
+        return 0;
+    }
+    int rv = send_chunk(c, PS_MSG_PULL, &c->map.c[k], version, NULL, 0, NULL);
+    if (rv == 0) {
+        s->requested = 1;
+        s->version = version;
+        c->nrequested++;
+    }
+    return rv;
+}
+
+static int push_chunk(wkr_client_t *c, size_t k, uint32_t samples)
+{
+    const ps_chunk_t *ch = &c->map.c[k];
+    ps_count_add(&c->inflight, 1);
+    int rv = send_chunk(c, PS_MSG_PUSH, ch, c->step, wkr_arrays_grads(&c->arrays, k), samples,
+                        push_released);
+    if (rv != 0) {
+        return rv; /* ps_tp_send ran push_released already: it does on failure too */
+    }
+    c->ck[k].pushed = 1;
+    c->st.bytes_pushed += ch->count * (c->cfg.compress ? sizeof(uint16_t) : sizeof(float));
+    return request(c, k, need_version(c, c->step + 1));
+}
+
+/* Pushes and pulls belong to a step that is not finished. */
+static int in_step(const wkr_client_t *c)
+{
+    if (c->finished) {
+        ps_error_set("the data plane's step %llu is finished; begin the next one",
+                     (unsigned long long)c->step);
+        return PS_ESTATE;
     }
     return 0;
 }
 
-/* Check a PULL_REPLY against the chunk map and copy it in. */
-static void take_reply(wkr_client_t *c, const ps_tp_msg_t *m, uint64_t version, float *params)
+int wkr_client_push_tensor(wkr_client_t *c, int t, uint32_t samples)
+{
+    int rv = in_step(c);
+    if (rv == 0) {
+        rv = wkr_arrays_prepare(&c->arrays);
+    }
+    if (rv != 0 || c->ts[t].final) {
+        return rv;
+    }
+    c->ts[t].final = 1;
+    /* Last chunk first, as backward produces the gradients. */
+    size_t first = wkr_arrays_chunk_first(&c->arrays, t);
+    for (size_t k = wkr_arrays_chunk_last(&c->arrays, t) + 1; rv == 0 && k-- > first;) {
+        if (--c->ck[k].unfinal == 0) {
+            rv = push_chunk(c, k, samples);
+        }
+    }
+    return rv;
+}
+
+int wkr_client_tensor_pushed(const wkr_client_t *c, int t, int *waiting)
+{
+    size_t last = wkr_arrays_chunk_last(&c->arrays, t);
+    for (size_t k = wkr_arrays_chunk_first(&c->arrays, t); k <= last; k++) {
+        if (c->ck[k].pushed) {
+            continue;
+        }
+        for (int u = c->arrays.tfirst[k]; waiting && u <= c->arrays.tlast[k]; u++) {
+            if (!c->ts[u].final) {
+                *waiting = u;
+                break;
+            }
+        }
+        return 0;
+    }
+    return 1;
+}
+
+/* Write chunk k's held reply into tensor t (wanted), and let the reply go
+ * once every tensor of the chunk has its part. */
+static void deliver(wkr_client_t *c, size_t k, int t)
+{
+    chunk_state_t *s = &c->ck[k];
+    wkr_arrays_scatter(&c->arrays, k, t, s->held.payload);
+    if (--c->ts[t].missing == 0) {
+        c->npulled++;
+    }
+    if (--s->undelivered == 0) {
+        c->have[k] = s->held.hdr.step;
+        ps_tp_msg_release(&s->held);
+    }
+}
+
+/* Check a PULL_REPLY against the chunk map and keep it for its tensors. */
+static void take_reply(wkr_client_t *c, ps_tp_msg_t *m)
 {
     const ps_hdr_t *h = &m->hdr;
     if (h->type != PS_MSG_PULL_REPLY || h->chunk >= c->map.n) {
@@ -266,50 +394,133 @@ static void take_reply(wkr_client_t *c, const ps_tp_msg_t *m, uint64_t version, 
         return;
     }
     const ps_chunk_t *k = &c->map.c[h->chunk];
+    chunk_state_t *s = &c->ck[h->chunk];
     if (k->server != m->peer || h->offset != k->offset || h->count != k->count ||
-        h->step < version || c->received[h->chunk]) {
+        m->len != k->count * sizeof(float) || !s->requested || h->step < s->version ||
+        s->received) {
         ps_log_error("dropped a reply for chunk %u from server %d that does not match", h->chunk,
                      m->peer);
         return;
     }
-    memcpy(params + k->offset, m->payload, m->len);
-    c->have[h->chunk] = h->step;
-    c->received[h->chunk] = 1;
+    s->received = 1;
     c->nreceived++;
     c->st.bytes_pulled += m->len;
+    ps_tp_msg_move(&s->held, m);
+    for (int t = c->arrays.tfirst[h->chunk]; t <= c->arrays.tlast[h->chunk]; t++) {
+        if (c->ts[t].wanted) {
+            deliver(c, h->chunk, t);
+        }
+    }
 }
 
-int wkr_client_pull(wkr_client_t *c, uint64_t step, float *params)
+/* Receive and take one reply (timeout_ms as recv_reply). */
+static int take_one(wkr_client_t *c, const char *what, int timeout_ms)
 {
-    uint64_t version = need_version(c, step);
-    int rv;
-    for (size_t i = 0; i < c->map.n; i++) {
-        if (!c->requested[i]) {
-            if ((rv = send_chunk(c, PS_MSG_PULL, &c->map.c[i], version, NULL, 0, NULL)) != 0) {
-                return rv;
-            }
-            c->requested[i] = 1;
-        }
+    ps_tp_msg_t m;
+    int rv = recv_reply(c, &m, what, timeout_ms);
+    if (rv != 0) {
+        return rv;
     }
-    double t0 = now_s();
-    while (c->nreceived < c->map.n) {
-        ps_tp_msg_t m;
-        char what[64];
-        snprintf(what, sizeof what, "the weights of step %llu", (unsigned long long)version);
-        if ((rv = recv_reply(c, &m, what)) != 0) {
-            return rv;
-        }
-        take_reply(c, &m, version, params);
-        ps_tp_msg_release(&m);
-    }
-    c->st.wait_s += now_s() - t0;
+    take_reply(c, &m);
+    ps_tp_msg_release(&m);
     return 0;
+}
+
+int wkr_client_want(wkr_client_t *c, int t, uint64_t step)
+{
+    tensor_state_t *ts = &c->ts[t];
+    int rv = in_step(c);
+    if (rv == 0) {
+        rv = wkr_arrays_prepare(&c->arrays);
+    }
+    if (rv != 0 || ts->wanted) {
+        return rv;
+    }
+    c->want_step = step;
+    size_t first = wkr_arrays_chunk_first(&c->arrays, t),
+           last = wkr_arrays_chunk_last(&c->arrays, t);
+    ts->wanted = 1;
+    ts->missing = last - first + 1;
+    for (size_t k = first; rv == 0 && k <= last; k++) {
+        if (c->ck[k].received) {
+            deliver(c, k, t);
+        } else {
+            rv = request(c, k, need_version(c, step));
+        }
+    }
+    return rv;
+}
+
+int wkr_client_tensor_pulled(const wkr_client_t *c, int t)
+{
+    return c->ts[t].wanted && c->ts[t].missing == 0;
+}
+
+int wkr_client_tensors_pulled(const wkr_client_t *c)
+{
+    return c->npulled;
+}
+
+/* Receive until done(c, arg) holds. */
+static int wait_until(wkr_client_t *c, int (*done)(const wkr_client_t *, int), int arg)
+{
+    char what[96];
+    double t0 = ps_clock_now();
+    int rv = 0;
+    snprintf(what, sizeof what, "the weights of step %llu", (unsigned long long)c->want_step);
+    while (rv == 0 && !done(c, arg)) {
+        rv = take_one(c, what, c->cfg.timeout_ms);
+    }
+    c->st.wait_s += ps_clock_now() - t0;
+    return rv;
+}
+
+int wkr_client_wait_tensor(wkr_client_t *c, int t)
+{
+    return wait_until(c, wkr_client_tensor_pulled, t);
+}
+
+int wkr_client_poll(wkr_client_t *c)
+{
+    int rv;
+    while ((rv = take_one(c, "", 0)) == 0) {
+    }
+    return rv == PS_EAGAIN ? 0 : rv;
+}
+
+static int all_received(const wkr_client_t *c, int unused)
+{
+    (void)unused;
+    return c->nreceived == c->nrequested;
+}
+
+int wkr_client_pull(wkr_client_t *c, uint64_t step)
+{
+    int rv = 0;
+    for (int t = 0; rv == 0 && t < c->layout->n; t++) {
+        rv = wkr_client_want(c, t, step);
+    }
+    return rv ? rv : wait_until(c, all_received, 0);
+}
+
+int wkr_client_finish_step(wkr_client_t *c)
+{
+    int rv = wait_until(c, all_received, 0);
+    drop_held(c); /* replies no tensor wanted */
+    wkr_client_wait_sends(c);
+    c->finished = 1;
+    return rv;
 }
 
 int wkr_client_wait_sends(wkr_client_t *c)
 {
     ps_count_wait_zero(&c->inflight);
     return 0;
+}
+
+int wkr_client_sends_done(wkr_client_t *c)
+{
+    return ps_count_get(&c->inflight) == 0;
 }
 
 int wkr_client_shutdown(wkr_client_t *c)
@@ -322,6 +533,18 @@ int wkr_client_shutdown(wkr_client_t *c)
         }
     }
     return 0;
+}
+
+/* Fold one server's counters into the job's. */
+static void add_stats(ps_wire_stats_t *out, const ps_wire_stats_t *st)
+{
+    out->staleness_max =
+        st->staleness_max > out->staleness_max ? st->staleness_max : out->staleness_max;
+    out->version = st->version > out->version ? st->version : out->version;
+    out->staleness_sum += st->staleness_sum;
+    out->applied += st->applied;
+    out->rejected += st->rejected;
+    out->apply_us += st->apply_us;
 }
 
 int wkr_client_server_stats(wkr_client_t *c, ps_wire_stats_t *out)
@@ -337,18 +560,12 @@ int wkr_client_server_stats(wkr_client_t *c, ps_wire_stats_t *out)
     while (got < c->cfg.nservers) {
         ps_tp_msg_t m;
         ps_wire_stats_t st;
-        if ((rv = recv_reply(c, &m, "the servers' counters")) != 0) {
+        if ((rv = recv_reply(c, &m, "the servers' counters", c->cfg.timeout_ms)) != 0) {
             return rv;
         }
         if (m.hdr.type == PS_MSG_STATS_REPLY) {
             ps_wire_stats_decode(&st, m.payload);
-            out->staleness_max = st.staleness_max > out->staleness_max ? st.staleness_max
-                                                                        : out->staleness_max;
-            out->version = st.version > out->version ? st.version : out->version;
-            out->staleness_sum += st.staleness_sum;
-            out->applied += st.applied;
-            out->rejected += st.rejected;
-            out->apply_us += st.apply_us;
+            add_stats(out, &st);
             got++;
         }
         ps_tp_msg_release(&m);

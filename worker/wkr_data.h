@@ -28,8 +28,10 @@
  *              than two classes inferred, wrong IDX magic, IDX count or
  *              size mismatch, truncated/corrupt gzip
  *   PS_ERANGE  a value out of range: negative label, label >= classes,
- *              feature index beyond --features or beyond the limit, a shard
- *              that would receive no sample
+ *              feature index beyond --features or beyond the limit, a
+ *              feature or class count beyond WKR_DATA_INFER_MAX_* that the
+ *              options leave to inference, a shard that would receive no
+ *              sample
  *   PS_ENOMEM  allocation failed or n x features overflows size_t
  *
  * Formats (see docs): LIBSVM `label idx:val ...` with 1-based strictly
@@ -51,6 +53,13 @@
 #define WKR_DATA_MAX_FEATURES (1 << 24)
 /* Largest class count; labels up to this are exact in a float. */
 #define WKR_DATA_MAX_CLASSES (1 << 24)
+/* Largest sizes a text file may imply when --features / --classes are 0
+ * (docs/operations.md, "Data files: inferred sizes"): rows are dense, so one line
+ * "1 16777216:1" would otherwise ask for a 64 MiB row and a model to
+ * match, and one label 16000000 for 16 million classes.  Beyond them the
+ * load fails naming PATH:LINE and the flag that lifts the cap. */
+#define WKR_DATA_INFER_MAX_FEATURES (1 << 20)
+#define WKR_DATA_INFER_MAX_CLASSES (1 << 16)
 
 typedef struct {
     float *x;     /* n x features, row-major, owned by the dataset */

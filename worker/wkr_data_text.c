@@ -104,6 +104,12 @@ static int label_check(txt_t *t, const char *tok, float v)
                      (double)v, WKR_DATA_MAX_CLASSES);
         return PS_ERANGE;
     }
+    if (t->o.classes == 0 && v >= (float)WKR_DATA_INFER_MAX_CLASSES) {
+        ps_error_set("%s:%zu: label %.0f would make %.0f classes, more than the %d inferred "
+                     "from labels at most; pass --classes if the data has that many",
+                     t->path, t->lineno, (double)v, (double)v + 1, WKR_DATA_INFER_MAX_CLASSES);
+        return PS_ERANGE;
+    }
     if (t->o.classes > 0 && v >= (float)t->o.classes) {
         ps_error_set("%s:%zu: label %.0f is out of range for %d classes (0..%d)", t->path,
                      t->lineno, (double)v, t->o.classes, t->o.classes - 1);
@@ -165,6 +171,12 @@ static int svm_index(txt_t *t, const char *tok, long prev, long *idx)
     if (t->o.features > 0 && i > t->o.features) {
         ps_error_set("%s:%zu: feature index %ld is beyond --features %d", t->path, t->lineno, i,
                      t->o.features);
+        return PS_ERANGE;
+    }
+    if (t->o.features == 0 && i > WKR_DATA_INFER_MAX_FEATURES) {
+        ps_error_set("%s:%zu: feature index %ld, more than the %d features inferred from a "
+                     "file at most (rows are dense); pass --features if the data is that wide",
+                     t->path, t->lineno, i, WKR_DATA_INFER_MAX_FEATURES);
         return PS_ERANGE;
     }
     *idx = i;
@@ -235,6 +247,12 @@ static int csv_cols_check(txt_t *t, long cols)
             ps_error_set("%s:%zu: %ld feature columns but --features is %d", t->path, t->lineno,
                          cols - 1, t->o.features);
             return PS_EINVAL;
+        }
+        if (t->o.features == 0 && cols - 1 > WKR_DATA_INFER_MAX_FEATURES) {
+            ps_error_set("%s:%zu: %ld feature columns, more than the %d features inferred from "
+                         "a file at most; pass --features %ld if the data is that wide",
+                         t->path, t->lineno, cols - 1, WKR_DATA_INFER_MAX_FEATURES, cols - 1);
+            return PS_ERANGE;
         }
         t->cols = cols;
         t->cols_line = t->lineno;

@@ -4,12 +4,13 @@
  *
  *   mpirun -np S bin/ps-server [flags] : -np W bin/ps-worker [flags]
  *
- * The collective start-up sequence mirrors ps-server's (see ps_boot.h); it
- * is libpsclient's (ps_api.h), so a custom worker on ps.h starts the same
- * way.  This file adds the flags, the data, the model and the trainer.
+ * A plain program on libpsclient (ps.h), like any custom worker: ps_init,
+ * declare and bind the model's own arrays, ps_plan, ps_start, the trainer
+ * (wkr_train), ps_finalize.  This file adds the flags, the data, the model
+ * and the reports; of the rest of the project it uses only utilities
+ * (logging, flags, traces, safetensors files, the layout type).
  */
-#include "ps_api.h"
-#include "ps_boot.h"
+#include "ps.h"
 #include "ps_err.h"
 #include "ps_opts.h"
 #include "ps_trace.h"
@@ -35,6 +36,8 @@ typedef struct {
     int io_threads, streams, timeout_s, blas_threads, quiet;
     int no_shuffle;
     long long seed;
+    int compress_code; /* PS_COMPRESS_* */
+    wkr_model_kind_t kind;
     wkr_train_cfg_t train;
 } wkr_cfg_t;
 
@@ -42,7 +45,7 @@ typedef struct {
     wkr_dataset_t train, test;
     int has_test;
     wkr_model_t *model;
-    wkr_plan_t plan;
+    ps_planinfo_t plan;
 } wkr_job_t;
 
 static const char USAGE[] =
@@ -113,9 +116,29 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
     return rv;
 }
 
-static int check_flags(const wkr_cfg_t *c)
+static int parse_compress(const char *s, int *out)
+{
+    static const struct {
+        const char *name;
+        int code;
+    } kinds[] = {{"none", PS_COMPRESS_NONE}, {"fp16", PS_COMPRESS_FP16},
+                 {"bf16", PS_COMPRESS_BF16}};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (strcmp(s, kinds[i].name) == 0) {
+            *out = kinds[i].code;
+            return 0;
+        }
+    }
+    ps_error_set("--compress '%s': want none, fp16 or bf16", s);
+    return PS_EINVAL;
+}
+
+/* Flags that need no data: checked before the job starts, agreed on at
+ * ps_start (ps_fail). */
+static int check_flags(wkr_cfg_t *c)
 {
     wkr_progress_t p;
+    char why[512];
     if (strcmp(c->progress, "auto") != 0 && wkr_report_parse_mode(c->progress, &p) != 0) {
         return PS_EINVAL;
     }
@@ -138,14 +161,19 @@ static int check_flags(const wkr_cfg_t *c)
         ps_error_set("--batch-size and --accumulate must be >= 1, --epochs and --steps >= 0");
         return PS_EINVAL;
     }
-    return 0;
+    if (wkr_model_parse_kind(c->model, &c->kind) != 0) {
+        snprintf(why, sizeof why, "%s", ps_error_msg()); /* the detail buffer is the target */
+        ps_error_set("--model: %s", why);
+        return PS_EINVAL;
+    }
+    return parse_compress(c->compress, &c->compress_code);
 }
 
-static int load_data(const wkr_cfg_t *c, ps_boot_t *b, wkr_job_t *j, wkr_model_kind_t kind)
+static int load_data(const wkr_cfg_t *c, wkr_job_t *j)
 {
     wkr_data_opts_t o = {.data_dir = c->data_dir, .features = c->features,
-                         .classes = c->classes, .regression = kind == WKR_MODEL_LINEAR,
-                         .shard = b->rank, .nshards = b->nworkers};
+                         .classes = c->classes, .regression = c->kind == WKR_MODEL_LINEAR,
+                         .shard = c->train.rank, .nshards = c->train.nworkers};
     int rv = wkr_data_load(&j->train, c->data, 0, &o);
     if (rv != 0) {
         return rv;
@@ -191,7 +219,7 @@ static int load_init(wkr_model_t *m, const char *path)
     return rv;
 }
 
-static int build_model(const wkr_cfg_t *c, wkr_job_t *j, wkr_model_kind_t kind)
+static int build_model(const wkr_cfg_t *c, wkr_job_t *j)
 {
     int hidden[32], nh = 0, rv;
     char why[512];
@@ -199,25 +227,43 @@ static int build_model(const wkr_cfg_t *c, wkr_job_t *j, wkr_model_kind_t kind)
     if ((rv = wkr_model_parse_init(c->init, &init)) != 0) {
         return rv;
     }
-    if (kind == WKR_MODEL_MLP && (nh = ps_opts_int_list(c->hidden, hidden, 32)) < 0) {
+    if (c->kind == WKR_MODEL_MLP && (nh = ps_opts_int_list(c->hidden, hidden, 32)) < 0) {
         snprintf(why, sizeof why, "%s", ps_error_msg()); /* the detail buffer is the target */
         ps_error_set("--hidden: %s", why);
         return PS_EINVAL;
     }
-    rv = wkr_model_new(&j->model, kind, j->train.features, j->train.classes, hidden, nh,
+    rv = wkr_model_new(&j->model, c->kind, j->train.features, j->train.classes, hidden, nh,
                        c->train.batch);
     if (rv != 0) {
         return rv;
     }
-    wkr_model_init(j->model, init, (uint64_t)c->seed);
+    wkr_model_fill_weights(j->model, init, (uint64_t)c->seed);
     if (c->init_from && (rv = load_init(j->model, c->init_from)) != 0) {
         return rv;
     }
     return wkr_train_plan(&c->train, j->train.total, &j->plan);
 }
 
-/* Hand the model's own arrays and the plan to the library; the workers
- * also compare the data size and the batch (or sync would hang). */
+/* Every tensor of the model, its initial values and its arrays (the
+ * library pushes from and pulls into the model's own). */
+static int declare_tensors(ps_t *ps, wkr_model_t *m)
+{
+    const ps_layout_t *l = wkr_model_layout(m);
+    float *w = wkr_model_params(m), *g = wkr_model_grads(m);
+    int rv = 0;
+    for (int i = 0; rv == 0 && i < l->n; i++) {
+        const ps_tensor_t *t = &l->t[i];
+        ps_initializer_t init = {.kind = PS_INIT_VALUES, .values = w + t->offset};
+        rv = ps_declare(ps, t->name, t->ndim, t->dims, &init);
+        if (rv == 0) {
+            rv = ps_bind(ps, t->name, w + t->offset, g + t->offset);
+        }
+    }
+    return rv;
+}
+
+/* The model and the plan to the library; the workers also compare the
+ * data size and the batch (or sync would hang). */
 static int declare_model(const wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
 {
     const ps_layout_t *l = wkr_model_layout(j->model);
@@ -230,53 +276,46 @@ static int declare_model(const wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
              "steps, batch %d x %d, unlike worker 0; give every worker the same flags and data",
              c->train.rank, desc, j->train.total, (unsigned long long)j->plan.total_steps,
              c->train.accumulate, c->train.batch);
-    int rv = ps_api_adopt(ps, l, wkr_model_params(j->model), wkr_model_grads(j->model));
+    int rv = declare_tensors(ps, j->model);
     if (rv == 0) {
         rv = ps_plan(ps, j->plan.steps_per_epoch, j->plan.total_steps);
     }
-    return rv ? rv : ps_api_agreement(ps, extra, 3, msg);
+    return rv ? rv : ps_require_same(ps, extra, 3, msg);
 }
 
-/* Start-up steps 5-7 (docs/protocol.md): data, model, agreement, plan. */
-static int prepare(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j, wkr_model_kind_t kind)
+/* Data, model, declarations, plan, the report: everything ps_start needs.
+ * A failure is handed to the library, which fails ps_start on every rank. */
+static void prepare(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j, wkr_report_t *rep, wkr_report_t **r)
 {
-    c->train.srv = ps_api_srvinfo(ps);
-    c->train.shuffle = !c->no_shuffle;
-    c->train.seed = (uint64_t)c->seed;
-    int rv = load_data(c, ps_api_boot(ps), j, kind);
+    int rv = load_data(c, j);
     if (rv == 0) {
-        rv = build_model(c, j, kind);
+        rv = build_model(c, j);
     }
     if (rv == 0) {
         rv = declare_model(c, ps, j);
     }
-    ps_api_fail(ps, rv);
-    return ps_api_start_plan(ps);
+    if (rv == 0 && c->train.rank == 0 && (rv = wkr_report_init(rep, c->progress, c->metrics)) == 0) {
+        *r = rep;
+    }
+    if (rv != 0) {
+        ps_fail(ps, "%s", ps_error_msg());
+    }
 }
 
-static int connect_and_train(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
+static int train(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
 {
-    ps_boot_t *b = ps_api_boot(ps);
     wkr_report_t rep, *r = NULL;
-    ps_info_t info;
-    int rv = 0;
-    if (b->rank == 0 && (rv = wkr_report_open(&rep, c->progress, c->metrics)) == 0) {
-        r = &rep;
-    }
-    ps_api_fail(ps, rv); /* agreed on with the registration */
-    if ((rv = ps_api_start_register(ps)) == 0) {
-        ps_info(ps, &info);
-        c->train.start_step = info.step;
-        rv = wkr_train_run(&c->train, &j->plan, b, j->model, ps_api_client(ps), &j->train,
+    prepare(c, ps, j, &rep, &r);
+    int rv = ps_start(ps);
+    if (rv == 0) {
+        rv = wkr_train_run(&c->train, &j->plan, ps, j->model, &j->train,
                            j->has_test ? &j->test : NULL, r);
         if (rv != 0) {
-            ps_log_error("%s", ps_error_msg());
-            ps_boot_abort(b, 3);
+            ps_fail(ps, "%s", ps_error_msg()); /* ps_finalize ends the job with it */
         }
-        ps_api_shutdown_sent(ps);
     }
     if (r) {
-        wkr_report_close(r);
+        wkr_report_fini(r);
     }
     if (rv == 0) {
         ps_log_peak_memory();
@@ -286,19 +325,6 @@ static int connect_and_train(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
         rv = 0;
     }
     return rv;
-}
-
-static int parse_compress(const char *s, int *out)
-{
-    const char *names[] = {"none", "fp16", "bf16"};
-    for (int i = 0; i < 3; i++) {
-        if (strcmp(s, names[i]) == 0) {
-            *out = i; /* PS_COMPRESS_NONE, _FP16, _BF16 */
-            return 0;
-        }
-    }
-    ps_error_set("--compress '%s': want none, fp16 or bf16", s);
-    return PS_EINVAL;
 }
 
 /* `ps-worker --plot-metrics FILE --plot OUT.png`: no MPI, no training. */
@@ -316,9 +342,9 @@ static int plot_only(const wkr_cfg_t *c)
 }
 
 /* --trace recording, and a metrics file for --plot when none was asked. */
-static int start_outputs(wkr_cfg_t *c, const ps_boot_t *b)
+static int start_outputs(wkr_cfg_t *c, const ps_info_t *in)
 {
-    if (c->plot && !c->metrics && b->rank == 0) {
+    if (c->plot && !c->metrics && in->rank == 0) {
         snprintf(c->tmp_metrics, sizeof c->tmp_metrics, "/tmp/ps-metrics-%d.jsonl",
                  (int)getpid());
         c->metrics = c->tmp_metrics;
@@ -327,31 +353,39 @@ static int start_outputs(wkr_cfg_t *c, const ps_boot_t *b)
         return 0;
     }
     char label[32];
-    snprintf(label, sizeof label, "worker %d", b->rank);
-    return ps_trace_start(c->trace, b->world_rank, label);
+    snprintf(label, sizeof label, "worker %d", in->rank);
+    return ps_trace_start(c->trace, in->world_rank, label);
 }
 
-/* Everything after the flags; ps_finalize meets the servers' save step. */
-static int run(wkr_cfg_t *c, ps_t *ps, int flags_rv)
+/* Everything after ps_init; ps_finalize meets the servers' save step. */
+static int run(wkr_cfg_t *c, ps_t *ps, const char *flags_error)
 {
     wkr_job_t j;
-    wkr_model_kind_t kind = WKR_MODEL_MLP;
-    char why[512];
-    int rv = flags_rv ? flags_rv : check_flags(c);
+    ps_info_t in;
+    int rv = ps_info(ps, &in);
     memset(&j, 0, sizeof j);
-    if (rv == 0 && (rv = wkr_model_parse_kind(c->model, &kind)) != 0) {
-        snprintf(why, sizeof why, "%s", ps_error_msg());
-        ps_error_set("--model: %s", why);
+    c->train.rank = in.rank;
+    c->train.nworkers = in.nworkers;
+    c->train.shuffle = !c->no_shuffle;
+    c->train.seed = (uint64_t)c->seed;
+    if (rv == 0 && flags_error) {
+        ps_error_set("%s", flags_error);
+        rv = PS_EINVAL;
     }
-    if ((rv = ps_api_join(ps, rv)) == 0 && (rv = prepare(c, ps, &j, kind)) == 0) {
-        rv = connect_and_train(c, ps, &j);
+    if (rv == 0) {
+        rv = start_outputs(c, &in);
+    }
+    if (rv != 0) {
+        ps_fail(ps, "%s", ps_error_msg()); /* ps_finalize fails the start-up with it */
+    } else {
+        openblas_set_num_threads(c->blas_threads);
+        rv = train(c, ps, &j);
     }
     if (rv == 0 && ps_trace_write_part() != 0) {
         ps_log_error("%s", ps_error_msg());
     }
-    int world_rank = ps_api_boot(ps)->world_rank, world = ps_api_boot(ps)->world_size;
     int end = ps_finalize(&ps);
-    if (end == 0 && world_rank == 0 && ps_trace_merge(world) != 0) {
+    if (end == 0 && in.world_rank == 0 && ps_trace_merge(in.world_size) != 0) {
         ps_log_error("%s", ps_error_msg());
     }
     if (c->tmp_metrics[0]) {
@@ -374,6 +408,7 @@ int main(int argc, char **argv)
         .train = {.batch = 64, .accumulate = 1, .epochs = 10},
     };
     ps_t *ps = NULL;
+    char why[512];
     int flags_rv = parse_flags(&c, argc, argv);
     if (flags_rv == PS_OPTS_HELP || flags_rv == PS_OPTS_VERSION) {
         return 0;
@@ -381,26 +416,23 @@ int main(int argc, char **argv)
     if (flags_rv == 0 && c.plot_metrics) {
         return plot_only(&c);
     }
-    ps_options_t o = {.name = "ps-worker", .timeout_s = c.timeout_s,
-                      .io_threads = c.io_threads, .streams = c.streams, .quiet = c.quiet};
     if (flags_rv == 0) {
-        flags_rv = parse_compress(c.compress, &o.compress); /* agreed on in run() */
+        flags_rv = check_flags(&c);
     }
-    if (ps_api_boot_new(&ps, &argc, &argv, &o) != 0) {
-        ps_log_error("%s", ps_error_msg());
-        return 1;
-    }
-    const ps_boot_t *b = ps_api_boot(ps);
-    c.train.rank = b->rank;
-    c.train.nworkers = b->nworkers;
-    openblas_set_num_threads(c.blas_threads);
+    /* Bad flags still join the job, so that every rank ends cleanly; they
+     * fail its start-up (run) with the defaults in the options. */
+    snprintf(why, sizeof why, "%s", flags_rv ? ps_error_msg() : "");
+    ps_options_t o = PS_OPTIONS_INIT;
+    o.name = "ps-worker";
+    o.quiet = c.quiet;
     if (flags_rv == 0) {
-        flags_rv = start_outputs(&c, b);
+        o.timeout_s = c.timeout_s;
+        o.io_threads = c.io_threads;
+        o.streams = c.streams;
+        o.compress = c.compress_code;
     }
-    if (flags_rv == 0 && b->nservers < 1) {
-        ps_error_set("no ps-server ranks in this job (launch: mpirun -np S ps-server : -np W "
-                     "ps-worker)");
-        flags_rv = PS_EINVAL;
+    if (ps_init(&ps, &argc, &argv, &o) != 0) {
+        return 1; /* the job's error line is printed already */
     }
-    return run(&c, ps, flags_rv) == 0 ? 0 : 1;
+    return run(&c, ps, flags_rv ? why : NULL) == 0 ? 0 : 1;
 }

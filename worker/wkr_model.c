@@ -226,7 +226,7 @@ float *wkr_model_grads(wkr_model_t *m)
     return m->grads;
 }
 
-void wkr_model_init(wkr_model_t *m, wkr_init_t rule, uint64_t seed)
+void wkr_model_fill_weights(wkr_model_t *m, wkr_init_t rule, uint64_t seed)
 {
     if (rule == WKR_INIT_ZEROS) {
         memset(m->params, 0, m->layout.total * sizeof(float));

@@ -73,7 +73,7 @@ float *wkr_model_grads(wkr_model_t *m);
  * ~ U(-1/sqrt(in), 1/sqrt(in)), drawn in layout order from one ps_rng
  * stream seeded with `seed` (stream 0).  WKR_INIT_ZEROS sets all zero.
  * Deterministic given the seed; gradients are not touched. */
-void wkr_model_init(wkr_model_t *m, wkr_init_t rule, uint64_t seed);
+void wkr_model_fill_weights(wkr_model_t *m, wkr_init_t rule, uint64_t seed);
 void wkr_model_zero_grads(wkr_model_t *m);
 
 /* Called during backward once a layer's weight and bias gradients are final

@@ -3,64 +3,103 @@
 #include "ps_err.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* The number after "key": in a JSON line, or NAN-free failure. */
-static int json_number(const char *line, const char *key, double *out)
+/* The number `key` of a metrics object: 1 with its value, 1 with NaN for
+ * null (the metrics writer's non-finite loss), 0 when absent or not a
+ * number. */
+static int metric(json_t *o, const char *key, double *out)
 {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    if (!p) {
-        return 0;
-    }
-    char *end;
-    *out = strtod(p + strlen(pat), &end);
-    return end != p + strlen(pat);
+    json_t *v = json_object_get(o, key);
+    *out = json_is_number(v) ? json_number_value(v) : NAN;
+    return json_is_number(v) || json_is_null(v);
 }
 
-/* Metrics JSON lines -> whitespace columns gnuplot reads:
- * step elapsed_s train_loss test_loss test_acc ("NaN" when absent). */
-static int write_columns(const char *metrics_path, FILE *out, int *has_test)
+/* A value for gnuplot: "NaN" (its missing value) unless finite; then
+ * `end`. */
+static void put_value(FILE *out, const char *fmt, double v, char end)
+{
+    if (isfinite(v)) {
+        fprintf(out, fmt, v);
+    } else {
+        fputs("NaN", out);
+    }
+    fputc(end, out);
+}
+
+/* One line: 1 and a row written when it is a metrics object (step,
+ * elapsed_s and train_loss; test_loss and test_acc when both are there). */
+static int put_row(const char *line, size_t len, FILE *out, int *has_test)
+{
+    double step, t, loss, tl, acc;
+    json_t *o = json_loadb(line, len, 0, NULL);
+    int ok = json_is_object(o) && metric(o, "step", &step) && isfinite(step) &&
+             metric(o, "elapsed_s", &t) && metric(o, "train_loss", &loss);
+    int test = ok && metric(o, "test_loss", &tl) && metric(o, "test_acc", &acc);
+    json_decref(o);
+    if (!ok) {
+        return 0;
+    }
+    *has_test |= test;
+    fprintf(out, "%.0f ", step);
+    put_value(out, "%.6g", t, ' ');
+    put_value(out, "%.8g", loss, ' ');
+    put_value(out, "%.8g", test ? tl : NAN, ' ');
+    put_value(out, "%.6g", test ? acc : NAN, '\n');
+    return 1;
+}
+
+int wkr_plot_columns(const char *metrics_path, FILE *out, int *has_test)
 {
     FILE *in = fopen(metrics_path, "r");
-    char line[4096];
-    int rows = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int rows = 0, lineno = 0, skipped = 0, first_skipped = 0;
     if (!in) {
         ps_error_set("--plot: cannot read %s: %s", metrics_path, strerror(errno));
         return PS_EIO;
     }
     *has_test = 0;
-    while (fgets(line, sizeof line, in)) {
-        double step, t, loss, tl = 0, acc = 0;
-        if (!json_number(line, "step", &step) || !json_number(line, "elapsed_s", &t) ||
-            !json_number(line, "train_loss", &loss)) {
-            continue;
+    while ((len = getline(&line, &cap, in)) > 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) {
+            continue; /* blank */
         }
-        int test = json_number(line, "test_loss", &tl) && json_number(line, "test_acc", &acc);
-        *has_test |= test;
-        fprintf(out, "%.0f %.6g %.8g ", step, t, loss);
-        fprintf(out, test ? "%.8g %.6g\n" : "NaN NaN\n", tl, acc);
-        rows++;
+        if (put_row(line, (size_t)len, out, has_test)) {
+            rows++;
+        } else if (skipped++ == 0) {
+            first_skipped = lineno;
+        }
     }
+    free(line);
     fclose(in);
     if (rows == 0) {
-        ps_error_set("--plot: %s has no metrics lines (step, elapsed_s, train_loss)",
+        ps_error_set("--plot: %s has no metrics lines (JSON objects with step, elapsed_s, "
+                     "train_loss)",
                      metrics_path);
         return PS_EFORMAT;
+    }
+    if (skipped > 0) {
+        ps_log_info("--plot: %s: %d lines are not metrics lines and were skipped (the first "
+                    "is line %d)",
+                    metrics_path, skipped, first_skipped);
     }
     return 0;
 }
 
 static void write_script(FILE *g, const char *dat, const char *png, int has_test)
 {
-    fprintf(g, "set terminal pngcairo size 1200,800 font ',10'\n"
-               "set output '%s'\nset datafile missing 'NaN'\nset grid\nset key top right\n"
-               "set multiplot layout 2,2 title 'ps training run'\n",
+    fprintf(g,
+            "set terminal pngcairo size 1200,800 font ',10'\n"
+            "set output '%s'\nset datafile missing 'NaN'\nset grid\nset key top right\n"
+            "set multiplot layout 2,2 title 'ps training run'\n",
             png);
     const char *x[2][2] = {{"1", "step"}, {"2", "wall time (s)"}};
     for (int i = 0; i < 2; i++) {
@@ -94,7 +133,7 @@ int wkr_plot_metrics(const char *metrics_path, const char *png_path)
         ps_error_set("--plot: cannot create a temporary file: %s", strerror(errno));
         return PS_EIO;
     }
-    rv = write_columns(metrics_path, f, &has_test);
+    rv = wkr_plot_columns(metrics_path, f, &has_test);
     fclose(f);
     if (rv == 0) {
         FILE *g = popen("gnuplot 2>&1", "w");

@@ -12,6 +12,16 @@
 #ifndef WKR_PLOT_H
 #define WKR_PLOT_H
 
+#include <stdio.h>
+
 int wkr_plot_metrics(const char *metrics_path, const char *png_path);
+
+/* The data gnuplot reads: per metrics line (a JSON object, parsed with
+ * libjansson) "step elapsed_s train_loss test_loss test_acc\n", "NaN" for
+ * a value that is missing, null or not finite; test_loss and test_acc only
+ * when the line has both (*has_test is set when any line has).  Lines that
+ * are not JSON objects with step, elapsed_s and train_loss are skipped
+ * (counted in an info line); none at all is PS_EFORMAT with a message. */
+int wkr_plot_columns(const char *metrics_path, FILE *out, int *has_test);
 
 #endif

@@ -1,19 +1,13 @@
 #include "wkr_report.h"
 
+#include "ps_clock.h"
 #include "ps_err.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int wkr_report_parse_mode(const char *s, wkr_progress_t *out)
 {
@@ -55,7 +49,7 @@ static int user_sees_terminal(void)
     return strncmp(target, "/dev/pts/", 9) == 0 || strncmp(target, "/dev/tty", 8) == 0;
 }
 
-int wkr_report_open(wkr_report_t *r, const char *mode, const char *metrics_path)
+int wkr_report_init(wkr_report_t *r, const char *mode, const char *metrics_path)
 {
     memset(r, 0, sizeof *r);
     if (strcmp(mode, "auto") == 0) {
@@ -79,7 +73,7 @@ void wkr_report_step(wkr_report_t *r, int epoch, int epochs, uint64_t done, uint
     if (r->mode != WKR_PROGRESS_BAR) {
         return;
     }
-    double t = now_s();
+    double t = ps_clock_now();
     if (t - r->last_draw < 0.1 && done < per_epoch) {
         return;
     }
@@ -96,12 +90,24 @@ void wkr_report_step(wkr_report_t *r, int epoch, int epochs, uint64_t done, uint
     r->drew = 1;
 }
 
+/* JSON has no NaN or Infinity: a diverged loss is written as null (the
+ * "nan" printf makes would break every JSON reader of the file). */
+static void put_loss(FILE *f, const char *key, double v)
+{
+    if (isfinite(v)) {
+        fprintf(f, ",\"%s\":%.6g", key, v);
+    } else {
+        fprintf(f, ",\"%s\":null", key);
+    }
+}
+
 static void write_json(FILE *f, const wkr_epoch_rec_t *e)
 {
-    fprintf(f, "{\"epoch\":%d,\"step\":%llu,\"train_loss\":%.6g", e->epoch,
-            (unsigned long long)e->step, e->train_loss);
+    fprintf(f, "{\"epoch\":%d,\"step\":%llu", e->epoch, (unsigned long long)e->step);
+    put_loss(f, "train_loss", e->train_loss);
     if (e->has_test) {
-        fprintf(f, ",\"test_loss\":%.6g,\"test_acc\":%.6g", e->test_loss, e->test_acc);
+        put_loss(f, "test_loss", e->test_loss);
+        fprintf(f, ",\"test_acc\":%.6g", e->test_acc);
     }
     fprintf(f, ",\"lr\":%.9g", e->lr);
     if (e->has_staleness) {
@@ -139,7 +145,7 @@ int wkr_report_epoch(wkr_report_t *r, const wkr_epoch_rec_t *e)
     return 0;
 }
 
-void wkr_report_close(wkr_report_t *r)
+void wkr_report_fini(wkr_report_t *r)
 {
     if (r->metrics) {
         fclose(r->metrics);

@@ -1,43 +1,39 @@
 #include "wkr_train.h"
 
+#include "ps_clock.h"
 #include "ps_err.h"
-#include "ps_finite.h"
 #include "ps_rng.h"
 #include "ps_trace.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* State shared with the model's grad-ready callback during one step. */
 typedef struct {
-    wkr_client_t *client;
+    ps_t *ps;
     const ps_layout_t *layout;
     float *grads;
-    size_t done_from; /* grads[done_from ..) already scaled (and pushed) */
+    size_t done_from; /* grads[done_from ..) already scaled and pushed */
     float scale;      /* 1 / samples of this step on this worker */
     uint32_t samples;
-    uint64_t step;
-    int rank;
-    int hold;         /* --on-nonfinite skip: push only once all is checked */
-    int inject_nan;   /* TEST ONLY: poison this step's gradient */
-    double first_push; /* when the step's first chunk left (0: none yet) */
+    int inject_nan;    /* TEST ONLY: poison this step's gradient */
+    double first_push; /* when the step's first push call began (0: none yet) */
     double push_s;     /* time spent inside the push calls */
     int rv;
 } push_ctx_t;
 
 typedef struct {
     const wkr_train_cfg_t *cfg;
-    const wkr_plan_t *plan;
+    const ps_planinfo_t *plan;
+    ps_t *ps;
     wkr_model_t *m;
-    wkr_client_t *c;
     const wkr_dataset_t *train;
-    uint32_t *order;  /* shard positions in this epoch's order */
-    float *xb, *yb;   /* one micro-batch, gathered */
+    uint32_t *order; /* shard positions in this epoch's order */
+    float *xb, *yb;  /* one micro-batch, gathered */
     double loss_sum, compute_s;
-    double wait_before; /* client wait time at the start of the epoch */
+    double wait_s;           /* this epoch: blocked in ps_pull */
     double comm_s, hidden_s; /* this epoch: first push to weights back; the
                               * part of it that overlapped compute */
     double push_s;           /* this epoch: inside the push calls */
@@ -45,14 +41,7 @@ typedef struct {
     uint64_t samples;
 } trainer_t;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total, wkr_plan_t *plan)
+int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total, ps_planinfo_t *plan)
 {
     if (cfg->batch < 1 || cfg->accumulate < 1) {
         ps_error_set("--batch-size and --accumulate must be at least 1");
@@ -74,6 +63,35 @@ int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total, wkr_plan_t *plan)
     return 0;
 }
 
+static size_t clamp_count(size_t have, size_t from, size_t want)
+{
+    return from >= have ? 0 : (have - from < want ? have - from : want);
+}
+
+void wkr_train_batch(const wkr_train_cfg_t *cfg, size_t n, uint64_t j, size_t k, size_t *first,
+                     size_t *count)
+{
+    size_t B = (size_t)cfg->batch, K = (size_t)cfg->accumulate;
+    *first = (size_t)j * K * B + k * B;
+    *count = clamp_count(n, *first, B);
+}
+
+/* Push every tensor of grads[first .. done_from), first to last, so a NaN
+ * is named in the first tensor that has one. */
+static void push_region(push_ctx_t *p, size_t first)
+{
+    double t0 = ps_clock_now();
+    if (p->first_push == 0) {
+        p->first_push = t0;
+    }
+    int t = ps_layout_tensor_at(p->layout, first);
+    for (; p->rv == 0 && t >= 0 && t < p->layout->n && p->layout->t[t].offset < p->done_from; t++) {
+        p->rv = ps_push_tensor(p->ps, p->layout->t[t].name, p->samples, NULL);
+    }
+    p->push_s += ps_clock_now() - t0;
+}
+
+/* A layer's gradient is final: make it the mean and push it. */
 static void grad_ready(void *arg, size_t first)
 {
     push_ctx_t *p = arg;
@@ -86,41 +104,8 @@ static void grad_ready(void *arg, size_t first)
     for (size_t i = first; i < p->done_from; i++) {
         p->grads[i] *= p->scale;
     }
-    size_t bad = p->hold ? p->done_from : ps_first_nonfinite(p->grads, first, p->done_from);
-    if (bad < p->done_from) {
-        int tensor = ps_layout_tensor_at(p->layout, bad);
-        ps_error_set("non-finite gradient on worker %d in %s at step %llu "
-                     "(--on-nonfinite abort)",
-                     p->rank, tensor >= 0 ? p->layout->t[tensor].name : "?",
-                     (unsigned long long)p->step + 1);
-        p->rv = PS_ERANGE;
-        return;
-    }
+    push_region(p, first);
     p->done_from = first;
-    if (!p->hold) {
-        double t0 = now_s();
-        if (p->first_push == 0) {
-            p->first_push = t0;
-        }
-        p->rv = wkr_client_push_from(p->client, p->grads, first, p->samples);
-        p->push_s += now_s() - t0;
-    }
-}
-
-/* --on-nonfinite skip: check the whole gradient, then push it, flagged to
- * drop the step everywhere when it is not finite. */
-static int push_held(push_ctx_t *p)
-{
-    size_t total = p->layout->total;
-    if (ps_first_nonfinite(p->grads, 0, total) < total) {
-        ps_log_info("non-finite gradient at step %llu: the step is skipped",
-                    (unsigned long long)p->step + 1);
-        wkr_client_set_skip(p->client, 1);
-    }
-    p->first_push = now_s();
-    int rv = wkr_client_push_from(p->client, p->grads, 0, p->samples);
-    p->push_s += now_s() - p->first_push;
-    return rv;
 }
 
 static void epoch_order(trainer_t *t, uint64_t epoch)
@@ -135,25 +120,22 @@ static void epoch_order(trainer_t *t, uint64_t epoch)
     }
 }
 
-static size_t clamp_count(size_t have, size_t from, size_t want)
-{
-    return from >= have ? 0 : (have - from < want ? have - from : want);
-}
-
 /* Forward/backward over the K micro-batches of step j, pushing as we go. */
 static int compute_step(trainer_t *t, uint64_t j, push_ctx_t *p)
 {
     const wkr_dataset_t *d = t->train;
-    size_t B = (size_t)t->cfg->batch, K = (size_t)t->cfg->accumulate;
-    size_t lo = (size_t)j * K * B, D = (size_t)d->features;
-    size_t n_step = clamp_count(d->n, lo, K * B);
+    size_t K = (size_t)t->cfg->accumulate, D = (size_t)d->features, n_step = 0, lo, mn;
+    for (size_t k = 0; k < K; k++) {
+        wkr_train_batch(t->cfg, d->n, j, k, &lo, &mn);
+        n_step += mn;
+    }
     p->samples = (uint32_t)n_step;
     p->scale = n_step ? 1.0f / (float)n_step : 0.0f;
-    double t0 = now_s();
+    double t0 = ps_clock_now();
     for (size_t k = 0; k < K; k++) {
-        size_t mlo = lo + k * B, mn = clamp_count(d->n, mlo, B);
+        wkr_train_batch(t->cfg, d->n, j, k, &lo, &mn);
         for (size_t i = 0; i < mn; i++) {
-            size_t row = t->order[mlo + i];
+            size_t row = t->order[lo + i];
             memcpy(t->xb + i * D, d->x + row * D, D * sizeof(float));
             t->yb[i] = d->y[row];
         }
@@ -166,42 +148,38 @@ static int compute_step(trainer_t *t, uint64_t j, push_ctx_t *p)
         t->loss_sum += loss;
     }
     grad_ready(p, 0); /* whatever the callbacks did not cover, e.g. no samples */
-    if (p->rv == 0 && p->hold) {
-        p->rv = push_held(p);
-    }
     t->samples += n_step;
-    t->compute_s += now_s() - t0;
+    t->compute_s += ps_clock_now() - t0;
     return p->rv;
 }
 
 static int run_step(trainer_t *t, uint64_t s)
 {
-    float *params = wkr_model_params(t->m);
-    const ps_srvinfo_t *srv = t->cfg->srv;
-    push_ctx_t p = {.client = t->c, .grads = wkr_model_grads(t->m),
-                    .layout = wkr_model_layout(t->m),
-                    .done_from = wkr_model_layout(t->m)->total, .step = s, .rank = t->cfg->rank,
-                    .hold = srv && srv->nonfinite_skip,
+    const ps_layout_t *l = wkr_model_layout(t->m);
+    push_ctx_t p = {.ps = t->ps,
+                    .grads = wkr_model_grads(t->m),
+                    .layout = l,
+                    .done_from = l->total,
                     .inject_nan = t->cfg->nan_step > 0 && (uint64_t)t->cfg->nan_step == s + 1};
     int rv;
     if (t->cfg->delay_ms > 0) {
         usleep((useconds_t)t->cfg->delay_ms * 1000u);
     }
-    wkr_client_wait_sends(t->c); /* grads may still be on their way out */
+    /* The last step's ps_pull waited for its sends: the gradient is ours. */
     wkr_model_zero_grads(t->m);
-    wkr_client_begin_step(t->c, s);
     int64_t t0 = ps_trace_on() ? ps_trace_now() : 0;
     if ((rv = compute_step(t, s % t->plan->steps_per_epoch, &p)) != 0) {
         return rv;
     }
     ps_trace_event("compute + push", t0, (int64_t)s + 1);
     t0 = ps_trace_on() ? ps_trace_now() : 0;
-    double compute_end = now_s();
-    rv = wkr_client_pull(t->c, s + 1, params);
+    double compute_end = ps_clock_now();
+    rv = ps_pull(t->ps);
     ps_trace_event("pull wait", t0, (int64_t)s + 1);
     /* Communication runs from the first chunk pushed to the last weights
      * back; what ran before compute ended was hidden behind backward. */
-    double sent = p.first_push > 0 ? p.first_push : compute_end, done = now_s();
+    double sent = p.first_push > 0 ? p.first_push : compute_end, done = ps_clock_now();
+    t->wait_s += done - compute_end;
     t->comm_s += done - sent;
     t->hidden_s += compute_end - sent;
     t->push_s += p.push_s;
@@ -215,11 +193,11 @@ typedef struct {
     double v[9]; /* loss sum, samples, test loss sum, correct, test n, compute s,
                   * comm s, hidden comm s, push s */
     double epoch_s;
-    ps_boot_req_t req;
+    ps_reduce_t *req;
 } pending_t;
 
 /* Evaluate and start summing the epoch's figures over the workers. */
-static int start_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pending_t *p)
+static int start_epoch(trainer_t *t, const wkr_dataset_t *test, pending_t *p)
 {
     double *v = p->v;
     v[0] = t->loss_sum;
@@ -238,7 +216,7 @@ static int start_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pe
         v[3] = (double)correct;
         v[4] = (double)test->n;
     }
-    return ps_boot_workers_isum(b, v, 9, &p->req);
+    return ps_reduce_sum_start(t->ps, v, 9, &p->req);
 }
 
 /* The sum is complete: rank 0 adds the servers' counters and reports. */
@@ -246,23 +224,22 @@ static int finish_epoch(trainer_t *t, int has_test, wkr_report_t *r, pending_t *
 {
     wkr_epoch_rec_t *e = &p->e;
     const double *v = p->v;
-    ps_wire_stats_t st;
+    ps_stats_t st;
     if (!r) {
         return 0;
     }
-    int rv = wkr_client_server_stats(t->c, &st);
+    int rv = ps_stats(t->ps, &st);
+    if (rv == 0) {
+        rv = ps_lr(t->ps, e->step - 1, &e->lr);
+    }
     if (rv != 0) {
         return rv;
     }
     e->has_staleness = 1;
     e->staleness_max = (double)st.staleness_max;
     e->staleness_mean = st.applied ? (double)st.staleness_sum / (double)st.applied : 0;
-    e->server_apply_s = (double)st.apply_us / 1e6 - t->apply_seen;
-    t->apply_seen = (double)st.apply_us / 1e6;
-    if (t->cfg->srv) {
-        e->lr = ps_sched_lr(&t->cfg->srv->sched, t->cfg->srv->lr, e->step - 1,
-                            t->plan->steps_per_epoch, t->plan->total_steps);
-    }
+    e->server_apply_s = st.apply_s - t->apply_seen;
+    t->apply_seen = st.apply_s;
     e->train_loss = v[1] > 0 ? v[0] / v[1] : 0;
     e->has_test = has_test && v[4] > 0;
     e->test_loss = e->has_test ? v[2] / v[4] : 0;
@@ -283,10 +260,10 @@ static int drain_epochs(trainer_t *t, int has_test, wkr_report_t *r, pending_t *
     while (*next < started) {
         int done = 0, rv;
         if (wait) {
-            rv = ps_boot_req_wait(&p[*next].req);
+            rv = ps_wait_reduced(&p[*next].req);
             done = 1;
         } else {
-            rv = ps_boot_req_test(&p[*next].req, &done);
+            rv = ps_test_reduced(&p[*next].req, &done);
         }
         if (rv != 0) {
             return rv;
@@ -302,19 +279,23 @@ static int drain_epochs(trainer_t *t, int has_test, wkr_report_t *r, pending_t *
     return 0;
 }
 
-static int trainer_init(trainer_t *t, const wkr_train_cfg_t *cfg, const wkr_plan_t *plan,
-                        wkr_model_t *m, wkr_client_t *c, const wkr_dataset_t *train)
+static int trainer_init(trainer_t *t, const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan,
+                        ps_t *ps, wkr_model_t *m, const wkr_dataset_t *train)
 {
     memset(t, 0, sizeof *t);
     t->cfg = cfg;
     t->plan = plan;
+    t->ps = ps;
     t->m = m;
-    t->c = c;
     t->train = train;
     t->order = malloc((train->n ? train->n : 1) * sizeof *t->order);
     t->xb = malloc((size_t)cfg->batch * (size_t)train->features * sizeof(float));
     t->yb = malloc((size_t)cfg->batch * sizeof(float));
-    return t->order && t->xb && t->yb ? 0 : PS_ENOMEM;
+    if (!t->order || !t->xb || !t->yb) {
+        ps_error_set("no memory for the trainer's batch buffers");
+        return PS_ENOMEM;
+    }
+    return 0;
 }
 
 static void trainer_fini(trainer_t *t)
@@ -325,49 +306,47 @@ static void trainer_fini(trainer_t *t)
 }
 
 /* Close epoch `epoch` (0-based) ending at step s: start its reduction. */
-static int close_epoch(trainer_t *t, ps_boot_t *b, const wkr_dataset_t *test, pending_t *p,
-                       uint64_t epoch, uint64_t s, double start, double *epoch_start)
+static int close_epoch(trainer_t *t, const wkr_dataset_t *test, pending_t *p, uint64_t epoch,
+                       uint64_t s, double start, double *epoch_start)
 {
-    double tnow = now_s();
-    wkr_client_stats_t st;
-    wkr_client_stats(t->c, &st);
-    p->e = (wkr_epoch_rec_t){.epoch = (int)epoch + 1, .step = s + 1, .elapsed_s = tnow - start,
-                             .wait_s = st.wait_s - t->wait_before};
+    double tnow = ps_clock_now();
+    p->e = (wkr_epoch_rec_t){
+        .epoch = (int)epoch + 1, .step = s + 1, .elapsed_s = tnow - start, .wait_s = t->wait_s};
     p->epoch_s = tnow - *epoch_start;
-    t->wait_before = st.wait_s;
-    int rv = start_epoch(t, b, test, p);
+    int rv = start_epoch(t, test, p);
     t->loss_sum = 0;
     t->samples = 0;
     t->compute_s = 0;
+    t->wait_s = 0;
     t->comm_s = 0;
     t->hidden_s = 0;
     t->push_s = 0;
-    *epoch_start = now_s();
+    *epoch_start = ps_clock_now();
     return rv;
 }
 
-int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t *b,
-                  wkr_model_t *m, wkr_client_t *c, const wkr_dataset_t *train,
-                  const wkr_dataset_t *test, wkr_report_t *r)
+int wkr_train_run(const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan, ps_t *ps, wkr_model_t *m,
+                  const wkr_dataset_t *train, const wkr_dataset_t *test, wkr_report_t *r)
 {
     trainer_t t;
-    int rv = trainer_init(&t, cfg, plan, m, c, train);
+    ps_info_t info = {0};
+    int rv = trainer_init(&t, cfg, plan, ps, m, train);
     uint64_t spe = plan->steps_per_epoch;
     int epochs = (int)((plan->total_steps + spe - 1) / spe), started = 0, reported = 0;
-    double start = now_s(), epoch_start = start;
+    double start = ps_clock_now(), epoch_start = start;
     pending_t *pend = calloc((size_t)epochs + 1, sizeof *pend);
     if (rv == 0 && !pend) {
+        ps_error_set("no memory for %d epochs' figures", epochs);
         rv = PS_ENOMEM;
     }
     if (rv == 0) {
-        wkr_client_begin_step(c, 0);
-        rv = wkr_client_pull(c, 0, wkr_model_params(m)); /* the initial weights */
+        rv = ps_info(ps, &info); /* info.step: where the servers start (--resume) */
     }
     /* A resumed run starts mid-plan with the same data order (the order
      * of an epoch depends only on the seed, the epoch and the rank). */
-    for (uint64_t s = cfg->start_step; rv == 0 && s < plan->total_steps; s++) {
+    for (uint64_t s = info.step; rv == 0 && s < plan->total_steps; s++) {
         uint64_t j = s % spe, epoch = s / spe;
-        if (j == 0 || s == cfg->start_step) {
+        if (j == 0 || s == info.step) {
             epoch_order(&t, epoch);
         }
         if ((rv = run_step(&t, s)) != 0) {
@@ -378,7 +357,7 @@ int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t 
                             t.samples ? t.loss_sum / (double)t.samples : 0);
         }
         if (j + 1 == spe || s + 1 == plan->total_steps) {
-            rv = close_epoch(&t, b, test, &pend[started], epoch, s, start, &epoch_start);
+            rv = close_epoch(&t, test, &pend[started], epoch, s, start, &epoch_start);
             pend[started].e.epochs = epochs;
             started++;
         }
@@ -387,17 +366,17 @@ int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t 
         }
     }
     /* Only rank 0 still talks to the servers (STATS) while the last sums
-     * complete; the others are done now, and say so at once. */
+     * complete; the others are done now and say so at once, so that in
+     * async mode the servers need not wait for a slower worker's epochs. */
     if (rv == 0 && cfg->rank != 0) {
-        rv = wkr_client_shutdown(c);
+        rv = ps_done(ps);
     }
     if (rv == 0) {
         rv = drain_epochs(&t, test != NULL, r, pend, &reported, started, 1);
     }
-    if (rv == 0 && cfg->rank == 0) {
-        rv = wkr_client_shutdown(c);
+    if (rv == 0 || reported == started) {
+        free(pend); /* otherwise sums in flight still write into it */
     }
-    free(pend);
     trainer_fini(&t);
     return rv;
 }

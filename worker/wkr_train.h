@@ -14,51 +14,59 @@
  * shards.  Without shuffling, step j uses exactly the global samples
  * [j*G, (j+1)*G), which is what one process with batch G would use.
  *
- * Gradients leave layer by layer while backward still runs (the model's
- * grad-ready callback), with the pull for the next step requested behind
- * each chunk.  Each region is checked for NaN/Inf before it leaves: with
- * the servers' --on-nonfinite abort a non-finite gradient ends the job
- * naming this worker, the tensor and the step; with skip the whole
- * gradient is checked first (no overlap) and pushed flagged PS_FLAG_SKIP,
- * which drops the step for everyone.
+ * Gradients leave layer by layer while backward still runs: the model's
+ * grad-ready callback scales a finished layer to the mean and pushes its
+ * tensors with ps_push_tensor (ps.h), which sends every chunk that is
+ * complete, with the pull for the next step requested behind it; ps_pull
+ * then waits for the weights.  The library checks each tensor for NaN/Inf
+ * before it leaves: with the servers' --on-nonfinite abort a non-finite
+ * gradient ends the job naming this worker, the tensor and the step; with
+ * skip the library holds the pushes until the whole gradient is final and
+ * drops the step for everyone.
+ *
+ * The trainer is a plain user of libpsclient (ps.h): it binds the model's
+ * arrays, and everything it does with the servers goes through ps_t.
  */
 #ifndef WKR_TRAIN_H
 #define WKR_TRAIN_H
 
-#include "ps_boot.h"
-#include "wkr_client.h"
+#include "ps.h"
+#include "ps_jobinfo.h"
 #include "wkr_data.h"
 #include "wkr_model.h"
 #include "wkr_report.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
-    int batch;        /* B */
-    int accumulate;   /* K */
+    int batch;      /* B */
+    int accumulate; /* K */
     int epochs;
-    long long steps;  /* > 0 overrides epochs */
+    long long steps; /* > 0 overrides epochs */
     int shuffle;
     uint64_t seed;
     int rank, nworkers;
-    int delay_ms;              /* TEST ONLY: sleep this long every step */
-    long long nan_step;        /* TEST ONLY: > 0: poison step nan_step's gradient (1-based) */
-    uint64_t start_step;       /* resume: the servers' step (0 for a new run) */
-    const ps_srvinfo_t *srv;   /* the servers' settings (for the lr in metrics) */
+    int delay_ms;       /* TEST ONLY: sleep this long every step */
+    long long nan_step; /* TEST ONLY: > 0: poison step nan_step's gradient (1-based) */
 } wkr_train_cfg_t;
 
-typedef struct {
-    uint64_t steps_per_epoch;
-    uint64_t total_steps;
-} wkr_plan_t;
-
-/* Validate the configuration against the data and compute the plan. */
-int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total_samples, wkr_plan_t *plan);
-/* Run the plan, then tell the servers this worker is done.  `b` is used
- * for the metric reductions (collective over the workers, non-blocking);
- * `r` may be NULL on ranks other than 0. */
-int wkr_train_run(const wkr_train_cfg_t *cfg, const wkr_plan_t *plan, ps_boot_t *b,
-                  wkr_model_t *m, wkr_client_t *c, const wkr_dataset_t *train,
-                  const wkr_dataset_t *test, wkr_report_t *r);
+/* Validate the configuration against the data and compute the plan:
+ * steps_per_epoch = ceil(total_samples / (W*K*B)) (0 for no samples),
+ * total_steps = steps, or epochs * steps_per_epoch. */
+int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total_samples, ps_planinfo_t *plan);
+/* Micro-batch k (0 .. K-1) of step j of an epoch, on a shard of n samples:
+ * the positions [*first, *first + *count) of the shard's order; *count is
+ * B, fewer near the end of the shard, or 0 past it. */
+void wkr_train_batch(const wkr_train_cfg_t *cfg, size_t n, uint64_t j, size_t k, size_t *first,
+                     size_t *count);
+/* Run the plan from the servers' step on, through `ps` (started, with the
+ * model's arrays bound).  Metric sums over the workers are collective
+ * over the workers (started without waiting, completed in order); `r` may
+ * be NULL on ranks other than 0.  Ranks other than 0 tell the servers
+ * they are done (ps_done) before waiting for the last sums; rank 0's
+ * ps_finalize does, after its last report. */
+int wkr_train_run(const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan, ps_t *ps, wkr_model_t *m,
+                  const wkr_dataset_t *train, const wkr_dataset_t *test, wkr_report_t *r);
 
 #endif

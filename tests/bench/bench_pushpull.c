@@ -34,6 +34,7 @@
  * This program includes zmq.h for the reference only; our path goes
  * through ps_transport like the real binaries.
  */
+#include "ps_clock.h"
 #include "ps_err.h"
 #include "ps.h"
 #include "ps_count.h"
@@ -68,13 +69,6 @@ typedef struct {
 typedef struct {
     double med, best;
 } timing_t;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---------------------------------------------------------------- ours */
 
@@ -154,23 +148,32 @@ static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t 
     if ((rv = wkr_client_new(&o->client, &cc)) != 0) {
         return rv;
     }
-    return wkr_client_register(o->client, o->init);
+    /* The flat arrays, tensor by tensor (contiguous: sent zero-copy). */
+    for (int t = 0; t < o->layout.n; t++) {
+        size_t off = o->layout.t[t].offset;
+        wkr_client_set_arrays(o->client, t, o->params + off, o->grads + off);
+    }
+    memcpy(o->params, o->init, o->layout.total * sizeof(float));
+    return wkr_client_register(o->client);
 }
 
 /* One timed round: the worker's whole step minus the compute. */
 static int ours_round(void *arg, double *dt)
 {
     ours_t *o = arg;
-    double t0 = now_s();
+    double t0 = ps_clock_now();
     wkr_client_begin_step(o->client, o->step);
-    int rv = wkr_client_push_from(o->client, o->grads, 0, 1);
-    if (rv == 0) {
-        rv = wkr_client_pull(o->client, o->step + 1, o->params);
+    int rv = 0;
+    for (int t = o->layout.n; rv == 0 && t-- > 0;) {
+        rv = wkr_client_push_tensor(o->client, t, 1);
     }
     if (rv == 0) {
-        rv = wkr_client_wait_sends(o->client);
+        rv = wkr_client_pull(o->client, o->step + 1);
     }
-    *dt = now_s() - t0;
+    if (rv == 0) {
+        rv = wkr_client_finish_step(o->client);
+    }
+    *dt = ps_clock_now() - t0;
     o->step++;
     return rv;
 }
@@ -399,7 +402,7 @@ static int ref_round(void *arg, double *dt)
 {
     ref_t *r = arg;
     zmq_msg_t rep;
-    double t0 = now_s();
+    double t0 = ps_clock_now();
     int rv = ref_send(r, r->cbuf, r->bytes);
     zmq_msg_init(&rep);
     if (rv == 0 && zmq_msg_recv(&rep, r->dealer, 0) < 0) {
@@ -411,7 +414,7 @@ static int ref_round(void *arg, double *dt)
     }
     zmq_msg_close(&rep);
     ps_count_wait_zero(&r->inflight); /* as wkr_client_wait_sends */
-    *dt = now_s() - t0;
+    *dt = ps_clock_now() - t0;
     return rv;
 }
 

@@ -16,23 +16,16 @@
  * RESULTS.jsonl (update_kernel, update_kernel_sutskever,
  * update_kernel_extras).
  */
+#include "ps_clock.h"
 #include "ps_err.h"
 #include "srv_optim.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define N ((size_t)16 << 20)
 #define REPS 7
-
-static double now_sec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The yardstick: what a hand-written fused loop costs on these arrays. */
 static __attribute__((noinline)) void ref_update(float *restrict w, float *restrict b,
@@ -65,16 +58,16 @@ static double time_kernel(bench_t *bn)
 {
     const float one = 1.0f;
     const float *parts[1] = {bn->g};
-    double t0 = now_sec();
+    double t0 = ps_clock_now();
     srv_optim_apply(&bn->cfg, bn->w, bn->b, parts, &one, 1, N, 0);
-    return now_sec() - t0;
+    return ps_clock_now() - t0;
 }
 
 static double time_ref(bench_t *bn)
 {
-    double t0 = now_sec();
+    double t0 = ps_clock_now();
     ref_update(bn->w, bn->b, bn->g, (float)bn->cfg.momentum, (float)bn->cfg.lr, N);
-    return now_sec() - t0;
+    return ps_clock_now() - t0;
 }
 
 static int append_json(const char *path, const char *name, double x, double y)

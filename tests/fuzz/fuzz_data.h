@@ -35,11 +35,14 @@ static inline void fz_data_check_loaded(const wkr_dataset_t *ds, const wkr_data_
     FZ_CHECK(ds->features >= 1 && ds->features <= WKR_DATA_MAX_FEATURES);
     FZ_CHECK(ds->total > s && ds->n == (ds->total - s - 1) / k + 1);
     FZ_CHECK(o->features == 0 || ds->features == o->features);
+    /* A shape left to inference stays under the caps. */
+    FZ_CHECK(o->features != 0 || ds->features <= WKR_DATA_INFER_MAX_FEATURES);
     if (o->regression) {
         FZ_CHECK(ds->classes == 0);
     } else {
         FZ_CHECK(ds->classes >= 2 && ds->classes <= WKR_DATA_MAX_CLASSES);
         FZ_CHECK(o->classes == 0 || ds->classes == o->classes);
+        FZ_CHECK(o->classes != 0 || ds->classes <= WKR_DATA_INFER_MAX_CLASSES);
     }
     for (size_t i = 0; i < ds->n; i++) {
         float y = ds->y[i];
@@ -124,8 +127,9 @@ static inline void fz_data_same(const wkr_dataset_t *a, int ra, const wkr_datase
     FZ_CHECK(memcmp(a->x, b->x, a->n * (size_t)a->features * sizeof(float)) == 0);
 }
 
-/* LIBSVM stores rows densely: one line "0 16777216:1" asks for a 64 MiB
- * row, by design (the limit is WKR_DATA_MAX_FEATURES).  Inputs of a few
+/* LIBSVM stores rows densely: with --features 16777216, one line
+ * "0 16777216:1" is a 64 MiB row, by design (inferred, the width stops at
+ * WKR_DATA_INFER_MAX_FEATURES, still a 4 MiB row).  Inputs of a few
  * hundred such lines would then trip libFuzzer's malloc limit without
  * being a bug, so targets infer the feature count only when no number in
  * the input has more than 4 digits, and otherwise pass a small --features

@@ -45,7 +45,7 @@ mkdir -p "$FUZZ/artifacts" "$FUZZ/logs"
 # machine (the targets differ 100-fold in speed: idx inflates gzip).
 gate_runs() {
     case $1 in
-    wire) echo 1500000 ;;
+    wire) echo 3000000 ;;
     safetensors) echo 600000 ;;
     libsvm | csv) echo 250000 ;;
     idx) echo 15000 ;;
@@ -73,6 +73,9 @@ for t in $targets; do
         failed=$((failed + 1))
         continue
     fi
+    # A target whose parser is an uninstrumented library gets its tokens.
+    dict=""
+    [ -f "tests/fuzz/$t.dict" ] && dict="-dict=tests/fuzz/$t.dict"
     seeds="tests/fuzz/corpus/$t"
     [ -d "tests/fuzz/regress/$t" ] && seeds="$seeds tests/fuzz/regress/$t"
     if [ $gate -eq 1 ]; then
@@ -93,7 +96,7 @@ for t in $targets; do
     # -max_len: the seeds are tiny, 4 KiB leaves room to grow; -timeout:
     # one input taking this long is a finding (a hang), not slowness.
     # shellcheck disable=SC2086
-    timeout -k 10 $bound "$bin" $budget -print_final_stats=1 \
+    timeout -k 10 $bound "$bin" $budget $dict -print_final_stats=1 \
         -max_len=4096 -timeout=25 -rss_limit_mb=2048 -artifact_prefix="$FUZZ/artifacts/$t-" \
         "$out" $seeds >"$log" 2>&1
     rc=$?

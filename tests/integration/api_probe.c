@@ -33,9 +33,9 @@ static void check(int ok, const char *what)
 static void declare_all(ps_t *ps, int misfit)
 {
     static const float v[4] = {1, 2, 3, 4};
-    ps_init_t lin = {.kind = PS_INIT_TORCH_LINEAR, .seed = 7};
-    ps_init_t uni = {.kind = PS_INIT_UNIFORM, .bound = 0.25f, .seed = 1};
-    ps_init_t val = {.kind = PS_INIT_VALUES, .values = v};
+    ps_initializer_t lin = {.kind = PS_INIT_TORCH_LINEAR, .seed = 7};
+    ps_initializer_t uni = {.kind = PS_INIT_UNIFORM, .bound = 0.25f, .seed = 1};
+    ps_initializer_t val = {.kind = PS_INIT_VALUES, .values = v};
     check(ps_declare(ps, "l1.weight", 2, (int64_t[]){3, 4}, &lin) == 0, "declare torch-linear");
     check(ps_declare(ps, "l1.bias", 1, (int64_t[]){3}, &lin) == 0, "declare a bias (fan-in 4)");
     check(ps_declare(ps, "u", 1, (int64_t[]){5}, &uni) == 0, "declare uniform");
@@ -85,8 +85,7 @@ static void fill(ps_t *ps, float v)
 }
 
 /* After a step with mean gradient g: w == before - lr * g, elementwise. */
-static void check_update(const float *w, const float *before, double lr, double g,
-                         const char *what)
+static void check_update(const float *w, const float *before, double lr, double g, const char *what)
 {
     int ok = 1;
     for (int i = 0; i < NP; i++) {
@@ -192,11 +191,14 @@ static void probe_nan(ps_t *ps)
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "main";
-    ps_options_t opt = {.name = "probe", .timeout_s = 60, .streams = 3, .io_threads = 2};
+    ps_options_t opt = PS_OPTIONS_INIT;
+    opt.name = "probe";
+    opt.timeout_s = 60;
+    opt.streams = 3;
+    opt.io_threads = 2;
     ps_t *ps = NULL;
     check(ps_finalize(&ps) == 0 && ps_finalize(NULL) == 0, "ps_finalize on nothing");
-    check(ps_wait(NULL) == PS_EINVAL && ps_declare(NULL, "x", 1, (int64_t[]){1}, NULL) ==
-                                            PS_EINVAL,
+    check(ps_wait(NULL) == PS_EINVAL && ps_declare(NULL, "x", 1, (int64_t[]){1}, NULL) == PS_EINVAL,
           "NULL arguments are errors, not crashes");
     check(strlen(ps_last_error()) > 0 && strlen(ps_strerror(PS_ENOENT)) > 0, "error texts");
     if (ps_init(&ps, &argc, &argv, &opt) != 0) {

@@ -18,10 +18,14 @@ with --endpoint-file, then attacks every server:
              metrics file of worker 0) has a line, every worker has
              connected: then also a burst with the workers' routing ids,
              which the ROUTER must refuse (a second connection with a
-             routing id in use), then the corpus again (INIT during
-             training, ...).  Grabbing a worker's id before that worker
-             connects would deny it service; --insecure cannot prevent
-             that, so the intruder never does it.
+             routing id in use), a burst on streams no worker opened
+             (routing id 'w' + rank + stream 9: free ids, well-formed
+             PUSH/PULL/STATS/SHUTDOWN with the worker's sender field; the
+             servers know each worker's stream count from start-up and
+             must refuse every one as "sender"), then the corpus again
+             (INIT during training, ...).  Grabbing a worker's id before
+             that worker connects would deny it service; --insecure cannot
+             prevent that, so the intruder never does it.
   trickle    one malformed message every --interval seconds until
              --stop-file exists (does unauthenticated noise keep a server
              from noticing a silent worker?).
@@ -398,12 +402,40 @@ def insecure(a, eps, rep, rng):
     time.sleep(0.2)
     for _, s in fakes:
         s.close(0)
+    spare_streams(ctx, eps, chunks, W, rep)
     # Round 2 during training.
     send_all(socks, [c[::-1] for c in corp], rep, "sent")
     for s in socks:
         s.close()  # LINGER 10 s: waits until libzmq has written everything
     ctx.term()
     rep["flushed_at_epoch_lines"] = lines_in(a.wait_file)
+
+
+def spare_streams(ctx, eps, chunks, workers, rep):
+    """As each worker, on a stream it did not open (it opens 2 by default):
+    pushes for every step a short job can reach, a pull, STATS, SHUTDOWN.
+    Each one that got through would change the model or end a worker."""
+    socks = []
+    for _, ep, _ in eps:
+        for w in range(workers):
+            s = dealer(ctx, ep, wid(w, 9))
+            s.setsockopt(zmq.LINGER, 10000)
+            s.connect(ep)
+            socks.append((w, s))
+    for w, s in socks:
+        for c, o, n in chunks:
+            for step in range(300):
+                s.send_multipart(msg(PUSH, floats(n, 1e3), sender=w, step=step,
+                                     chunk=c, offset=o, count=n, samples=1000,
+                                     base=step))
+                rep["spare_stream_sent"] += 1
+            s.send_multipart(msg(PULL, sender=w, step=0, chunk=c))
+            rep["spare_stream_sent"] += 1
+        for t in (STATS, SHUTDOWN):
+            s.send_multipart(msg(t, sender=w))
+            rep["spare_stream_sent"] += 1
+    for _, s in socks:
+        s.close()  # LINGER 10 s: every message written out
 
 
 def trickle(a, eps, rep, rng):
@@ -439,7 +471,7 @@ def main():
     rng = random.Random(a.seed)
     eps = read_endpoints(a.endpoint_file, a.max_seconds)
     rep = {k: 0 for k in (
-        "sent", "impersonation_sent", "client_handshakes_succeeded",
+        "sent", "impersonation_sent", "spare_stream_sent", "client_handshakes_succeeded",
         "client_handshakes_failed", "client_handshakes_connected",
         "queued_plain", "queued_curve", "queued_wrongkey", "not_queued_plain",
         "not_queued_curve", "not_queued_wrongkey")}

@@ -9,6 +9,11 @@ printf '1,0.5,0.25\n2,0.1\n' >"$TMP/ragged.csv"
 printf '0 1:0.5 7:1\n1 2:0.25\n' >"$TMP/wide.svm"
 printf '0,1,2\n5,3,4\n' >"$TMP/label.csv"
 printf '0,1,x2\n' >"$TMP/number.csv"
+# Tiny files that would infer a huge shape (a 64 MiB dense row, 16M classes).
+printf '0 1:1\n1 16777216:1\n' >"$TMP/huge.svm"
+printf '0 1:1\n16000000 2:1\n' >"$TMP/classes.svm"
+printf '0 1:1\n1 1048577:1\n' >"$TMP/over.svm"     # one feature over the cap
+printf '0 1:1\n69999 2:1\n' >"$TMP/overlabel.svm" # 70000 classes, over the cap
 
 # expect_fail "description" "regex" S "server flags" W "worker flags"
 expect_fail() {
@@ -26,6 +31,19 @@ expect_fail() {
     fi
 }
 
+# expect_prompt_fail SECONDS "description" "regex" S "server flags" W "worker flags":
+# expect_fail, and within SECONDS: for output that cannot be written, jobs
+# that would train for far longer (GLONG), so only a check before the first
+# step passes.
+expect_prompt_fail() {
+    _max=$1
+    shift
+    _t0=$(date +%s)
+    expect_fail "$@"
+    _dt=$(($(date +%s) - _t0))
+    check "$1: before training (${_dt} s, at most $_max)" [ "$_dt" -le "$_max" ]
+}
+
 G="--data csv:$TMP/good.csv --model softmax --epochs 1 --batch-size 8"
 expect_fail "missing data file" "nonexistent.csv" 1 "" 2 \
     "--data csv:$TMP/nonexistent.csv --model softmax"
@@ -37,6 +55,36 @@ expect_fail "feature index beyond --features" "wide.svm:1.*7" 1 "" 2 \
     "--data libsvm:$TMP/wide.svm --features 4 --model softmax"
 expect_fail "label outside --classes" "label.csv:2.*5" 1 "" 2 \
     "--data csv:$TMP/label.csv --classes 3 --model softmax"
+expect_fail "inferred feature count above the cap names the line and --features" \
+    "huge.svm:2: .*--features" 1 "" 2 "--data libsvm:$TMP/huge.svm --model softmax"
+expect_fail "inferred class count above the cap names the line and --classes" \
+    "classes.svm:2: .*--classes" 1 "" 2 "--data libsvm:$TMP/classes.svm --model softmax"
+expect_fail "one feature over the cap is refused when inferred" \
+    "over.svm:2: .*--features" 1 "" 1 "--data libsvm:$TMP/over.svm --model softmax"
+# Given explicitly, shapes over the caps load and train (one step each).
+for f in "over.svm --features 1048577" "overlabel.svm --classes 70000"; do
+    if psrun 120 1 "" 1 "--data libsvm:$TMP/$f --model softmax --epochs 1 --batch-size 2" \
+        "$TMP/over.log"; then
+        ok "over the cap when given explicitly: $f trains"
+    else
+        not_ok "over the cap when given explicitly: $f trains"
+        sed 's/^/#   /' "$TMP/over.log" | tail -8
+    fi
+done
+# About 400 steps of 50 ms: 20 s of training before any --save.
+GLONG="--data csv:$TMP/good.csv --model softmax --epochs 100 --batch-size 8 --test-delay-ms 50"
+: >"$TMP/regular"
+expect_prompt_fail 12 "--save under a regular file names the path" \
+    "--save $TMP/regular/m.st: cannot create a file in $TMP/regular" 1 "--save $TMP/regular/m.st" \
+    2 "$GLONG"
+expect_prompt_fail 12 "--save in a folder that does not exist names the path" \
+    "--save $TMP/nodir/m.st: cannot create a file in $TMP/nodir: No such file" 2 \
+    "--save $TMP/nodir/m.st" 1 "$GLONG"
+expect_prompt_fail 12 "--save naming a directory" "--save $TMP: is a directory" 1 \
+    "--save $TMP" 1 "$GLONG"
+expect_prompt_fail 12 "--checkpoint-dir under a regular file names the path" \
+    "--checkpoint-dir $TMP/regular/ck: cannot create the directory" 2 \
+    "--checkpoint-dir $TMP/regular/ck --checkpoint-every 2" 2 "$GLONG"
 expect_fail "negative learning rate" "Invalid learning rate" 1 "--lr -0.1" 2 "$G"
 expect_fail "Nesterov without momentum" "Nesterov momentum requires" 1 \
     "--momentum 0 --nesterov" 2 "$G"

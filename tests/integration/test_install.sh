@@ -1,10 +1,12 @@
 #!/bin/sh
 # `make install` into a temporary PREFIX, then what a user does with it,
-# from the installed files only: build examples/logreg_worker.c and an API
-# probe (tests/integration/api_probe.c) with pkg-config, shared and static,
-# run them in place of ps-worker against the installed ps-server, check what
-# they learn and save against values derived by hand, check the man pages
-# against --help, and `make uninstall`.
+# from the installed files only: build every program of examples/ and the
+# API probes (tests/integration/api_probe.c for the whole-model calls,
+# tensor_probe.c for ps_bind and the per-tensor ones) with pkg-config,
+# shared and static, run them in place of ps-worker against the installed
+# ps-server, check what they learn and save against values derived by hand
+# (and the per-tensor path against the whole-model one, bit for bit),
+# check the man pages against --help, and `make uninstall`.
 . "$(dirname "$0")/lib.sh"
 
 case "$BUILD" in
@@ -64,28 +66,52 @@ if command -v g++ >/dev/null 2>&1; then
 else
     skip "ps.h compiles as C++" "no g++"
 fi
+cat >"$TMP/ver.c" <<'EOF'
+#include <ps.h>
+#include <stdio.h>
+int main(void)
+{
+    printf("%s %d\n", ps_version(), PS_API_VERSION);
+    return 0;
+}
+EOF
+# shellcheck disable=SC2046
+cc -o "$TMP/ver" "$TMP/ver.c" $(pkg-config --cflags --libs psclient) >"$TMP/ver.log" 2>&1
+check "ps_version() of the installed library is the programs' $VER; PS_API_VERSION 3" \
+    [ "$("$TMP/ver" 2>&1)" = "$VER 3" ]
+check "the man pages say ps $VER" sh -c \
+    "grep -q '\"ps $VER\"' '$P/share/man/man1/ps-server.1' &&
+     grep -q '\"ps $VER\"' '$P/share/man/man1/ps-worker.1'"
 nfun=$(sed -n 's/^[a-z].*[ *]\(ps_[a-z_]*\)(.*/\1/p' "$P/include/ps.h" | sort)
 nexp=$(nm -D --defined-only "$P/lib/libpsclient.so" | awk '$2 == "T" {print $3}' | sort)
 check "the shared library exports exactly ps.h's $(echo "$nfun" | wc -l) functions" \
     [ "$nfun" = "$nexp" ]
 
-# --- the example, built with pkg-config only ---------------------------------
+# --- the examples, built with pkg-config only ---------------------------------
 cp -r "$SRC/examples" "$TMP/ex"
 cd "$TMP/ex" || exit 1
-# shellcheck disable=SC2046
-if cc -O2 -Wall -Wextra -Werror -o logreg_worker logreg_worker.c \
-    $(pkg-config --cflags --libs psclient) -lm >"$TMP/cc.log" 2>&1 &&
-    ldd ./logreg_worker | grep -q "libpsclient.so.0 => $P/lib/"; then
-    ok "cc logreg_worker.c \$(pkg-config --cflags --libs psclient): uses $P/lib"
+for src in *.c; do
+    prog=${src%.c}
+    # shellcheck disable=SC2046
+    if cc -O2 -Wall -Wextra -Werror -o "$prog" "$src" \
+        $(pkg-config --cflags --libs psclient) -lm >"$TMP/cc.log" 2>&1 &&
+        ldd "./$prog" | grep -q "libpsclient.so.0 => $P/lib/"; then
+        ok "cc $src \$(pkg-config --cflags --libs psclient): the installed ps.h, uses $P/lib"
+    else
+        not_ok "examples/$src builds against the installed header and shared library"
+        show "$TMP/cc.log"
+    fi
+done
+static_ok=1
+make static >"$TMP/static.log" 2>&1 || static_ok=0
+for src in *.c; do
+    prog=${src%.c}-static
+    [ -x "$prog" ] && ! ldd "./$prog" | grep -q libpsclient || static_ok=0
+done
+if [ $static_ok -eq 1 ]; then
+    ok "examples/Makefile: make static links libpsclient.a into every example"
 else
-    not_ok "the example builds against the installed shared library"
-    show "$TMP/cc.log"
-fi
-if make static >"$TMP/static.log" 2>&1 && [ -x logreg_worker-static ] &&
-    ! ldd ./logreg_worker-static | grep -q libpsclient; then
-    ok "examples/Makefile: make static links libpsclient.a"
-else
-    not_ok "examples/Makefile: make static links libpsclient.a"
+    not_ok "examples/Makefile: make static links libpsclient.a into every example"
     show "$TMP/static.log"
 fi
 cd "$SRC" || exit 1
@@ -159,6 +185,25 @@ if have_numpy; then
 else
     skip "2 servers save the model bits of 1" "no numpy in $PY"
 fi
+
+# mlp_worker: its own arrays bound, each layer pushed as backward has it and
+# pulled just before forward needs it; --whole trains through ps_step.  The
+# two paths must give the same bits (and 2 servers those of 1).  The labels
+# are [x0 * x1 > 0]: no linear model reaches 0.75, the MLP must reach 0.95.
+job 120 "$TMP/mlp1.log" -np 1 "$P/bin/ps-server" --quiet --lr 0.2 --momentum 0.9 \
+    : -np 2 "$TMP/ex/mlp_worker" "$TMP/mlp1.st"
+rc=$?
+check "mlp_worker (per-tensor pushes and pulls) with the installed ps-server (exit $rc)" \
+    [ $rc -eq 0 ]
+[ $rc -eq 0 ] || show "$TMP/mlp1.log"
+AM=$(awk '$1 == "epoch" {a = $6} END {print a}' "$TMP/mlp1.log")
+check "mlp_worker learns the XOR quadrants: final accuracy ${AM:-none} >= 0.95" \
+    awk -v a="${AM:-0}" 'BEGIN { exit !(a >= 0.95) }'
+job 120 "$TMP/mlp2.log" -np 2 "$P/bin/ps-server" --quiet --lr 0.2 --momentum 0.9 \
+    : -np 2 "$TMP/ex/mlp_worker-static" "$TMP/mlp2.st" --whole
+rc=$?
+check "mlp_worker --whole (ps_step), 2 servers: the same model bits as per-tensor, 1 server" \
+    sh -c "[ $rc -eq 0 ] && [ -s '$TMP/mlp1.st' ] && cmp -s '$TMP/mlp1.st' '$TMP/mlp2.st'"
 
 # A drop-in for ps-worker: the same start-up protocol, so the two can even
 # meet in one job, where they disagree on the model, by name, in one line.
@@ -247,6 +292,47 @@ probe_fail fail "probe: my data file is gone"
 probe_fail mismatch "workers disagree on the model or plan: worker 1 declared"
 probe_fail early "worker 1 left before ps_start"
 probe_fail nan "non-finite gradient on worker 1 in l1.weight at step 1"
+
+# --- the per-tensor calls ------------------------------------------------------
+# shellcheck disable=SC2046
+if cc -O2 -Wall -Wextra -Werror -o "$TMP/tensor_probe" tests/integration/tensor_probe.c \
+    $(pkg-config --cflags --libs psclient) -lm >"$TMP/tprobe_cc.log" 2>&1; then
+    ok "tensor_probe builds with pkg-config"
+else
+    not_ok "tensor_probe builds with pkg-config"
+    show "$TMP/tprobe_cc.log"
+fi
+job 120 "$TMP/tprobe.log" -np 1 "$P/bin/ps-server" --quiet --lr 0.125 --momentum 0 \
+    --chunk-kib 4 --save "$TMP/tprobe_server.st" \
+    : -np 2 "$TMP/tensor_probe" main 0.125 "$TMP/tprobe_worker.st"
+rc=$?
+probe_tap "$TMP/tprobe.log"
+check "tensor_probe main: the job ends well (exit $rc)" [ $rc -eq 0 ]
+[ $rc -eq 0 ] || show "$TMP/tprobe.log"
+if have_numpy; then
+    # t starts at 0 and takes g = 5/3, 5/3, 3, 5/3: 0 - 0.125 * 8 = -1.
+    check "tensor_probe: ps_save of the bound arrays holds the servers' weights, bit for bit" \
+        "$PY" -c "
+import sys; sys.path.insert(0, 'tests/integration'); import sthelp
+s = sthelp.read('$TMP/tprobe_server.st')[0]; w, m = sthelp.read('$TMP/tprobe_worker.st')
+assert list(w) == ['s.weight', 's.bias', 'big', 't'] and m['step'] == '4', (list(w), m)
+assert all(w[k].tobytes() == s[k].tobytes() for k in w)
+assert (s['t'] == -1).all(), s['t']"
+else
+    skip "tensor_probe: ps_save of the bound arrays" "no numpy in $PY"
+fi
+job 60 "$TMP/probe_bad-bind.log" -np 1 "$P/bin/ps-server" --quiet \
+    : -np 2 "$TMP/tensor_probe" bad-bind
+rc=$?
+probe_tap "$TMP/probe_bad-bind.log" "tensor_probe bad-bind: the probe's checks on both workers"
+n=$(grep -c "ps_bind: the arrays of 's.bias' overlap those bound to 's.weight'" \
+    "$TMP/probe_bad-bind.log")
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ "$n" -eq 1 ]; then
+    ok "tensor_probe bad-bind: overlapping arrays end the start-up (exit $rc), said once"
+else
+    not_ok "tensor_probe bad-bind: exit $rc, said $n times"
+    show "$TMP/probe_bad-bind.log"
+fi
 
 # A program that initialises MPI itself keeps it after ps_finalize (needs
 # the shared-MPI support in ps_boot; without it ps_init refuses cleanly).

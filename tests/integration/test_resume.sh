@@ -68,6 +68,25 @@ torn "bad checksum" 'printf "\377" | dd of="$dir/server-0.safetensors" bs=1 seek
 torn "missing file" 'rm "$dir/server-1.safetensors"'
 torn "wrong layout" 'sed -i "s/^layout .*/layout 0123456789abcdef/" "$dir/MANIFEST"'
 
+# A checkpoint folder that becomes unusable mid-run (replaced by a file
+# once the first checkpoint is in) ends the job with an error naming it:
+# never a run that goes on without the checkpoints it was asked for.
+ck=$TMP/gone.ck
+timeout -k 5 120 mpirun --oversubscribe -np 2 "$SERVER" --quiet $SRV --checkpoint-dir "$ck" \
+    : -np 2 "$WORKER" --progress none $W --test-delay-ms 100 >"$TMP/gone.log" 2>&1 &
+job=$!
+for _ in $(seq 1 400); do
+    ls "$ck"/step-*/MANIFEST >/dev/null 2>&1 && break
+    sleep 0.05
+done
+rm -rf "$ck" && : >"$ck"
+wait "$job"
+rc=$?
+grep -m1 "failed twice" "$TMP/gone.log" | sed 's/^/# /'
+check "a checkpoint folder replaced by a file mid-run ends the job with an error (exit $rc)" \
+    sh -c "[ $rc -ne 0 ] && [ $rc -ne 124 ] &&
+           grep -q 'checkpoint of step [0-9]* in --checkpoint-dir $ck failed twice' '$TMP/gone.log'"
+
 # Settings that differ from the checkpoint's are refused, not silently mixed.
 psrun 60 1 "$SRV --lr 0.5 --checkpoint-dir $TMP/ref.ck --resume $TMP/ref.ck" 2 "$W" "$TMP/set.log"
 rc=$?

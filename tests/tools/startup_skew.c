@@ -41,7 +41,7 @@ static int run_step(ps_boot_t *b, ps_step_t s, int fail)
         }
         return ps_boot_agree(b, s, fail ? PS_EINVAL : 0);
     case PS_STEP_EXCHANGE_ALL:
-        return ps_boot_exchange(b, b->is_server ? "tcp://127.0.0.1:1" : NULL, "");
+        return ps_boot_exchange(b, b->is_server ? "tcp://127.0.0.1:1" : NULL, "", 1);
     case PS_STEP_BCAST_SERVER0:
     case PS_STEP_BCAST_WORKER0:
         ps_boot_bcast(b, s, &word, sizeof word);
@@ -83,6 +83,6 @@ int main(int argc, char **argv)
     if (rv == 0) {
         printf("startup_skew: all %d steps done\n", n);
     }
-    ps_boot_finalize(&b);
+    ps_boot_fini(&b);
     return rv == 0 ? 0 : 1;
 }

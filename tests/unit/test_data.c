@@ -244,6 +244,75 @@ static void test_inference_flags(void **state)
     wkr_data_fini(&ds);
 }
 
+/* Sizes inferred from a file are capped: a one-line file must not ask for
+ * a 64 MiB row or 16 million classes (issue 13).  The message names the
+ * file, the line and the flag that lifts the cap; given explicitly, the
+ * same sizes load.  The caps themselves are checked by hand here: 2^20
+ * features and 2^16 classes are still inferred, one more is refused. */
+static void test_inference_caps(void **state)
+{
+    (void)state;
+    /* LIBSVM: the widest index decides. */
+    expect_text_err("libsvm", "0 1:1\n1 16777216:1\n", NULL, PS_ERANGE, 2, "--features");
+    expect_text_err("libsvm", "0 1:1\n1 1048577:1\n", NULL, PS_ERANGE, 2, "--features");
+    /* Labels: one of 16000000 would infer 16 million classes. */
+    expect_text_err("libsvm", "0 1:1\n16000000 1:1\n", NULL, PS_ERANGE, 2, "--classes");
+    expect_text_err("libsvm", "0 1:1\n65536 1:1\n", NULL, PS_ERANGE, 2, "--classes");
+    expect_text_err("csv", "1,2\n65536,1\n", NULL, PS_ERANGE, 2, "--classes");
+    /* At the caps: inferred. */
+    wkr_dataset_t ds;
+    const char *spec = text_spec("libsvm", "cap.svm", "0 1:1\n65535 1048576:2\n");
+    assert_int_equal(wkr_data_load(&ds, spec, 0, NULL), 0);
+    assert_int_equal(ds.features, 1 << 20);
+    assert_int_equal(ds.classes, 1 << 16);
+    assert_true(ds.x[(1 << 20) + (1 << 20) - 1] == 2.0f);
+    wkr_data_fini(&ds);
+    /* Beyond them, when the flags say so. */
+    spec = text_spec("libsvm", "wide.svm", "0 1:1\n70000 1048577:3\n");
+    wkr_data_opts_t o = {.features = (1 << 20) + 1, .classes = 70001};
+    assert_int_equal(wkr_data_load(&ds, spec, 0, &o), 0);
+    assert_int_equal(ds.features, (1 << 20) + 1);
+    assert_int_equal(ds.classes, 70001);
+    assert_true(ds.y[1] == 70000.0f && ds.x[2 * ((1 << 20) + 1) - 1] == 3.0f);
+    wkr_data_fini(&ds);
+    /* Regression has no classes to infer: a large target is just a value. */
+    o = (wkr_data_opts_t){.regression = 1};
+    spec = text_spec("libsvm", "reg.svm", "16000000 1:1\n-3 2:1\n");
+    assert_int_equal(wkr_data_load(&ds, spec, 0, &o), 0);
+    assert_int_equal(ds.classes, 0);
+    wkr_data_fini(&ds);
+}
+
+/* CSV's width is the file's own (every column is on every line), but a
+ * row that wide still asks for a model to match: the same cap, with the
+ * same way out. */
+static void test_inference_caps_csv(void **state)
+{
+    (void)state;
+    size_t cols = (1u << 20) + 2; /* label + 2^20 + 1 features */
+    char *line = malloc(2 * cols + 2);
+    assert_non_null(line);
+    for (size_t i = 0; i < cols; i++) {
+        line[2 * i] = i == 0 ? '1' : '0';
+        line[2 * i + 1] = i + 1 < cols ? ',' : '\n';
+    }
+    line[2 * cols] = '\0';
+    char *two = malloc(4 * cols + 4);
+    assert_non_null(two);
+    snprintf(two, 4 * cols + 4, "%s%s", line, line);
+    two[0] = '0';
+    expect_text_err("csv", two, NULL, PS_ERANGE, 1, "--features");
+    const char *spec = text_spec("csv", "wide.csv", two);
+    wkr_data_opts_t o = {.features = (int)cols - 1};
+    wkr_dataset_t ds;
+    assert_int_equal(wkr_data_load(&ds, spec, 0, &o), 0);
+    assert_int_equal(ds.features, (int)cols - 1);
+    assert_int_equal(ds.classes, 2);
+    wkr_data_fini(&ds);
+    free(two);
+    free(line);
+}
+
 /* ---- sharding --------------------------------------------------------- */
 
 /* 10 samples: label i % 3, features (i, 10 + i) in both formats. */
@@ -818,6 +887,8 @@ int main(void)
         cmocka_unit_test(test_csv_parse),
         cmocka_unit_test(test_regression),
         cmocka_unit_test(test_inference_flags),
+        cmocka_unit_test(test_inference_caps),
+        cmocka_unit_test(test_inference_caps_csv),
         cmocka_unit_test(test_sharding),
         cmocka_unit_test(test_libsvm_errors),
         cmocka_unit_test(test_csv_errors),

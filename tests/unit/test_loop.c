@@ -47,8 +47,11 @@
 typedef struct {
     ps_mode_t mode;
     int nonfinite_skip;
-    int streams;    /* connections per worker client; 0 = 1 */
-    int timeout_ms; /* the server's --timeout; 0 = WAIT_MS */
+    int secure; /* CurveZMQ: every worker its own key pair, as in a job */
+    int streams; /* each client opens this many (0: 1); the loop is told loop_streams */
+    int loop_streams;     /* the streams every worker said it opens (0: 1) */
+    int timeout_ms;       /* the server's --timeout (0: WAIT_MS) */
+    const char *ckpt_dir; /* checkpoint after every step here */
 } loop_opts_t;
 
 typedef struct {
@@ -56,6 +59,9 @@ typedef struct {
     ps_tp_t *cli[NWORKERS];
     char ep[512];
     float init[TOTAL];
+    ps_tp_keypair_t skey, wkey[NWORKERS]; /* secure: the server's and the workers' */
+    char spub[1][PS_TP_KEY_LEN];
+    int wstreams[NWORKERS]; /* cfg.worker_streams */
 } fix_t;
 
 /* Elements of chunk `id` in this layout. */
@@ -65,8 +71,11 @@ static uint32_t chunk_count(uint32_t id)
 }
 
 /* The one place a srv_loop_t is configured. */
-static int loop_start(srv_loop_t *L, ps_tp_t *tp, const loop_opts_t *o)
+static int loop_start(fix_t *f, ps_tp_t *tp, const loop_opts_t *o)
 {
+    for (int w = 0; w < NWORKERS; w++) {
+        f->wstreams[w] = o->loop_streams > 0 ? o->loop_streams : 1;
+    }
     srv_loop_cfg_t cfg = {
         .tp = tp,
         .server = 0,
@@ -77,8 +86,27 @@ static int loop_start(srv_loop_t *L, ps_tp_t *tp, const loop_opts_t *o)
         .mode = o->mode,
         .nonfinite_skip = o->nonfinite_skip,
         .timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : WAIT_MS,
+        .worker_streams = f->wstreams,
+        .ckpt_dir = o->ckpt_dir,
+        .ckpt_every = o->ckpt_dir ? 1 : 0,
+        .settings = "test",
     };
-    return srv_loop_init(L, &cfg);
+    return srv_loop_init(&f->L, &cfg);
+}
+
+/* Secure: the key pairs, and the server's allow list with worker w's
+ * public key at index w, as srv_main gives it from the MPI exchange. */
+static int make_keys(fix_t *f, ps_tp_t *tp)
+{
+    char allow[NWORKERS][PS_TP_KEY_LEN];
+    for (int w = 0; w < NWORKERS; w++) {
+        if (ps_tp_keypair(&f->wkey[w]) != 0) {
+            return -1;
+        }
+        memcpy(allow[w], f->wkey[w].pub, PS_TP_KEY_LEN);
+    }
+    memcpy(f->spub[0], f->skey.pub, PS_TP_KEY_LEN);
+    return ps_tp_server_allow(tp, (const char(*)[PS_TP_KEY_LEN])allow, NWORKERS);
 }
 
 static int setup(void **state)
@@ -87,15 +115,18 @@ static int setup(void **state)
     const loop_opts_t *o = *state ? *state : &sync_abort;
     fix_t *f = calloc(1, sizeof *f);
     ps_tp_t *tp = NULL;
-    if (!f || ps_tp_server_new(&tp, "tcp://127.0.0.1", 1, NULL, f->ep, sizeof f->ep) != 0 ||
-        loop_start(&f->L, tp, o) != 0) {
+    if (!f || (o->secure && ps_tp_keypair(&f->skey) != 0) ||
+        ps_tp_server_new(&tp, "tcp://127.0.0.1", 1, o->secure ? &f->skey : NULL, f->ep,
+                         sizeof f->ep) != 0 ||
+        (o->secure && make_keys(f, tp) != 0) || loop_start(f, tp, o) != 0) {
         fprintf(stderr, "loop setup: %s\n", ps_error_msg());
         return -1;
     }
     char *eps[1] = {f->ep};
-    int streams = o->streams > 0 ? o->streams : 1;
     for (int w = 0; w < NWORKERS; w++) {
-        if (ps_tp_client_new(&f->cli[w], w, 1, eps, streams, 1, NULL, NULL) != 0) {
+        if (ps_tp_client_new(&f->cli[w], w, 1, eps, o->streams ? o->streams : 1, 1,
+                             o->secure ? &f->wkey[w] : NULL,
+                             o->secure ? (const char(*)[PS_TP_KEY_LEN])f->spub : NULL) != 0) {
             fprintf(stderr, "client %d: %s\n", w, ps_error_msg());
             return -1;
         }
@@ -489,6 +520,113 @@ static void test_stranger_rank(void **state)
     assert_weights_untouched(f);
 }
 
+/* Worker 1's own key pair on a connection whose routing id says worker 0
+ * (stream 9, a stream no worker uses): the server must judge the sender by
+ * the key, not by the id the client chose.  Its PUSH, PULL, STATS and
+ * SHUTDOWN are refused as "sender" and answered with nothing; the real
+ * step that follows is worker 0's and worker 1's, as derived by hand in
+ * test_valid_pushes_apply (w - 1); the impostor's gradient of 1000 would
+ * have made it w - 250.75, and its SHUTDOWN would have ended worker 0. */
+static void test_impostor_with_other_key(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    ps_tp_t *imp = NULL;
+    char *eps[1] = {f->ep};
+    assert_int_equal(ps_tp_client_new(&imp, 0, 1, eps, 10, 1, &f->wkey[1],
+                                      (const char(*)[PS_TP_KEY_LEN])f->spub),
+                     0);
+    float g1000[CHUNK];
+    for (int i = 0; i < CHUNK; i++) {
+        g1000[i] = 1000.0f;
+    }
+    ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 0, 0, 0);
+    assert_int_equal(ps_tp_send(imp, 0, 9, &h, g1000, h.payload, NULL, NULL), 0);
+    h = chunk_hdr(PS_MSG_PULL, 0, 0, 0);
+    assert_int_equal(ps_tp_send(imp, 0, 9, &h, NULL, 0, NULL, NULL), 0);
+    h = ps_wire_hdr(PS_MSG_STATS, 0);
+    assert_int_equal(ps_tp_send(imp, 0, 9, &h, NULL, 0, NULL, NULL), 0);
+    h = ps_wire_hdr(PS_MSG_SHUTDOWN, 0);
+    assert_int_equal(ps_tp_send(imp, 0, 9, &h, NULL, 0, NULL, NULL), 0);
+    train_arg_t a = {.f = f, .rv = -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, train_thread, &a), 0);
+    uint64_t seen = 0;
+    for (int i = 0; i < 500 && seen < 4; i++) {
+        seen = stats_rejected(f);
+    }
+    float g3[CHUNK];
+    for (int i = 0; i < CHUNK; i++) {
+        g3[i] = 3.0f;
+    }
+    fill_grad(1.0f);
+    h = chunk_hdr(PS_MSG_PUSH, 0, 0, 0);
+    send_from(f, 0, &h, grad, h.payload);
+    h = chunk_hdr(PS_MSG_PUSH, 1, 0, 0);
+    send_from(f, 1, &h, g3, h.payload);
+    for (int w = 0; w < NWORKERS; w++) {
+        h = ps_wire_hdr(PS_MSG_SHUTDOWN, (uint32_t)w);
+        send_from(f, w, &h, NULL, 0);
+    }
+    pthread_join(t, NULL);
+    ps_tp_msg_t m;
+    int got = ps_tp_recv(imp, &m, 200);
+    if (got == 0) {
+        ps_tp_msg_release(&m);
+    }
+    ps_tp_destroy(&imp);
+    assert_int_equal(a.rv, 0);
+    assert_true(seen == 4);
+    assert_rejected(f, SRV_REJ_SENDER, 4);
+    assert_int_equal(got, PS_EAGAIN); /* no PULL_REPLY, no STATS_REPLY */
+    assert_true(f->L.pushes == 2);
+    float want[CHUNK];
+    for (int i = 0; i < CHUNK; i++) {
+        want[i] = f->init[i] - 1.0f;
+    }
+    srv_chunk_t *c0 = srv_store_chunk(&f->L.store, 0);
+    assert_bits(c0->w, want, CHUNK, "chunk 0 after the real workers' step");
+    assert_true(c0->version == 1);
+}
+
+/* Worker 1, with its own key, on a second stream when it said at start-up
+ * that it opens one (cfg.worker_streams; the fixture's clients open two):
+ * refused as "sender".  (Else the streams a worker does not use are free
+ * for anyone holding its key, and pulls answered there never reach it.) */
+static void test_stream_beyond_streams(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 1, 0, 0);
+    assert_int_equal(ps_tp_send(f->cli[1], 0, 1, &h, grad, h.payload, NULL, NULL), 0);
+    h = ps_wire_hdr(PS_MSG_STATS, 1);
+    assert_int_equal(ps_tp_send(f->cli[1], 0, 1, &h, NULL, 0, NULL, NULL), 0);
+    train_arg_t a = {.f = f, .rv = -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, train_thread, &a), 0);
+    uint64_t seen = 0;
+    for (int i = 0; i < 500 && seen < 2; i++) {
+        seen = stats_rejected(f);
+    }
+    for (int w = 0; w < NWORKERS; w++) {
+        h = ps_wire_hdr(PS_MSG_SHUTDOWN, (uint32_t)w);
+        send_from(f, w, &h, NULL, 0);
+    }
+    pthread_join(t, NULL);
+    ps_tp_msg_t m;
+    int got = ps_tp_recv(f->cli[1], &m, 200);
+    if (got == 0) {
+        ps_tp_msg_release(&m);
+    }
+    assert_int_equal(a.rv, 0);
+    assert_true(seen == 2);
+    assert_rejected(f, SRV_REJ_SENDER, 2);
+    assert_int_equal(got, PS_EAGAIN);
+    assert_true(f->L.pushes == 0);
+    assert_weights_untouched(f);
+}
+
 /* ---- the control: good messages do get through ------------------------ */
 
 /* Sync, two workers, one sample each: g = 1*0.5 + 3*0.5 = 2 (coefficients
@@ -527,6 +665,32 @@ static void test_valid_pushes_apply(void **state)
     assert_true(m.hdr.step == 1 && m.hdr.chunk == 0 && m.len == sizeof want);
     assert_bits((const float *)(const void *)m.payload, want, CHUNK, "pull reply");
     ps_tp_msg_release(&m);
+}
+
+/* ---- checkpoints ------------------------------------------------------ */
+
+/* A checkpoint that cannot be written (here a folder under /dev/null,
+ * which fails for root too) ends training with the error, naming the step
+ * and the folder, as soon as the step that needed it is in: training must
+ * not go on without the checkpoints it was asked for. */
+static void test_checkpoint_failure_ends_training(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    for (int w = 0; w < NWORKERS; w++) {
+        for (uint32_t id = 0; id <= 2; id += 2) {
+            ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, w, id, 0);
+            send_from(f, w, &h, grad, h.payload);
+        }
+    }
+    run_train(f, PS_EIO);
+    const char *msg = ps_error_msg();
+    if (!strstr(msg, "checkpoint of step 1") || !strstr(msg, "/dev/null/ckpt")) {
+        fail_msg("message does not name the step and the folder: %s", msg);
+    }
+    assert_true(srv_store_chunk(&f->L.store, 0)->version == 1);
+    assert_true(f->L.ndone < NWORKERS); /* it did not wait for the SHUTDOWNs */
 }
 
 /* ---- non-finite gradients ---------------------------------------------- */
@@ -719,9 +883,10 @@ static int reply_is(const ps_tp_msg_t *m, uint64_t steps, const float *init)
     return 1;
 }
 
-/* issue 13, 1: a pull reply that cannot be delivered.  A peer calling
- * itself worker 0, on stream 9, asks for chunk 0 at version 1, then
- * disconnects.  When version 1 comes its reply cannot be routed
+/* issue 13, 1: a pull reply that cannot be delivered.  A connection of
+ * worker 0 (its stream 9 of the ten it said it opens; --insecure, so
+ * anyone could be it) asks for chunk 0 at version 1, then disconnects, as
+ * a worker whose tcp connection drops while its pull is held.  When version 1 comes its reply cannot be routed
  * (ROUTER_MANDATORY: EHOSTUNREACH); the reference the reply took on the
  * chunk must still be dropped, else the update to version 2 waits for it
  * for ever.  The real workers then run two steps, pulling each result. */
@@ -864,8 +1029,14 @@ static void test_update_wait_bounded(void **state)
 int main(void)
 {
     static const loop_opts_t skip = {.mode = PS_MODE_SYNC, .nonfinite_skip = 1};
+    static const loop_opts_t secure = {.mode = PS_MODE_SYNC, .secure = 1};
+    static const loop_opts_t secure2 = {.mode = PS_MODE_SYNC, .secure = 1, .streams = 2};
+    static const loop_opts_t bad_ckpt = {.mode = PS_MODE_SYNC, .ckpt_dir = "/dev/null/ckpt"};
     static const loop_opts_t async = {.mode = PS_MODE_ASYNC};
-    static const loop_opts_t two_streams = {.mode = PS_MODE_SYNC, .streams = 2};
+    /* Worker connections 0..9 are the workers' own (test_pull_then_disconnect). */
+    static const loop_opts_t ten_streams = {.mode = PS_MODE_SYNC, .loop_streams = 10};
+    static const loop_opts_t two_streams = {.mode = PS_MODE_SYNC, .streams = 2,
+                                            .loop_streams = 2};
     static const loop_opts_t short_timeout = {.mode = PS_MODE_SYNC, .timeout_ms = 500};
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_setup_registers, setup, teardown),
@@ -875,14 +1046,21 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_step_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sender_and_phase, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stranger_rank, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_impostor_with_other_key, setup, teardown,
+                                                 (void *)&secure),
+        cmocka_unit_test_prestate_setup_teardown(test_stream_beyond_streams, setup, teardown,
+                                                 (void *)&secure2),
         cmocka_unit_test_setup_teardown(test_valid_pushes_apply, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_checkpoint_failure_ends_training, setup,
+                                                 teardown, (void *)&bad_ckpt),
         cmocka_unit_test_setup_teardown(test_nonfinite_abort, setup, teardown),
         cmocka_unit_test_prestate_setup_teardown(test_nonfinite_skip, setup, teardown,
                                                  (void *)&skip),
         cmocka_unit_test_setup_teardown(test_wrong_count_from_worker, setup, teardown),
         cmocka_unit_test_prestate_setup_teardown(test_async_replay_refused, setup, teardown,
                                                  (void *)&async),
-        cmocka_unit_test_setup_teardown(test_pull_then_disconnect, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_pull_then_disconnect, setup, teardown,
+                                                 (void *)&ten_streams),
         cmocka_unit_test_prestate_setup_teardown(test_held_pulls_per_stream, setup, teardown,
                                                  (void *)&two_streams),
         cmocka_unit_test_prestate_setup_teardown(test_update_wait_bounded, setup, teardown,

@@ -414,7 +414,7 @@ static wkr_model_t *small_mlp(float *x, float *y, int n)
     wkr_model_t *m = NULL;
     int h[2] = {4, 3};
     assert_int_equal(wkr_model_new(&m, WKR_MODEL_MLP, 5, 3, h, 2, n), 0);
-    wkr_model_init(m, WKR_INIT_DEFAULT, 42);
+    wkr_model_fill_weights(m, WKR_INIT_DEFAULT, 42);
     ps_rng_t r;
     ps_rng_seed(&r, 99, 0);
     random_fill(x, (size_t)n * 5, &r, 2.0f);
@@ -539,10 +539,10 @@ static void test_init_default(void **state)
     assert_int_equal(wkr_model_new(&b, WKR_MODEL_MLP, 100, 4, h, 1, 1), 0);
     const ps_layout_t *l = wkr_model_layout(a);
     size_t total = l->total;
-    wkr_model_init(a, WKR_INIT_DEFAULT, 7);
-    wkr_model_init(b, WKR_INIT_DEFAULT, 7);
+    wkr_model_fill_weights(a, WKR_INIT_DEFAULT, 7);
+    wkr_model_fill_weights(b, WKR_INIT_DEFAULT, 7);
     assert_memory_equal(wkr_model_params(a), wkr_model_params(b), total * sizeof(float));
-    wkr_model_init(b, WKR_INIT_DEFAULT, 8);
+    wkr_model_fill_weights(b, WKR_INIT_DEFAULT, 8);
     size_t same = 0;
     for (size_t i = 0; i < total; i++) {
         same += wkr_model_params(a)[i] == wkr_model_params(b)[i];
@@ -563,8 +563,8 @@ static void test_init_zeros(void **state)
     int h[2] = {4, 3};
     assert_int_equal(wkr_model_new(&m, WKR_MODEL_MLP, 5, 3, h, 2, 1), 0);
     size_t total = wkr_model_layout(m)->total;
-    wkr_model_init(m, WKR_INIT_DEFAULT, 1);
-    wkr_model_init(m, WKR_INIT_ZEROS, 1);
+    wkr_model_fill_weights(m, WKR_INIT_DEFAULT, 1);
+    wkr_model_fill_weights(m, WKR_INIT_ZEROS, 1);
     for (size_t i = 0; i < total; i++) {
         assert_true(wkr_model_params(m)[i] == 0.0f);
     }
@@ -616,7 +616,7 @@ static void test_bad_labels(void **state)
     (void)state;
     wkr_model_t *m = NULL;
     assert_int_equal(wkr_model_new(&m, WKR_MODEL_SOFTMAX, 2, 3, NULL, 0, 2), 0);
-    wkr_model_init(m, WKR_INIT_DEFAULT, 3);
+    wkr_model_fill_weights(m, WKR_INIT_DEFAULT, 3);
     const float x[4] = {1, 2, 3, 4};
     double loss;
     int64_t correct;

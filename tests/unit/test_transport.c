@@ -756,6 +756,67 @@ static void test_curve_every_lane(void **state)
     ps_tp_destroy(&srv);
 }
 
+/* The allow list is by rank: a message carries the rank whose key its
+ * connection proved, whatever rank its routing id claims; a server
+ * without keys says it knows nothing (PS_TP_AUTH_NONE).  One key for two
+ * ranks is refused: either could then pass for the other. */
+static void test_curve_rank_of_key(void **state)
+{
+    fix_t *f = *state;
+    if (!zmq_has("curve")) {
+        skip();
+    }
+    ps_tp_keypair_t sk, k[3];
+    assert_int_equal(ps_tp_keypair(&sk), 0);
+    char allow[3][PS_TP_KEY_LEN], spub[1][PS_TP_KEY_LEN];
+    for (int r = 0; r < 3; r++) {
+        assert_int_equal(ps_tp_keypair(&k[r]), 0);
+        memcpy(allow[r], k[r].pub, PS_TP_KEY_LEN);
+    }
+    memcpy(spub[0], sk.pub, PS_TP_KEY_LEN);
+    ps_tp_t *srv = NULL, *cli[2] = {NULL, NULL};
+    char ep[512];
+    assert_int_equal(ps_tp_server_new(&srv, "tcp://127.0.0.1", 1, &sk, ep, sizeof ep), 0);
+    assert_int_equal(ps_tp_server_allow(srv, (const char(*)[PS_TP_KEY_LEN])allow, 3), 0);
+    char *eps[1] = {ep};
+    /* Rank 2 with its own key; "rank 0" with rank 1's key. */
+    assert_int_equal(ps_tp_client_new(&cli[0], 2, 1, eps, 1, 1, &k[2],
+                                      (const char(*)[PS_TP_KEY_LEN])spub),
+                     0);
+    assert_int_equal(ps_tp_client_new(&cli[1], 0, 1, eps, 1, 1, &k[1],
+                                      (const char(*)[PS_TP_KEY_LEN])spub),
+                     0);
+    float pay[1] = {1.0f};
+    int seen[3] = {-9, -9, -9};
+    for (int c = 0; c < 2; c++) {
+        ps_hdr_t h = push_hdr(c == 0 ? 2 : 0, 1);
+        assert_int_equal(ps_tp_send(cli[c], 0, 0, &h, pay, sizeof pay, NULL, NULL), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        ps_tp_msg_t m;
+        assert_int_equal(ps_tp_recv(srv, &m, WAIT_MS), 0);
+        assert_true(m.peer == 0 || m.peer == 2);
+        seen[m.peer] = m.auth_rank;
+        ps_tp_msg_release(&m);
+    }
+    assert_int_equal(seen[2], 2);
+    assert_int_equal(seen[0], 1);
+    memcpy(allow[2], allow[0], PS_TP_KEY_LEN);
+    assert_int_equal(ps_tp_server_allow(srv, (const char(*)[PS_TP_KEY_LEN])allow, 3), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "same"));
+    ps_tp_destroy(&cli[0]);
+    ps_tp_destroy(&cli[1]);
+    ps_tp_destroy(&srv);
+    /* The fixture's server has no keys. */
+    ps_hdr_t h = push_hdr(RANK, 1);
+    assert_int_equal(ps_tp_send(f->cli, 0, 0, &h, pay, sizeof pay, NULL, NULL), 0);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
+    assert_int_equal(m.peer, RANK);
+    assert_int_equal(m.auth_rank, PS_TP_AUTH_NONE);
+    ps_tp_msg_release(&m);
+}
+
 static void test_bind_refused(void **state)
 {
     (void)state;
@@ -782,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_streams),
         cmocka_unit_test(test_lanes),
         cmocka_unit_test(test_curve_every_lane),
+        cmocka_unit_test_setup_teardown(test_curve_rank_of_key, setup, teardown),
         cmocka_unit_test(test_bind_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,396 @@
+/*
+ * libpsclient: the worker's side of the start-up table (common/ps_startup.h)
+ * in ps_init and ps_start, and the end of a worker's job (ps_done,
+ * ps_finalize), including the steps a worker that leaves early still owes
+ * the servers.
+ */
+#include "ps_api.h"
+
+#include "ps_opts.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+/* Every handle knows its ps_t and tensor once and for all. */
+static void handles_init(ps_t *ps)
+{
+    ps->step_push = (ps_push_t){.ps = ps, .tensor = -1};
+    for (int t = 0; t < PS_MAX_TENSORS; t++) {
+        ps->pushes[t] = (ps_push_t){.ps = ps, .tensor = t};
+        ps->pulls[t] = (ps_pull_t){.ps = ps, .tensor = t};
+    }
+}
+
+int ps_api_boot_new(ps_t **out, int *argc, char ***argv, const ps_options_t *opt)
+{
+    if (!out) {
+        return ps_api_no_handle("ps_init");
+    }
+    *out = NULL;
+    ps_t *ps = calloc(1, sizeof *ps);
+    if (!ps) {
+        ps_error_set("ps_init: no memory for the handle (%zu bytes)", sizeof *ps);
+        return PS_ENOMEM;
+    }
+    /* Bad options are agreed on in ps_api_join; name and quiet count now. */
+    ps_api_fail(ps, ps_api_options(opt, &ps->opt));
+    ps_tp_tune_malloc();
+    int rv = ps_boot_init(&ps->boot, argc, argv, 0);
+    if (rv != 0) {
+        free(ps); /* MPI is in an unknown state: no collective call is safe */
+        return rv;
+    }
+    ps_log_set_name(ps->opt.name ? ps->opt.name : program_invocation_short_name, ps->boot.rank);
+    ps->opt.name = NULL; /* not ours to keep */
+    if (ps->opt.quiet) {
+        ps_log_set_level(0);
+    }
+    handles_init(ps);
+    *out = ps;
+    return 0;
+}
+
+_Static_assert(PS_MAX_STREAMS == PS_TP_MAX_STREAMS, "ps.h and ps_transport.h disagree");
+
+/* Checked, with the defaults filled in. */
+static int check_options(ps_options_t *o)
+{
+    if (o->timeout_s < 0 || o->io_threads < 0 || o->io_threads > 64) {
+        ps_error_set("ps_init: timeout_s must be >= 0 and io_threads 0 to 64 (0: default)");
+        return PS_EINVAL;
+    }
+    if (o->streams < 0 || o->streams > PS_MAX_STREAMS) {
+        ps_error_set("ps_init: streams %d: want 1 to %d (0: default)", o->streams,
+                     PS_MAX_STREAMS);
+        return PS_EINVAL;
+    }
+    if (o->compress < PS_COMPRESS_NONE || o->compress > PS_COMPRESS_BF16) {
+        ps_error_set("ps_init: compress %d: want PS_COMPRESS_NONE, _FP16 or _BF16", o->compress);
+        return PS_EINVAL;
+    }
+    o->timeout_s = o->timeout_s ? o->timeout_s : 300;
+    o->io_threads = o->io_threads ? o->io_threads : PS_DEFAULT_IO_THREADS;
+    o->streams = o->streams ? o->streams : PS_DEFAULT_STREAMS;
+    return 0;
+}
+
+int ps_api_options(const ps_options_t *in, ps_options_t *out)
+{
+    const unsigned char *bytes = (const unsigned char *)in;
+    memset(out, 0, sizeof *out);
+    size_t n = in ? in->struct_size : sizeof *out;
+    if (n < sizeof in->struct_size) {
+        ps_error_set("ps_init: ps_options_t.struct_size is %zu: start from PS_OPTIONS_INIT", n);
+        return PS_EINVAL;
+    }
+    if (in) {
+        memcpy(out, in, n < sizeof *out ? n : sizeof *out);
+    }
+    out->struct_size = sizeof *out;
+    /* A newer caller: what this library does not know must be unset. */
+    for (size_t i = sizeof *out; i < n; i++) {
+        if (bytes[i] != 0) {
+            ps_error_set("ps_init: ps_options_t of %zu bytes sets a field libpsclient %s (%zu "
+                         "bytes) does not know",
+                         n, PS_VERSION_STRING, sizeof *out);
+            return PS_EINVAL;
+        }
+    }
+    return check_options(out);
+}
+
+/* The failure remembered for the next agreement, its message restored. */
+static int remembered_failure(ps_t *ps)
+{
+    if (ps->rc != 0) {
+        ps_error_set("%s", ps->why);
+    }
+    return ps->rc;
+}
+
+int ps_api_join(ps_t *ps, int local_rc)
+{
+    int rv = local_rc ? local_rc : remembered_failure(ps);
+    if ((rv = ps_api_agree(ps, PS_STEP_FLAGS, rv)) != 0) {
+        return ps_api_startup_failed(ps, rv); /* flags (and, on servers, the data port) */
+    }
+    /* Our CurveZMQ key pair: the public half travels with the exchange. */
+    if (ps_tp_keypair(&ps->keys) != 0) {
+        memset(&ps->keys, 0, sizeof ps->keys);
+    }
+    if ((rv = ps_boot_exchange(&ps->boot, NULL, ps->keys.pub, ps->opt.streams)) != 0) {
+        return ps_api_startup_failed(ps, rv);
+    }
+    ps_boot_bcast(&ps->boot, PS_STEP_SETTINGS, &ps->srv, sizeof ps->srv);
+    ps->state = ST_JOINED;
+    return 0;
+}
+
+int ps_init(ps_t **out, int *argc, char ***argv, const ps_options_t *opt)
+{
+    int rv = ps_api_boot_new(out, argc, argv, opt);
+    if (rv != 0) {
+        return rv;
+    }
+    if ((*out)->boot.nservers < 1) {
+        ps_error_set("no ps-server ranks in this job (launch: mpirun -np S ps-server : -np W "
+                     "%s)",
+                     program_invocation_short_name);
+        rv = PS_EINVAL;
+    }
+    if ((rv = ps_api_join(*out, rv)) != 0) {
+        ps_finalize(out);
+    }
+    return rv;
+}
+
+/* What ps_start needs from the caller. */
+static int check_startable(ps_t *ps)
+{
+    if (ps->layout.n == 0) {
+        ps_error_set("ps_start: declare at least one tensor first (ps_declare)");
+        return PS_EINVAL;
+    }
+    if (!ps->planned) {
+        ps_error_set("ps_start: give the training plan first (ps_plan)");
+        return PS_EINVAL;
+    }
+    if (ps_api_library_grads(ps) && !(ps->grads = calloc(ps->layout.total, sizeof *ps->grads))) {
+        ps_error_set("ps_start: no memory for %zu gradients", ps->layout.total);
+        return PS_ENOMEM;
+    }
+    return 0;
+}
+
+/* Workers must agree on the model and on the plan, or sync would hang. */
+static int check_agreement(ps_t *ps)
+{
+    uint64_t h = ps_layout_hash(&ps->layout),
+             v[2 + EXTRA_MAX] = {ps->plan.steps_per_epoch, ps->plan.total_steps};
+    uint64_t *all = calloc((size_t)ps->boot.nworkers, sizeof *all);
+    memcpy(v + 2, ps->extra, (size_t)ps->nextra * sizeof *v);
+    for (int i = 0; i < 2 + ps->nextra; i++) {
+        h = (h ^ v[i]) * 1099511628211ULL;
+    }
+    if (!all) {
+        ps_error_set("ps_start: no memory to compare the models of %d workers",
+                     ps->boot.nworkers);
+        return PS_ENOMEM;
+    }
+    int rv = ps_boot_workers_allgather_u64(&ps->boot, h, all);
+    if (rv != 0) {
+        free(all);
+        return rv; /* PS_EMPI, with MPI's message */
+    }
+    int same = all[ps->boot.rank] == all[0];
+    free(all);
+    if (same) {
+        return 0;
+    }
+    char desc[512];
+    ps_layout_describe(&ps->layout, desc, sizeof desc);
+    if (ps->disagree) {
+        ps_error_set("%s", ps->disagree);
+    } else {
+        ps_error_set("workers disagree on the model or plan: worker %d declared %s, %llu steps "
+                     "per epoch, %llu steps, unlike worker 0; every worker must declare the same",
+                     ps->boot.rank, desc, (unsigned long long)ps->plan.steps_per_epoch,
+                     (unsigned long long)ps->plan.total_steps);
+    }
+    return PS_EINVAL;
+}
+
+int ps_api_start_plan(ps_t *ps)
+{
+    int rv = ps->rc;
+    if (ps->state != ST_JOINED) {
+        ps_error_set("ps_start: call it once, after ps_init");
+        return PS_ESTATE;
+    }
+    if (rv == 0) {
+        rv = check_startable(ps);
+    } else {
+        ps_error_set("%s", ps->why); /* the remembered failure is what the job hears */
+    }
+    if ((rv = ps_api_agree(ps, PS_STEP_PORTS, rv)) != 0) {
+        return ps_api_startup_failed(ps, rv);
+    }
+    if ((rv = ps_api_agree(ps, PS_STEP_MODEL, check_agreement(ps))) != 0) {
+        return ps_api_startup_failed(ps, rv);
+    }
+    ps_boot_bcast(&ps->boot, PS_STEP_PLAN, &ps->plan, sizeof ps->plan);
+    if ((rv = ps_api_agree(ps, PS_STEP_RESUME, 0)) != 0) { /* the servers' --resume */
+        return ps_api_startup_failed(ps, rv);
+    }
+    ps->state = ST_PLANNED;
+    return 0;
+}
+
+/* After the initial pull: the library's weights are needed only by the
+ * tensors that are not bound. */
+static void drop_initial_values(ps_t *ps)
+{
+    for (int t = 0; t < ps->layout.n; t++) {
+        if (!ps->bound_w[t]) {
+            return;
+        }
+    }
+    free(ps->params);
+    ps->params = NULL;
+}
+
+static int connect_servers(ps_t *ps)
+{
+    int S = ps->boot.nservers;
+    char *eps[S];
+    const char *hosts[S];
+    for (int s = 0; s < S; s++) {
+        eps[s] = (char *)ps_boot_server_endpoint(&ps->boot, s);
+        hosts[s] = ps_boot_server_host(&ps->boot, s);
+    }
+    wkr_client_cfg_t cc = {.rank = ps->boot.rank, .nservers = S, .endpoints = eps,
+                           .hosts = hosts, .layout = &ps->layout,
+                           .chunk_elems = (size_t)ps->srv.chunk_kib * 1024 / sizeof(float),
+                           .streams = ps->opt.streams, .io_threads = ps->opt.io_threads,
+                           .timeout_ms = ps->opt.timeout_s * 1000,
+                           .mode = (ps_mode_t)ps->srv.mode, .staleness = ps->srv.staleness,
+                           .keys = ps->keys.pub[0] ? &ps->keys : NULL,
+                           .server_keys = ps_boot_server_keys(&ps->boot),
+                           .compress = ps->opt.compress};
+    int rv = wkr_client_new(&ps->client, &cc);
+    memset(&ps->keys, 0, sizeof ps->keys); /* the sockets have their copies */
+    for (int t = 0; rv == 0 && t < ps->layout.n; t++) {
+        wkr_client_set_arrays(ps->client, t, ps_api_weights_of(ps, t), ps_api_grads_of(ps, t));
+    }
+    return rv;
+}
+
+int ps_api_start_register(ps_t *ps)
+{
+    uint64_t start = 0;
+    if (ps->state != ST_PLANNED) {
+        ps_error_set("ps_start: registration before the plan");
+        return PS_ESTATE;
+    }
+    int rv = connect_servers(ps);
+    if (rv == 0 && ps->boot.rank == 0) {
+        rv = wkr_client_register(ps->client);
+    }
+    if (rv == 0 && ps->rc != 0) {
+        rv = ps->rc;
+        ps_error_set("%s", ps->why);
+    }
+    if ((rv = ps_api_agree(ps, PS_STEP_REGISTER, rv)) != 0) {
+        return ps_api_startup_failed(ps, rv);
+    }
+    /* A resumed run continues from the servers' step. */
+    ps_boot_bcast(&ps->boot, PS_STEP_START, &start, sizeof start);
+    ps->step = start;
+    ps->state = ST_STARTED;
+    return 0;
+}
+
+int ps_start(ps_t *ps)
+{
+    if (!ps) {
+        return ps_api_no_handle("ps_start");
+    }
+    int rv = ps_api_start_plan(ps);
+    if (rv == 0) {
+        rv = ps_api_start_register(ps);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    wkr_client_begin_step(ps->client, 0);
+    if ((rv = wkr_client_pull(ps->client, 0)) != 0) {
+        return ps_api_break(ps, rv); /* the initial weights */
+    }
+    drop_initial_values(ps);
+    return 0;
+}
+
+int ps_done(ps_t *ps)
+{
+    int rv = ps_api_data_plane_open(ps, "ps_done");
+    if (rv != 0 || ps->shut) {
+        return rv;
+    }
+    if (ps->pushed) {
+        rv = ps_pull(ps); /* so no reply is left on its way to a closed socket */
+    } else if (ps->open) {
+        ps_error_set("step %llu was pushed only in part (%d of %d tensors): push every tensor "
+                     "of a step",
+                     (unsigned long long)ps->step, ps->npushed, ps->layout.n);
+        rv = ps_api_break(ps, PS_ESTATE);
+    }
+    if (rv == 0) {
+        wkr_client_wait_sends(ps->client);
+        if ((rv = wkr_client_shutdown(ps->client)) != 0) {
+            return ps_api_break(ps, rv);
+        }
+        ps->shut = 1;
+    }
+    return rv;
+}
+
+/* Say goodbye (if not yet), complete the sums in flight, and meet the
+ * servers' save step. */
+static int leave_job(ps_t *ps)
+{
+    ps_done(ps);
+    if (ps->state == ST_STARTED && ps_api_complete_reductions(ps) != 0) {
+        ps_api_break(ps, PS_EMPI);
+    }
+    return ps->state == ST_BROKEN ? ps->rc : ps_api_agree(ps, PS_STEP_DONE, 0);
+}
+
+/* Run whatever start-up steps the servers still expect, failing them, so
+ * the whole job ends cleanly. */
+static void abandon_start(ps_t *ps)
+{
+    ps_error_set("worker %d left before ps_start", ps->boot.rank);
+    ps_api_fail(ps, PS_ESTATE);
+    if (ps->state == ST_BOOTED) {
+        ps_api_join(ps, ps->rc);
+    }
+    if (ps->state == ST_JOINED) {
+        ps_api_start_plan(ps);
+    }
+    if (ps->state == ST_PLANNED) {
+        ps_api_start_register(ps);
+    }
+}
+
+int ps_finalize(ps_t **pp)
+{
+    if (!pp || !*pp) {
+        return 0;
+    }
+    ps_t *ps = *pp;
+    if (ps->state != ST_STARTED && ps->state != ST_BROKEN) {
+        ps_api_complete_reductions(ps); /* the workers' start-up ended alike: they all get here */
+    }
+    int rv = ps->rc;
+    if (ps->state == ST_BOOTED || ps->state == ST_JOINED || ps->state == ST_PLANNED) {
+        abandon_start(ps);
+        rv = ps->rc;
+    } else if (ps->state == ST_STARTED) {
+        rv = leave_job(ps);
+    }
+    if (ps->state == ST_BROKEN) {
+        ps_log_error("%s", ps->why);
+        ps_boot_abort(&ps->boot, 3);
+    }
+    wkr_client_destroy(&ps->client);
+    free(ps->params);
+    free(ps->grads);
+    free(ps->disagree);
+    memset(&ps->keys, 0, sizeof ps->keys);
+    ps_boot_fini(&ps->boot);
+    free(ps);
+    *pp = NULL;
+    return rv;
+}
