@@ -587,7 +587,7 @@ int srv_ckpt_load(srv_ckpt_state_t *st, const char *dir, const char *settings)
     return PS_ENOENT;
 }
 
-int srv_ckpt_drop_newer(const char *dir, uint64_t step)
+int srv_ckpt_drop_newer(const char *dir, uint64_t step, int resuming)
 {
     uint64_t *steps;
     size_t n, dropped = 0;
@@ -595,13 +595,22 @@ int srv_ckpt_drop_newer(const char *dir, uint64_t step)
     if (rv == PS_ENOENT) {
         return 0; /* no folder yet: nothing to drop */
     }
+    /* A new run never deletes a whole checkpoint it did not write. */
+    for (size_t i = 0; rv == 0 && !resuming && i < n; i++) {
+        if (has_manifest(dir, steps[i])) {
+            ps_error_set("--checkpoint-dir %s already holds a checkpoint of another run (step "
+                         "%" PRIu64 "): pass --resume %s to continue it, or give an empty folder",
+                         dir, steps[i], dir);
+            rv = PS_EINVAL;
+        }
+    }
     for (size_t i = 0; rv == 0 && i < n && steps[i] > step; i++) {
         rv = remove_step(dir, steps[i]);
         dropped += rv == 0;
     }
     if (dropped > 0) {
-        ps_log_info("--checkpoint-dir %s: removed %zu checkpoint folder(s) newer than step %" PRIu64
-                    " (steps %" PRIu64 "..%" PRIu64 ", left by an earlier or interrupted run)",
+        ps_log_info("--checkpoint-dir %s: removed %zu unfinished or unusable checkpoint "
+                    "folder(s) newer than step %" PRIu64 " (steps %" PRIu64 "..%" PRIu64 ")",
                     dir, dropped, step, steps[dropped - 1], steps[0]);
     }
     free(steps);

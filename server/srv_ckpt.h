@@ -39,8 +39,9 @@
  * server writes its part of step N before it releases the step's pull
  * replies, and no worker gets past N without every server's replies.
  *
- * A checkpoint folder belongs to one run: at start-up, server 0 removes
- * every step folder newer than the step the run starts from
+ * A checkpoint folder belongs to one run: a new run refuses a folder that
+ * holds another run's whole checkpoint, and at start-up server 0 removes
+ * every (unfinished) step folder newer than the step the run starts from
  * (srv_ckpt_drop_newer), so the run's own parts never meet an earlier
  * run's in one step folder and a crash cannot resume into an earlier
  * run's later checkpoint.
@@ -86,10 +87,13 @@ int srv_ckpt_load(srv_ckpt_state_t *st, const char *dir, const char *settings);
  * caller checks layout_hash and total first). */
 void srv_ckpt_apply(const srv_ckpt_state_t *st, srv_store_t *s);
 /* Server 0 at start-up, before any server can write a checkpoint: remove
- * DIR's step folders newer than `step` (the resumed step, 0 for a new
- * run), logging how many.  0 when DIR does not exist; PS_EIO (detail set)
+ * DIR's step folders newer than `step` (the resumed step; they are
+ * unfinished or were refused by the resume), logging how many.  A new run
+ * (resuming 0) refuses, with PS_EINVAL and a message, a folder holding any
+ * whole checkpoint: it belongs to another run, and is never deleted; only
+ * unfinished parts are.  0 when DIR does not exist; PS_EIO (detail set)
  * when a folder cannot be removed. */
-int srv_ckpt_drop_newer(const char *dir, uint64_t step);
+int srv_ckpt_drop_newer(const char *dir, uint64_t step, int resuming);
 void srv_ckpt_fini(srv_ckpt_state_t *st);
 
 #endif

@@ -413,7 +413,7 @@ static int load_resume(const srv_cfg_t *c, ps_boot_t *b, srv_ckpt_state_t *st)
     /* Before any server can write one: this run's checkpoints must not
      * meet an earlier run's newer ones (srv_ckpt.h). */
     if (rv == 0 && b->rank == 0 && c->ckpt_dir) {
-        rv = srv_ckpt_drop_newer(c->ckpt_dir, most);
+        rv = srv_ckpt_drop_newer(c->ckpt_dir, most, c->resume != NULL);
     }
     return rv;
 }

@@ -38,6 +38,7 @@
 #include "ps_err.h"
 #include "ps_safetensors.h"
 #include "srv_ckpt.h"
+#include "unit_tmp.h"
 #include "srv_store.h"
 
 #include <dirent.h>
@@ -65,8 +66,9 @@ static char events[MAX_EVENTS][1024];
 
 static void record(const char *what, const char *path)
 {
-    if (recording && nevents < MAX_EVENTS) {
-        snprintf(events[nevents++], sizeof events[0], "%s %s", what, path);
+    if (recording && nevents < MAX_EVENTS &&
+        snprintf(events[nevents], sizeof events[0], "%s %s", what, path) < (int)sizeof events[0]) {
+        nevents++;
     }
 }
 
@@ -118,33 +120,13 @@ static void dump_events(void)
     }
 }
 
-static void rm_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d == NULL) {
-        unlink(path);
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            char sub[600];
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            rm_tree(sub);
-        }
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 /* A fresh, empty checkpoint folder per test. */
 static int setup(void **state)
 {
     (void)state;
-    char made[256];
-    snprintf(made, sizeof made, "/tmp/test_ckpt.XXXXXX");
     /* Canonical, as /proc/self/fd names the folders fsync is given. */
-    if (mkdtemp(made) == NULL || realpath(made, root) == NULL) {
+    if (ut_mkdtemp(root, sizeof root, "test_ckpt") != 0) {
         return -1;
     }
     recording = 0;
@@ -155,7 +137,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    rm_tree(root);
+    ut_rm_tree(root);
     return 0;
 }
 
@@ -762,8 +744,8 @@ static void test_manifest_bounds(void **state)
     expect_refused("more files than its 2 servers");
 }
 
-/* A run starting at step 1 drops the folder's later step folders (left
- * by an earlier run); its own step-2 parts then never meet the earlier
+/* A run resuming at step 1 drops the folder's later step folders (left
+ * unfinished, or refused by the resume); its own step-2 parts then never meet the earlier
  * run's: server 1's part alone does not make step 2 whole, though the
  * earlier run's server-0 part was there. */
 static void test_drop_newer(void **state)
@@ -780,7 +762,7 @@ static void test_drop_newer(void **state)
     assert_int_equal(srv_ckpt_write(&s1, root, 1, 2, SETTINGS), 0);
     assert_true(has_step_dir(1) && has_step_dir(2) && has_step_dir(3));
 
-    assert_int_equal(srv_ckpt_drop_newer(root, 1), 0);
+    assert_int_equal(srv_ckpt_drop_newer(root, 1, 1), 0);
     assert_true(has_step_dir(1) && !has_step_dir(2) && !has_step_dir(3));
     pair_step(&s0, &s1, 1);
     assert_int_equal(srv_ckpt_write(&s1, root, 2, 2, SETTINGS), 0);
@@ -792,12 +774,21 @@ static void test_drop_newer(void **state)
     assert_true(st.step == 1);
     srv_ckpt_fini(&st);
 
-    /* A new run (step 0) drops everything; a missing folder is no error. */
-    assert_int_equal(srv_ckpt_drop_newer(root, 0), 0);
+    /* A new run (step 0) never deletes a whole checkpoint: the folder
+     * holding step 1 is refused, naming --resume, and kept as it was. */
+    assert_int_equal(srv_ckpt_drop_newer(root, 0, 0), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "already holds a checkpoint of another run (step 1)"));
+    assert_non_null(strstr(ps_error_msg(), "--resume"));
+    assert_true(has_step_dir(1) && has_step_dir(2));
+    /* Only unfinished parts left (step 2 has no MANIFEST): a new run drops
+     * them; a missing folder is no error. */
+    step_path(path, sizeof path, 1, "MANIFEST");
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(srv_ckpt_drop_newer(root, 0, 0), 0);
     assert_true(!has_step_dir(1) && !has_step_dir(2));
     char missing[300];
     snprintf(missing, sizeof missing, "%s/nowhere", root);
-    assert_int_equal(srv_ckpt_drop_newer(missing, 0), 0);
+    assert_int_equal(srv_ckpt_drop_newer(missing, 0, 0), 0);
     srv_store_fini(&s0);
     srv_store_fini(&s1);
     srv_store_fini(&e0);
