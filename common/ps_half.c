@@ -3,8 +3,10 @@
 #include <string.h>
 
 /* The x86-64-v3 clones use F16C for binary16 (one instruction per 8
- * values); the default clone converts in software.  Both round the same. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+ * values); the default clone converts in software.  Both round the same.
+ * Not under ThreadSanitizer: the ifunc resolver runs while the program is
+ * being relocated, before the runtime its instrumentation calls exists. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define PS_HALF_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define PS_HALF_CLONES

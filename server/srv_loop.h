@@ -9,7 +9,8 @@
  * ends srv_loop_train with its error.  Training: PUSH messages go to the
  * store (srv_store, which applies them per the consistency mode), PULL
  * requests are answered as soon as the chunk reaches the wanted version
- * (zero-copy from the weights), STATS is answered with the server's
+ * (zero-copy from the weights; until then held, one per worker connection
+ * (worker, stream), on the stream it came on), STATS is answered with the server's
  * counters, SHUTDOWN marks a worker finished; the phase ends when every
  * worker has shut down.
  *
@@ -34,7 +35,11 @@
  * finite values finite), so the check here is the backstop for one that did.
  *
  * When nothing arrives for `timeout_ms` while workers are expected, the
- * loop names the missing workers and returns PS_ETIMEDOUT.
+ * loop names the missing workers and returns PS_ETIMEDOUT.  No wait is
+ * unbounded: an update whose chunk is still read by pull replies after
+ * `timeout_ms` ends the loop with PS_ETIMEDOUT naming the chunk.  A pull
+ * reply that cannot be sent (its peer gone) is counted in replies_lost and
+ * holds nothing back.
  */
 #ifndef SRV_LOOP_H
 #define SRV_LOOP_H
@@ -81,6 +86,18 @@ typedef struct {
     const int *worker_streams;
 } srv_loop_cfg_t;
 
+/* A PULL waiting for its chunk to reach version `want`. */
+typedef struct {
+    uint64_t want;
+    uint32_t request;
+    int worker, stream;
+} srv_held_pull_t;
+
+typedef struct {
+    srv_held_pull_t *v;
+    size_t n, cap;
+} srv_pulls_t;
+
 typedef struct {
     srv_loop_cfg_t cfg;
     srv_store_t store;
@@ -91,6 +108,8 @@ typedef struct {
     int ndone;
     uint64_t rejected[SRV_REJ_NREASONS];
     uint64_t pushes, pulls;
+    uint64_t replies_lost; /* pull replies that could not be sent (peer gone) */
+    srv_pulls_t *held;     /* [store.nlocal] held pulls, once registered */
     double apply_s, busy_s, wait_s;
     uint64_t max_version;
     uint64_t ckpt_next;  /* next step to checkpoint */

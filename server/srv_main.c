@@ -245,6 +245,10 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
         ps_log_info("refused handshakes on the data port: %llu",
                     (unsigned long long)st.handshakes_refused);
     }
+    if (L->replies_lost) {
+        ps_log_info("pull replies not delivered (peer gone): %llu",
+                    (unsigned long long)L->replies_lost);
+    }
     ps_log_peak_memory();
     ps_log_info("staleness of applied pushes: max %llu, mean %.3f over %llu pushes",
                 (unsigned long long)L->store.stale_max,

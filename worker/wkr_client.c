@@ -333,8 +333,7 @@ static int push_chunk(wkr_client_t *c, size_t k, uint32_t samples)
     int rv = send_chunk(c, PS_MSG_PUSH, ch, c->step, wkr_arrays_grads(&c->arrays, k), samples,
                         push_released);
     if (rv != 0) {
-        ps_count_release(&c->inflight); /* the transport did not take it */
-        return rv;
+        return rv; /* ps_tp_send ran push_released already: it does on failure too */
     }
     c->ck[k].pushed = 1;
     return request(c, k, need_version(c, c->step + 1));
