@@ -89,7 +89,9 @@ static int list_steps(const char *dir, uint64_t **out, size_t *n)
         (*out)[(*n)++] = v;
     }
     closedir(d);
-    qsort(*out, *n, sizeof **out, cmp_desc);
+    if (*n > 1) { /* qsort's array must not be NULL, even for none */
+        qsort(*out, *n, sizeof **out, cmp_desc);
+    }
     return 0;
 }
 
