@@ -390,6 +390,7 @@ int ps_boot_servers_gather(ps_boot_t *b, const float *mine, size_t n, float *out
     if (!cnt || !disp) {
         free(cnt);
         free(disp);
+        ps_error_set("no memory to gather the model from %d servers", S);
         return PS_ENOMEM;
     }
     size_t off = 0;
@@ -425,7 +426,7 @@ void ps_boot_abort(ps_boot_t *b, int code)
     _exit(code ? code : 1);
 }
 
-void ps_boot_finalize(ps_boot_t *b)
+void ps_boot_fini(ps_boot_t *b)
 {
     boot_impl_t *im = impl(b);
     int owns = !im || im->owns_mpi;

@@ -38,7 +38,7 @@ typedef struct {
 } ps_boot_t;
 
 /* World: MPI_Init (unless the caller initialised MPI already: then MPI
- * stays the caller's, and ps_boot_finalize leaves it running with the
+ * stays the caller's, and ps_boot_fini leaves it running with the
  * caller's error handler back on MPI_COMM_WORLD), role split, and every
  * rank's host name and `transport` (its --transport, a ps_plane_t, which
  * ps_boot only carries), so that servers know before they bind where the
@@ -109,6 +109,6 @@ int ps_boot_servers_gather(ps_boot_t *b, const float *mine, size_t n, float *out
 int ps_boot_servers_max_u64(ps_boot_t *b, uint64_t *v);
 /* Ends every rank of the job with `code`; does not return. */
 void ps_boot_abort(ps_boot_t *b, int code) __attribute__((noreturn));
-void ps_boot_finalize(ps_boot_t *b);
+void ps_boot_fini(ps_boot_t *b);
 
 #endif

@@ -37,6 +37,7 @@ int ps_chunkmap_init(ps_chunkmap_t *m, size_t total, size_t chunk_elems, int nse
     }
     m->c = calloc(n, sizeof *m->c);
     if (!m->c) {
+        ps_error_set("no memory for the map of %zu chunks", n);
         return PS_ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {

@@ -448,7 +448,7 @@ int ps_finalize(ps_t **pp)
     free(ps->grads);
     free(ps->disagree);
     memset(&ps->keys, 0, sizeof ps->keys);
-    ps_boot_finalize(&ps->boot);
+    ps_boot_fini(&ps->boot);
     free(ps);
     *pp = NULL;
     return rv;

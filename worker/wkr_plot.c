@@ -1,6 +1,7 @@
 #include "wkr_plot.h"
 
 #include "ps_err.h"
+#include "ps_tmp.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -126,11 +127,19 @@ static void write_script(FILE *g, const char *dat, const char *png, int has_test
 
 int wkr_plot_metrics(const char *metrics_path, const char *png_path)
 {
-    char dat[] = "/tmp/ps-plot-XXXXXX";
-    int fd = mkstemp(dat), has_test = 0, rv;
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    char dat[4200];
+    int fd, has_test = 0, rv = ps_tmp_create(dat, sizeof dat, "ps-plot", ".dat", &fd);
+    if (rv != 0) {
+        return rv;
+    }
+    FILE *f = strchr(dat, '\'') ? NULL : fdopen(fd, "w");
     if (!f) {
-        ps_error_set("--plot: cannot create a temporary file: %s", strerror(errno));
+        /* gnuplot reads the name inside '...', which cannot hold a quote. */
+        ps_error_set(strchr(dat, '\'') ? "--plot: TMPDIR %s has a quote (') gnuplot cannot read"
+                                       : "--plot: cannot open %s: %s",
+                     strchr(dat, '\'') ? ps_tmp_dir() : dat, strerror(errno));
+        close(fd);
+        unlink(dat);
         return PS_EIO;
     }
     rv = wkr_plot_columns(metrics_path, f, &has_test);

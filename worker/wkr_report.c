@@ -49,7 +49,7 @@ static int user_sees_terminal(void)
     return strncmp(target, "/dev/pts/", 9) == 0 || strncmp(target, "/dev/tty", 8) == 0;
 }
 
-int wkr_report_open(wkr_report_t *r, const char *mode, const char *metrics_path)
+int wkr_report_init(wkr_report_t *r, const char *mode, const char *metrics_path)
 {
     memset(r, 0, sizeof *r);
     if (strcmp(mode, "auto") == 0) {
@@ -145,7 +145,7 @@ int wkr_report_epoch(wkr_report_t *r, const wkr_epoch_rec_t *e)
     return 0;
 }
 
-void wkr_report_close(wkr_report_t *r)
+void wkr_report_fini(wkr_report_t *r)
 {
     if (r->metrics) {
         fclose(r->metrics);

@@ -50,10 +50,10 @@ typedef struct {
 int wkr_report_parse_mode(const char *s, wkr_progress_t *out);
 /* Resolve auto against the terminal, open the metrics file (NULL: none);
  * PS_EIO naming the path when it cannot be created. */
-int wkr_report_open(wkr_report_t *r, const char *mode, const char *metrics_path);
+int wkr_report_init(wkr_report_t *r, const char *mode, const char *metrics_path);
 void wkr_report_step(wkr_report_t *r, int epoch, int epochs, uint64_t done, uint64_t per_epoch,
                      double loss);
 int wkr_report_epoch(wkr_report_t *r, const wkr_epoch_rec_t *e);
-void wkr_report_close(wkr_report_t *r);
+void wkr_report_fini(wkr_report_t *r);
 
 #endif

@@ -83,6 +83,6 @@ int main(int argc, char **argv)
     if (rv == 0) {
         printf("startup_skew: all %d steps done\n", n);
     }
-    ps_boot_finalize(&b);
+    ps_boot_fini(&b);
     return rv == 0 ? 0 : 1;
 }

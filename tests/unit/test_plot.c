@@ -152,7 +152,7 @@ static void test_report_lines_are_json(void **state)
 {
     (void)state;
     wkr_report_t r;
-    assert_int_equal(wkr_report_open(&r, "none", g_path), 0);
+    assert_int_equal(wkr_report_init(&r, "none", g_path), 0);
     wkr_epoch_rec_t e = {.epoch = 1,
                          .epochs = 2,
                          .step = 5,
@@ -165,7 +165,7 @@ static void test_report_lines_are_json(void **state)
     assert_int_equal(wkr_report_epoch(&r, &e), 0);
     e.epoch = 2, e.step = 10, e.train_loss = NAN, e.test_loss = INFINITY, e.elapsed_s = 4;
     assert_int_equal(wkr_report_epoch(&r, &e), 0);
-    wkr_report_close(&r);
+    wkr_report_fini(&r);
 
     FILE *f = fopen(g_path, "r");
     assert_non_null(f);
