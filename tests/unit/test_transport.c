@@ -939,6 +939,108 @@ static void test_two_planes(void **state)
     }
 }
 
+/* --- child processes --------------------------------------------------------
+ *
+ * The ipc tests need other processes: the kernel reports a connecting
+ * process's real pid and uid (SO_PEERCRED), which no message field can
+ * change.  A child is this test program run again (fork, then exec at
+ * once: ThreadSanitizer cannot follow a fork of a process with threads
+ * that goes on running) in one of the modes of child_main. */
+
+static pid_t child_exec(char *const argv[])
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* --ipc-server BASE FD: a server on ipc in BASE; its endpoint goes to FD,
+ * then it waits to be killed. */
+static int child_server(const char *base, int fd)
+{
+    ps_tp_t *srv = NULL;
+    char ep[600];
+    if (ps_tp_server_new(&srv, base, 2, NULL, ep, sizeof ep) != 0 ||
+        write(fd, ep, strlen(ep) + 1) < 0) {
+        return 1;
+    }
+    for (;;) {
+        pause();
+    }
+}
+
+/* --ipc-client GOFD LANES RANK UID WAITMS: wait for a byte on GOFD (the
+ * server is told the pids first), become UID (-1: stay), connect, send
+ * one PUSH as RANK; exit 0 when the server's reply came back, 1 when
+ * none came within WAITMS. */
+static int child_client(int go, char *lanes, int rank, int uid, int wait_ms)
+{
+    char b;
+    if (read(go, &b, 1) != 1) {
+        return 3;
+    }
+    if (uid >= 0 && (setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0)) {
+        return 4;
+    }
+    ps_tp_t *cli = NULL;
+    char *eps[1] = {lanes};
+    if (ps_tp_client_new(&cli, rank, 1, eps, 1, 1, NULL, NULL) != 0) {
+        return 5;
+    }
+    float pay[1] = {1.0f};
+    ps_hdr_t h = push_hdr((uint32_t)rank, 1);
+    ps_tp_msg_t m;
+    int rv = ps_tp_send(cli, 0, 0, &h, pay, sizeof pay, NULL, NULL);
+    rv = rv ? rv : ps_tp_recv(cli, &m, wait_ms);
+    if (rv == 0) {
+        ps_tp_msg_release(&m);
+    }
+    /* _exit: a refused child must not wait on its queued message. */
+    _exit(rv == 0 ? 0 : 1);
+}
+
+/* 0 when argv names no child mode; else the child's exit status. */
+static int child_main(int argc, char **argv, int *is_child)
+{
+    *is_child = argc > 1 && strncmp(argv[1], "--ipc-", 6) == 0;
+    if (*is_child && strcmp(argv[1], "--ipc-server") == 0 && argc == 4) {
+        return child_server(argv[2], atoi(argv[3]));
+    }
+    if (*is_child && strcmp(argv[1], "--ipc-client") == 0 && argc == 7) {
+        return child_client(atoi(argv[2]), argv[3], atoi(argv[4]), atoi(argv[5]),
+                            atoi(argv[6]));
+    }
+    return 64;
+}
+
+typedef struct {
+    pid_t pid;
+    int go; /* write end: one byte starts the child */
+} child_t;
+
+/* A --ipc-client child, waiting for child_go. */
+static child_t child_start(const char *lanes, int rank, int uid, int wait_ms)
+{
+    int p[2];
+    child_t c = {-1, -1};
+    char go[16], r[16], u[16], w[16], l[600];
+    assert_int_equal(pipe(p), 0);
+    snprintf(go, sizeof go, "%d", p[0]);
+    snprintf(r, sizeof r, "%d", rank);
+    snprintf(u, sizeof u, "%d", uid);
+    snprintf(w, sizeof w, "%d", wait_ms);
+    snprintf(l, sizeof l, "%s", lanes);
+    c.pid = child_exec((char *[]){"test_transport", "--ipc-client", go, l, r, u, w, NULL});
+    close(p[0]);
+    c.go = p[1];
+    return c;
+}
+
 /* A server process killed outright (SIGKILL: no cleanup of its own)
  * leaves no folder behind: its janitor removes it.  A server destroyed
  * normally leaves no janitor behind either. */
@@ -951,24 +1053,10 @@ static void test_ipc_janitor(void **state)
     snprintf(base, sizeof base, "ipc://%s", parent);
     int p[2];
     assert_int_equal(pipe(p), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        ps_tp_t *srv = NULL;
-        char ep[600];
-        if (ps_tp_server_new(&srv, base, 2, NULL, ep, sizeof ep) != 0) {
-            _exit(1);
-        }
-        if (write(p[1], ep, strlen(ep) + 1) < 0) {
-            _exit(2);
-        }
-        for (;;) {
-            pause(); /* until killed */
-        }
-    }
-    close(p[1]);
-    char ep[600] = "";
+    char fd[16];
+    snprintf(fd, sizeof fd, "%d", p[1]);
+    pid_t pid = child_exec((char *[]){"test_transport", "--ipc-server", base, fd, NULL});
+    close(p[1]);    char ep[600] = "";
     ssize_t n = read(p[0], ep, sizeof ep - 1);
     close(p[0]);
     assert_true(n > 0);
@@ -992,64 +1080,6 @@ static void test_ipc_janitor(void **state)
     ps_tp_destroy(&srv);
     assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
     assert_int_equal(errno, ECHILD);
-}
-
-/* --- ipc peer credentials, with real processes ----------------------------
- *
- * Children made with fork() connect to the server of this process: the
- * kernel reports their real pid and uid (SO_PEERCRED), which no message
- * field can change.  Each child waits on a pipe until the server has been
- * told the pids, connects, sends one PUSH as `rank` and exits 0 when the
- * server's reply came back, 1 when none came within `wait_ms`. */
-
-typedef struct {
-    pid_t pid;
-    int go; /* write end: one byte starts the child */
-} child_t;
-
-static void child_run(int go, const char *lanes, int rank, int uid, int wait_ms)
-{
-    char b;
-    if (read(go, &b, 1) != 1) {
-        _exit(3);
-    }
-    if (uid >= 0 && (setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0)) {
-        _exit(4);
-    }
-    ps_tp_t *cli = NULL;
-    char copy[600];
-    snprintf(copy, sizeof copy, "%s", lanes);
-    char *eps[1] = {copy};
-    if (ps_tp_client_new(&cli, rank, 1, eps, 1, 1, NULL, NULL) != 0) {
-        _exit(5);
-    }
-    float pay[1] = {1.0f};
-    ps_hdr_t h = push_hdr((uint32_t)rank, 1);
-    ps_tp_msg_t m;
-    int rv = ps_tp_send(cli, 0, 0, &h, pay, sizeof pay, NULL, NULL);
-    rv = rv ? rv : ps_tp_recv(cli, &m, wait_ms);
-    if (rv == 0) {
-        ps_tp_msg_release(&m);
-    }
-    /* No linger: a refused child must not hang on its queued message. */
-    _exit(rv == 0 ? 0 : 1);
-}
-
-static child_t child_start(const char *lanes, int rank, int uid, int wait_ms)
-{
-    int p[2];
-    child_t c = {-1, -1};
-    assert_int_equal(pipe(p), 0);
-    fflush(NULL);
-    c.pid = fork();
-    assert_true(c.pid >= 0);
-    if (c.pid == 0) {
-        close(p[1]);
-        child_run(p[0], lanes, rank, uid, wait_ms);
-    }
-    close(p[0]);
-    c.go = p[1];
-    return c;
 }
 
 static void child_go(child_t *c)
@@ -1235,8 +1265,13 @@ static void test_bind_refused(void **state)
     assert_non_null(strstr(ps_error_msg(), "256.1.1.1"));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    int is_child;
+    int rv = child_main(argc, argv, &is_child);
+    if (is_child) {
+        return rv;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bind_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_zero_copy_and_reply, setup, teardown),
