@@ -1,6 +1,8 @@
 #include "ps_transport.h"
 
+#include "ps_cleanup.h"
 #include "ps_err.h"
+#include "ps_signal.h"
 #include "ps_tp_auth.h"
 
 #include <errno.h>
@@ -14,6 +16,8 @@
 _Static_assert(sizeof(zmq_msg_t) <= sizeof(((ps_tp_msg_t *)0)->impl), "zmq_msg_t too large");
 
 #define ID_LEN 6 /* 'w' + little-endian u32 rank + u8 stream */
+
+static int track_ipc_files(const char *list);
 
 struct ps_tp {
     void *ctx;
@@ -173,6 +177,9 @@ int ps_tp_server_new(ps_tp_t **out, const char *endpoint_base, int io_threads,
         !(tp->ipc_files = strdup(endpoint))) {
         rv = rv ? rv : PS_ENOMEM;
     }
+    if (rv == 0) {
+        rv = track_ipc_files(tp->ipc_files);
+    }
     if (rv != 0) {
         goto fail;
     }
@@ -243,8 +250,22 @@ static void remove_ipc_files(const char *list)
     for (unsigned k = 0; list && k < count_lanes(list); k++) {
         if (lane_at(list, k, ep, sizeof ep) == 0 && strncmp(ep, "ipc://", 6) == 0) {
             unlink(ep + 6);
+            ps_cleanup_forget(ep + 6);
         }
     }
+}
+
+/* The socket files also go when the process ends early (ps_cleanup). */
+static int track_ipc_files(const char *list)
+{
+    char ep[600];
+    int rv = 0;
+    for (unsigned k = 0; list && rv == 0 && k < count_lanes(list); k++) {
+        if (lane_at(list, k, ep, sizeof ep) == 0 && strncmp(ep, "ipc://", 6) == 0) {
+            rv = ps_cleanup_add_file(ep + 6);
+        }
+    }
+    return rv;
 }
 
 /* One DEALER: socket i = s * streams + j talks to server s as stream j,
@@ -522,10 +543,15 @@ int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms)
                 return take_message(tp, tp->sock[i], i, m);
             }
         }
+        /* A stop (ps_signal) ends waits, never a poll (timeout 0): a
+         * worker finishes sending its step first. */
+        if (timeout_ms != 0 && ps_signal_stop_requested()) {
+            return ps_signal_stopped();
+        }
         int rc = zmq_poll(tp->items, tp->nsock, timeout_ms);
         if (rc < 0) {
             if (zmq_errno() == EINTR) {
-                continue;
+                continue; /* a stop is seen above */
             }
             return zfail("zmq_poll");
         }

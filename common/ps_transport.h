@@ -85,7 +85,8 @@ int ps_tp_keypair(ps_tp_keypair_t *kp);
 /* Bind a ROUTER on `endpoint_base` ("tcp://10.0.0.1" gets ports chosen by
  * the OS; "ipc:///tmp/x" is used as it is, its other lanes as
  * "ipc:///tmp/x.1" and so on), one lane per I/O thread up to
- * PS_TP_MAX_LANES; the endpoint to advertise (the lanes, space-separated)
+ * PS_TP_MAX_LANES (ipc socket files are registered with ps_cleanup, and
+ * removed by ps_tp_destroy); the endpoint to advertise (the lanes, space-separated)
  * is written to `endpoint`, PS_EINVAL when it does not fit in `cap` or the
  * base has a space.  io_threads 1..64.  `keys` NULL: no security;
  * otherwise CurveZMQ with this key pair and, until ps_tp_server_allow, an
@@ -118,7 +119,9 @@ int ps_tp_send(ps_tp_t *tp, int dest, int stream, const ps_hdr_t *h, const void 
  * PS_EAGAIN on timeout, PS_EPROTO for a dropped malformed message (m->peer
  * is the sender's rank when known, else -1), PS_EZMQ on socket failure.
  * The header is checked before the routing id, so a peer of another
- * protocol version is told so rather than "unknown routing id". */
+ * protocol version is told so rather than "unknown routing id".  Once a
+ * stop is requested (SIGINT/SIGTERM, ps_signal), a wait (timeout_ms != 0)
+ * returns what is already queued, then PS_EINTR. */
 int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms);
 void ps_tp_msg_release(ps_tp_msg_t *m);
 /* Move a received message to another place (a ps_tp_msg_t must never be

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* A held PUSH: the transport message that owns the payload, plus an
  * aligned copy when the payload was not float-aligned. */
@@ -160,6 +161,22 @@ static ps_layout_t *decoded_layout(srv_loop_t *L, const ps_tp_msg_t *m)
     return l;
 }
 
+/* Worker 0's model cannot be held (no memory, not the checkpoint's):
+ * worker 0 hears why at once, and the setup ends with the same reason
+ * (srv_loop_setup), so the job's 'register' step fails everywhere
+ * instead of waiting out --timeout for a REGISTER that will not change. */
+static void refuse_model(srv_loop_t *L, const ps_tp_msg_t *m, int rv)
+{
+    char msg[600];
+    snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->cfg.server,
+             ps_error_msg());
+    srv_store_fini(&L->store);
+    L->rejected[SRV_REJ_LAYOUT]++;
+    send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request, msg);
+    ps_error_set("%s", msg);
+    L->failed = rv;
+}
+
 static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
 {
     if (m->peer != 0) {
@@ -189,16 +206,16 @@ static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
     if (rv == 0 && L->cfg.resume &&
         (L->cfg.resume->layout_hash != ps_layout_hash(L->store.layout) ||
          L->cfg.resume->total != L->store.layout->total)) {
-        ps_error_set("the checkpoint holds another model than the one the workers registered");
+        ps_error_set("the --resume checkpoint (step %llu) holds another model (%zu parameters, "
+                     "layout %016llx) than the one worker 0 registered (%zu parameters, layout "
+                     "%016llx)",
+                     (unsigned long long)L->cfg.resume->step, L->cfg.resume->total,
+                     (unsigned long long)L->cfg.resume->layout_hash, L->store.layout->total,
+                     (unsigned long long)ps_layout_hash(L->store.layout));
         rv = PS_EINVAL;
     }
     if (rv != 0) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->cfg.server,
-                 ps_error_msg());
-        srv_store_fini(&L->store); /* unregistered: a later REGISTER starts afresh */
-        reject(L, SRV_REJ_LAYOUT, m->peer, msg);
-        send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request, msg);
+        refuse_model(L, m, rv);
         return;
     }
     L->registered = 1;
@@ -542,6 +559,9 @@ int srv_loop_setup(srv_loop_t *L)
     while (!L->registered || !srv_store_all_initialized(&L->store) ||
            L->inits_seen < L->store.nlocal) {
         rv = step_once(L, dispatch_setup);
+        if (rv == 0 && L->failed) {
+            return L->failed; /* its message is set where it happened */
+        }
         if (rv == PS_EAGAIN) {
             ps_error_set("worker 0 (host %s) did not register the model within %d s",
                          L->cfg.worker_hosts ? L->cfg.worker_hosts[0] : "?", L->cfg.timeout_ms / 1000);
@@ -552,6 +572,45 @@ int srv_loop_setup(srv_loop_t *L)
         }
     }
     return send_simple(L, 0, 0, PS_MSG_ACK, 0, NULL);
+}
+
+void srv_loop_drain(srv_loop_t *L, int quiet_ms, int max_ms)
+{
+    double t0 = ps_clock_now(), last = t0;
+    while (L->registered && !L->failed) {
+        double now = ps_clock_now();
+        if ((now - last) * 1000.0 >= quiet_ms || (now - t0) * 1000.0 >= max_ms) {
+            return;
+        }
+        ps_tp_msg_t m;
+        char why[128];
+        int rv = ps_tp_recv(L->cfg.tp, &m, 0); /* a poll: a stop does not end it */
+        if (rv == PS_EAGAIN || rv == PS_EPROTO) {
+            struct timespec ts = {0, 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        if (rv != 0) {
+            return;
+        }
+        last = now;
+        rv = sender_ok(L, &m, why, sizeof why) ? dispatch_train(L, &m) : 0;
+        ps_tp_msg_release(&m);
+        if (rv != 0) {
+            return;
+        }
+    }
+}
+
+void srv_loop_versions(const srv_loop_t *L, uint64_t *lo, uint64_t *hi)
+{
+    *lo = UINT64_MAX;
+    *hi = 0;
+    for (size_t i = 0; i < L->store.nlocal; i++) {
+        uint64_t v = L->store.chunks[i].version;
+        *lo = v < *lo ? v : *lo;
+        *hi = v > *hi ? v : *hi;
+    }
 }
 
 /* Name the workers the server is waiting for. */

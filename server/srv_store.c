@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_STALENESS 1024
-
 static float *alloc_floats(size_t n)
 {
     return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
@@ -98,9 +96,9 @@ int srv_store_init(srv_store_t *s, ps_layout_t **layout, size_t chunk_elems, int
 
 int srv_store_set_mode(srv_store_t *s, ps_mode_t mode, uint64_t staleness)
 {
-    if (mode == PS_MODE_SSP && staleness > MAX_STALENESS) {
+    if (mode == PS_MODE_SSP && staleness > SRV_STORE_MAX_STALENESS) {
         ps_error_set("--staleness %llu over the limit of %d", (unsigned long long)staleness,
-                     MAX_STALENESS);
+                     SRV_STORE_MAX_STALENESS);
         return PS_EINVAL;
     }
     s->mode = mode;

@@ -7,6 +7,7 @@
 #include "ps_api.h"
 
 #include "ps_opts.h"
+#include "ps_signal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -47,6 +48,11 @@ int ps_api_boot_new(ps_t **out, int *argc, char ***argv, const ps_options_t *opt
     if (ps->opt.quiet) {
         ps_log_set_level(0);
     }
+    if (ps->opt.signals == PS_SIGNALS_STOP && ps->rc == 0) {
+        /* After MPI_Init, so that ours are the handlers that run. */
+        ps_api_fail(ps, ps_signal_install(PS_SIGNAL_GRACE_MS));
+        ps->signals = ps->rc == 0;
+    }
     handles_init(ps);
     *out = ps;
     return 0;
@@ -68,6 +74,10 @@ static int check_options(ps_options_t *o)
     }
     if (o->compress < PS_COMPRESS_NONE || o->compress > PS_COMPRESS_BF16) {
         ps_error_set("ps_init: compress %d: want PS_COMPRESS_NONE, _FP16 or _BF16", o->compress);
+        return PS_EINVAL;
+    }
+    if (o->signals != PS_SIGNALS_NONE && o->signals != PS_SIGNALS_STOP) {
+        ps_error_set("ps_init: signals %d: want PS_SIGNALS_NONE or PS_SIGNALS_STOP", o->signals);
         return PS_EINVAL;
     }
     o->timeout_s = o->timeout_s ? o->timeout_s : 300;
@@ -381,8 +391,12 @@ int ps_finalize(ps_t **pp)
         rv = leave_job(ps);
     }
     if (ps->state == ST_BROKEN) {
+        int sig = ps->rc == PS_EINTR ? ps_signal_stop_requested() : 0;
         ps_log_error("%s", ps->why);
-        ps_boot_abort(&ps->boot, 3);
+        ps_boot_abort(&ps->boot, sig ? 128 + sig : 3);
+    }
+    if (ps->signals) {
+        ps_signal_uninstall();
     }
     wkr_client_destroy(&ps->client);
     free(ps->params);
