@@ -3,6 +3,7 @@
 #include "ps_atomic.h"
 #include "ps_err.h"
 #include "ps_safetensors.h"
+#include "srv_settings.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -300,7 +301,7 @@ static int load_file(srv_ckpt_state_t *st, const char *path, const manifest_t *m
                      const char *settings)
 {
     ps_st_file_t *f = NULL;
-    char stepv[24], hash[24];
+    char stepv[24], hash[24], why[400];
     int rv = ps_st_open(&f, path);
     if (rv != 0) {
         return rv;
@@ -311,10 +312,10 @@ static int load_file(srv_ckpt_state_t *st, const char *path, const manifest_t *m
         !meta_is(f, "layout", hash)) {
         ps_error_set("%s: step or layout differs from the manifest", path);
         rv = PS_EFORMAT;
-    } else if (!meta_is(f, "settings", settings)) {
-        const char *had = ps_st_meta(f, "settings");
-        ps_error_set("%s was taken with other settings (%s; this run: %s)", path,
-                     had ? had : "none", settings);
+    } else if (!meta_is(f, "settings", settings) &&
+               srv_settings_check_resume(ps_st_meta(f, "settings"), settings, m->step, why,
+                                         sizeof why) != 0) {
+        ps_error_set("%s was taken with other settings: %s", path, why);
         rv = PS_EINVAL;
     } else {
         rv = check_crc(f, path);
@@ -418,14 +419,20 @@ int srv_ckpt_load(srv_ckpt_state_t *st, const char *dir, const char *settings)
     }
     closedir(d);
     qsort(steps, (size_t)n, sizeof steps[0], cmp_desc);
+    char newest[400] = "";
     for (int i = 0; i < n; i++) {
         if (try_step(st, dir, steps[i], settings) == 0) {
             return 0;
         }
         ps_log_error("checkpoint step %" PRIu64 " is unusable: %s%s", steps[i], ps_error_msg(),
                      i + 1 < n ? "; trying the previous one" : "");
+        if (i == 0) {
+            snprintf(newest, sizeof newest, "%s", ps_error_msg());
+        }
     }
-    ps_error_set("--resume %s: no usable checkpoint", dir);
+    /* The job's one error line says why the newest could not be used. */
+    ps_error_set("--resume %s: no usable checkpoint%s%s%s", dir, n ? " (the newest: " : "",
+                 newest, n ? ")" : "");
     return PS_ENOENT;
 }
 

@@ -255,13 +255,19 @@ static int connect_servers(ps_t *ps)
 {
     int S = ps->boot.nservers;
     char *eps[S];
-    const char *hosts[S];
+    /* The client names servers by host in its messages for as long as it
+     * lives: the table outlives this call (freed by ps_finalize). */
+    ps->server_hosts = calloc((size_t)S, sizeof *ps->server_hosts);
+    if (!ps->server_hosts) {
+        ps_error_set("ps_start: no memory for the host names of %d servers", S);
+        return PS_ENOMEM;
+    }
     for (int s = 0; s < S; s++) {
         eps[s] = (char *)ps_boot_server_endpoint(&ps->boot, s);
-        hosts[s] = ps_boot_server_host(&ps->boot, s);
+        ps->server_hosts[s] = ps_boot_server_host(&ps->boot, s);
     }
     wkr_client_cfg_t cc = {.rank = ps->boot.rank, .nservers = S, .endpoints = eps,
-                           .hosts = hosts, .layout = &ps->layout,
+                           .hosts = ps->server_hosts, .layout = &ps->layout,
                            .chunk_elems = (size_t)ps->srv.chunk_kib * 1024 / sizeof(float),
                            .streams = ps->opt.streams, .io_threads = ps->opt.io_threads,
                            .timeout_ms = ps->opt.timeout_s * 1000,
@@ -399,6 +405,7 @@ int ps_finalize(ps_t **pp)
         ps_signal_uninstall();
     }
     wkr_client_destroy(&ps->client);
+    free(ps->server_hosts);
     free(ps->params);
     free(ps->grads);
     free(ps->disagree);
