@@ -77,7 +77,8 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
         {"mode", PS_OPT_STRING, &c->mode, "sync|async|ssp",
          "consistency: sync (every step waits for all workers), async (apply each push "
          "on arrival), ssp (workers at most --staleness steps apart)"},
-        {"staleness", PS_OPT_LONG, &c->staleness, "S", "ssp bound (0 = sync, bit for bit)"},
+        {"staleness", PS_OPT_LONG, &c->staleness, "S",
+         "ssp bound (0 = sync, bit for bit; at most 1024)"},
         {"lr-schedule", PS_OPT_STRING, &c->schedule, "SPEC",
          "constant | step:EPOCHS:GAMMA (e.g. step:30,60:0.1) | cosine (over all steps)"},
         {"warmup-steps", PS_OPT_LONG, &c->warmup, "N",
@@ -97,7 +98,8 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
          "write checkpoints here (one file per server + MANIFEST per step; sync mode)"},
         {"checkpoint-every", PS_OPT_LONG, &c->ckpt_every, "N", "checkpoint every N steps"},
         {"resume", PS_OPT_STRING, &c->resume, "DIR",
-         "continue from the newest whole checkpoint in DIR (same settings; any server count)"},
+         "continue from the newest whole checkpoint in DIR (same settings, but more or fewer "
+         "epochs under a constant or step schedule; any server count)"},
         {"trace", PS_OPT_STRING, &c->trace, "PATH.json",
          "timeline in Chrome trace format, merged over every rank given the same PATH"},
         {"save", PS_OPT_STRING, &c->save, "PATH",
