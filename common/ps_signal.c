@@ -117,7 +117,10 @@ int ps_signal_install(int grace_ms)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask); /* no SA_RESTART: blocking calls see EINTR */
+    /* SA_RESTART spares file reads and writes a spurious EINTR; poll (the
+     * data plane's wait) and nanosleep are interrupted regardless. */
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
     for (int i = 0; i < 2; i++) {
         if (sigaction(SIGNALS[i], &sa, &sig.old[i]) != 0) {
             ps_error_set("signals: sigaction(%s): %s", ps_signal_name(SIGNALS[i]), strerror(errno));

@@ -20,8 +20,9 @@
  *     grace_ms, removes the registered files again and ends it with exit
  *     status 128 + the signal number: the way out of waits that no signal
  *     interrupts (an MPI collective whose peers are gone).
- * Later signals only repeat the forwarding.  Handlers are installed
- * without SA_RESTART.
+ * Later signals only repeat the forwarding.  Handlers are installed with
+ * SA_RESTART, so file I/O is not disturbed: poll(2), under zmq_poll, is
+ * interrupted regardless (signal(7)).
  */
 #ifndef PS_SIGNAL_H
 #define PS_SIGNAL_H
