@@ -28,7 +28,9 @@ trial() {
         sleep 0.05
     done
     sleep "0.$(awk -v s="$1" 'BEGIN { srand(s * 7919); printf "%d", rand() * 9 }')"
-    pids=$(pgrep -f "ps-(server|worker) .*$ck" ; pgrep -f "ps-worker .*test-delay-ms 40")
+    # This job's ranks only: other jobs on the machine may run ps-worker
+    # with the same flags (the data file is in this test's $TMP).
+    pids=$(pgrep -f "ps-(server|worker) .*$ck" ; pgrep -f "ps-worker .*$TMP/d.csv.*test-delay-ms 40")
     victim=$(echo "$pids" | sort -u | awk -v s="$1" 'BEGIN { srand(s) } { p[NR] = $1 }
         END { if (NR) print p[int(rand() * NR) + 1] }')
     name=$(ps -o args= -p "$victim" 2>/dev/null | awk '{ print $1 }')

@@ -15,7 +15,7 @@
 . "$(dirname "$0")/lib.sh"
 
 make_csv "$TMP/d.csv" 240 12 3
-# 10 epochs x 12 steps of >= 40 ms: about 5 s of training.
+# 10 epochs x 12 steps of >= 45 ms: about 6 s of training.
 W="--data csv:$TMP/d.csv --model mlp --hidden 300 --batch-size 10 --epochs 10 --seed 9"
 SRV="--chunk-kib 4 --momentum 0.9 --nesterov --checkpoint-every 1000"
 
@@ -70,7 +70,7 @@ psrun 120 2 "$SRV --checkpoint-dir $TMP/ref.ck --save $TMP/ref.st" 2 "$W" "$TMP/
 
 # a. SIGINT, with a checkpoint folder.
 start_job int 2 "$SRV --checkpoint-dir $TMP/int.ck" \
-    "$W --test-delay-ms 40 --metrics $TMP/int.metrics"
+    "$W --test-delay-ms 45 --metrics $TMP/int.metrics"
 training int
 stop int INT
 check "SIGINT to mpirun: the job ends within 6 s, non-zero (exit $RC, $DT s)" \
@@ -88,7 +88,7 @@ check "SIGINT to mpirun: resumed from the final checkpoint, --save is bit-identi
     sh -c "grep -q 'resumed at step' '$TMP/int-resume.log' && cmp -s '$TMP/ref.st' '$TMP/int.st'"
 
 # b. SIGTERM, one server, no checkpoints.
-start_job term 1 "" "$W --test-delay-ms 40 --metrics $TMP/term.metrics"
+start_job term 1 "" "$W --test-delay-ms 45 --metrics $TMP/term.metrics"
 training term
 stop term TERM
 check "SIGTERM to mpirun: the job ends within 6 s, non-zero (exit $RC, $DT s)" \
@@ -107,7 +107,7 @@ check "NaN abort: no ps-* file left in TMPDIR" leftovers "$TMP/nan"
 
 # d. SIGKILL of a worker: its job ends (mpirun ends the others; the
 # servers' --timeout would too), the survivors clean up.
-start_job kill 2 "--timeout 10" "$W --test-delay-ms 40 --metrics $TMP/kill.metrics"
+start_job kill 2 "--timeout 10" "$W --test-delay-ms 45 --metrics $TMP/kill.metrics"
 training kill
 victim=$(pgrep -f "^$WORKER .*$TMP/kill.metrics" | head -n 1)
 t0=$(date +%s)
