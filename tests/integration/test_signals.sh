@@ -12,6 +12,8 @@
 #   c. an abort on a NaN gradient (--on-nonfinite abort, MPI_Abort).
 #   d. SIGKILL of a worker (which cannot clean up; workers own no files):
 #      the job ends, and the survivors leave nothing.
+#   e. a server's own abort: worker 1 stopped (SIGSTOP), the server names
+#      it after --timeout 3 and calls MPI_Abort.
 . "$(dirname "$0")/lib.sh"
 
 make_csv "$TMP/d.csv" 240 12 3
@@ -119,3 +121,17 @@ echo "# kill: worker pid $victim killed, exit $rc after $dt s"
 check "SIGKILL of a worker: the job ends non-zero within 20 s (exit $rc, $dt s)" \
     sh -c "[ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $dt -le 20 ]"
 check "SIGKILL of a worker: no ps-* file left in TMPDIR" leftovers "$TMP/kill"
+
+# e. The server's own abort (ps_boot_abort) after --timeout.
+start_job abort 1 "--timeout 3" "$W --test-delay-ms 45 --metrics $TMP/abort.metrics"
+training abort
+stopped=$(pgrep -f "^$WORKER .*$TMP/abort.metrics" | tail -n 1)
+kill -STOP "$stopped"
+wait "$JOB"
+rc=$?
+kill -CONT "$stopped" 2>/dev/null # mpirun resumes it to end it; in case not
+echo "# abort: worker pid $stopped stopped, exit $rc"
+grep -m1 "within --timeout" "$TMP/abort.log" | sed 's/^/#   /'
+check "server abort after --timeout: the job ends non-zero, naming the silent worker (exit $rc)" \
+    sh -c "[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'no message from worker' '$TMP/abort.log'"
+check "server abort after --timeout: no ps-* file left in TMPDIR" leftovers "$TMP/abort"
