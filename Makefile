@@ -6,6 +6,8 @@
 #   make bench      install missing deps, build, run the benchmarks
 #   make deps       install the Debian packages the project needs
 #   make SAN=address,undefined test   sanitizer build in its own folder
+#   make SAN=thread test   ThreadSanitizer (alone: it cannot be combined
+#                   with address); tests/tsan.supp for third-party code
 #   make fuzz-gate  build the libFuzzer targets (clang) into build/fuzz and
 #                   run each deterministically (fixed seed and run count)
 #                   over the committed corpus: the CI gate

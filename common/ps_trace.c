@@ -4,6 +4,7 @@
 #include "ps_err.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,18 +72,9 @@ static void part_path(char *out, size_t cap, int rank)
     snprintf(out, cap, "%s.part-%d", tr.path, rank);
 }
 
-int ps_trace_write_part(void)
+static int write_events(FILE *f, void *arg)
 {
-    char path[4200];
-    if (!tr.on) {
-        return 0;
-    }
-    part_path(path, sizeof path, tr.rank);
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        ps_error_set("--trace: cannot write %s: %s", path, strerror(errno));
-        return PS_EIO;
-    }
+    (void)arg;
     fprintf(f, "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,"
                "\"args\":{\"name\":\"%s\"}}",
             tr.rank, tr.label);
@@ -95,20 +87,46 @@ int ps_trace_write_part(void)
         }
         fputc('}', f);
     }
+    return 0;
+}
+
+int ps_trace_write_part(void)
+{
+    char path[4200];
+    if (!tr.on) {
+        return 0;
+    }
+    part_path(path, sizeof path, tr.rank);
+    /* The part's name is predictable (the merging rank looks for it), so
+     * it is never opened for writing: a symlink planted there is replaced
+     * by the rename, not followed. */
+    int rv = ps_atomic_write(path, write_events, NULL);
+    if (rv != 0) {
+        char why[4400];
+        snprintf(why, sizeof why, "%s", ps_error_msg());
+        ps_error_set("--trace: %s", why);
+        return rv;
+    }
     if (tr.dropped) {
         ps_log_info("--trace: buffer full, %llu later events not recorded",
                     (unsigned long long)tr.dropped);
     }
-    return fclose(f) == 0 ? 0 : PS_EIO;
+    return 0;
 }
 
 /* Append one part's text to the merged file. */
 static int copy_part(FILE *out, const char *path, int *first)
 {
-    FILE *in = fopen(path, "r");
+    /* O_NOFOLLOW: a rank without --trace leaves no part, and a symlink
+     * planted at its name must not pull another file into the trace. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    FILE *in = fd >= 0 ? fdopen(fd, "r") : NULL;
     char buf[65536];
     size_t n;
     if (!in) {
+        if (fd >= 0) {
+            close(fd);
+        }
         return PS_ENOENT;
     }
     if (!*first) {

@@ -6,7 +6,9 @@
  * duration in microseconds of CLOCK_REALTIME, the rank as pid) into a
  * bounded in-memory buffer; nothing is written while training runs.  At
  * the end every rank writes its part next to the trace path
- * (PATH.part-<world rank>), and then one rank merges all parts it finds
+ * (PATH.part-<world rank>, through ps_atomic: a symlink planted at that
+ * predictable name is replaced, not followed), and then one rank merges
+ * all parts it finds (not following symlinks)
  * into PATH as one JSON object {"traceEvents": [...]}, with a process-name
  * entry per rank, and removes the parts.  Give both binaries the same
  * --trace PATH; ranks on other hosts need a shared folder for their part

@@ -368,26 +368,41 @@ static int send_frame(void *s, zmq_msg_t *msg, int more)
     return 0;
 }
 
+/* A zero-copy payload that zmq will not free after all (the message was
+ * never made, or its bytes were copied): the caller is owed its callback
+ * now, or whatever the callback releases (a chunk's reference, a count of
+ * buffers in flight) would stay held for good. */
+static int give_back(int rv, const void *payload, ps_tp_free_fn ffn, void *hint)
+{
+    if (ffn) {
+        ffn((void *)payload, hint);
+    }
+    return rv;
+}
+
 static int payload_msg(zmq_msg_t *msg, const void *payload, size_t len, ps_tp_free_fn ffn,
                        void *hint)
 {
     if (len > 0 && ffn) {
         /* zmq never writes through this pointer; the cast drops const only
-         * to fit its signature. */
+         * to fit its signature.  zmq does not call ffn when this fails. */
         if (zmq_msg_init_data(msg, (void *)payload, len, ffn, hint) != 0) {
-            return zfail("zmq_msg_init_data");
+            return give_back(zfail("zmq_msg_init_data"), payload, ffn, hint);
         }
         return 0;
     }
     if (zmq_msg_init_size(msg, len) != 0) {
-        return zfail("zmq_msg_init_size");
+        return give_back(zfail("zmq_msg_init_size"), payload, ffn, hint);
     }
     if (len > 0) {
         memcpy(zmq_msg_data(msg), payload, len);
     }
-    return 0;
+    return give_back(0, payload, ffn, hint); /* copied: the caller's bytes are free */
 }
 
+/* From the routing id on, every failure before the payload message exists
+ * gives the payload back; once it exists, zmq_msg_close (in send_frame)
+ * or the I/O thread that sent it runs the callback. */
 int ps_tp_send(ps_tp_t *tp, int dest, int stream, const ps_hdr_t *h, const void *payload,
                size_t len, ps_tp_free_fn ffn, void *hint)
 {
@@ -398,22 +413,25 @@ int ps_tp_send(ps_tp_t *tp, int dest, int stream, const ps_hdr_t *h, const void 
         uint8_t id[ID_LEN];
         s = tp->sock[0];
         routing_id(id, dest, stream);
+        /* EHOSTUNREACH (ROUTER_MANDATORY) when that peer is gone. */
         if (zmq_send(s, id, sizeof id, ZMQ_SNDMORE) < 0) {
             ps_error_set("cannot send to worker %d (stream %d): %s", dest, stream,
                          zmq_strerror(zmq_errno()));
-            return PS_EZMQ;
+            return give_back(PS_EZMQ, payload, ffn, hint);
         }
     } else if (dest < 0 || stream < 0 || stream >= tp->streams ||
                dest * tp->streams + stream >= tp->nsock) {
         ps_error_set("no connection to server %d, stream %d", dest, stream);
-        return PS_EINVAL;
+        return give_back(PS_EINVAL, payload, ffn, hint);
     } else {
         s = tp->sock[dest * tp->streams + stream];
     }
-    zmq_msg_init_size(&msg, PS_WIRE_HDR_SIZE);
+    if (zmq_msg_init_size(&msg, PS_WIRE_HDR_SIZE) != 0) {
+        return give_back(zfail("zmq_msg_init_size"), payload, ffn, hint);
+    }
     ps_wire_encode(h, zmq_msg_data(&msg));
     if ((rv = send_frame(s, &msg, 1)) != 0) {
-        return rv;
+        return give_back(rv, payload, ffn, hint);
     }
     if ((rv = payload_msg(&msg, payload, len, ffn, hint)) != 0) {
         return rv;
@@ -558,6 +576,16 @@ int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms)
         if (rc == 0) {
             return PS_EAGAIN;
         }
+    }
+}
+
+void ps_tp_service(ps_tp_t *tp)
+{
+    for (int i = 0; i < tp->nsock; i++) {
+        int ev = 0;
+        size_t evlen = sizeof ev;
+        /* ZMQ_EVENTS makes the socket process its pending commands. */
+        zmq_getsockopt(tp->sock[i], ZMQ_EVENTS, &ev, &evlen);
     }
 }
 

@@ -20,7 +20,11 @@
  *
  * Sending: the header is copied (PS_WIRE_HDR_SIZE bytes); the payload is sent zero-copy
  * when a free callback is given (the caller must keep the bytes unchanged
- * until the callback runs, on a zmq I/O thread), copied otherwise.
+ * until the callback runs, on a zmq I/O thread), copied otherwise.  A given
+ * callback runs exactly once whatever ps_tp_send returns: after zmq has
+ * sent or dropped the bytes, or on the caller's thread before ps_tp_send
+ * returns when the message was never queued (a peer gone: EHOSTUNREACH on
+ * the routing id) or the payload was copied (len 0).
  * Receiving: the payload stays in zmq's buffer (zero-copy) until
  * ps_tp_msg_release.  A message that fails ps_wire_decode, has the wrong
  * number of frames or an unknown routing id is dropped, counted in the
@@ -112,7 +116,9 @@ void ps_tp_destroy(ps_tp_t **tp);
 
 /* dest: worker rank on a server, server index on a worker; stream: which
  * of the connections between the two (0..streams-1 on a worker; a server
- * answers on the request's m->stream). */
+ * answers on the request's m->stream).  ffn, when given, runs exactly once
+ * on every path, failures included (see above): the caller must not
+ * release what it releases itself when this fails. */
 int ps_tp_send(ps_tp_t *tp, int dest, int stream, const ps_hdr_t *h, const void *payload,
                size_t len, ps_tp_free_fn ffn, void *hint);
 /* Wait up to timeout_ms (< 0: forever) for one message.  0 with *m filled,
@@ -129,6 +135,11 @@ void ps_tp_msg_release(ps_tp_msg_t *m);
  * left empty. */
 void ps_tp_msg_move(ps_tp_msg_t *dst, ps_tp_msg_t *src);
 void ps_tp_stats(const ps_tp_t *tp, ps_tp_stats_t *st);
+/* Let the sockets handle what zmq's I/O threads told them (a peer gone:
+ * the messages queued to it are dropped, and their free callbacks run)
+ * without receiving anything.  ps_tp_recv does this too; a thread that
+ * waits for free callbacks instead of receiving calls this meanwhile. */
+void ps_tp_service(ps_tp_t *tp);
 /* Once per process, before the sockets: keep glibc from returning zmq's
  * large receive buffers to the kernel after every message (otherwise each
  * step page-faults its whole model in again; docs/performance.md). */

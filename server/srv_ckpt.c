@@ -15,17 +15,113 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#define MAX_STEPS 4096
+/* A manifest names at most this many server files: far above any server
+ * count a parameter server runs with, and it bounds what a damaged or
+ * hostile MANIFEST can make the reader allocate. */
+#define MAX_MANIFEST_SERVERS (1 << 20)
 
 static void step_dir(char *out, size_t cap, const char *dir, uint64_t step)
 {
     snprintf(out, cap, "%s/step-%08" PRIu64, dir, step);
 }
 
-static int mkdir_one(const char *path)
+/* Creates `path` unless it exists; *made says whether this call did. */
+static int mkdir_one(const char *path, int *made)
 {
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+    *made = mkdir(path, 0755) == 0;
+    if (!*made && errno != EEXIST) {
         ps_error_set("cannot create %s: %s", path, strerror(errno));
+        return PS_EIO;
+    }
+    return 0;
+}
+
+/* DIR (when this server creates it) and DIR/step-N, each entry synced in
+ * its parent.  Every server syncs DIR, not only the one that created the
+ * step folder: that one may crash between its mkdir and its fsync. */
+static int make_step_dir(const char *dir, const char *sdir)
+{
+    int made, rv = mkdir_one(dir, &made);
+    if (rv == 0 && made) {
+        rv = ps_atomic_sync_dir(dir);
+    }
+    if (rv == 0) {
+        rv = mkdir_one(sdir, &made);
+    }
+    return rv == 0 ? ps_atomic_sync_dir(sdir) : rv;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x > y ? -1 : x < y;
+}
+
+/* The steps of DIR's `step-N` folders, newest first, in *out (malloc'd,
+ * the caller frees it; NULL when there are none).  PS_ENOENT when DIR
+ * cannot be opened (errno kept), PS_ENOMEM. */
+static int list_steps(const char *dir, uint64_t **out, size_t *n)
+{
+    size_t cap = 0;
+    struct dirent *e;
+    DIR *d = opendir(dir);
+    *out = NULL;
+    *n = 0;
+    if (!d) {
+        return PS_ENOENT;
+    }
+    while ((e = readdir(d))) {
+        uint64_t v;
+        char tail;
+        if (sscanf(e->d_name, "step-%" SCNu64 "%c", &v, &tail) != 1) {
+            continue;
+        }
+        if (*n == cap) {
+            uint64_t *more = realloc(*out, (cap = cap ? 2 * cap : 16) * sizeof *more);
+            if (!more) {
+                closedir(d);
+                free(*out);
+                *out = NULL;
+                ps_error_set("%s: no memory to list its checkpoints", dir);
+                return PS_ENOMEM;
+            }
+            *out = more;
+        }
+        (*out)[(*n)++] = v;
+    }
+    closedir(d);
+    if (*n > 1) { /* qsort's array must not be NULL, even for none */
+        qsort(*out, *n, sizeof **out, cmp_desc);
+    }
+    return 0;
+}
+
+static int has_manifest(const char *dir, uint64_t step)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/step-%08" PRIu64 "/MANIFEST", dir, step);
+    return access(path, F_OK) == 0;
+}
+
+/* Removes one step folder and the files in it (parts, MANIFEST, temp
+ * files of a write that was cut short). */
+static int remove_step(const char *dir, uint64_t step)
+{
+    char sdir[4100], path[4400];
+    struct dirent *e;
+    step_dir(sdir, sizeof sdir, dir, step);
+    DIR *sd = opendir(sdir);
+    while (sd && (e = readdir(sd))) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            snprintf(path, sizeof path, "%s/%s", sdir, e->d_name);
+            unlink(path);
+        }
+    }
+    if (sd) {
+        closedir(sd);
+    }
+    if (rmdir(sdir) != 0 && errno != ENOENT) {
+        ps_error_set("cannot remove %s: %s", sdir, strerror(errno));
         return PS_EIO;
     }
     return 0;
@@ -41,11 +137,13 @@ static uint32_t crc_of(const ps_st_tensor_t *t, int n)
     return (uint32_t)crc;
 }
 
-static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step, int nservers)
+/* Names the parts of servers 0..owners-1, the servers that own chunks. */
+static int write_manifest(const srv_store_t *s, const char *sdir, uint64_t step, int nservers,
+                          int owners)
 {
-    char path[4200], *text = malloc(64 * (size_t)nservers + 512);
-    int owners = (int)(s->map.n < (size_t)nservers ? s->map.n : (size_t)nservers);
+    char path[4200], *text = malloc(64 * (size_t)owners + 512);
     if (!text) {
+        ps_error_set("%s: no memory for the MANIFEST of %d servers", sdir, owners);
         return PS_ENOMEM;
     }
     size_t used = (size_t)sprintf(text,
@@ -78,41 +176,61 @@ static char *chunk_list(const srv_store_t *s)
     return out;
 }
 
-/* Server 0: remove checkpoints older than the one before `step`. */
+/* After step's MANIFEST: every older checkpoint goes but the newest whole
+ * one (a fallback should the new one turn out damaged).  Best effort: a
+ * folder that stays is harmless.  Two servers that both completed the
+ * step may prune at once; their removals of the same files do not harm
+ * each other. */
 static void prune(const char *dir, uint64_t step)
 {
-    uint64_t steps[MAX_STEPS], prev = 0;
-    int n = 0;
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)) && n < MAX_STEPS) {
-        uint64_t v;
-        if (sscanf(e->d_name, "step-%" SCNu64, &v) == 1) {
-            steps[n++] = v;
-            prev = v < step && v > prev ? v : prev;
-        }
+    uint64_t *steps;
+    size_t n;
+    int kept = 0;
+    if (list_steps(dir, &steps, &n) != 0) {
+        return;
     }
-    if (d) {
-        closedir(d);
-    }
-    for (int i = 0; i < n; i++) {
-        if (steps[i] >= prev) {
+    for (size_t i = 0; i < n; i++) {
+        if (steps[i] >= step) {
             continue;
         }
-        char sdir[4100], path[4400];
-        step_dir(sdir, sizeof sdir, dir, steps[i]);
-        DIR *sd = opendir(sdir);
-        while (sd && (e = readdir(sd))) {
-            if (e->d_name[0] != '.') {
-                snprintf(path, sizeof path, "%s/%s", sdir, e->d_name);
-                unlink(path);
-            }
+        if (!kept && has_manifest(dir, steps[i])) {
+            kept = 1;
+            continue;
         }
-        if (sd) {
-            closedir(sd);
-        }
-        rmdir(sdir);
+        remove_step(dir, steps[i]);
     }
+    free(steps);
+}
+
+/* Are the parts of every server that owns chunks in sdir?  Each writer
+ * renames its part into place and syncs the folder before it looks, so
+ * whichever writer finishes last sees every part. */
+static int parts_complete(const char *sdir, int owners)
+{
+    char path[4200];
+    struct stat sb;
+    for (int r = 0; r < owners; r++) {
+        snprintf(path, sizeof path, "%s/server-%d.safetensors", sdir, r);
+        if (stat(path, &sb) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The last part completes the checkpoint: MANIFEST, then pruning. */
+static int complete_step(const srv_store_t *s, const char *dir, const char *sdir, uint64_t step,
+                         int nservers)
+{
+    int owners = (int)(s->map.n < (size_t)nservers ? s->map.n : (size_t)nservers);
+    if (!parts_complete(sdir, owners)) {
+        return 0; /* a later writer completes it */
+    }
+    int rv = write_manifest(s, sdir, step, nservers, owners);
+    if (rv == 0) {
+        prune(dir, step);
+    }
+    return rv;
 }
 
 int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nservers,
@@ -124,7 +242,7 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
         return 0; /* a server without chunks has nothing to keep */
     }
     step_dir(sdir, sizeof sdir, dir, step);
-    if ((rv = mkdir_one(dir)) != 0 || (rv = mkdir_one(sdir)) != 0) {
+    if ((rv = make_step_dir(dir, sdir)) != 0) {
         return rv;
     }
     ps_st_tensor_t *t = calloc(2 * s->nlocal, sizeof *t);
@@ -132,6 +250,7 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
     int64_t *shapes = calloc(s->nlocal, sizeof *shapes);
     char *chunks = chunk_list(s);
     if (!t || !names || !shapes || !chunks) {
+        ps_error_set("%s: no memory to describe %zu chunks", sdir, s->nlocal);
         rv = PS_ENOMEM;
         goto out;
     }
@@ -156,8 +275,8 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
                           "settings", settings};
     snprintf(path, sizeof path, "%s/server-%d.safetensors", sdir, s->server);
     rv = ps_st_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0] / 2));
-    if (rv == 0 && s->server == 0 && (rv = write_manifest(s, sdir, step, nservers)) == 0) {
-        prune(dir, step);
+    if (rv == 0) {
+        rv = complete_step(s, dir, sdir, step, nservers);
     }
 out:
     free(t);
@@ -169,40 +288,88 @@ out:
 
 typedef struct {
     uint64_t step;
-    int nservers;
+    long long nservers;
     size_t total;
     uint64_t layout;
-    int nfiles;
-    char files[256][64];
+    int nfiles, cap;
+    char (*files)[64]; /* nfiles names, malloc'd */
 } manifest_t;
 
+static void manifest_fini(manifest_t *m)
+{
+    free(m->files);
+    m->files = NULL;
+    m->nfiles = m->cap = 0;
+}
+
+/* One "file NAME" line: room grows with the list, up to the bound. */
+static int manifest_add_file(manifest_t *m, const char *line, const char *path)
+{
+    if (m->nfiles == m->cap) {
+        if (m->cap >= MAX_MANIFEST_SERVERS) {
+            ps_error_set("%s: malformed (more than %d files)", path, MAX_MANIFEST_SERVERS);
+            return PS_EFORMAT;
+        }
+        int cap = m->cap ? 2 * m->cap : 16;
+        void *more = realloc(m->files, (size_t)cap * sizeof *m->files);
+        if (!more) {
+            ps_error_set("%s: no memory for a list of %d files", path, cap);
+            return PS_ENOMEM;
+        }
+        m->files = more;
+        m->cap = cap;
+    }
+    if (sscanf(line, "file %63s", m->files[m->nfiles]) == 1) {
+        m->nfiles++;
+    }
+    return 0;
+}
+
+/* The header fields, and the file list against the server count. */
+static int manifest_check(const manifest_t *m, int version, int fields, const char *path)
+{
+    if (version != 1 || fields != 5 || m->nfiles < 1 || m->total == 0) {
+        ps_error_set("%s: malformed", path);
+        return PS_EFORMAT;
+    }
+    if (m->nservers < 1 || m->nservers > MAX_MANIFEST_SERVERS) {
+        ps_error_set("%s: malformed (nservers %lld, not in 1..%d)", path, m->nservers,
+                     MAX_MANIFEST_SERVERS);
+        return PS_EFORMAT;
+    }
+    if (m->nfiles > m->nservers) {
+        ps_error_set("%s: malformed (lists %d files, more files than its %lld servers)", path,
+                     m->nfiles, m->nservers);
+        return PS_EFORMAT;
+    }
+    return 0;
+}
+
+/* Any number of servers up to MAX_MANIFEST_SERVERS; m->files is freed by
+ * manifest_fini, also after a failure. */
 static int read_manifest(const char *sdir, manifest_t *m)
 {
     char path[4200], line[256];
     snprintf(path, sizeof path, "%s/MANIFEST", sdir);
     FILE *f = fopen(path, "r");
-    int version = 0, fields = 0;
+    int version = 0, fields = 0, rv = 0;
     memset(m, 0, sizeof *m);
     if (!f) {
         ps_error_set("%s: missing", path);
         return PS_ENOENT;
     }
-    while (fgets(line, sizeof line, f)) {
+    while (rv == 0 && fgets(line, sizeof line, f)) {
         fields += sscanf(line, "ps-checkpoint %d", &version) == 1;
         fields += sscanf(line, "step %" SCNu64, &m->step) == 1;
-        fields += sscanf(line, "nservers %d", &m->nservers) == 1;
+        fields += sscanf(line, "nservers %lld", &m->nservers) == 1;
         fields += sscanf(line, "total %zu", &m->total) == 1;
         fields += sscanf(line, "layout %" SCNx64, &m->layout) == 1;
-        if (m->nfiles < 256 && sscanf(line, "file %63s", m->files[m->nfiles]) == 1) {
-            m->nfiles++;
+        if (strncmp(line, "file ", 5) == 0) {
+            rv = manifest_add_file(m, line, path);
         }
     }
     fclose(f);
-    if (version != 1 || fields != 5 || m->nfiles < 1 || m->total == 0) {
-        ps_error_set("%s: malformed", path);
-        return PS_EFORMAT;
-    }
-    return 0;
+    return rv != 0 ? rv : manifest_check(m, version, fields, path);
 }
 
 static int state_alloc(srv_ckpt_state_t *st, const manifest_t *m)
@@ -213,7 +380,11 @@ static int state_alloc(srv_ckpt_state_t *st, const manifest_t *m)
     st->layout_hash = m->layout;
     st->w = malloc(m->total * sizeof(float));
     st->buf = calloc(m->total, sizeof(float));
-    return st->w && st->buf ? 0 : PS_ENOMEM;
+    if (!st->w || !st->buf) {
+        ps_error_set("no memory for a model of %zu elements (twice)", m->total);
+        return PS_ENOMEM;
+    }
+    return 0;
 }
 
 static int add_range(srv_ckpt_state_t *st, size_t off, size_t cnt, int had)
@@ -390,38 +561,26 @@ static int try_step(srv_ckpt_state_t *st, const char *dir, uint64_t step, const 
     if (rv != 0) {
         srv_ckpt_fini(st);
     }
+    manifest_fini(&m);
     return rv;
-}
-
-static int cmp_desc(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x > y ? -1 : x < y;
 }
 
 int srv_ckpt_load(srv_ckpt_state_t *st, const char *dir, const char *settings)
 {
-    uint64_t steps[MAX_STEPS];
-    int n = 0;
-    DIR *d = opendir(dir);
-    struct dirent *e;
+    uint64_t *steps;
+    size_t n;
     memset(st, 0, sizeof *st);
-    if (!d) {
+    int rv = list_steps(dir, &steps, &n);
+    if (rv == PS_ENOENT) {
         ps_error_set("--resume %s: %s", dir, strerror(errno));
-        return PS_ENOENT;
     }
-    while ((e = readdir(d)) && n < MAX_STEPS) {
-        uint64_t v;
-        char tail;
-        if (sscanf(e->d_name, "step-%" SCNu64 "%c", &v, &tail) == 1) {
-            steps[n++] = v;
-        }
+    if (rv != 0) {
+        return rv;
     }
-    closedir(d);
-    qsort(steps, (size_t)n, sizeof steps[0], cmp_desc);
     char newest[400] = "";
-    for (int i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (try_step(st, dir, steps[i], settings) == 0) {
+            free(steps);
             return 0;
         }
         ps_log_error("checkpoint step %" PRIu64 " is unusable: %s%s", steps[i], ps_error_msg(),
@@ -430,10 +589,41 @@ int srv_ckpt_load(srv_ckpt_state_t *st, const char *dir, const char *settings)
             snprintf(newest, sizeof newest, "%s", ps_error_msg());
         }
     }
+    free(steps);
     /* The job's one error line says why the newest could not be used. */
     ps_error_set("--resume %s: no usable checkpoint%s%s%s", dir, n ? " (the newest: " : "",
                  newest, n ? ")" : "");
     return PS_ENOENT;
+}
+
+int srv_ckpt_drop_newer(const char *dir, uint64_t step, int resuming)
+{
+    uint64_t *steps;
+    size_t n, dropped = 0;
+    int rv = list_steps(dir, &steps, &n);
+    if (rv == PS_ENOENT) {
+        return 0; /* no folder yet: nothing to drop */
+    }
+    /* A new run never deletes a whole checkpoint it did not write. */
+    for (size_t i = 0; rv == 0 && !resuming && i < n; i++) {
+        if (has_manifest(dir, steps[i])) {
+            ps_error_set("--checkpoint-dir %s already holds a checkpoint of another run (step "
+                         "%" PRIu64 "): pass --resume %s to continue it, or give an empty folder",
+                         dir, steps[i], dir);
+            rv = PS_EINVAL;
+        }
+    }
+    for (size_t i = 0; rv == 0 && i < n && steps[i] > step; i++) {
+        rv = remove_step(dir, steps[i]);
+        dropped += rv == 0;
+    }
+    if (dropped > 0) {
+        ps_log_info("--checkpoint-dir %s: removed %zu unfinished or unusable checkpoint "
+                    "folder(s) newer than step %" PRIu64 " (steps %" PRIu64 "..%" PRIu64 ")",
+                    dir, dropped, step, steps[dropped - 1], steps[0]);
+    }
+    free(steps);
+    return rv;
 }
 
 void srv_ckpt_apply(const srv_ckpt_state_t *st, srv_store_t *s)

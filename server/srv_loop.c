@@ -33,6 +33,13 @@ static void reply_done(void *data, void *hint)
     srv_store_unref(hint);
 }
 
+/* While an update waits for its chunk's pull replies: a reply queued to a
+ * worker that has since gone is dropped only once the socket hears of it. */
+static void service_socket(void *tp)
+{
+    ps_tp_service(tp);
+}
+
 const char *srv_loop_reject_name(srv_reject_t r)
 {
     static const char *names[] = {"malformed", "sender", "phase",    "chunk",
@@ -56,6 +63,11 @@ int srv_loop_init(srv_loop_t *L, const srv_loop_cfg_t *cfg)
 
 void srv_loop_fini(srv_loop_t *L)
 {
+    for (size_t i = 0; L->held && i < L->store.nlocal; i++) {
+        free(L->held[i].v);
+    }
+    free(L->held);
+    L->held = NULL;
     srv_store_fini(&L->store);
     free(L->done);
     free(L->worker_step);
@@ -105,8 +117,13 @@ static int send_simple(srv_loop_t *L, int w, int stream, ps_msg_type_t type, uin
     return ps_tp_send(L->cfg.tp, w, stream, &h, text, len, NULL, NULL);
 }
 
-static int send_chunk(srv_loop_t *L, int w, int stream, srv_chunk_t *c, uint32_t request)
+/* A pull reply straight from the chunk's weights.  The reference it takes
+ * is dropped by reply_done on every path: the transport runs the callback
+ * even when the reply cannot be sent (its peer gone), so a lost reply
+ * cannot hold the chunk's next update back. */
+static void send_chunk(srv_loop_t *L, int w, int stream, srv_chunk_t *c, uint32_t request)
 {
+    static ps_ratelimit_t rl;
     ps_hdr_t h = ps_wire_hdr(PS_MSG_PULL_REPLY, (uint32_t)L->cfg.server);
     h.request = request;
     h.step = c->version;
@@ -115,13 +132,11 @@ static int send_chunk(srv_loop_t *L, int w, int stream, srv_chunk_t *c, uint32_t
     h.count = (uint32_t)c->count;
     h.payload = c->count * sizeof(float);
     srv_store_ref(c);
-    int rv = ps_tp_send(L->cfg.tp, w, stream, &h, c->w, h.payload, reply_done, c);
-    if (rv != 0) {
-        /* zmq frees a zero-copy message it failed to queue, through the
-         * callback, except when the header frame itself failed. */
-        ps_log_error("cannot answer worker %d: %s", w, ps_error_msg());
+    if (ps_tp_send(L->cfg.tp, w, stream, &h, c->w, h.payload, reply_done, c) != 0) {
+        L->replies_lost++;
+        ps_log_ratelimited(&rl, "a pull reply of chunk %u was not delivered: %s", c->id,
+                           ps_error_msg());
     }
-    return rv;
 }
 
 /* The chunk a data message names, checked against the map; NULL (and the
@@ -170,6 +185,8 @@ static void refuse_model(srv_loop_t *L, const ps_tp_msg_t *m, int rv)
     char msg[600];
     snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->cfg.server,
              ps_error_msg());
+    free(L->held);
+    L->held = NULL;
     srv_store_fini(&L->store);
     L->rejected[SRV_REJ_LAYOUT]++;
     send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request, msg);
@@ -202,6 +219,11 @@ static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
     if (rv == 0) {
         rv = srv_store_set_mode(&L->store, L->cfg.mode, L->cfg.staleness);
         srv_store_set_lr(&L->store, L->cfg.lr_of, L->cfg.lr_arg);
+        srv_store_set_ref_wait(&L->store, L->cfg.timeout_ms, service_socket, L->cfg.tp);
+    }
+    if (rv == 0 && !(L->held = calloc(L->store.nlocal ? L->store.nlocal : 1, sizeof *L->held))) {
+        ps_error_set("no memory for the pulls of %zu chunks", L->store.nlocal);
+        rv = PS_ENOMEM;
     }
     if (rv == 0 && L->cfg.resume &&
         (L->cfg.resume->layout_hash != ps_layout_hash(L->store.layout) ||
@@ -245,14 +267,49 @@ static void handle_init(srv_loop_t *L, ps_tp_msg_t *m)
     }
 }
 
+/* Answer, and forget, the held pulls chunk c's version now satisfies. */
 static void answer_pulls(srv_loop_t *L, srv_chunk_t *c)
 {
-    for (int w = 0; w < L->cfg.nworkers; w++) {
-        if (c->pull_want[w] && c->version + 1 >= c->pull_want[w]) {
-            c->pull_want[w] = 0;
-            send_chunk(L, w, c->pull_stream[w], c, 0);
+    srv_pulls_t *p = &L->held[c - L->store.chunks];
+    size_t keep = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        srv_held_pull_t h = p->v[i];
+        if (c->version >= h.want) {
+            send_chunk(L, h.worker, h.stream, c, h.request);
+        } else {
+            p->v[keep++] = h;
         }
     }
+    p->n = keep;
+}
+
+/* Hold a PULL until chunk c reaches the version it wants.  One per
+ * (worker, stream): a stream asks for a chunk once at a time, so a newer
+ * PULL on it replaces the older, and no PULL, whatever it claims, can
+ * displace another connection's.  At most nworkers x PS_TP_MAX_STREAMS. */
+static int hold_pull(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m)
+{
+    srv_pulls_t *p = &L->held[c - L->store.chunks];
+    srv_held_pull_t h = {
+        .want = m->hdr.step, .request = m->hdr.request, .worker = m->peer, .stream = m->stream};
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->v[i].worker == h.worker && p->v[i].stream == h.stream) {
+            p->v[i] = h;
+            return 0;
+        }
+    }
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 4;
+        srv_held_pull_t *v = realloc(p->v, cap * sizeof *v);
+        if (!v) {
+            ps_error_set("server: no memory to hold a pull of chunk %u", c->id);
+            return PS_ENOMEM;
+        }
+        p->v = v;
+        p->cap = cap;
+    }
+    p->v[p->n++] = h;
+    return 0;
 }
 
 /* Sync mode: once every local chunk has reached a checkpoint step, write
@@ -350,6 +407,9 @@ static int nonfinite_push(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m, s
         return PS_ERANGE;
     }
     int rv = srv_store_push_skip(&L->store, c, m->peer, m->hdr.step, m->hdr.base);
+    if (rv == PS_ETIMEDOUT) {
+        return rv; /* a held later step could not be applied (ssp) */
+    }
     if (rv < 0) {
         reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
         return 0;
@@ -384,6 +444,9 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
     int64_t t0_us = ps_trace_on() ? ps_trace_now() : 0;
     uint64_t step = m->hdr.step;
     int rv = srv_store_push(&L->store, c, m->peer, step, m->hdr.base, m->hdr.samples, grad, h);
+    if (rv == PS_ETIMEDOUT) {
+        return rv; /* the store holds or released h; the detail names the chunk */
+    }
     if (rv < 0) {
         reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
         release_push(h);
@@ -401,19 +464,18 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
     return 0;
 }
 
-static void handle_pull(srv_loop_t *L, ps_tp_msg_t *m)
+static int handle_pull(srv_loop_t *L, ps_tp_msg_t *m)
 {
     srv_chunk_t *c = checked_chunk(L, m, 0);
     if (!c) {
-        return;
+        return 0;
     }
     L->pulls++;
     if (c->version >= m->hdr.step) {
         send_chunk(L, m->peer, m->stream, c, m->hdr.request);
-    } else {
-        c->pull_want[m->peer] = m->hdr.step + 1;
-        c->pull_stream[m->peer] = (uint8_t)m->stream;
+        return 0;
     }
+    return hold_pull(L, c, m);
 }
 
 static void handle_stats(srv_loop_t *L, ps_tp_msg_t *m)
@@ -454,9 +516,7 @@ static int dispatch_train(srv_loop_t *L, ps_tp_msg_t *m)
     switch (m->hdr.type) {
     case PS_MSG_PUSH:
         return handle_push(L, m);
-    case PS_MSG_PULL:
-        handle_pull(L, m);
-        return 0;
+    case PS_MSG_PULL: return handle_pull(L, m);
     case PS_MSG_SHUTDOWN:
         if (!L->done[m->peer]) {
             L->done[m->peer] = 1;

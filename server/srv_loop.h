@@ -11,7 +11,8 @@
  * ends srv_loop_train with its error.  Training: PUSH messages go to the
  * store (srv_store, which applies them per the consistency mode), PULL
  * requests are answered as soon as the chunk reaches the wanted version
- * (zero-copy from the weights), STATS is answered with the server's
+ * (zero-copy from the weights; until then held, one per worker connection
+ * (worker, stream), on the stream it came on), STATS is answered with the server's
  * counters, SHUTDOWN marks a worker finished; the phase ends when every
  * worker has shut down.
  *
@@ -27,12 +28,20 @@
  *
  * Every pushed gradient is checked for NaN/Inf before it is held: with
  * --on-nonfinite abort the loop returns PS_ERANGE naming the worker, tensor
- * and step; with skip the step is dropped for everyone (as when the worker
- * itself flags the push with PS_FLAG_SKIP), so the model never holds a
- * non-finite value that came from a gradient.
+ * and step; with skip the chunk's step is dropped for every worker (as when
+ * the worker flags the push with PS_FLAG_SKIP), so the model never holds a
+ * non-finite value that came from a gradient.  Dropping the step on every
+ * chunk of every server is the worker's doing: it sees the whole gradient
+ * and flags every push of a bad step; a server sees one chunk.  libpsclient
+ * never sends an unflagged non-finite push under skip (its --compress keeps
+ * finite values finite), so the check here is the backstop for one that did.
  *
  * When nothing arrives for `timeout_ms` while workers are expected, the
- * loop names the missing workers and returns PS_ETIMEDOUT.
+ * loop names the missing workers and returns PS_ETIMEDOUT.  No wait is
+ * unbounded: an update whose chunk is still read by pull replies after
+ * `timeout_ms` ends the loop with PS_ETIMEDOUT naming the chunk.  A pull
+ * reply that cannot be sent (its peer gone) is counted in replies_lost and
+ * holds nothing back.
  */
 #ifndef SRV_LOOP_H
 #define SRV_LOOP_H
@@ -79,6 +88,18 @@ typedef struct {
     const int *worker_streams;
 } srv_loop_cfg_t;
 
+/* A PULL waiting for its chunk to reach version `want`. */
+typedef struct {
+    uint64_t want;
+    uint32_t request;
+    int worker, stream;
+} srv_held_pull_t;
+
+typedef struct {
+    srv_held_pull_t *v;
+    size_t n, cap;
+} srv_pulls_t;
+
 typedef struct {
     srv_loop_cfg_t cfg;
     srv_store_t store;
@@ -89,6 +110,8 @@ typedef struct {
     int ndone;
     uint64_t rejected[SRV_REJ_NREASONS];
     uint64_t pushes, pulls;
+    uint64_t replies_lost; /* pull replies that could not be sent (peer gone) */
+    srv_pulls_t *held;     /* [store.nlocal] held pulls, once registered */
     double apply_s, busy_s, wait_s;
     uint64_t max_version;
     uint64_t ckpt_next;  /* next step to checkpoint */

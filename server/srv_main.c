@@ -255,6 +255,10 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
         ps_log_info("refused handshakes on the data port: %llu",
                     (unsigned long long)st.handshakes_refused);
     }
+    if (L->replies_lost) {
+        ps_log_info("pull replies not delivered (peer gone): %llu",
+                    (unsigned long long)L->replies_lost);
+    }
     ps_log_peak_memory();
     ps_log_info("staleness of applied pushes: max %llu, mean %.3f over %llu pushes",
                 (unsigned long long)L->store.stale_max,
@@ -396,7 +400,8 @@ static int secure_port(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
     return rv == 0 ? write_endpoint_file(c, b) : rv;
 }
 
-/* Step "resume": every server loads the same newest whole checkpoint. */
+/* Step "resume": every server loads the same newest whole checkpoint;
+ * server 0 clears the checkpoint folder of anything newer. */
 static int load_resume(const srv_cfg_t *c, ps_boot_t *b, srv_ckpt_state_t *st)
 {
     char settings[1024];
@@ -416,6 +421,11 @@ static int load_resume(const srv_cfg_t *c, ps_boot_t *b, srv_ckpt_state_t *st)
                      "do all servers see the same --resume folder?",
                      (unsigned long long)step, (unsigned long long)most);
         rv = PS_EINVAL;
+    }
+    /* Before any server can write one: this run's checkpoints must not
+     * meet an earlier run's newer ones (srv_ckpt.h). */
+    if (rv == 0 && b->rank == 0 && c->ckpt_dir) {
+        rv = srv_ckpt_drop_newer(c->ckpt_dir, most, c->resume != NULL);
     }
     return rv;
 }

@@ -19,9 +19,12 @@
 /*
  * GCC function multiversioning (an ifunc picks the clone at load time) needs
  * x86-64 and glibc.  Elsewhere one plain build (same bits, maybe slower;
- * on aarch64 FMA is part of the base ISA anyway).
+ * on aarch64 FMA is part of the base ISA anyway).  Not under
+ * ThreadSanitizer either: the resolver runs during relocation, before the
+ * runtime its instrumentation calls is there, and crashes.
  */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) &&       \
+    !defined(__SANITIZE_THREAD__)
 #define OPT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define OPT_CLONES

@@ -4,6 +4,12 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* While readers hold a chunk, the idle callback runs this often: a reply
+ * queued to a peer that has gone is dropped (and its reference given back)
+ * only when the socket's own thread, this one, handles the news. */
+#define IDLE_SLICE_MS 10
 
 static float *alloc_floats(size_t n)
 {
@@ -42,9 +48,8 @@ static int chunk_alloc(srv_chunk_t *c, const ps_chunk_t *m, int nworkers, int mo
     ps_count_init(&c->refs);
     c->w = alloc_floats(m->count);
     c->buf = momentum ? alloc_floats(m->count) : NULL;
-    c->pull_want = calloc((size_t)nworkers, sizeof *c->pull_want);
-    c->pull_stream = calloc((size_t)nworkers, sizeof *c->pull_stream);
-    if (!c->w || (momentum && !c->buf) || !c->pull_want || !c->pull_stream) {
+    c->next_step = calloc((size_t)nworkers, sizeof *c->next_step);
+    if (!c->w || (momentum && !c->buf) || !c->next_step) {
         return PS_ENOMEM;
     }
     if (c->buf) {
@@ -67,6 +72,7 @@ int srv_store_init(srv_store_t *s, ps_layout_t **layout, size_t chunk_elems, int
     s->release = rel;
     s->mode = PS_MODE_SYNC;
     s->nslots = 1;
+    s->ref_wait_ms = -1;
     if ((rv = ps_chunkmap_init(&s->map, l->total, chunk_elems, nservers)) != 0) {
         srv_store_fini(s); /* frees the layout, as the contract says */
         return rv;
@@ -118,6 +124,41 @@ void srv_store_set_lr(srv_store_t *s, srv_lr_fn lr_of, void *arg)
     s->lr_arg = arg;
 }
 
+void srv_store_set_ref_wait(srv_store_t *s, int timeout_ms, srv_idle_fn idle, void *arg)
+{
+    s->ref_wait_ms = timeout_ms;
+    s->idle = idle;
+    s->idle_arg = arg;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Until no zero-copy reader holds c, at most ref_wait_ms, running the idle
+ * callback between short sleeps; PS_ETIMEDOUT (detail set) after that. */
+static int wait_readers(srv_store_t *s, srv_chunk_t *c)
+{
+    double end = now_s() + s->ref_wait_ms / 1000.0;
+    while (ps_count_wait_zero_for(&c->refs, IDLE_SLICE_MS) != 0) {
+        if (s->ref_wait_ms >= 0 && now_s() >= end) {
+            int t = ps_layout_tensor_at(s->layout, c->offset);
+            ps_error_set("chunk %u (tensor %s): %d pull replies still read its weights after "
+                         "%.1f s (--timeout), so its update cannot run",
+                         c->id, t >= 0 ? s->layout->t[t].name : "?", ps_count_get(&c->refs),
+                         s->ref_wait_ms / 1000.0);
+            return PS_ETIMEDOUT;
+        }
+        if (s->idle) {
+            s->idle(s->idle_arg);
+        }
+    }
+    return 0;
+}
+
 static size_t slot_at(const srv_store_t *s, uint64_t step)
 {
     return (size_t)(step % (uint64_t)s->nslots) * (size_t)s->nworkers;
@@ -151,8 +192,7 @@ void srv_store_fini(srv_store_t *s)
         free(c->w);
         free(c->buf);
         slots_free(c);
-        free(c->pull_want);
-        free(c->pull_stream);
+        free(c->next_step);
     }
     free(s->chunks);
     free(s->local_of);
@@ -207,23 +247,31 @@ static void note_staleness(srv_store_t *s, uint64_t applied_to, uint64_t base)
     }
 }
 
-/* Run the optimizer over the chunk with the learning rate of step t. */
-static void update(srv_store_t *s, srv_chunk_t *c, const float *const *parts,
-                   const float *coef, int nparts, uint64_t t)
+/* Run the optimizer over the chunk with the learning rate of step t;
+ * PS_ETIMEDOUT (nothing changed) when readers hold it past the bound. */
+static int update(srv_store_t *s, srv_chunk_t *c, const float *const *parts, const float *coef,
+                  int nparts, uint64_t t)
 {
     srv_optim_cfg_t opt = s->opt;
     if (s->lr_of) {
         opt.lr = s->lr_of(s->lr_arg, t);
     }
-    /* Zero-copy pull replies may still be reading w: wait them out. */
-    ps_count_wait_zero(&c->refs);
+    /* Zero-copy pull replies may still be reading w: wait them out, but
+     * not for ever (a reference whose release never comes would hang the
+     * server out of reach of its timeout). */
+    int rv = wait_readers(s, c);
+    if (rv != 0) {
+        return rv;
+    }
     srv_optim_apply(&opt, c->w, c->buf, parts, coef, nparts, c->count, !c->had_update);
     c->had_update = 1;
+    return 0;
 }
 
 /* Combine the pushes held for the chunk's current step in worker order,
- * weighted by sample count, and apply them. */
-static void apply_slot(srv_store_t *s, srv_chunk_t *c)
+ * weighted by sample count, and apply them.  On failure the step stays
+ * held and the version where it was. */
+static int apply_slot(srv_store_t *s, srv_chunk_t *c)
 {
     size_t at = slot_at(s, c->version);
     const float *parts[s->nworkers];
@@ -249,31 +297,52 @@ static void apply_slot(srv_store_t *s, srv_chunk_t *c)
         k++;
     }
     if (k > 0) {
-        update(s, c, parts, coef, k, c->version);
+        int rv = update(s, c, parts, coef, k, c->version);
+        if (rv != 0) {
+            return rv;
+        }
     } else if (!skip) {
         s->zero_sample_steps++;
     }
     drop_slot(s, c, c->version);
     c->version++;
     s->updates++;
+    return 0;
 }
 
-static int push_async(srv_store_t *s, srv_chunk_t *c, uint64_t step, uint64_t base,
+/* Async: a worker's pushes of one chunk come in step order, one per step,
+ * so a step at or below one already taken is a replay (a duplicate). */
+static int check_replay(const srv_chunk_t *c, int w, uint64_t step)
+{
+    if (step < c->next_step[w]) {
+        ps_error_set("push from worker %d for chunk %u step %llu: step %llu already taken", w,
+                     c->id, (unsigned long long)step, (unsigned long long)c->next_step[w] - 1);
+        return PS_ESTATE;
+    }
+    return 0;
+}
+
+static int push_async(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_t base,
                       uint32_t samples, const float *grad, void *owner)
 {
     const float one = 1.0f;
-    int applied = 0;
+    int rv = check_replay(c, w, step);
+    if (rv != 0) {
+        return rv;
+    }
+    c->next_step[w] = step + 1;
     if (samples > 0) {
+        rv = update(s, c, &grad, &one, 1, step);
+    }
+    if (samples > 0 && rv == 0) {
         note_staleness(s, c->version, base);
-        update(s, c, &grad, &one, 1, step);
         c->version++;
         s->updates++;
-        applied = 1;
     }
     if (s->release) {
         s->release(owner);
     }
-    return applied;
+    return rv != 0 ? rv : samples > 0;
 }
 
 static int check_window(const srv_store_t *s, const srv_chunk_t *c, uint64_t step, uint64_t base)
@@ -281,6 +350,11 @@ static int check_window(const srv_store_t *s, const srv_chunk_t *c, uint64_t ste
     if (base > c->version) {
         ps_error_set("push computed on version %llu, chunk %u is at %llu",
                      (unsigned long long)base, c->id, (unsigned long long)c->version);
+        return PS_ERANGE;
+    }
+    if (step == UINT64_MAX) {
+        ps_error_set("push for step %llu, chunk %u: no step follows it", (unsigned long long)step,
+                     c->id);
         return PS_ERANGE;
     }
     if (s->mode != PS_MODE_ASYNC && (step < c->version || step - c->version > s->staleness)) {
@@ -311,7 +385,10 @@ static int take(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_t b
     int applied = 0;
     /* Completing the current step may make held later steps ready too. */
     while (c->arrived[c->version % (uint64_t)s->nslots] == s->nworkers) {
-        apply_slot(s, c);
+        int rv = apply_slot(s, c);
+        if (rv != 0) {
+            return rv; /* the push stays held: the store owns it */
+        }
         applied++;
     }
     return applied;
@@ -325,7 +402,7 @@ int srv_store_push(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_
         return rv;
     }
     if (s->mode == PS_MODE_ASYNC) {
-        return push_async(s, c, step, base, samples, grad, owner);
+        return push_async(s, c, w, step, base, samples, grad, owner);
     }
     return take(s, c, w, step, base, samples, grad, owner, 0);
 }
@@ -340,6 +417,10 @@ int srv_store_push_skip(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, ui
         return rv;
     }
     if (s->mode == PS_MODE_ASYNC) {
+        if ((rv = check_replay(c, w, step)) != 0) {
+            return rv;
+        }
+        c->next_step[w] = step + 1;
         c->skipped++;
         return 0;
     }

@@ -14,7 +14,9 @@
  *          rule is the worker's, which asks for version >= step + 1 - S).
  *          staleness 0 is sync, bit for bit.
  *   async  every push is applied on arrival with its own mean gradient;
- *          the version counts pushes.
+ *          the version counts pushes.  A worker pushes a chunk once per
+ *          step, in step order: a push for a step at or below the last one
+ *          taken from that worker is a replay, refused as a duplicate.
  *
  * Held pushes are not copied: the store keeps the caller's pointer and an
  * owner handle, released through the release callback once the step is
@@ -26,7 +28,9 @@
  *
  * Zero-copy readers of a chunk's weights (pull replies in flight) hold a
  * reference (srv_store_ref/unref, thread-safe); an update waits until none
- * is held.  No sockets and no MPI here: unit tests drive it directly.
+ * is held, at most the time srv_store_set_ref_wait gives (the server's
+ * --timeout), and then fails with PS_ETIMEDOUT naming the chunk rather
+ * than hang.  No sockets and no MPI here: unit tests drive it directly.
  */
 #ifndef SRV_STORE_H
 #define SRV_STORE_H
@@ -41,6 +45,7 @@
 
 typedef void (*srv_release_fn)(void *owner);
 typedef double (*srv_lr_fn)(void *arg, uint64_t t);
+typedef void (*srv_idle_fn)(void *arg);
 
 typedef struct {
     uint32_t id;
@@ -57,8 +62,7 @@ typedef struct {
     uint64_t *base;
     uint8_t *skip;       /* the push asked to drop its step (non-finite) */
     uint64_t skipped;    /* steps dropped on this chunk */
-    uint64_t *pull_want; /* [nworkers] wanted version + 1; 0 = no pull waiting */
-    uint8_t *pull_stream; /* [nworkers] the stream that pull came on */
+    uint64_t *next_step; /* [nworkers] async: 1 + the step of the worker's last push */
     ps_count_t refs;     /* zero-copy pull replies still reading w */
 } srv_chunk_t;
 
@@ -73,6 +77,9 @@ typedef struct {
     srv_lr_fn lr_of;    /* NULL: opt.lr at every step */
     void *lr_arg;
     srv_release_fn release;
+    int ref_wait_ms;  /* longest wait for zero-copy readers; < 0: no bound */
+    srv_idle_fn idle; /* run while waiting for them; NULL: none */
+    void *idle_arg;
     size_t nlocal;
     srv_chunk_t *chunks;  /* local chunks, ascending id */
     int32_t *local_of;    /* chunk id -> index into chunks, -1 when remote */
@@ -95,6 +102,12 @@ int srv_store_init(srv_store_t *s, ps_layout_t **layout, size_t chunk_elems, int
  * PS_EINVAL over SRV_STORE_MAX_STALENESS) and the schedule. */
 int srv_store_set_mode(srv_store_t *s, ps_mode_t mode, uint64_t staleness);
 void srv_store_set_lr(srv_store_t *s, srv_lr_fn lr_of, void *arg);
+/* How long an update waits for the chunk's zero-copy readers before it
+ * fails (PS_ETIMEDOUT); < 0, the default, waits for ever.  `idle` (may be
+ * NULL) runs every few milliseconds meanwhile, on the updating thread: the
+ * server lets its socket drop replies queued to peers that have gone, whose
+ * references only that thread can make zmq give back. */
+void srv_store_set_ref_wait(srv_store_t *s, int timeout_ms, srv_idle_fn idle, void *arg);
 /* Releases held pushes and frees everything; safe on a zeroed store. */
 void srv_store_fini(srv_store_t *s);
 /* The local chunk with this id, or NULL when it is not ours / out of range. */
@@ -107,10 +120,14 @@ int srv_store_all_initialized(const srv_store_t *s);
  * `base`.  Returns the number of updates this push caused (0 while
  * waiting for other workers; async: 1, or 0 for an empty push), PS_ERANGE
  * for a step outside the window (sync: the chunk's version; ssp: version
- * .. version + staleness) or a base newer than the chunk, PS_ESTATE for a
- * second push from the same worker for one step (detail set; nothing is
- * held then and the caller still owns `owner`).  `w` must be in
- * [0, nworkers). */
+ * .. version + staleness; any mode: UINT64_MAX) or a base newer than the
+ * chunk, PS_ESTATE for a second push from the same worker for one step
+ * (async: for a step not after its last one) (detail set; nothing is held
+ * then and the caller still owns `owner`).  PS_ETIMEDOUT when an update
+ * could not wait out the chunk's readers (detail names the chunk): the
+ * push is then held (sync/ssp) or released (async) as on success, the
+ * store is consistent but that step is not applied; the server should
+ * stop.  `w` must be in [0, nworkers). */
 int srv_store_push(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint64_t base,
                    uint32_t samples, const float *grad, void *owner);
 /* Like a push, from a worker whose gradient for `step` was not finite: the

@@ -6,7 +6,8 @@
 # Exit status: 0 when nothing failed.
 #
 # Environment: BUILD (build folder, default build), BINDIR (binaries,
-# default bin), TESTS (a pattern to run a subset, e.g. TESTS=equiv).
+# default bin), TESTS (a pattern to run a subset, e.g. TESTS=equiv), SUITE
+# (unit or integration: only those; default both).
 set -u
 BUILD=${BUILD:-build}
 BINDIR=${BINDIR:-bin}
@@ -22,7 +23,12 @@ export BUILD BINDIR
 ASAN_OPTIONS="detect_leaks=1:fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")" && pwd)/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
-export ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
+#   ThreadSanitizer (make SAN=thread): the first race ends the program, so
+#       it fails its test; tests/tsan.supp names only third-party libraries
+#       (not instrumented, so their hand-overs between threads look like
+#       races)
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$(cd "$(dirname "$0")" && pwd)/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
+export ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS
 pass=0 fail=0 skip=0
 failed_names=""
 log_dir="$BUILD/test-logs"
@@ -59,7 +65,12 @@ selected() {
     return 1
 }
 
+suite() {
+    [ -z "${SUITE:-}" ] || [ "$SUITE" = "$1" ]
+}
+
 for t in "$BUILD"/tests/test_*; do
+    suite unit || break
     [ -x "$t" ] || continue
     name=$(basename "$t")
     selected "$name" || continue
@@ -69,6 +80,7 @@ for t in "$BUILD"/tests/test_*; do
 done
 
 for t in tests/integration/test_*.sh tests/integration/test_*.py; do
+    suite integration || break
     [ -f "$t" ] || continue
     name=$(basename "$t")
     selected "$name" || continue

@@ -188,7 +188,9 @@ typedef struct {
 #define PS_MAX_STREAMS 16
 
 #define PS_COMPRESS_NONE 0
-#define PS_COMPRESS_FP16 1 /* IEEE binary16: 5 exponent bits, |g| < 65504 */
+/* A chunk holding a finite value the format would round to Inf goes as
+ * float32 instead, so a finite gradient always arrives finite. */
+#define PS_COMPRESS_FP16 1 /* IEEE binary16: 5 exponent bits, |g| <= 65504 */
 #define PS_COMPRESS_BF16 2 /* bfloat16: float32's range, 8 significant bits */
 
 #define PS_SIGNALS_NONE 0 /* signals are the program's business */

@@ -37,6 +37,7 @@ struct wkr_client {
     uint64_t want_step; /* the step whose weights are being pulled (messages) */
     int skip;           /* flag this step's pushes PS_FLAG_SKIP */
     int finished;       /* finish_step ran: only begin_step is valid */
+    int said_wide;      /* logged that a --compress chunk went as float32 */
     chunk_state_t *ck;
     tensor_state_t *ts;
     uint64_t *have;  /* per chunk: version of the weights in the arrays */
@@ -164,6 +165,27 @@ static int stream_of(const wkr_client_t *c, const ps_chunk_t *k)
     return (int)((k->id / (uint32_t)c->cfg.nservers) % (uint32_t)c->cfg.streams);
 }
 
+/* --compress: chunk k's gradient as 16 bits in the staging buffer, and 1;
+ * 0 when it holds a finite value the format would make Inf, so it goes as
+ * float32 (a server that found an Inf could drop the step only for this
+ * chunk, and the worker's own check saw nothing wrong). */
+static int compress_chunk(wkr_client_t *c, const ps_chunk_t *k, const float *data)
+{
+    ps_half_fmt_t fmt = c->cfg.compress == PS_COMPRESS_FP16 ? PS_HALF_F16 : PS_HALF_BF16;
+    if (ps_half_encode(fmt, data, c->stage + k->offset, k->count)) {
+        return 1;
+    }
+    if (!c->said_wide) {
+        c->said_wide = 1;
+        ps_log_info("--compress %s: chunk %u of step %llu holds a gradient too large for "
+                    "16 bits (|g| >= %s); such chunks are pushed as float32 (said once)",
+                    fmt == PS_HALF_F16 ? "fp16" : "bf16", k->id,
+                    (unsigned long long)c->step + 1, fmt == PS_HALF_F16 ? "65520" : "3.39e38");
+    }
+    c->st.wide_pushes++;
+    return 0;
+}
+
 /* A PUSH, PULL or INIT of chunk k; `data` is the chunk's count floats
  * (NULL for a PULL), sent zero-copy when ffn is given. */
 static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, uint64_t step,
@@ -181,21 +203,18 @@ static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, 
         h.count = (uint32_t)k->count;
         h.payload = k->count * sizeof(float);
     }
-    if (data && type == PS_MSG_PUSH && c->cfg.compress) {
-        /* --compress: 16-bit copy in the staging buffer, sent from there. */
-        uint16_t *half = c->stage + k->offset;
-        if (c->cfg.compress == PS_COMPRESS_FP16) {
-            ps_f32_to_f16(data, half, k->count);
-        } else {
-            ps_f32_to_bf16(data, half, k->count);
-        }
+    if (data && type == PS_MSG_PUSH && c->cfg.compress && compress_chunk(c, k, data)) {
         h.flags |= c->cfg.compress == PS_COMPRESS_FP16 ? PS_FLAG_F16 : PS_FLAG_BF16;
         h.payload = k->count * sizeof(uint16_t);
-        payload = half;
+        payload = c->stage + k->offset;
     }
     /* INIT must not overtake the REGISTER before it: both on stream 0. */
     int stream = type == PS_MSG_INIT ? 0 : stream_of(c, k);
-    return ps_tp_send(c->tp, k->server, stream, &h, payload, h.payload, ffn, ffn ? c : NULL);
+    int rv = ps_tp_send(c->tp, k->server, stream, &h, payload, h.payload, ffn, ffn ? c : NULL);
+    if (rv == 0 && type == PS_MSG_PUSH) {
+        c->st.bytes_pushed += h.payload;
+    }
+    return rv;
 }
 
 /* INIT every chunk from the weight arrays (copied by the transport). */
@@ -314,11 +333,9 @@ static int push_chunk(wkr_client_t *c, size_t k, uint32_t samples)
     int rv = send_chunk(c, PS_MSG_PUSH, ch, c->step, wkr_arrays_grads(&c->arrays, k), samples,
                         push_released);
     if (rv != 0) {
-        ps_count_release(&c->inflight); /* the transport did not take it */
-        return rv;
+        return rv; /* ps_tp_send ran push_released already: it does on failure too */
     }
     c->ck[k].pushed = 1;
-    c->st.bytes_pushed += ch->count * (c->cfg.compress ? sizeof(uint16_t) : sizeof(float));
     return request(c, k, need_version(c, c->step + 1));
 }
 

@@ -33,7 +33,10 @@
  * every pushed chunk, so the next step's pushes are in its window.
  *
  * With `compress`, pushes travel as IEEE fp16 or bfloat16 (half the
- * bytes; the servers widen them back to float32 before the update).
+ * bytes; the servers widen them back to float32 before the update),
+ * except a chunk holding a finite value the format would round to Inf
+ * (fp16: |g| >= 65520), which travels as float32 (the PUSH without the
+ * 16-bit flag): a finite gradient always arrives finite.
  * Every reply is checked (sender, chunk, offset, count, version) before it
  * is used; a server's ERROR ends the call with its text as the detail.
  * Calls block for at most the timeout given at creation, then fail with a
@@ -72,6 +75,7 @@ typedef struct {
 
 typedef struct {
     uint64_t bytes_pushed, bytes_pulled;
+    uint64_t wide_pushes; /* --compress: chunks pushed as float32 (too large for 16 bits) */
     double wait_s; /* time blocked waiting for pull replies */
 } wkr_client_stats_t;
 

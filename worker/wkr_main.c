@@ -16,6 +16,7 @@
 #include "ps_opts.h"
 #include "ps_trace.h"
 #include "ps_safetensors.h"
+#include "ps_tmp.h"
 #include "wkr_data.h"
 #include "wkr_model.h"
 #include "wkr_plot.h"
@@ -32,7 +33,7 @@ typedef struct {
     const char *model, *hidden, *data, *data_dir, *test_data, *init, *init_from, *metrics,
         *progress;
     const char *plot, *plot_metrics, *trace, *config, *compress;
-    char tmp_metrics[64]; /* --plot without --metrics */
+    char tmp_metrics[4200]; /* --plot without --metrics: a file in TMPDIR */
     int features, classes;
     int io_threads, streams, timeout_s, blas_threads, quiet;
     int no_shuffle;
@@ -95,7 +96,8 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
         {"test-delay-ms", PS_OPT_INT, &c->train.delay_ms, "MS",
          "TEST ONLY: sleep this long before every step (simulates a slow worker)"},
         {"compress", PS_OPT_STRING, &c->compress, "none|fp16|bf16",
-         "push gradients as 16-bit floats (half the bytes; servers widen them back)"},
+         "push gradients as 16-bit floats (half the bytes; servers widen them back); "
+         "a chunk too large for 16 bits goes as float32"},
         {"plot", PS_OPT_STRING, &c->plot, "PATH.png",
          "worker 0 draws loss and accuracy against steps and wall time (gnuplot)"},
         {"plot-metrics", PS_OPT_STRING, &c->plot_metrics, "FILE",
@@ -346,8 +348,18 @@ static int plot_only(const wkr_cfg_t *c)
 static int start_outputs(wkr_cfg_t *c, const ps_info_t *in)
 {
     if (c->plot && !c->metrics && in->rank == 0) {
-        snprintf(c->tmp_metrics, sizeof c->tmp_metrics, "/tmp/ps-metrics-%d.jsonl",
-                 (int)getpid());
+        /* An unguessable new file in TMPDIR: a fixed name there could be
+         * a symlink someone planted.  wkr_report reopens it by name. */
+        int fd, rv = ps_tmp_create(c->tmp_metrics, sizeof c->tmp_metrics, "ps-metrics", ".jsonl",
+                                   &fd);
+        if (rv != 0) {
+            char why[4400];
+            snprintf(why, sizeof why, "%s", ps_error_msg());
+            c->tmp_metrics[0] = '\0';
+            ps_error_set("--plot without --metrics: %s", why);
+            return rv;
+        }
+        close(fd);
         c->metrics = c->tmp_metrics;
         ps_cleanup_add_file(c->tmp_metrics); /* also when the job ends early */
     }

@@ -1,6 +1,8 @@
 #include "wkr_plot.h"
 
+#include "ps_cleanup.h"
 #include "ps_err.h"
+#include "ps_tmp.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -126,11 +128,21 @@ static void write_script(FILE *g, const char *dat, const char *png, int has_test
 
 int wkr_plot_metrics(const char *metrics_path, const char *png_path)
 {
-    char dat[] = "/tmp/ps-plot-XXXXXX";
-    int fd = mkstemp(dat), has_test = 0, rv;
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    char dat[4200];
+    int fd, has_test = 0, rv = ps_tmp_create(dat, sizeof dat, "ps-plot", ".dat", &fd);
+    if (rv != 0) {
+        return rv;
+    }
+    ps_cleanup_add_file(dat); /* gone even if a signal ends the process meanwhile */
+    FILE *f = strchr(dat, '\'') ? NULL : fdopen(fd, "w");
     if (!f) {
-        ps_error_set("--plot: cannot create a temporary file: %s", strerror(errno));
+        /* gnuplot reads the name inside '...', which cannot hold a quote. */
+        ps_error_set(strchr(dat, '\'') ? "--plot: TMPDIR %s has a quote (') gnuplot cannot read"
+                                       : "--plot: cannot open %s: %s",
+                     strchr(dat, '\'') ? ps_tmp_dir() : dat, strerror(errno));
+        close(fd);
+        unlink(dat);
+        ps_cleanup_forget(dat);
         return PS_EIO;
     }
     rv = wkr_plot_columns(metrics_path, f, &has_test);
@@ -152,5 +164,6 @@ int wkr_plot_metrics(const char *metrics_path, const char *png_path)
         }
     }
     unlink(dat);
+    ps_cleanup_forget(dat);
     return rv;
 }

@@ -6,7 +6,11 @@
 #                      their own (Open MPI's own mapper, --do-not-launch)
 #   ps-train.sbatch    #SBATCH lines are well formed and come first; dry
 #                      runs (a stand-in scontrol) of both launchers place
-#                      the ranks as documented
+#                      the ranks as documented; real runs with stand-in
+#                      mpirun and srun that fail once after a checkpoint
+#                      are rerun by deploy/ps-launch with --resume after
+#                      the ps-server word (in the multi-prog file for srun)
+#   ps-launch          --help documents its options
 #   mpijob.yaml        parses (PyYAML), is a v2beta1 MPIJob whose launcher
 #                      line maps the servers alone onto the first Worker pod
 #   Dockerfile         Debian 12, installs with deploy/install-deps.sh as
@@ -27,7 +31,7 @@ show() { sed 's/^/#   /' "$1" | tail -"${2:-10}"; }
 
 # --- shell scripts ------------------------------------------------------------
 
-scripts="$D/install-deps.sh $SBATCH tests/cluster/netns.sh tests/cluster/rsh-agent.sh
+scripts="$D/install-deps.sh $SBATCH $D/ps-launch tests/cluster/netns.sh tests/cluster/rsh-agent.sh
 tests/integration/test_cluster.sh tests/integration/test_deploy.sh"
 for f in $D/*.sh; do
     case " $scripts " in *" $f "*) ;; *) scripts="$scripts $f" ;; esac
@@ -220,6 +224,66 @@ else
         not_ok "$SBATCH dry run (srun) writes its multi-prog file and hostfile"
         show "$TMP/sb.out"
     fi
+fi
+
+# --- the Slurm script's launcher: ps-launch ----------------------------------------
+
+if "$D/ps-launch" --help >"$TMP/pl.help" 2>&1 &&
+    grep -q -- '--retries N' "$TMP/pl.help" && grep -q -- '--checkpoint-dir DIR' "$TMP/pl.help" &&
+    grep -q 'right after every word' "$TMP/pl.help"; then
+    ok "$D/ps-launch --help documents --retries, --checkpoint-dir and where --resume goes"
+else
+    not_ok "$D/ps-launch --help documents its options"
+    show "$TMP/pl.help"
+fi
+
+# Stand-in mpirun and srun: each records its arguments (srun also its
+# multi-prog file); the first call leaves a whole checkpoint of step 8 in
+# $CKD and fails, the second succeeds.
+for prog in mpirun srun; do
+    cat >"$TMP/fakebin/$prog" <<'EOF'
+#!/bin/sh
+echo "ARGS $*" >>"$CALLS"
+for a; do last=$a; done
+[ "$(basename "$0")" = srun ] && sed 's/^/CONF /' "$last" >>"$CALLS"
+if [ "$(grep -c '^ARGS' "$CALLS")" = 1 ]; then
+    mkdir -p "$CKD/step-00000008" && : >"$CKD/step-00000008/MANIFEST"
+    exit 9
+fi
+EOF
+    chmod +x "$TMP/fakebin/$prog"
+done
+sbatch_run() { # LAUNCHER: the calls in $TMP/calls.$1, output in $TMP/sbr.$1.out
+    rm -rf "$TMP/sbck"
+    PATH="$TMP/fakebin:$PATH" SLURM_JOB_NODELIST='node[01-03]' SLURM_NTASKS_PER_NODE=4 \
+        SLURM_JOB_ID=1 LAUNCHER=$1 RUN_DIR="$TMP/sbrun.$1" PS_DIR="$PWD" RETRY_DELAY=0 \
+        SERVER_FLAGS="--checkpoint-dir $TMP/sbck --checkpoint-every 4" \
+        CALLS="$TMP/calls.$1" CKD="$TMP/sbck" timeout 30 bash "$SBATCH" >"$TMP/sbr.$1.out" 2>&1
+}
+if ! have bash; then
+    skip "$SBATCH reruns through ps-launch" "no bash"
+else
+    for l in mpirun srun; do
+        sbatch_run $l
+        rc=$?
+        if [ $l = mpirun ]; then
+            pre="^ARGS .*"
+        else
+            pre="^CONF 0-1 .*"
+        fi
+        first=$(grep -c "$pre/bin/ps-server --checkpoint-dir $TMP/sbck " "$TMP/calls.$l")
+        rerun=$(grep -c "$pre/bin/ps-server --resume $TMP/sbck --checkpoint-dir $TMP/sbck " \
+            "$TMP/calls.$l")
+        if [ $rc = 0 ] && [ "$(grep -c '^ARGS' "$TMP/calls.$l")" = 2 ] && [ "$first" = 1 ] &&
+            [ "$rerun" = 1 ] &&
+            grep -q 'attempt 2/4: resuming from step 8' "$TMP/sbrun.$l/launch.log"; then
+            ok "$SBATCH ($l) fails once after a checkpoint: ps-launch reruns it with --resume, logged"
+        else
+            not_ok "$SBATCH ($l) reruns through ps-launch with --resume (exit $rc)"
+            show "$TMP/calls.$l"
+            show "$TMP/sbr.$l.out"
+        fi
+    done
 fi
 
 # --- the Kubernetes MPIJob ------------------------------------------------------

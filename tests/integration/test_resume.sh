@@ -152,3 +152,13 @@ check "cosine schedule, more epochs: the refusal names total_steps and says why"
 check "sync mode only: --checkpoint-dir with --mode async is refused" \
     sh -c "! timeout 60 mpirun --oversubscribe -np 1 '$SERVER' --mode async --checkpoint-dir '$TMP/x' \
         --checkpoint-every 2 : -np 1 '$WORKER' $W >'$TMP/as.log' 2>&1 && grep -q 'need --mode sync' '$TMP/as.log'"
+
+# A new run (no --resume) into a folder holding another run's checkpoints
+# is refused at start-up, and nothing in the folder is deleted.
+before=$(ls "$TMP/ref.ck" | sort | tr '\n' ' ')
+psrun 60 1 "$SRV --checkpoint-dir $TMP/ref.ck" 2 "$W" "$TMP/fresh.log"
+rc=$?
+after=$(ls "$TMP/ref.ck" | sort | tr '\n' ' ')
+check "a new run into another run's checkpoint folder is refused, folder kept (exit $rc)" \
+    sh -c "[ $rc -ne 0 ] && [ $rc -ne 124 ] && [ -n '$before' ] && [ '$before' = '$after' ] &&
+           grep -q 'already holds a checkpoint of another run' '$TMP/fresh.log'"

@@ -10,7 +10,19 @@
  * the model into other chunks.  Damaged checkpoints (a flipped data byte, a
  * truncated file, a missing or garbled MANIFEST, other settings) are
  * refused, the reason logged, and the previous checkpoint is used when
- * there is one.  Server 0 keeps the newest two checkpoints.
+ * there is one.
+ *
+ * Durability (the header's protocol): the server that writes the last
+ * part writes the MANIFEST, whoever that is, and only then are older
+ * checkpoints pruned (the newest whole one before is kept), so a crash
+ * between a part and the MANIFEST leaves the previous checkpoint loadable.
+ * The order of the file-system calls is observed by defining mkdir,
+ * rename, rmdir and fsync in this program: the library's calls land here
+ * (the executable's symbols come first), are logged with their paths
+ * (fsync's through /proc/self/fd) and then done with the *at() system
+ * calls.  A manifest of 300 servers reads (no fixed limit below the
+ * documented bound).  A run drops the later checkpoints of an earlier run
+ * in its folder before it writes (srv_ckpt_drop_newer).
  *
  * Layout: one tensor of 3000 floats, chunk 1024: chunks 0, 1 and 2 (952
  * elements).  Chunk 2 only ever gets zero-sample pushes, so it keeps no
@@ -26,14 +38,17 @@
 #include "ps_err.h"
 #include "ps_safetensors.h"
 #include "srv_ckpt.h"
+#include "unit_tmp.h"
 #include "srv_store.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define TOTAL 3000
@@ -42,37 +57,87 @@
 
 static char root[256];
 
-static void rm_tree(const char *path)
+/* The file-system calls of the code under test, in order, while
+ * `recording`: "mkdir PATH", "fsync PATH", "rename NEWPATH", "rmdir PATH". */
+#define MAX_EVENTS 4096
+static int recording;
+static int nevents;
+static char events[MAX_EVENTS][1024];
+
+static void record(const char *what, const char *path)
 {
-    DIR *d = opendir(path);
-    if (d == NULL) {
-        unlink(path);
-        return;
+    if (recording && nevents < MAX_EVENTS &&
+        snprintf(events[nevents], sizeof events[0], "%s %s", what, path) < (int)sizeof events[0]) {
+        nevents++;
     }
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            char sub[600];
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            rm_tree(sub);
+}
+
+int mkdir(const char *path, mode_t mode)
+{
+    record("mkdir", path);
+    return mkdirat(AT_FDCWD, path, mode);
+}
+
+int rename(const char *from, const char *to)
+{
+    record("rename", to);
+    return renameat(AT_FDCWD, from, AT_FDCWD, to);
+}
+
+int rmdir(const char *path)
+{
+    record("rmdir", path);
+    return unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
+}
+
+int fsync(int fd)
+{
+    char link[64], path[300];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    path[n > 0 ? n : 0] = '\0';
+    record("fsync", path);
+    return (int)syscall(SYS_fsync, fd);
+}
+
+/* Index of the first event equal to "WHAT PATH" at or after `from`; -1. */
+static int event_at(int from, const char *what, const char *path)
+{
+    char want[1024];
+    snprintf(want, sizeof want, "%s %s", what, path);
+    for (int i = from; i < nevents; i++) {
+        if (strcmp(events[i], want) == 0) {
+            return i;
         }
     }
-    closedir(d);
-    rmdir(path);
+    return -1;
 }
+
+static void dump_events(void)
+{
+    for (int i = 0; i < nevents; i++) {
+        fprintf(stderr, "# event %d: %s\n", i, events[i]);
+    }
+}
+
 
 /* A fresh, empty checkpoint folder per test. */
 static int setup(void **state)
 {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/test_ckpt.XXXXXX");
-    return mkdtemp(root) == NULL ? -1 : 0;
+    /* Canonical, as /proc/self/fd names the folders fsync is given. */
+    if (ut_mkdtemp(root, sizeof root, "test_ckpt") != 0) {
+        return -1;
+    }
+    recording = 0;
+    nevents = 0;
+    return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    rm_tree(root);
+    ut_rm_tree(root);
     return 0;
 }
 
@@ -86,18 +151,20 @@ static float val(uint64_t seed, size_t i)
     return (float)((double)(s >> 40) / (double)(1 << 24) * 2.0 - 1.0);
 }
 
-/* Server `server` of `nservers` over the 3000-float model, momentum 0.9,
- * one worker, weights initialised by flat index (so every server agrees). */
-static void store_new(srv_store_t *s, size_t chunk, int server, int nservers)
+/* Server `server` of `nservers` over a model of one tensor of `total`
+ * floats, momentum 0.9, one worker, weights initialised by flat index (so
+ * every server agrees). */
+static void store_new_total(srv_store_t *s, size_t total, size_t chunk, int server, int nservers)
 {
-    const int64_t d[1] = {TOTAL};
+    const int64_t d[1] = {(int64_t)total};
     ps_layout_t *l = malloc(sizeof *l);
     assert_non_null(l);
     ps_layout_init(l);
     assert_int_equal(ps_layout_add(l, "w", 1, d), 0);
     srv_optim_cfg_t opt = {.lr = 0.1, .momentum = 0.9};
     assert_int_equal(srv_store_init(s, &l, chunk, server, nservers, 1, &opt, NULL), 0);
-    float w[TOTAL];
+    float *w = malloc(chunk * sizeof *w);
+    assert_non_null(w);
     for (size_t i = 0; i < s->nlocal; i++) {
         srv_chunk_t *c = &s->chunks[i];
         for (size_t k = 0; k < c->count; k++) {
@@ -105,6 +172,13 @@ static void store_new(srv_store_t *s, size_t chunk, int server, int nservers)
         }
         assert_int_equal(srv_store_set_init(s, c, w), 0);
     }
+    free(w);
+}
+
+/* The same over the 3000-float model. */
+static void store_new(srv_store_t *s, size_t chunk, int server, int nservers)
+{
+    store_new_total(s, TOTAL, chunk, server, nservers);
 }
 
 /* Step `step` on every local chunk: a gradient by flat index, except that
@@ -458,8 +532,9 @@ static int has_step_dir(uint64_t step)
     return access(path, F_OK) == 0;
 }
 
-/* Server 0 keeps the newest checkpoint and the one before; other servers
- * never delete. */
+/* A single server completes each checkpoint: it keeps the newest and the
+ * one before; a server of two whose partner has not written deletes
+ * nothing. */
 static void test_prune(void **state)
 {
     (void)state;
@@ -484,6 +559,244 @@ static void test_prune(void **state)
     srv_store_fini(&s1);
 }
 
+/* Two servers over the 3000-float model, `steps` steps in. */
+static void pair_new(srv_store_t *s0, srv_store_t *s1, uint64_t steps)
+{
+    store_new(s0, CHUNK, 0, 2);
+    store_new(s1, CHUNK, 1, 2);
+    for (uint64_t t = 0; t < steps; t++) {
+        store_step(s0, t, 1);
+        store_step(s1, t, 1);
+    }
+}
+
+static void pair_step(srv_store_t *s0, srv_store_t *s1, uint64_t step)
+{
+    store_step(s0, step, 1);
+    store_step(s1, step, 1);
+}
+
+/* Server 0 writes first: the MANIFEST waits for server 1's part, and it is
+ * server 1, the last to write, that completes the checkpoint. */
+static void test_last_part_writes_manifest(void **state)
+{
+    (void)state;
+    srv_store_t s0, s1;
+    pair_new(&s0, &s1, 2);
+    char path[400];
+    step_path(path, sizeof path, 2, "MANIFEST");
+    assert_int_equal(srv_ckpt_write(&s0, root, 2, 2, SETTINGS), 0);
+    if (access(path, F_OK) == 0) {
+        fail_msg("server 0 wrote the MANIFEST before server 1's part existed");
+    }
+    assert_int_equal(srv_ckpt_write(&s1, root, 2, 2, SETTINGS), 0);
+    assert_int_equal(access(path, F_OK), 0);
+    srv_ckpt_state_t st;
+    assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), 0);
+    assert_true(st.step == 2);
+    assert_state_has(&st, &s0);
+    assert_state_has(&st, &s1);
+    srv_ckpt_fini(&st);
+    srv_store_fini(&s0);
+    srv_store_fini(&s1);
+}
+
+/* Server 1 fails (or crashes) before its parts of steps 2 and 3 while
+ * server 0 writes its own: neither becomes whole, and step 1, the only
+ * whole checkpoint, is neither pruned nor passed over.  When server 1's
+ * part of step 3 arrives late, step 3 is whole and the incomplete step 2
+ * is pruned, step 1 kept as the previous whole one. */
+static void test_part_without_manifest_keeps_previous(void **state)
+{
+    (void)state;
+    srv_store_t s0, s1;
+    pair_new(&s0, &s1, 1);
+    assert_int_equal(srv_ckpt_write(&s1, root, 1, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s0, root, 1, 2, SETTINGS), 0);
+    pair_step(&s0, &s1, 1);
+    assert_int_equal(srv_ckpt_write(&s0, root, 2, 2, SETTINGS), 0);
+    pair_step(&s0, &s1, 2);
+    assert_int_equal(srv_ckpt_write(&s0, root, 3, 2, SETTINGS), 0);
+
+    char path[400], log[4096];
+    step_path(path, sizeof path, 3, "MANIFEST");
+    assert_int_not_equal(access(path, F_OK), 0);
+    assert_true(has_step_dir(1));
+    srv_ckpt_state_t st;
+    assert_int_equal(load_logged(&st, SETTINGS, log, sizeof log), 0);
+    if (st.step != 1 || !strstr(log, "step 3 is unusable") || !strstr(log, "MANIFEST: missing")) {
+        fail_msg("loaded step %llu; log:\n%s", (unsigned long long)st.step, log);
+    }
+    srv_ckpt_fini(&st);
+
+    assert_int_equal(srv_ckpt_write(&s1, root, 3, 2, SETTINGS), 0);
+    assert_int_equal(access(path, F_OK), 0);
+    assert_true(has_step_dir(1) && !has_step_dir(2) && has_step_dir(3));
+    assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), 0);
+    assert_true(st.step == 3);
+    assert_state_has(&st, &s0);
+    assert_state_has(&st, &s1);
+    srv_ckpt_fini(&st);
+    srv_store_fini(&s0);
+    srv_store_fini(&s1);
+}
+
+/* The order on disk: the new step folder's entry is synced in its parent
+ * before a part goes into it; a folder created for --checkpoint-dir is
+ * synced in its own parent; older checkpoints are removed only after the
+ * new MANIFEST is in place. */
+static void test_sync_and_prune_order(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    char dir[300], sdir[400], part[450], manifest[450], old[400];
+    snprintf(dir, sizeof dir, "%s/ck", root);
+    store_new(&s, CHUNK, 0, 1);
+    recording = 1;
+    for (uint64_t k = 1; k <= 3; k++) {
+        store_step(&s, k - 1, 1);
+        assert_int_equal(srv_ckpt_write(&s, dir, k, 1, SETTINGS), 0);
+    }
+    recording = 0;
+    int made = event_at(0, "mkdir", dir), synced = event_at(made + 1, "fsync", root);
+    if (made < 0 || synced < 0) {
+        dump_events();
+        fail_msg("%s was not synced after creating %s", root, dir);
+    }
+    for (uint64_t k = 1; k <= 3; k++) {
+        snprintf(sdir, sizeof sdir, "%s/step-%08llu", dir, (unsigned long long)k);
+        snprintf(part, sizeof part, "%s/server-0.safetensors", sdir);
+        made = event_at(0, "mkdir", sdir);
+        synced = made < 0 ? -1 : event_at(made + 1, "fsync", dir);
+        int placed = event_at(0, "rename", part);
+        if (made < 0 || synced < 0 || placed < synced) {
+            dump_events();
+            fail_msg("step %llu: mkdir at %d, %s synced at %d, part renamed at %d",
+                     (unsigned long long)k, made, dir, synced, placed);
+        }
+    }
+    /* Step 3's MANIFEST, then step 1 removed. */
+    snprintf(manifest, sizeof manifest, "%s/step-00000003/MANIFEST", dir);
+    snprintf(old, sizeof old, "%s/step-00000001", dir);
+    int mf = event_at(0, "rename", manifest), gone = event_at(0, "rmdir", old);
+    if (mf < 0 || gone < mf) {
+        dump_events();
+        fail_msg("MANIFEST of step 3 at %d, step 1 removed at %d", mf, gone);
+    }
+    srv_store_fini(&s);
+}
+
+/* 300 servers, one chunk each: the manifest lists 300 files and the
+ * checkpoint loads whole. */
+static void test_manifest_300_servers(void **state)
+{
+    (void)state;
+    enum { NS = 300 };
+    const size_t total = (size_t)NS * CHUNK;
+    srv_store_t *s = calloc(NS, sizeof *s);
+    assert_non_null(s);
+    for (int r = 0; r < NS; r++) {
+        store_new_total(&s[r], total, CHUNK, r, NS);
+        assert_int_equal(s[r].nlocal, 1);
+        assert_int_equal(srv_ckpt_write(&s[r], root, 1, NS, SETTINGS), 0);
+    }
+    srv_ckpt_state_t st;
+    if (srv_ckpt_load(&st, root, SETTINGS) != 0) {
+        fail_msg("load: %s", ps_error_msg());
+    }
+    assert_int_equal(st.total, total);
+    assert_int_equal(st.nranges, NS);
+    for (int r = 0; r < NS; r++) {
+        assert_bits(st.w + s[r].chunks[0].offset, s[r].chunks[0].w, CHUNK, "weights");
+        srv_store_fini(&s[r]);
+    }
+    srv_ckpt_fini(&st);
+    free(s);
+}
+
+static void write_manifest_text(uint64_t step, const char *head, int nfiles)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/step-%08llu", root, (unsigned long long)step);
+    mkdir(path, 0755);
+    step_path(path, sizeof path, step, "MANIFEST");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(head, f);
+    for (int i = 0; i < nfiles; i++) {
+        fprintf(f, "file server-%d.safetensors\n", i);
+    }
+    fclose(f);
+}
+
+/* A manifest's server count is bounded and its file list may not exceed
+ * it: refused with a message, before any file is opened. */
+static void test_manifest_bounds(void **state)
+{
+    (void)state;
+    write_manifest_text(1,
+                        "ps-checkpoint 1\nstep 1\nnservers 2000000\ntotal 3000\n"
+                        "layout 0123456789abcdef\n",
+                        1);
+    expect_refused("nservers 2000000");
+    write_manifest_text(1,
+                        "ps-checkpoint 1\nstep 1\nnservers 2\ntotal 3000\n"
+                        "layout 0123456789abcdef\n",
+                        3);
+    expect_refused("more files than its 2 servers");
+}
+
+/* A run resuming at step 1 drops the folder's later step folders (left
+ * unfinished, or refused by the resume); its own step-2 parts then never meet the earlier
+ * run's: server 1's part alone does not make step 2 whole, though the
+ * earlier run's server-0 part was there. */
+static void test_drop_newer(void **state)
+{
+    (void)state;
+    srv_store_t s0, s1, e0, e1;
+    pair_new(&e0, &e1, 4); /* the earlier run: other values at steps 2 and 3 */
+    for (uint64_t k = 2; k <= 3; k++) {
+        assert_int_equal(srv_ckpt_write(&e0, root, k, 2, SETTINGS), 0);
+        assert_int_equal(srv_ckpt_write(&e1, root, k, 2, SETTINGS), 0);
+    }
+    pair_new(&s0, &s1, 1);
+    assert_int_equal(srv_ckpt_write(&s0, root, 1, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s1, root, 1, 2, SETTINGS), 0);
+    assert_true(has_step_dir(1) && has_step_dir(2) && has_step_dir(3));
+
+    assert_int_equal(srv_ckpt_drop_newer(root, 1, 1), 0);
+    assert_true(has_step_dir(1) && !has_step_dir(2) && !has_step_dir(3));
+    pair_step(&s0, &s1, 1);
+    assert_int_equal(srv_ckpt_write(&s1, root, 2, 2, SETTINGS), 0);
+    char path[400];
+    step_path(path, sizeof path, 2, "MANIFEST");
+    assert_int_not_equal(access(path, F_OK), 0);
+    srv_ckpt_state_t st;
+    assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), 0);
+    assert_true(st.step == 1);
+    srv_ckpt_fini(&st);
+
+    /* A new run (step 0) never deletes a whole checkpoint: the folder
+     * holding step 1 is refused, naming --resume, and kept as it was. */
+    assert_int_equal(srv_ckpt_drop_newer(root, 0, 0), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "already holds a checkpoint of another run (step 1)"));
+    assert_non_null(strstr(ps_error_msg(), "--resume"));
+    assert_true(has_step_dir(1) && has_step_dir(2));
+    /* Only unfinished parts left (step 2 has no MANIFEST): a new run drops
+     * them; a missing folder is no error. */
+    step_path(path, sizeof path, 1, "MANIFEST");
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(srv_ckpt_drop_newer(root, 0, 0), 0);
+    assert_true(!has_step_dir(1) && !has_step_dir(2));
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/nowhere", root);
+    assert_int_equal(srv_ckpt_drop_newer(missing, 0, 0), 0);
+    srv_store_fini(&s0);
+    srv_store_fini(&s1);
+    srv_store_fini(&e0);
+    srv_store_fini(&e1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -498,6 +811,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_other_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_part_writes_manifest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_part_without_manifest_keeps_previous, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_and_prune_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_300_servers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_bounds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_newer, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

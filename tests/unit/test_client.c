@@ -38,6 +38,7 @@
 #include "wkr_arrays.h"
 #include "wkr_client.h"
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -76,6 +77,32 @@ typedef struct {
     int inits, registered, pushes;
 } fake_t;
 
+/* The test's thread reads what a fake server wrote before answering, once
+ * the answer is in: zmq orders the two, out of ThreadSanitizer's sight
+ * (libzmq is not instrumented), so under TSan both sides say so. */
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define ANSWERED(f) __tsan_release(f)
+#define SEEN(f) __tsan_acquire(f)
+#else
+#define ANSWERED(f) ((void)(f))
+#define SEEN(f) ((void)(f))
+#endif
+
+static int fake_send(fake_t *f, int peer, int stream, const ps_hdr_t *h, const void *payload,
+                     size_t len)
+{
+    ANSWERED(f);
+    return ps_tp_send(f->tp, peer, stream, h, payload, len, NULL, NULL);
+}
+
+/* A fake server's records, as of the last answer received from it. */
+static fake_t *seen(fake_t *f)
+{
+    SEEN(f);
+    return f;
+}
+
 typedef struct {
     ps_layout_t layout;
     ps_chunkmap_t map;
@@ -95,7 +122,7 @@ static int reply_chunk(fake_t *f, int peer, int stream, uint32_t k)
     h.offset = (uint64_t)k * CHUNK;
     h.count = (uint32_t)(k + 1 < NCHUNKS ? CHUNK : TOTAL - k * CHUNK);
     h.payload = h.count * sizeof(float);
-    return ps_tp_send(f->tp, peer, stream, &h, f->w + h.offset, h.payload, NULL, NULL);
+    return fake_send(f, peer, stream, &h, f->w + h.offset, h.payload);
 }
 
 /* MODE_BOGUS: first a reply whose offset does not match its chunk. */
@@ -108,7 +135,7 @@ static void reply_bogus(fake_t *f, int peer, int stream, uint32_t k)
     h.offset = (uint64_t)k * CHUNK + 8;
     h.count = 8;
     h.payload = sizeof junk;
-    ps_tp_send(f->tp, peer, stream, &h, junk, sizeof junk, NULL, NULL);
+    fake_send(f, peer, stream, &h, junk, sizeof junk);
 }
 
 static void on_pull(fake_t *f, const ps_tp_msg_t *m)
@@ -121,7 +148,7 @@ static void on_pull(fake_t *f, const ps_tp_msg_t *m)
         const char *text = "chunk refused by the test";
         ps_hdr_t h = ps_wire_hdr(PS_MSG_ERROR, (uint32_t)f->id);
         h.payload = strlen(text);
-        ps_tp_send(f->tp, m->peer, m->stream, &h, text, h.payload, NULL, NULL);
+        fake_send(f, m->peer, m->stream, &h, text, h.payload);
         return;
     }
     if (f->version[k] >= m->hdr.step) {
@@ -169,7 +196,7 @@ static void on_stats(fake_t *f, const ps_tp_msg_t *m)
     ps_wire_stats_encode(&st, buf);
     ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS_REPLY, (uint32_t)f->id);
     h.payload = sizeof buf;
-    ps_tp_send(f->tp, m->peer, m->stream, &h, buf, sizeof buf, NULL, NULL);
+    fake_send(f, m->peer, m->stream, &h, buf, sizeof buf);
 }
 
 static int handle(fake_t *f, const ps_tp_msg_t *m)
@@ -188,7 +215,7 @@ static int handle(fake_t *f, const ps_tp_msg_t *m)
     }
     if (m->hdr.type == PS_MSG_INIT && f->registered && f->inits == NCHUNKS / NSRV) {
         ps_hdr_t h = ps_wire_hdr(PS_MSG_ACK, (uint32_t)f->id);
-        ps_tp_send(f->tp, m->peer, 0, &h, NULL, 0, NULL, NULL);
+        fake_send(f, m->peer, 0, &h, NULL, 0);
     }
     return 0;
 }
@@ -303,6 +330,11 @@ static int setup_bf16(void **state)
     return setup_with(state, 0, PS_COMPRESS_BF16, MODE_NORMAL, WAIT_MS);
 }
 
+static int setup_fp16(void **state)
+{
+    return setup_with(state, 0, PS_COMPRESS_FP16, MODE_NORMAL, WAIT_MS);
+}
+
 static int setup_error(void **state)
 {
     return setup_with(state, 0, PS_COMPRESS_NONE, MODE_ERROR, WAIT_MS);
@@ -350,7 +382,7 @@ static int teardown(void **state)
 /* The server holding flat element i. */
 static fake_t *owner(fix_t *x, size_t i)
 {
-    return &x->srv[(i / CHUNK) % NSRV];
+    return seen(&x->srv[(i / CHUNK) % NSRV]);
 }
 
 static void fill_grads(fix_t *x, float base)
@@ -492,8 +524,8 @@ static void test_push_per_tensor(void **state)
         }
     }
     for (int k = 0; k < NCHUNKS; k++) {
-        assert_int_equal(x->srv[k % NSRV].got_samples[k], 12);
-        assert_int_equal(x->srv[k % NSRV].got_flags[k], 0);
+        assert_int_equal(seen(&x->srv[k % NSRV])->got_samples[k], 12);
+        assert_int_equal(seen(&x->srv[k % NSRV])->got_flags[k], 0);
     }
 }
 
@@ -575,7 +607,7 @@ static void test_compress_bf16(void **state)
     }
     assert_int_equal(wkr_client_finish_step(x->c), 0);
     for (int k = 0; k < NCHUNKS; k++) {
-        assert_int_equal(x->srv[k % NSRV].got_flags[k], PS_FLAG_BF16);
+        assert_int_equal(seen(&x->srv[k % NSRV])->got_flags[k], PS_FLAG_BF16);
     }
     for (int t = 0; t < NT; t++) {
         size_t off = x->layout.t[t].offset;
@@ -583,6 +615,75 @@ static void test_compress_bf16(void **state)
             assert_true(owner(x, off + i)->got[off + i] == x->g[t][i]);
         }
     }
+}
+
+/* Push every tensor of step 0 and wait for the step to end. */
+static void push_step0(fix_t *x)
+{
+    wkr_client_begin_step(x->c, 0);
+    for (int t = NT; t-- > 0;) {
+        assert_int_equal(wkr_client_push_tensor(x->c, t, 1), 0);
+    }
+    assert_int_equal(wkr_client_finish_step(x->c), 0);
+}
+
+/* Every element arrived as exactly the float32 the arrays held. */
+static void assert_arrived_exact(fix_t *x)
+{
+    for (int t = 0; t < NT; t++) {
+        size_t off = x->layout.t[t].offset;
+        for (size_t i = 0; i < x->layout.t[t].numel; i++) {
+            assert_true(owner(x, off + i)->got[off + i] == x->g[t][i]);
+        }
+    }
+}
+
+/* --compress fp16: a chunk holding |g| >= 65520 (Inf in binary16) goes as
+ * float32, bit for bit; one holding 65504 (binary16's largest) still goes
+ * as fp16, and arrives as 65504. */
+static void test_compress_fp16_too_large(void **state)
+{
+    fix_t *x = *state;
+    start(x);
+    fill_grads(x, 1.0f); /* 1 + k/2: exact in fp16 */
+    x->g[1][10] = -70000.5f;      /* flat 15: chunk 0 */
+    x->g[3][2048 - 1508] = 65520; /* flat 2048: chunk 2 */
+    x->g[3][3500 - 1508] = 65504; /* flat 3500: chunk 3 */
+    push_step0(x);
+    const uint8_t want[NCHUNKS] = {0, PS_FLAG_F16, 0, PS_FLAG_F16};
+    for (int k = 0; k < NCHUNKS; k++) {
+        assert_int_equal(x->srv[k % NSRV].got_flags[k], want[k]);
+    }
+    assert_arrived_exact(x);
+    wkr_client_stats_t st;
+    wkr_client_stats(x->c, &st);
+    assert_int_equal(st.wide_pushes, 2);
+    /* Chunks 0 and 2 in 4 bytes an element, 1 and 3 (436 elements) in 2. */
+    assert_int_equal(st.bytes_pushed, 2 * CHUNK * 4 + (CHUNK + TOTAL - 3 * CHUNK) * 2);
+}
+
+/* --compress bf16 near FLT_MAX: float32 0x7f7f8000 and above round to Inf
+ * in bfloat16, so that chunk goes as float32; 0x7f7f7fff rounds down to
+ * bf16 0x7f7f and its chunk stays 16-bit. */
+static void test_compress_bf16_near_flt_max(void **state)
+{
+    fix_t *x = *state;
+    start(x);
+    fill_grads(x, 3.0f);
+    const uint32_t below = 0x7f7f7fffu;
+    x->g[3][1500] = FLT_MAX; /* flat 3008: chunk 2 */
+    memcpy(&x->g[3][1800], &below, sizeof below); /* flat 3308: chunk 3 */
+    push_step0(x);
+    const uint8_t want[NCHUNKS] = {PS_FLAG_BF16, PS_FLAG_BF16, 0, PS_FLAG_BF16};
+    for (int k = 0; k < NCHUNKS; k++) {
+        assert_int_equal(x->srv[k % NSRV].got_flags[k], want[k]);
+    }
+    uint32_t got;
+    memcpy(&got, &x->srv[1].got[3308], sizeof got);
+    assert_int_equal(got, 0x7f7f0000u);
+    assert_true(x->srv[0].got[3008] == FLT_MAX);
+    x->g[3][1800] = x->srv[1].got[3308]; /* the one value bf16 rounded */
+    assert_arrived_exact(x);
 }
 
 static void test_server_stats(void **state)
@@ -639,6 +740,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_want_writes_only_wanted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contiguous_arrays, setup_flat, teardown),
         cmocka_unit_test_setup_teardown(test_compress_bf16, setup_bf16, teardown),
+        cmocka_unit_test_setup_teardown(test_compress_fp16_too_large, setup_fp16, teardown),
+        cmocka_unit_test_setup_teardown(test_compress_bf16_near_flt_max, setup_bf16, teardown),
         cmocka_unit_test_setup_teardown(test_server_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_error, setup_error, teardown),
         cmocka_unit_test_setup_teardown(test_silent_server_times_out, setup_silent, teardown),

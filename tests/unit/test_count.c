@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "ps_count.h"
+#include "ps_err.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -77,12 +78,49 @@ static void test_races(void **state)
     }
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The bounded wait: a buffer never released ends it after the bound (not
+ * before, and not much later), with the count untouched; released ones let
+ * it through as the unbounded wait does. */
+static void test_bounded_wait(void **state)
+{
+    (void)state;
+    ps_count_t c;
+    ps_count_init(&c);
+    assert_int_equal(ps_count_wait_zero_for(&c, 0), 0);
+    ps_count_add(&c, 1);
+    double t0 = now_ms();
+    assert_int_equal(ps_count_wait_zero_for(&c, 150), PS_ETIMEDOUT);
+    double took = now_ms() - t0;
+    if (took < 150 || took > 2000) {
+        fail_msg("a 150 ms wait took %.0f ms", took);
+    }
+    assert_int_equal(ps_count_get(&c), 1);
+    assert_int_equal(ps_count_wait_zero_for(&c, 0), PS_ETIMEDOUT);
+    /* Released late by another thread, well within the bound. */
+    releaser_t r = {.c = &c, .n = 1, .pause_ns = 20 * 1000 * 1000};
+    atomic_init(&r.done, 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_all, &r), 0);
+    assert_int_equal(ps_count_wait_zero_for(&c, 5000), 0);
+    assert_int_equal(atomic_load(&r.done), 1);
+    pthread_join(t, NULL);
+    assert_int_equal(atomic_load(&c.waiting), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zero_returns_at_once),
         cmocka_unit_test(test_sleeping_waiter_is_woken),
         cmocka_unit_test(test_races),
+        cmocka_unit_test(test_bounded_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,43 +22,24 @@
 #include <zlib.h>
 
 #include "ps_err.h"
+#include "unit_tmp.h"
 #include "wkr_data.h"
 
 static char tmpdir[256];
 
 /* ---- fixture helpers ------------------------------------------------- */
 
-static void rm_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d == NULL) {
-        unlink(path);
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
-            continue;
-        }
-        char sub[512];
-        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-        rm_tree(sub);
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_data.XXXXXX");
-    return mkdtemp(tmpdir) == NULL ? -1 : 0;
+    return ut_mkdtemp(tmpdir, sizeof tmpdir, "test_data");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    rm_tree(tmpdir);
+    ut_rm_tree(tmpdir);
     return 0;
 }
 

@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 
+#include "ps_count.h"
 #include "ps_err.h"
 #include "ps_layout.h"
 #include "ps_transport.h"
@@ -36,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define TOTAL 2500
 #define CHUNK 1024
@@ -46,7 +48,9 @@ typedef struct {
     ps_mode_t mode;
     int nonfinite_skip;
     int secure; /* CurveZMQ: every worker its own key pair, as in a job */
-    int streams; /* each client opens this many (0: 1); the loop is told 1 */
+    int streams; /* each client opens this many (0: 1); the loop is told loop_streams */
+    int loop_streams;     /* the streams every worker said it opens (0: 1) */
+    int timeout_ms;       /* the server's --timeout (0: WAIT_MS) */
     const char *ckpt_dir; /* checkpoint after every step here */
     const srv_ckpt_state_t *resume; /* --resume state (NULL: none) */
 } loop_opts_t;
@@ -58,6 +62,7 @@ typedef struct {
     float init[TOTAL];
     ps_tp_keypair_t skey, wkey[NWORKERS]; /* secure: the server's and the workers' */
     char spub[1][PS_TP_KEY_LEN];
+    int wstreams[NWORKERS]; /* cfg.worker_streams */
 } fix_t;
 
 /* Elements of chunk `id` in this layout. */
@@ -66,11 +71,12 @@ static uint32_t chunk_count(uint32_t id)
     return id == 2 ? TOTAL - 2 * CHUNK : CHUNK;
 }
 
-static const int one_stream[NWORKERS] = {1, 1};
-
 /* The one place a srv_loop_t is configured. */
-static int loop_start(srv_loop_t *L, ps_tp_t *tp, const loop_opts_t *o)
+static int loop_start(fix_t *f, ps_tp_t *tp, const loop_opts_t *o)
 {
+    for (int w = 0; w < NWORKERS; w++) {
+        f->wstreams[w] = o->loop_streams > 0 ? o->loop_streams : 1;
+    }
     srv_loop_cfg_t cfg = {
         .tp = tp,
         .server = 0,
@@ -80,14 +86,14 @@ static int loop_start(srv_loop_t *L, ps_tp_t *tp, const loop_opts_t *o)
         .opt = {.lr = 0.5},
         .mode = o->mode,
         .nonfinite_skip = o->nonfinite_skip,
-        .timeout_ms = WAIT_MS,
-        .worker_streams = one_stream, /* as the fixture's clients open */
+        .timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : WAIT_MS,
+        .worker_streams = f->wstreams,
         .ckpt_dir = o->ckpt_dir,
         .ckpt_every = o->ckpt_dir ? 1 : 0,
         .settings = "test",
         .resume = o->resume,
     };
-    return srv_loop_init(L, &cfg);
+    return srv_loop_init(&f->L, &cfg);
 }
 
 /* Secure: the key pairs, and the server's allow list with worker w's
@@ -114,7 +120,7 @@ static int setup(void **state)
     if (!f || (o->secure && ps_tp_keypair(&f->skey) != 0) ||
         ps_tp_server_new(&tp, "tcp://127.0.0.1", 1, o->secure ? &f->skey : NULL, f->ep,
                          sizeof f->ep) != 0 ||
-        (o->secure && make_keys(f, tp) != 0) || loop_start(&f->L, tp, o) != 0) {
+        (o->secure && make_keys(f, tp) != 0) || loop_start(f, tp, o) != 0) {
         fprintf(stderr, "loop setup: %s\n", ps_error_msg());
         return -1;
     }
@@ -495,12 +501,14 @@ static void test_sender_and_phase(void **state)
 typedef struct {
     fix_t *f;
     int rv;
+    char msg[512]; /* the error detail (thread-local) when rv != 0 */
 } train_arg_t;
 
 static void *train_thread(void *arg)
 {
     train_arg_t *a = arg;
     a->rv = srv_loop_train(&a->f->L);
+    snprintf(a->msg, sizeof a->msg, "%s", a->rv != 0 ? ps_error_msg() : "");
     return NULL;
 }
 
@@ -760,12 +768,310 @@ static void test_nonfinite_skip(void **state)
     assert_bits(c->w, f->init, CHUNK, "chunk 0 after a skipped step");
 }
 
+/* ---- accepted workers with wrong counts, replays ----------------------- */
+
+/* A PUSH or INIT from an accepted worker whose count is one off the
+ * chunk's, with a payload that matches its own header (so the decoder
+ * passes it): refused as `chunk` before anything reads the payload (run
+ * under SAN=address too: no read past it), the weights still the INIT
+ * values.  Worker 0's setup messages, then both workers' pushes. */
+static void test_wrong_count_from_worker(void **state)
+{
+    fix_t *f = *state;
+    static float big[CHUNK + 1];
+    for (int i = 0; i <= CHUNK; i++) {
+        big[i] = 1.0f;
+    }
+    uint64_t n = 0;
+    send_register(f);
+    for (uint32_t id = 0; id <= 2; id += 2) {
+        for (int d = -1; d <= 1; d += 2) {
+            ps_hdr_t h = chunk_hdr(PS_MSG_INIT, 0, id, 0);
+            h.count = (uint32_t)((int)h.count + d);
+            h.payload = (uint64_t)h.count * 4;
+            send_from(f, 0, &h, big, h.payload);
+            n++;
+        }
+    }
+    send_init(f, 0);
+    send_init(f, 2);
+    assert_int_equal(srv_loop_setup(&f->L), 0);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->cli[0], &m, WAIT_MS), 0);
+    assert_int_equal(m.hdr.type, PS_MSG_ACK);
+    ps_tp_msg_release(&m);
+    for (int w = 0; w < NWORKERS; w++) {
+        for (uint32_t id = 0; id <= 2; id += 2) {
+            for (int d = -1; d <= 1; d += 2) {
+                ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, w, id, 0);
+                h.count = (uint32_t)((int)h.count + d);
+                h.payload = (uint64_t)h.count * 4;
+                send_from(f, w, &h, big, h.payload);
+                n++;
+            }
+        }
+    }
+    run_train(f, 0);
+    assert_rejected(f, SRV_REJ_CHUNK, n);
+    assert_true(f->L.pushes == 0);
+    assert_weights_untouched(f);
+}
+
+/* Async: a replayed PUSH (same worker, chunk and step) is a duplicate, not
+ * another update (docs/protocol.md).  Worker 0 sends its step-0 push three
+ * times, then step 1, then step 0 again; worker 1 sends step 0.  Three
+ * updates of g = 1 at lr 0.5: w0 - 1.5 (exact for the INIT values). */
+static void test_async_replay_refused(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 0, 0, 0);
+    for (int i = 0; i < 3; i++) {
+        send_from(f, 0, &h, grad, h.payload);
+    }
+    h = chunk_hdr(PS_MSG_PUSH, 0, 0, 1);
+    send_from(f, 0, &h, grad, h.payload);
+    h = chunk_hdr(PS_MSG_PUSH, 0, 0, 0);
+    send_from(f, 0, &h, grad, h.payload); /* an older step, after step 1 */
+    h = chunk_hdr(PS_MSG_PUSH, 1, 0, 0);
+    send_from(f, 1, &h, grad, h.payload);
+    run_train(f, 0);
+    assert_rejected(f, SRV_REJ_DUPLICATE, 3);
+    assert_true(f->L.pushes == 3);
+    srv_chunk_t *c = srv_store_chunk(&f->L.store, 0);
+    assert_true(c->version == 3);
+    float want[CHUNK];
+    for (int i = 0; i < CHUNK; i++) {
+        want[i] = f->init[i] - 1.5f;
+    }
+    assert_bits(c->w, want, CHUNK, "chunk 0 after three distinct pushes");
+}
+
+/* ---- held pulls --------------------------------------------------------- */
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* 0 when the next message to `cli` (within WAIT_MS) is of `type`; *m then
+ * holds it.  No cmocka assertion: the tests using it have the loop
+ * running in a thread, and must stop it before they fail. */
+static int recv_type(ps_tp_t *cli, ps_msg_type_t type, ps_tp_msg_t *m)
+{
+    if (ps_tp_recv(cli, m, WAIT_MS) != 0) {
+        return -1;
+    }
+    if (m->hdr.type != type) {
+        ps_tp_msg_release(m);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every worker shuts down and the loop's thread is joined.  A loop still
+ * running long after that is hung (asleep in a wait nothing will end): it
+ * cannot be unwound from here, so the program ends, saying so. */
+static void stop_train(fix_t *f, pthread_t t, const char *test)
+{
+    for (int w = 0; w < NWORKERS; w++) {
+        ps_hdr_t h = ps_wire_hdr(PS_MSG_SHUTDOWN, (uint32_t)w);
+        send_from(f, w, &h, NULL, 0);
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 3 * WAIT_MS / 1000;
+    if (pthread_timedjoin_np(t, NULL, &until) != 0) {
+        printf("not ok - %s: the server loop still runs %d s after every worker shut "
+               "down: it hangs\n",
+               test, 3 * WAIT_MS / 1000);
+        fflush(stdout);
+        _exit(1);
+    }
+}
+
+/* Both workers push g = 1 for chunk 0 at `step` (w drops by 0.5). */
+static void push_step(fix_t *f, uint64_t step)
+{
+    for (int w = 0; w < NWORKERS; w++) {
+        ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, w, 0, step);
+        send_from(f, w, &h, grad, h.payload);
+    }
+}
+
+/* The weights a pull reply carries: chunk 0 after `steps` steps of g = 1. */
+static int reply_is(const ps_tp_msg_t *m, uint64_t steps, const float *init)
+{
+    if (m->hdr.step != steps || m->hdr.chunk != 0 || m->len != CHUNK * sizeof(float)) {
+        return 0;
+    }
+    for (int i = 0; i < CHUNK; i++) {
+        float want = init[i] - 0.5f * (float)steps, got;
+        memcpy(&got, m->payload + (size_t)i * 4, 4);
+        if (memcmp(&got, &want, 4) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* issue 13, 1: a pull reply that cannot be delivered.  A connection of
+ * worker 0 (its stream 9 of the ten it said it opens; --insecure, so
+ * anyone could be it) asks for chunk 0 at version 1, then disconnects, as
+ * a worker whose tcp connection drops while its pull is held.  When version 1 comes its reply cannot be routed
+ * (ROUTER_MANDATORY: EHOSTUNREACH); the reference the reply took on the
+ * chunk must still be dropped, else the update to version 2 waits for it
+ * for ever.  The real workers then run two steps, pulling each result. */
+static void test_pull_then_disconnect(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    train_arg_t a = {.f = f, .rv = -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, train_thread, &a), 0);
+    ps_tp_t *ghost = NULL;
+    char *eps[1] = {f->ep};
+    ps_tp_msg_t m;
+    /* Its stream 0 has worker 0's routing id and is ignored by the ROUTER. */
+    int held = ps_tp_client_new(&ghost, 0, 1, eps, 10, 1, NULL, NULL) == 0;
+    ps_hdr_t h = chunk_hdr(PS_MSG_PULL, 0, 0, 1);
+    held = held && ps_tp_send(ghost, 0, 9, &h, NULL, 0, NULL, NULL) == 0;
+    h = ps_wire_hdr(PS_MSG_STATS, 0);
+    held = held && ps_tp_send(ghost, 0, 9, &h, NULL, 0, NULL, NULL) == 0;
+    /* The STATS reply came after the PULL was taken: it is held. */
+    held = held && recv_type(ghost, PS_MSG_STATS_REPLY, &m) == 0;
+    if (held) {
+        ps_tp_msg_release(&m);
+    }
+    ps_tp_destroy(&ghost);
+    sleep_ms(300); /* time for the server's socket to see the peer gone */
+    /* Sync: step 1 is taken only once step 0 is in, so worker 0 waits for
+     * version 1 before either worker pushes step 1. */
+    int got = 1, right = 1;
+    for (uint64_t step = 0; step < 2; step++) {
+        push_step(f, step);
+        h = chunk_hdr(PS_MSG_PULL, 0, 0, step + 1);
+        send_from(f, 0, &h, NULL, 0);
+        int ok = recv_type(f->cli[0], PS_MSG_PULL_REPLY, &m) == 0;
+        got &= ok;
+        right &= ok && reply_is(&m, step + 1, f->init);
+        if (ok) {
+            ps_tp_msg_release(&m);
+        }
+    }
+    stop_train(f, t, "test_pull_then_disconnect");
+    assert_true(held);
+    if (a.rv != 0) {
+        fail_msg("the loop failed: %s", a.msg);
+    }
+    assert_true(got);
+    assert_true(right);
+    srv_chunk_t *c = srv_store_chunk(&f->L.store, 0);
+    assert_true(c->version == 2);
+    assert_true(f->L.replies_lost == 1); /* the lost reply did take that path */
+    /* Every reference is given back (zmq may still be finishing the last
+     * reply's write for a moment). */
+    for (int i = 0; i < 200 && ps_count_get(&c->refs) != 0; i++) {
+        sleep_ms(10);
+    }
+    assert_int_equal(ps_count_get(&c->refs), 0);
+}
+
+/* Held pulls are kept per (worker, stream): worker 0 holds a pull of
+ * chunk 0 for version 1 on stream 0 and one for version 2 on stream 1;
+ * neither may replace the other.  Each is answered on its own stream, with
+ * the weights of its version, once that version is there. */
+static void test_held_pulls_per_stream(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    train_arg_t a = {.f = f, .rv = -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, train_thread, &a), 0);
+    ps_tp_msg_t m;
+    int held = 1, stream[2] = {-1, -1}, right[2] = {0, 0};
+    for (int s = 0; s < 2; s++) {
+        ps_hdr_t h = chunk_hdr(PS_MSG_PULL, 0, 0, (uint64_t)s + 1);
+        held &= ps_tp_send(f->cli[0], 0, s, &h, NULL, 0, NULL, NULL) == 0;
+        h = ps_wire_hdr(PS_MSG_STATS, 0);
+        held &= ps_tp_send(f->cli[0], 0, s, &h, NULL, 0, NULL, NULL) == 0;
+        if (recv_type(f->cli[0], PS_MSG_STATS_REPLY, &m) == 0) {
+            held &= m.stream == s;
+            ps_tp_msg_release(&m);
+        } else {
+            held = 0;
+        }
+    }
+    for (int s = 0; s < 2; s++) {
+        push_step(f, (uint64_t)s);
+        if (recv_type(f->cli[0], PS_MSG_PULL_REPLY, &m) == 0) {
+            stream[s] = m.stream;
+            right[s] = reply_is(&m, (uint64_t)s + 1, f->init);
+            ps_tp_msg_release(&m);
+        }
+    }
+    stop_train(f, t, "test_held_pulls_per_stream");
+    assert_true(held);
+    for (int s = 0; s < 2; s++) {
+        if (stream[s] != s || !right[s]) {
+            fail_msg("after step %d: reply on stream %d (want %d), weights %s", s, stream[s], s,
+                     right[s] ? "right" : "wrong or missing");
+        }
+    }
+    assert_int_equal(a.rv, 0);
+    assert_true(f->L.pulls == 2);
+}
+
+/* No wait is unbounded: a reply that never gives its reference back (here
+ * one taken by hand) makes the chunk's update fail after --timeout (half a
+ * second here) with PS_ETIMEDOUT naming the chunk, instead of hanging the
+ * server; the weights stay. */
+static void test_update_wait_bounded(void **state)
+{
+    fix_t *f = *state;
+    register_model(f);
+    fill_grad(1.0f);
+    srv_chunk_t *c = srv_store_chunk(&f->L.store, 2);
+    srv_store_ref(c);
+    for (int w = 0; w < NWORKERS; w++) {
+        ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, w, 2, 0);
+        send_from(f, w, &h, grad, h.payload);
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    train_arg_t a = {.f = f, .rv = -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, train_thread, &a), 0);
+    stop_train(f, t, "test_update_wait_bounded"); /* ends the program if it hangs */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    srv_store_unref(c);
+    assert_int_equal(a.rv, PS_ETIMEDOUT);
+    if (!strstr(a.msg, "chunk 2")) {
+        fail_msg("the message does not name chunk 2: %s", a.msg);
+    }
+    double took = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (took < 0.5 || took > 4.0) {
+        fail_msg("the loop gave up after %.2f s, want about 0.5", took);
+    }
+    assert_weights_untouched(f);
+}
+
 int main(void)
 {
     static const loop_opts_t skip = {.mode = PS_MODE_SYNC, .nonfinite_skip = 1};
     static const loop_opts_t secure = {.mode = PS_MODE_SYNC, .secure = 1};
     static const loop_opts_t secure2 = {.mode = PS_MODE_SYNC, .secure = 1, .streams = 2};
     static const loop_opts_t bad_ckpt = {.mode = PS_MODE_SYNC, .ckpt_dir = "/dev/null/ckpt"};
+    static const loop_opts_t async = {.mode = PS_MODE_ASYNC};
+    /* Worker connections 0..9 are the workers' own (test_pull_then_disconnect). */
+    static const loop_opts_t ten_streams = {.mode = PS_MODE_SYNC, .loop_streams = 10};
+    static const loop_opts_t two_streams = {.mode = PS_MODE_SYNC, .streams = 2,
+                                            .loop_streams = 2};
+    static const loop_opts_t short_timeout = {.mode = PS_MODE_SYNC, .timeout_ms = 500};
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_setup_registers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_setup_refuses, setup, teardown),
@@ -786,6 +1092,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nonfinite_abort, setup, teardown),
         cmocka_unit_test_prestate_setup_teardown(test_nonfinite_skip, setup, teardown,
                                                  (void *)&skip),
+        cmocka_unit_test_setup_teardown(test_wrong_count_from_worker, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_async_replay_refused, setup, teardown,
+                                                 (void *)&async),
+        cmocka_unit_test_prestate_setup_teardown(test_pull_then_disconnect, setup, teardown,
+                                                 (void *)&ten_streams),
+        cmocka_unit_test_prestate_setup_teardown(test_held_pulls_per_stream, setup, teardown,
+                                                 (void *)&two_streams),
+        cmocka_unit_test_prestate_setup_teardown(test_update_wait_bounded, setup, teardown,
+                                                 (void *)&short_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

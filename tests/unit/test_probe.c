@@ -13,6 +13,7 @@
 
 #include "ps_err.h"
 #include "ps_probe.h"
+#include "unit_tmp.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -26,17 +27,13 @@ static char tmp[256];
 static int group_setup(void **state)
 {
     (void)state;
-    const char *t = getenv("TMPDIR");
-    snprintf(tmp, sizeof tmp, "%s/ps-probe-XXXXXX", t && *t ? t : "/tmp");
-    return mkdtemp(tmp) ? 0 : -1;
+    return ut_mkdtemp(tmp, sizeof tmp, "ps-probe");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    return system(cmd) == 0 ? 0 : -1;
+    return ut_rm_tree(tmp);
 }
 
 /* Entries in dir besides . and .. */

@@ -12,6 +12,7 @@
 
 #include "ps_err.h"
 #include "ps_safetensors.h"
+#include "unit_tmp.h"
 
 #include <dirent.h>
 #include <stdint.h>
@@ -33,35 +34,14 @@ static const char *in_dir(const char *name)
 static int setup_dir(void **state)
 {
     (void)state;
-    strcpy(g_dir, "/tmp/ps-st-test-XXXXXX");
-    return mkdtemp(g_dir) == NULL ? -1 : 0;
+    return ut_mkdtemp(g_dir, sizeof g_dir, "ps-st-test");
 }
 
-/* Empties `dir` (files, and the files of one level of subdirectories,
- * which a failing test may leave) and removes it. */
-static int remove_tree(const char *dir, int depth)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d != NULL && (e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            char p[512];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            if (unlink(p) != 0 && depth > 0) {
-                remove_tree(p, depth - 1);
-            }
-        }
-    }
-    if (d != NULL) {
-        closedir(d);
-    }
-    return rmdir(dir);
-}
 
 static int teardown_dir(void **state)
 {
     (void)state;
-    return remove_tree(g_dir, 1);
+    return ut_rm_tree(g_dir);
 }
 
 static void write_raw(const char *path, const void *buf, size_t len)

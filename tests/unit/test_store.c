@@ -25,10 +25,13 @@
 #include "srv_store.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define TOTAL 3000
 #define CHUNK 1024
@@ -877,6 +880,214 @@ static void test_schedule_async_worker_step(void **state)
     srv_store_fini(&s);
 }
 
+/* ---- zero-copy readers hold updates back -----------------------------------
+ *
+ * A pull reply in flight reads the chunk's weights from a zmq I/O thread
+ * (zero-copy) and holds a reference until zmq lets go of it.  The reference
+ * is taken here by hand and a second thread pushes the step that completes
+ * an update: while the reference is held the weights must stay as they
+ * were, bit for bit, and the push must not return; once it is released the
+ * update goes through with the hand-derived result.  (A store whose update
+ * does not wait changes w under the reader's feet and fails here.)
+ */
+typedef struct {
+    srv_store_t *s;
+    srv_chunk_t *c;
+    int w;
+    uint64_t step;
+    const float *g;
+    int own;
+    int rv;
+    atomic_int done;
+} pusher_t;
+
+static void *push_thread(void *arg)
+{
+    pusher_t *p = arg;
+    p->rv = srv_store_push(p->s, p->c, p->w, p->step, p->step, 1, p->g, &p->own);
+    atomic_store(&p->done, 1);
+    return NULL;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Sync (one worker, so its push completes the step) and async. */
+static void test_update_waits_for_readers(void **state)
+{
+    (void)state;
+    static const ps_mode_t modes[2] = {PS_MODE_SYNC, PS_MODE_ASYNC};
+    for (int k = 0; k < 2; k++) {
+        srv_store_t s;
+        store_new(&s, 0, 1, 1, (srv_optim_cfg_t){.lr = 0.5}, 1400);
+        assert_int_equal(srv_store_set_mode(&s, modes[k], 0), 0);
+        srv_chunk_t *c = srv_store_chunk(&s, 0);
+        float w0[MAXN], g[MAXN], want[MAXN];
+        memcpy(w0, c->w, c->count * sizeof(float));
+        fill(g, c->count, 141);
+        for (size_t i = 0; i < c->count; i++) {
+            want[i] = fmaf(g[i], -0.5f, w0[i]);
+        }
+        srv_store_ref(c); /* a reply in flight */
+        pusher_t p = {.s = &s, .c = c, .g = g, .rv = -100};
+        atomic_init(&p.done, 0);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, push_thread, &p), 0);
+        sleep_ms(200);
+        int early = atomic_load(&p.done);
+        int same = memcmp(c->w, w0, c->count * sizeof(float)) == 0;
+        srv_store_unref(c);
+        pthread_join(t, NULL);
+        if (early || !same) {
+            fail_msg("%s: the update %s while a reader held the chunk",
+                     modes[k] == PS_MODE_SYNC ? "sync" : "async",
+                     !same ? "changed the weights" : "returned");
+        }
+        assert_int_equal(p.rv, 1);
+        assert_true(c->version == 1);
+        assert_bits(c->w, want, c->count);
+        srv_store_fini(&s);
+        assert_int_equal(p.own, 1);
+    }
+}
+
+/* The wait is bounded: a reference never released (a reply whose free
+ * callback never runs) makes the update fail after the bound with
+ * PS_ETIMEDOUT and a message naming the chunk and its tensor, instead of
+ * hanging; the weights and the version stay, the push stays held (sync)
+ * or is released (async). */
+static void test_update_wait_bounded(void **state)
+{
+    (void)state;
+    static const ps_mode_t modes[2] = {PS_MODE_SYNC, PS_MODE_ASYNC};
+    for (int k = 0; k < 2; k++) {
+        srv_store_t s;
+        store_new(&s, 0, 1, 1, (srv_optim_cfg_t){.lr = 0.5}, 1450);
+        assert_int_equal(srv_store_set_mode(&s, modes[k], 0), 0);
+        srv_store_set_ref_wait(&s, 200, NULL, NULL);
+        srv_chunk_t *c = srv_store_chunk(&s, 2);
+        float w0[MAXN], g[MAXN];
+        int own = 0;
+        memcpy(w0, c->w, c->count * sizeof(float));
+        fill(g, c->count, 145);
+        srv_store_ref(c);
+        ps_error_clear();
+        assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &own), PS_ETIMEDOUT);
+        const char *msg = ps_error_msg();
+        if (!strstr(msg, "chunk 2") || !strstr(msg, "tensor w")) {
+            fail_msg("the message does not name chunk 2 of tensor w: %s", msg);
+        }
+        assert_true(c->version == 0);
+        assert_bits(c->w, w0, c->count);
+        assert_int_equal(own, modes[k] == PS_MODE_ASYNC ? 1 : 0);
+        srv_store_unref(c);
+        srv_store_fini(&s);
+        assert_int_equal(own, 1);
+    }
+}
+
+/* While it waits, the update runs the idle callback on its own thread
+ * every few milliseconds (the server's lets its socket drop replies queued
+ * to peers that have gone, which gives their references back).  Here the
+ * third call drops the reference: the update then goes through. */
+typedef struct {
+    srv_chunk_t *c;
+    int calls;
+} idle_probe_t;
+
+static void idle_release(void *arg)
+{
+    idle_probe_t *p = arg;
+    if (++p->calls == 3) {
+        srv_store_unref(p->c);
+    }
+}
+
+static void test_update_wait_runs_idle(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 1, (srv_optim_cfg_t){.lr = 0.5}, 1460);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    idle_probe_t p = {.c = c};
+    srv_store_set_ref_wait(&s, 5000, idle_release, &p);
+    float w0[MAXN], g[MAXN], want[MAXN];
+    int own = 0;
+    memcpy(w0, c->w, c->count * sizeof(float));
+    fill(g, c->count, 146);
+    for (size_t i = 0; i < c->count; i++) {
+        want[i] = fmaf(g[i], -0.5f, w0[i]);
+    }
+    srv_store_ref(c);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &own), 1);
+    assert_int_equal(p.calls, 3);
+    assert_bits(c->w, want, c->count);
+    srv_store_fini(&s);
+    assert_int_equal(own, 1);
+}
+
+/* ---- replays ----------------------------------------------------------------
+ *
+ * Async keeps, per chunk and worker, the step after the worker's latest
+ * push: a push for a step at or below one already taken (a replay) is
+ * refused with PS_ESTATE and stays the caller's.  Skip pushes count as
+ * taken too.  In ssp a replay of a held step is a duplicate as well, and
+ * of an applied step out of the window.
+ */
+static void test_async_replay(void **state)
+{
+    (void)state;
+    srv_store_t s;
+    store_new(&s, 0, 1, 2, (srv_optim_cfg_t){.lr = 0.5}, 1500);
+    assert_int_equal(srv_store_set_mode(&s, PS_MODE_ASYNC, 0), 0);
+    srv_chunk_t *c = srv_store_chunk(&s, 0);
+    float w0[MAXN], g[MAXN], want[MAXN];
+    int own = 0, replay = 0;
+    memcpy(w0, c->w, c->count * sizeof(float));
+    fill(g, c->count, 151);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &own), 1);
+    ps_error_clear();
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &replay), PS_ESTATE);
+    assert_string_not_equal(ps_error_msg(), "no detail recorded");
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &replay), PS_ESTATE);
+    assert_true(c->version == 1);
+    for (size_t i = 0; i < c->count; i++) {
+        want[i] = fmaf(g[i], -0.5f, w0[i]);
+    }
+    assert_bits(c->w, want, c->count);
+    /* Worker 1's step 0 is its own; worker 0's next steps are new. */
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, 1, g, &own), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 5, 1, 1, g, &own), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 3, 1, 1, g, &replay), PS_ESTATE);
+    assert_int_equal(srv_store_push_skip(&s, c, 0, 6, 1), 0);
+    assert_int_equal(srv_store_push_skip(&s, c, 0, 6, 1), PS_ESTATE);
+    assert_int_equal(srv_store_push(&s, c, 0, 6, 1, 1, g, &replay), PS_ESTATE);
+    assert_true(c->version == 3);
+    assert_int_equal(replay, 0); /* refused pushes stay the caller's */
+    assert_int_equal(own, 3);
+    srv_store_fini(&s);
+
+    /* ssp, staleness 2: worker 0 pushes steps 0 and 1 (held); replays of
+     * either are duplicates; once step 0 is applied its replay is late. */
+    store_new(&s, 0, 1, 2, (srv_optim_cfg_t){.lr = 0.5}, 1501);
+    assert_int_equal(srv_store_set_mode(&s, PS_MODE_SSP, 2), 0);
+    c = srv_store_chunk(&s, 0);
+    own = 0;
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &own), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 1, 0, 1, g, &own), 0);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &replay), PS_ESTATE);
+    assert_int_equal(srv_store_push(&s, c, 0, 1, 0, 1, g, &replay), PS_ESTATE);
+    assert_int_equal(srv_store_push(&s, c, 1, 0, 0, 1, g, &own), 1);
+    assert_int_equal(srv_store_push(&s, c, 0, 0, 0, 1, g, &replay), PS_ERANGE);
+    assert_true(c->version == 1);
+    srv_store_fini(&s);
+    assert_int_equal(replay, 0);
+    assert_int_equal(own, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -904,6 +1115,10 @@ int main(void)
         cmocka_unit_test(test_schedule_sync_step),
         cmocka_unit_test(test_schedule_ssp_held_steps),
         cmocka_unit_test(test_schedule_async_worker_step),
+        cmocka_unit_test(test_update_waits_for_readers),
+        cmocka_unit_test(test_update_wait_bounded),
+        cmocka_unit_test(test_update_wait_runs_idle),
+        cmocka_unit_test(test_async_replay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -411,6 +411,96 @@ static void test_send_to_unknown_worker(void **state)
     ps_tp_msg_release(&m);
 }
 
+/* A zero-copy send that fails still runs its free callback, exactly once
+ * and before ps_tp_send returns: the server's pull replies hold a
+ * reference on the chunk until it runs (an update waits for it), the
+ * worker's pushes a count of buffers in flight.  The paths: a worker that
+ * is not there (the routing id is refused, EHOSTUNREACH), a client's
+ * stream that does not exist, and a payload copied because it is empty. */
+static void test_free_callback_on_failure(void **state)
+{
+    fix_t *f = *state;
+    static atomic_int freed;
+    float pay[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+    ps_hdr_t r = ps_wire_hdr(PS_MSG_PULL_REPLY, 0);
+    r.count = 4;
+    r.payload = sizeof pay;
+    atomic_store(&freed, 0);
+    assert_int_equal(ps_tp_send(f->srv, 99, 0, &r, pay, sizeof pay, on_free, &freed), PS_EZMQ);
+    assert_int_equal(atomic_load(&freed), 1);
+    ps_hdr_t h = push_hdr(RANK, 4);
+    assert_int_equal(ps_tp_send(f->cli, 0, 5, &h, pay, sizeof pay, on_free, &freed), PS_EINVAL);
+    assert_int_equal(atomic_load(&freed), 2);
+    ps_hdr_t stats = ps_wire_hdr(PS_MSG_STATS, RANK);
+    assert_int_equal(ps_tp_send(f->cli, 0, 0, &stats, NULL, 0, on_free, &freed), 0);
+    assert_int_equal(atomic_load(&freed), 3);
+    /* And a send that works runs it once too, later, from zmq. */
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
+    ps_tp_msg_release(&m);
+    assert_int_equal(ps_tp_send(f->srv, RANK, 0, &r, pay, sizeof pay, on_free, &freed), 0);
+    assert_int_equal(ps_tp_recv(f->cli, &m, WAIT_MS), 0);
+    ps_tp_msg_release(&m);
+    assert_int_equal(wait_flag(&freed, 4), 4);
+    struct timespec ts = {0, 50000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(atomic_load(&freed), 4);
+}
+
+/* Replies queued to a peer that stops reading and then goes away: zmq
+ * drops them (and runs their free callbacks) only once the server's socket
+ * has handled the news, on its own thread; ps_tp_service does that for a
+ * thread that waits for the callbacks instead of receiving (the server's
+ * update waiting for its pull replies). */
+static void test_service_drops_replies_to_gone_peer(void **state)
+{
+    fix_t *f = *state;
+    void *ctx = zmq_ctx_new();
+    assert_non_null(ctx);
+    const uint8_t id[6] = {'w', 8, 0, 0, 0, 0};
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    assert_non_null(s);
+    int zero = 0, one = 1, small = 4096;
+    assert_int_equal(zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero), 0);
+    assert_int_equal(zmq_setsockopt(s, ZMQ_RCVHWM, &one, sizeof one), 0);
+    assert_int_equal(zmq_setsockopt(s, ZMQ_RCVBUF, &small, sizeof small), 0);
+    assert_int_equal(zmq_setsockopt(s, ZMQ_ROUTING_ID, id, sizeof id), 0);
+    assert_int_equal(zmq_connect(s, f->ep), 0);
+    uint8_t hdr[PS_WIRE_HDR_SIZE];
+    ps_hdr_t h = ps_wire_hdr(PS_MSG_STATS, 8);
+    ps_wire_encode(&h, hdr);
+    const void *fr[2] = {hdr, ""};
+    const size_t len[2] = {sizeof hdr, 0};
+    raw_send(s, fr, len, 2);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->srv, &m, WAIT_MS), 0);
+    assert_int_equal(m.peer, 8);
+    ps_tp_msg_release(&m);
+    enum { N = 64, ELEMS = 65536 };
+    static float big[ELEMS];
+    static atomic_int freed;
+    atomic_store(&freed, 0);
+    ps_hdr_t r = ps_wire_hdr(PS_MSG_PULL_REPLY, 0);
+    r.count = ELEMS;
+    r.payload = sizeof big;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(ps_tp_send(f->srv, 8, 0, &r, big, sizeof big, on_free, &freed), 0);
+    }
+    /* 16 MiB against a peer that takes a few KiB: most stay queued. */
+    struct timespec ts = {0, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    assert_true(atomic_load(&freed) < N);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    double end = now_ms() + WAIT_MS;
+    while (atomic_load(&freed) < N && now_ms() < end) {
+        ps_tp_service(f->srv);
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        nanosleep(&tick, NULL);
+    }
+    assert_int_equal(atomic_load(&freed), N);
+}
+
 /* A client with two servers addresses them by index. */
 static void test_two_servers(void **state)
 {
@@ -747,6 +837,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_garbage_from_raw_dealer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_routing_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_to_unknown_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_callback_on_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_service_drops_replies_to_gone_peer, setup, teardown),
         cmocka_unit_test(test_two_servers),
         cmocka_unit_test(test_streams),
         cmocka_unit_test(test_lanes),
