@@ -144,4 +144,19 @@ uint64_t srv_loop_rejected_total(const srv_loop_t *L);
 int srv_loop_connections_used(const srv_loop_t *L);
 const char *srv_loop_reject_name(srv_reject_t r);
 
+/* ---- for the loop's own files (srv_loop.c, srv_register.c) ------------- */
+
+/* Counts a dropped message by reason and logs it (rate-limited). */
+void srv_loop_reject(srv_loop_t *L, srv_reject_t why, int peer, const char *detail);
+/* An ACK/ERROR-style reply with optional text, to worker w on `stream`. */
+int srv_loop_send_simple(srv_loop_t *L, int w, int stream, ps_msg_type_t type, uint32_t request,
+                         const char *text);
+/* The chunk a data message names, checked against the map (and, with
+ * need_payload, its offset and count); NULL, counted, when not. */
+srv_chunk_t *srv_loop_checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int need_payload);
+/* The store's callbacks: release a held push; service the socket while
+ * an update waits for zero-copy readers. */
+void srv_loop_release_push(void *owner);
+void srv_loop_service_socket(void *tp);
+
 #endif
