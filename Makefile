@@ -172,7 +172,7 @@ FUZZ_DATA_SRC := worker/wkr_data.c worker/wkr_data_shard.c worker/wkr_data_text.
 FUZZ_DATA_OBJ := $(call fuzz_obj,$(FUZZ_DATA_SRC) common/ps_err.c)
 FUZZ_OBJ := $(call fuzz_obj,$(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c) common/ps_wire.c \
 	common/ps_layout.c common/ps_err.c common/ps_safetensors.c common/ps_atomic.c \
-	$(FUZZ_DATA_SRC))
+	common/ps_cleanup.c $(FUZZ_DATA_SRC))
 
 $(FUZZ)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -184,7 +184,7 @@ $(FUZZ)/fuzz_%: $(FUZZ)/obj/tests/fuzz/fuzz_%.o
 $(FUZZ)/fuzz_wire: $(call fuzz_obj,common/ps_wire.c common/ps_layout.c common/ps_err.c)
 $(FUZZ)/fuzz_libsvm $(FUZZ)/fuzz_csv $(FUZZ)/fuzz_idx: $(FUZZ_DATA_OBJ)
 $(FUZZ)/fuzz_safetensors: $(call fuzz_obj,common/ps_safetensors.c common/ps_atomic.c \
-	common/ps_layout.c common/ps_err.c)
+	common/ps_cleanup.c common/ps_layout.c common/ps_err.c)
 
 # Keep the objects of the chained pattern rules for incremental rebuilds.
 .SECONDARY: $(FUZZ_OBJ)

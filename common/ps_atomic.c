@@ -1,5 +1,6 @@
 #include "ps_atomic.h"
 
+#include "ps_cleanup.h"
 #include "ps_err.h"
 
 #include <errno.h>
@@ -88,6 +89,8 @@ int ps_atomic_write(const char *path, ps_atomic_fill_fn fill, void *arg)
     if (rv != 0) {
         return rv;
     }
+    /* Best effort (a full table only means it may be left behind). */
+    ps_cleanup_add_file(tmp);
     FILE *f = fdopen(fd, "w");
     if (f == NULL) {
         ps_error_set("%s: cannot open a stream on %s: %s", path, tmp, strerror(errno));
@@ -103,6 +106,7 @@ int ps_atomic_write(const char *path, ps_atomic_fill_fn fill, void *arg)
     if (rv != 0) {
         unlink(tmp);
     }
+    ps_cleanup_forget(tmp);
     free(tmp);
     return rv != 0 ? rv : ps_atomic_sync_dir(path);
 }

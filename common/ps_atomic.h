@@ -12,7 +12,9 @@
  *   4. renames the temp file over PATH (a symlink at PATH is replaced by
  *      the file, not followed);
  *   5. fsyncs PATH's directory, so the rename itself survives a crash.
- * Any failure in 1-4 removes the temp file and leaves PATH untouched.  A
+ * Any failure in 1-4 removes the temp file and leaves PATH untouched (so
+ * does a signal or abort meanwhile: the temp file is registered with
+ * ps_cleanup until the rename).  A
  * failure in 5 comes after the replacement: PATH holds the new content.
  * Every failure returns a negative PS_E* code with a ps_error_set message
  * naming the path and the failing step (and errno's text).

@@ -1,6 +1,8 @@
 #include "ps_boot.h"
 
+#include "ps_cleanup.h"
 #include "ps_err.h"
+#include "ps_signal.h"
 #include "ps_startup.h"
 
 #include <limits.h>
@@ -184,17 +186,33 @@ static int step_begin(ps_boot_t *b, ps_step_t s, int kind, int rc)
     return r[2];
 }
 
-int ps_boot_agree(ps_boot_t *b, ps_step_t step, int rc)
+/* A failed step: the lowest failing rank says why, in one line for the
+ * job, and every rank that did not fail takes its message as its own
+ * error, so that a library caller on any rank can tell the real reason. */
+static int step_failed(ps_boot_t *b, int first, int rc)
 {
-    int first = step_begin(b, step, PS_STEP_AGREE, rc);
-    if (first == INT_MAX) {
-        return 0;
-    }
-    /* One line for the job: the lowest failing rank says why. */
+    char why[512];
     if (first == b->world_rank) {
         ps_log_error("%s", ps_error_msg());
     }
+    snprintf(why, sizeof why, "%s", first == b->world_rank ? ps_error_msg() : "");
+    int err = MPI_Bcast(why, (int)sizeof why, MPI_CHAR, first, MPI_COMM_WORLD);
+    if (err != MPI_SUCCESS) {
+        boot_fatal(b, "MPI_Bcast of a start-up failure", err);
+    }
+    if (rc == 0) {
+        ps_error_set("%s", why);
+    }
     return rc != 0 ? rc : PS_ESTATE;
+}
+
+int ps_boot_agree(ps_boot_t *b, ps_step_t step, int rc)
+{
+    if (rc == 0 && ps_signal_stop_requested()) {
+        rc = ps_signal_stopped(); /* start-up ends at the next agreement */
+    }
+    int first = step_begin(b, step, PS_STEP_AGREE, rc);
+    return first == INT_MAX ? 0 : step_failed(b, first, rc);
 }
 
 typedef struct {
@@ -247,11 +265,8 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubke
     /* Agreed before the all-gather, which needs every rank's buffers. */
     int first = step_begin(b, PS_STEP_EXCHANGE, PS_STEP_EXCHANGE_ALL, rc);
     if (first != INT_MAX) {
-        if (first == b->world_rank) {
-            ps_log_error("%s", ps_error_msg());
-        }
         free(all);
-        return rc != 0 ? rc : PS_ESTATE;
+        return step_failed(b, first, rc);
     }
     memset(&mine, 0, sizeof mine);
     mine.is_server = b->is_server;
@@ -417,9 +432,39 @@ int ps_boot_servers_max_u64(ps_boot_t *b, uint64_t *v)
     return rv == MPI_SUCCESS ? 0 : mpi_fail("MPI_Allreduce", rv);
 }
 
+/* A non-blocking reduction polled against the clock, so a server that
+ * never comes (stopped, or dead) cannot hold the others. */
+int ps_boot_servers_minmax_u64(ps_boot_t *b, uint64_t *lo, uint64_t *hi, int timeout_ms)
+{
+    uint64_t mine[2] = {~*lo, *hi}, most[2];
+    MPI_Request req;
+    int rv = MPI_Iallreduce(mine, most, 2, MPI_UINT64_T, MPI_MAX, impl(b)->role, &req);
+    if (rv != MPI_SUCCESS) {
+        return mpi_fail("MPI_Iallreduce", rv);
+    }
+    double until = MPI_Wtime() + timeout_ms / 1000.0;
+    int done = 0;
+    while (!done && (rv = MPI_Test(&req, &done, MPI_STATUS_IGNORE)) == MPI_SUCCESS) {
+        if (!done && MPI_Wtime() > until) {
+            ps_error_set("not every server took part within %d ms", timeout_ms);
+            return PS_ETIMEDOUT; /* the request is left behind: the job is ending */
+        }
+        if (!done) {
+            usleep(500); /* other ranks share the cores */
+        }
+    }
+    if (rv != MPI_SUCCESS) {
+        return mpi_fail("MPI_Test", rv);
+    }
+    *lo = ~most[0];
+    *hi = most[1];
+    return 0;
+}
+
 void ps_boot_abort(ps_boot_t *b, int code)
 {
     (void)b;
+    ps_cleanup_run(); /* MPI_Abort does not return, nor run atexit */
     fflush(stdout);
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, code ? code : 1);

@@ -11,8 +11,8 @@
  * step): ranks that reach different steps end the job naming both (exit
  * status 2) instead of hanging.  Start-up errors are agreed on with
  * ps_boot_agree so that a bad flag or file on one rank ends every rank with
- * a clean exit; errors during training use ps_boot_abort, which ends the
- * whole job.
+ * a clean exit, every rank's error being the failing rank's message;
+ * errors during training use ps_boot_abort, which ends the whole job.
  *
  * MPI errors are returned (MPI_ERRORS_RETURN is set on MPI_COMM_WORLD), as
  * PS_EMPI with a message naming the call.  Inside a start-up step, where
@@ -49,7 +49,9 @@ int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server, int trans
 /* World, a PS_STEP_AGREE step: 0 when every rank passes rc == 0; otherwise
  * our own rc when we failed, else PS_ESTATE.  The lowest failing rank logs
  * its ps_error_msg() (so callers do not), giving one error line for the
- * whole job. */
+ * whole job, and the ranks that passed 0 get that message as their
+ * ps_error_msg().  A rank asked to stop (ps_signal) fails the step with
+ * PS_EINTR. */
 int ps_boot_agree(ps_boot_t *b, ps_step_t step, int rc);
 #define PS_BOOT_EP_LEN 512 /* room for a server's endpoint (with its lanes) */
 
@@ -107,7 +109,14 @@ int ps_boot_servers_gather(ps_boot_t *b, const float *mine, size_t n, float *out
                            const size_t *counts);
 /* Servers: maximum of a value over all servers, on all. */
 int ps_boot_servers_max_u64(ps_boot_t *b, uint64_t *v);
-/* Ends every rank of the job with `code`; does not return. */
+/* Servers, bounded: *lo becomes the minimum of every server's *lo, *hi
+ * the maximum of their *hi, when every server takes part within
+ * timeout_ms; else PS_ETIMEDOUT (then the job must end: the reduction is
+ * left pending).  For the way out after a stop, where a server may be
+ * gone. */
+int ps_boot_servers_minmax_u64(ps_boot_t *b, uint64_t *lo, uint64_t *hi, int timeout_ms);
+/* Ends every rank of the job with `code`, after removing the files
+ * registered with ps_cleanup; does not return. */
 void ps_boot_abort(ps_boot_t *b, int code) __attribute__((noreturn));
 void ps_boot_fini(ps_boot_t *b);
 

@@ -25,6 +25,7 @@ const char *ps_strerror(int rv)
     case PS_EZMQ: return "zmq error";
     case PS_ESTATE: return "invalid state";
     case PS_EAGAIN: return "try again";
+    case PS_EINTR: return "stopped by a signal";
     default: return "unknown error";
     }
 }
@@ -54,6 +55,11 @@ void ps_log_set_name(const char *role, int rank)
     } else {
         snprintf(log_name, sizeof log_name, "%s", role);
     }
+}
+
+const char *ps_log_name(void)
+{
+    return log_name;
 }
 
 void ps_log_set_level(int level)

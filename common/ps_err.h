@@ -35,6 +35,7 @@ enum {
     PS_EZMQ = -10,    /* a zmq call failed */
     PS_ESTATE = -11,  /* call not valid in the current state */
     PS_EAGAIN = -12,  /* nothing available now; try again */
+    PS_EINTR = -13,   /* stopped by SIGINT/SIGTERM (ps_signal) */
 };
 #endif
 
@@ -51,6 +52,8 @@ void ps_error_clear(void);
 
 /* Name this process in log lines: ps_log_set_name("ps-server", 0). */
 void ps_log_set_name(const char *role, int rank);
+/* The prefix of this process's log lines ("ps-server[0]"). */
+const char *ps_log_name(void);
 /* Verbosity: 0 errors only, 1 info (default), 2 debug. */
 void ps_log_set_level(int level);
 

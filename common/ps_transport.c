@@ -1,6 +1,8 @@
 #include "ps_transport.h"
 
+#include "ps_cleanup.h"
 #include "ps_err.h"
+#include "ps_signal.h"
 #include "ps_tp_auth.h"
 
 #include <errno.h>
@@ -34,6 +36,7 @@ typedef struct {
     pid_t janitor;  /* removes the folder when we are gone; 0: none */
     int janitor_fd; /* the write end of its pipe; -1: none */
 } ipc_dir_t;
+
 
 struct ps_tp {
     void *ctx;
@@ -96,9 +99,11 @@ static void ipc_dir_remove(ipc_dir_t *d)
 {
     for (int i = 0; i < d->nfiles; i++) {
         unlink(d->file[i]);
+        ps_cleanup_forget(d->file[i]);
     }
     if (d->dir[0]) {
         rmdir(d->dir);
+        ps_cleanup_forget(d->dir);
     }
     if (d->janitor_fd >= 0) {
         close(d->janitor_fd); /* it finds nothing left to remove, and ends */
@@ -292,7 +297,12 @@ static int bind_ipc(ps_tp_t *tp, const char *parent, int lanes, int threads, cha
     if ((rv = make_private_dir(tp->ipc, parent)) != 0) {
         return rv;
     }
+    /* Removed at once on a signal or an abort (ps_cleanup), and by the
+     * janitor whatever happens. */
     janitor_start(tp->ipc);
+    if ((rv = ps_cleanup_add_dir(tp->ipc->dir)) != 0) {
+        return rv;
+    }
     for (int i = 0; i < lanes; i++) {
         char file[PATH_CAP + 16];
         snprintf(file, sizeof file, "%s/%d", tp->ipc->dir, i);
@@ -300,8 +310,9 @@ static int bind_ipc(ps_tp_t *tp, const char *parent, int lanes, int threads, cha
         memcpy(tp->ipc->file[i], file, n < PATH_CAP ? n + 1 : 0);
         snprintf(ep, sizeof ep, "ipc://%s", tp->ipc->file[i]);
         tp->ipc->nfiles = i + 1; /* removed even if the bind fails half-way */
-        if ((rv = bind_lane(tp->sock[tp->ipc_sock], ep, i, lanes, threads, endpoint, cap)) !=
-            0) {
+        if ((rv = ps_cleanup_add_file(tp->ipc->file[i])) != 0 ||
+            (rv = bind_lane(tp->sock[tp->ipc_sock], ep, i, lanes, threads, endpoint, cap)) !=
+                0) {
             return rv;
         }
     }
@@ -789,10 +800,15 @@ int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms)
                 return take_message(tp, tp->sock[i], i, m);
             }
         }
+        /* A stop (ps_signal) ends waits, never a poll (timeout 0): a
+         * worker finishes sending its step first. */
+        if (timeout_ms != 0 && ps_signal_stop_requested()) {
+            return ps_signal_stopped();
+        }
         int rc = zmq_poll(tp->items, tp->nsock, timeout_ms);
         if (rc < 0) {
             if (zmq_errno() == EINTR) {
-                continue;
+                continue; /* a stop is seen above */
             }
             return zfail("zmq_poll");
         }

@@ -52,9 +52,10 @@
  * any process of this user) can send messages, under any routing id not
  * already connected.
  * The ipc folder and its socket files are removed by ps_tp_destroy, also
- * when ps_tp_server_new fails half-way, and, when this process ends
- * without it (killed, MPI_Abort), by a small janitor process (/bin/sh)
- * that waits for this process to be gone.
+ * when ps_tp_server_new fails half-way; they are registered with
+ * ps_cleanup (a signal, an abort); and a small janitor process (/bin/sh)
+ * that waits for this process to be gone removes them whatever happens
+ * (SIGKILL included).
  * Not thread-safe: one thread per ps_tp_t (the ZAP thread is internal).
  */
 #ifndef PS_TRANSPORT_H
@@ -160,7 +161,9 @@ int ps_tp_send(ps_tp_t *tp, int dest, int stream, const ps_hdr_t *h, const void 
  * PS_EAGAIN on timeout, PS_EPROTO for a dropped malformed message (m->peer
  * is the sender's rank when known, else -1), PS_EZMQ on socket failure.
  * The header is checked before the routing id, so a peer of another
- * protocol version is told so rather than "unknown routing id". */
+ * protocol version is told so rather than "unknown routing id".  Once a
+ * stop is requested (SIGINT/SIGTERM, ps_signal), a wait (timeout_ms != 0)
+ * returns what is already queued, then PS_EINTR. */
 int ps_tp_recv(ps_tp_t *tp, ps_tp_msg_t *m, int timeout_ms);
 void ps_tp_msg_release(ps_tp_msg_t *m);
 /* Move a received message to another place (a ps_tp_msg_t must never be

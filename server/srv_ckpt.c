@@ -1,130 +1,23 @@
 #include "srv_ckpt.h"
+#include "srv_ckpt_dir.h"
 
 #include "ps_atomic.h"
 #include "ps_err.h"
 #include "ps_safetensors.h"
+#include "srv_settings.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
 
 /* A manifest names at most this many server files: far above any server
  * count a parameter server runs with, and it bounds what a damaged or
  * hostile MANIFEST can make the reader allocate. */
 #define MAX_MANIFEST_SERVERS (1 << 20)
-
-static void step_dir(char *out, size_t cap, const char *dir, uint64_t step)
-{
-    snprintf(out, cap, "%s/step-%08" PRIu64, dir, step);
-}
-
-/* Creates `path` unless it exists; *made says whether this call did. */
-static int mkdir_one(const char *path, int *made)
-{
-    *made = mkdir(path, 0755) == 0;
-    if (!*made && errno != EEXIST) {
-        ps_error_set("cannot create %s: %s", path, strerror(errno));
-        return PS_EIO;
-    }
-    return 0;
-}
-
-/* DIR (when this server creates it) and DIR/step-N, each entry synced in
- * its parent.  Every server syncs DIR, not only the one that created the
- * step folder: that one may crash between its mkdir and its fsync. */
-static int make_step_dir(const char *dir, const char *sdir)
-{
-    int made, rv = mkdir_one(dir, &made);
-    if (rv == 0 && made) {
-        rv = ps_atomic_sync_dir(dir);
-    }
-    if (rv == 0) {
-        rv = mkdir_one(sdir, &made);
-    }
-    return rv == 0 ? ps_atomic_sync_dir(sdir) : rv;
-}
-
-static int cmp_desc(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x > y ? -1 : x < y;
-}
-
-/* The steps of DIR's `step-N` folders, newest first, in *out (malloc'd,
- * the caller frees it; NULL when there are none).  PS_ENOENT when DIR
- * cannot be opened (errno kept), PS_ENOMEM. */
-static int list_steps(const char *dir, uint64_t **out, size_t *n)
-{
-    size_t cap = 0;
-    struct dirent *e;
-    DIR *d = opendir(dir);
-    *out = NULL;
-    *n = 0;
-    if (!d) {
-        return PS_ENOENT;
-    }
-    while ((e = readdir(d))) {
-        uint64_t v;
-        char tail;
-        if (sscanf(e->d_name, "step-%" SCNu64 "%c", &v, &tail) != 1) {
-            continue;
-        }
-        if (*n == cap) {
-            uint64_t *more = realloc(*out, (cap = cap ? 2 * cap : 16) * sizeof *more);
-            if (!more) {
-                closedir(d);
-                free(*out);
-                *out = NULL;
-                ps_error_set("%s: no memory to list its checkpoints", dir);
-                return PS_ENOMEM;
-            }
-            *out = more;
-        }
-        (*out)[(*n)++] = v;
-    }
-    closedir(d);
-    if (*n > 1) { /* qsort's array must not be NULL, even for none */
-        qsort(*out, *n, sizeof **out, cmp_desc);
-    }
-    return 0;
-}
-
-static int has_manifest(const char *dir, uint64_t step)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/step-%08" PRIu64 "/MANIFEST", dir, step);
-    return access(path, F_OK) == 0;
-}
-
-/* Removes one step folder and the files in it (parts, MANIFEST, temp
- * files of a write that was cut short). */
-static int remove_step(const char *dir, uint64_t step)
-{
-    char sdir[4100], path[4400];
-    struct dirent *e;
-    step_dir(sdir, sizeof sdir, dir, step);
-    DIR *sd = opendir(sdir);
-    while (sd && (e = readdir(sd))) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            snprintf(path, sizeof path, "%s/%s", sdir, e->d_name);
-            unlink(path);
-        }
-    }
-    if (sd) {
-        closedir(sd);
-    }
-    if (rmdir(sdir) != 0 && errno != ENOENT) {
-        ps_error_set("cannot remove %s: %s", sdir, strerror(errno));
-        return PS_EIO;
-    }
-    return 0;
-}
 
 /* CRC-32 of the tensors' data, in the given order. */
 static uint32_t crc_of(const ps_st_tensor_t *t, int n)
@@ -185,18 +78,18 @@ static void prune(const char *dir, uint64_t step)
     uint64_t *steps;
     size_t n;
     int kept = 0;
-    if (list_steps(dir, &steps, &n) != 0) {
+    if (srv_ckpt_dir_list(dir, &steps, &n) != 0) {
         return;
     }
     for (size_t i = 0; i < n; i++) {
         if (steps[i] >= step) {
             continue;
         }
-        if (!kept && has_manifest(dir, steps[i])) {
+        if (!kept && srv_ckpt_dir_whole(dir, steps[i])) {
             kept = 1;
             continue;
         }
-        remove_step(dir, steps[i]);
+        srv_ckpt_dir_remove(dir, steps[i]);
     }
     free(steps);
 }
@@ -240,8 +133,8 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
     if (s->nlocal == 0) {
         return 0; /* a server without chunks has nothing to keep */
     }
-    step_dir(sdir, sizeof sdir, dir, step);
-    if ((rv = make_step_dir(dir, sdir)) != 0) {
+    srv_ckpt_dir_step(sdir, sizeof sdir, dir, step);
+    if ((rv = srv_ckpt_dir_make(dir, sdir)) != 0) {
         return rv;
     }
     ps_st_tensor_t *t = calloc(2 * s->nlocal, sizeof *t);
@@ -471,7 +364,7 @@ static int load_file(srv_ckpt_state_t *st, const char *path, const manifest_t *m
                      const char *settings)
 {
     ps_st_file_t *f = NULL;
-    char stepv[24], hash[24];
+    char stepv[24], hash[24], why[400];
     int rv = ps_st_open(&f, path);
     if (rv != 0) {
         return rv;
@@ -482,10 +375,10 @@ static int load_file(srv_ckpt_state_t *st, const char *path, const manifest_t *m
         !meta_is(f, "layout", hash)) {
         ps_error_set("%s: step or layout differs from the manifest", path);
         rv = PS_EFORMAT;
-    } else if (!meta_is(f, "settings", settings)) {
-        const char *had = ps_st_meta(f, "settings");
-        ps_error_set("%s was taken with other settings (%s; this run: %s)", path,
-                     had ? had : "none", settings);
+    } else if (!meta_is(f, "settings", settings) &&
+               srv_settings_check_resume(ps_st_meta(f, "settings"), settings, m->step, why,
+                                         sizeof why) != 0) {
+        ps_error_set("%s was taken with other settings: %s", path, why);
         rv = PS_EINVAL;
     } else {
         rv = check_crc(f, path);
@@ -541,7 +434,7 @@ static int try_step(srv_ckpt_state_t *st, const char *dir, uint64_t step, const 
 {
     char sdir[4100], path[4200];
     manifest_t m;
-    step_dir(sdir, sizeof sdir, dir, step);
+    srv_ckpt_dir_step(sdir, sizeof sdir, dir, step);
     int rv = read_manifest(sdir, &m);
     if (rv == 0 && m.step != step) {
         ps_error_set("%s: manifest says step %" PRIu64, sdir, m.step);
@@ -569,13 +462,14 @@ int srv_ckpt_load(srv_ckpt_state_t *st, const char *dir, const char *settings)
     uint64_t *steps;
     size_t n;
     memset(st, 0, sizeof *st);
-    int rv = list_steps(dir, &steps, &n);
+    int rv = srv_ckpt_dir_list(dir, &steps, &n);
     if (rv == PS_ENOENT) {
         ps_error_set("--resume %s: %s", dir, strerror(errno));
     }
     if (rv != 0) {
         return rv;
     }
+    char newest[400] = "";
     for (size_t i = 0; i < n; i++) {
         if (try_step(st, dir, steps[i], settings) == 0) {
             free(steps);
@@ -583,9 +477,14 @@ int srv_ckpt_load(srv_ckpt_state_t *st, const char *dir, const char *settings)
         }
         ps_log_error("checkpoint step %" PRIu64 " is unusable: %s%s", steps[i], ps_error_msg(),
                      i + 1 < n ? "; trying the previous one" : "");
+        if (i == 0) {
+            snprintf(newest, sizeof newest, "%s", ps_error_msg());
+        }
     }
     free(steps);
-    ps_error_set("--resume %s: no usable checkpoint", dir);
+    /* The job's one error line says why the newest could not be used. */
+    ps_error_set("--resume %s: no usable checkpoint%s%s%s", dir, n ? " (the newest: " : "",
+                 newest, n ? ")" : "");
     return PS_ENOENT;
 }
 
@@ -593,13 +492,13 @@ int srv_ckpt_drop_newer(const char *dir, uint64_t step, int resuming)
 {
     uint64_t *steps;
     size_t n, dropped = 0;
-    int rv = list_steps(dir, &steps, &n);
+    int rv = srv_ckpt_dir_list(dir, &steps, &n);
     if (rv == PS_ENOENT) {
         return 0; /* no folder yet: nothing to drop */
     }
     /* A new run never deletes a whole checkpoint it did not write. */
     for (size_t i = 0; rv == 0 && !resuming && i < n; i++) {
-        if (has_manifest(dir, steps[i])) {
+        if (srv_ckpt_dir_whole(dir, steps[i])) {
             ps_error_set("--checkpoint-dir %s already holds a checkpoint of another run (step "
                          "%" PRIu64 "): pass --resume %s to continue it, or give an empty folder",
                          dir, steps[i], dir);
@@ -607,7 +506,7 @@ int srv_ckpt_drop_newer(const char *dir, uint64_t step, int resuming)
         }
     }
     for (size_t i = 0; rv == 0 && i < n && steps[i] > step; i++) {
-        rv = remove_step(dir, steps[i]);
+        rv = srv_ckpt_dir_remove(dir, steps[i]);
         dropped += rv == 0;
     }
     if (dropped > 0) {

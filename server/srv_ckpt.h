@@ -80,8 +80,11 @@ typedef struct {
  * the step without one and older checkpoints untouched. */
 int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nservers,
                    const char *settings);
-/* Find and load the newest whole checkpoint in `dir` taken with the same
- * settings; PS_ENOENT (detail set) when there is none. */
+/* Find and load the newest whole checkpoint in `dir` taken with settings
+ * this run may resume (the same, or another total_steps under a schedule
+ * that does not depend on it: srv_settings); PS_ENOENT (detail set) when
+ * there is none.  A refused checkpoint is logged naming each setting that
+ * differs. */
 int srv_ckpt_load(srv_ckpt_state_t *st, const char *dir, const char *settings);
 /* Put the loaded state into a freshly registered store (same layout: the
  * caller checks layout_hash and total first). */

@@ -1,4 +1,5 @@
 #include "srv_loop.h"
+#include "srv_register.h"
 
 #include "ps_clock.h"
 #include "ps_err.h"
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* A held PUSH: the transport message that owns the payload, plus an
  * aligned copy when the payload was not float-aligned. */
@@ -18,7 +20,7 @@ typedef struct {
     float *copy;
 } held_push_t;
 
-static void release_push(void *owner)
+void srv_loop_release_push(void *owner)
 {
     held_push_t *h = owner;
     ps_tp_msg_release(&h->msg);
@@ -34,7 +36,7 @@ static void reply_done(void *data, void *hint)
 
 /* While an update waits for its chunk's pull replies: a reply queued to a
  * worker that has since gone is dropped only once the socket hears of it. */
-static void service_socket(void *tp)
+void srv_loop_service_socket(void *tp)
 {
     ps_tp_service(tp);
 }
@@ -94,7 +96,7 @@ uint64_t srv_loop_rejected_total(const srv_loop_t *L)
     return n;
 }
 
-static void reject(srv_loop_t *L, srv_reject_t why, int peer, const char *detail)
+void srv_loop_reject(srv_loop_t *L, srv_reject_t why, int peer, const char *detail)
 {
     static ps_ratelimit_t rl;
     L->rejected[why]++;
@@ -103,7 +105,7 @@ static void reject(srv_loop_t *L, srv_reject_t why, int peer, const char *detail
 }
 
 /* Replies go to worker w on the stream its request came on. */
-static int send_simple(srv_loop_t *L, int w, int stream, ps_msg_type_t type, uint32_t request,
+int srv_loop_send_simple(srv_loop_t *L, int w, int stream, ps_msg_type_t type, uint32_t request,
                        const char *text)
 {
     ps_hdr_t h = ps_wire_hdr(type, (uint32_t)L->cfg.server);
@@ -140,7 +142,7 @@ static void send_chunk(srv_loop_t *L, int w, int stream, srv_chunk_t *c, uint32_
 
 /* The chunk a data message names, checked against the map; NULL (and the
  * message counted) when it is not ours or its offset/count disagree. */
-static srv_chunk_t *checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int need_payload)
+srv_chunk_t *srv_loop_checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int need_payload)
 {
     srv_chunk_t *c = srv_store_chunk(&L->store, m->hdr.chunk);
     char why[128];
@@ -154,100 +156,8 @@ static srv_chunk_t *checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int need_
     } else {
         return c;
     }
-    reject(L, SRV_REJ_CHUNK, m->peer, why);
+    srv_loop_reject(L, SRV_REJ_CHUNK, m->peer, why);
     return NULL;
-}
-
-/* The REGISTER payload decoded into a heap layout (123 KB: not on the
- * stack); NULL, and the message counted, when it is malformed. */
-static ps_layout_t *decoded_layout(srv_loop_t *L, const ps_tp_msg_t *m)
-{
-    ps_layout_t *l = malloc(sizeof *l);
-    if (!l) {
-        reject(L, SRV_REJ_LAYOUT, m->peer, "no memory to decode the layout");
-        return NULL;
-    }
-    if (ps_layout_decode(l, m->payload, m->len) != 0) {
-        reject(L, SRV_REJ_LAYOUT, m->peer, ps_error_msg());
-        free(l);
-        return NULL;
-    }
-    return l;
-}
-
-static void handle_register(srv_loop_t *L, ps_tp_msg_t *m)
-{
-    if (m->peer != 0) {
-        reject(L, SRV_REJ_SENDER, m->peer, "REGISTER from a worker other than rank 0");
-        return;
-    }
-    ps_layout_t *l = decoded_layout(L, m);
-    if (!l) {
-        return;
-    }
-    if (L->registered) {
-        if (ps_layout_hash(l) != ps_layout_hash(L->store.layout)) {
-            reject(L, SRV_REJ_LAYOUT, m->peer, "a second, different layout");
-            send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request,
-                        "layout already registered");
-        }
-        free(l);
-        return;
-    }
-    /* The store takes l (and frees it if it fails). */
-    int rv = srv_store_init(&L->store, &l, L->cfg.chunk_elems, L->cfg.server, L->cfg.nservers,
-                            L->cfg.nworkers, &L->cfg.opt, release_push);
-    if (rv == 0) {
-        rv = srv_store_set_mode(&L->store, L->cfg.mode, L->cfg.staleness);
-        srv_store_set_lr(&L->store, L->cfg.lr_of, L->cfg.lr_arg);
-        srv_store_set_ref_wait(&L->store, L->cfg.timeout_ms, service_socket, L->cfg.tp);
-    }
-    if (rv == 0 && !(L->held = calloc(L->store.nlocal ? L->store.nlocal : 1, sizeof *L->held))) {
-        ps_error_set("no memory for the pulls of %zu chunks", L->store.nlocal);
-        rv = PS_ENOMEM;
-    }
-    if (rv == 0 && L->cfg.resume &&
-        (L->cfg.resume->layout_hash != ps_layout_hash(L->store.layout) ||
-         L->cfg.resume->total != L->store.layout->total)) {
-        ps_error_set("the checkpoint holds another model than the one the workers registered");
-        rv = PS_EINVAL;
-    }
-    if (rv != 0) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->cfg.server,
-                 ps_error_msg());
-        free(L->held);
-        L->held = NULL;
-        srv_store_fini(&L->store); /* unregistered: a later REGISTER starts afresh */
-        reject(L, SRV_REJ_LAYOUT, m->peer, msg);
-        send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request, msg);
-        return;
-    }
-    L->registered = 1;
-    if (L->cfg.resume) {
-        srv_ckpt_apply(L->cfg.resume, &L->store);
-        L->resumed = 1;
-        L->max_version = L->cfg.resume->step;
-    }
-    L->ckpt_next = L->max_version + L->cfg.ckpt_every;
-}
-
-static void handle_init(srv_loop_t *L, ps_tp_msg_t *m)
-{
-    if (m->peer != 0 || !L->registered) {
-        reject(L, m->peer != 0 ? SRV_REJ_SENDER : SRV_REJ_PHASE, m->peer,
-               "INIT before REGISTER or not from worker 0");
-        return;
-    }
-    srv_chunk_t *c = checked_chunk(L, m, 1);
-    if (!c) {
-        return;
-    }
-    L->inits_seen++;
-    if (!L->resumed) {
-        /* memcpy tolerates any alignment of the zmq buffer. */
-        srv_store_set_init(&L->store, c, (const float *)(const void *)m->payload);
-    }
 }
 
 /* Answer, and forget, the held pulls chunk c's version now satisfies. */
@@ -369,7 +279,7 @@ static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
     if ((h->msg.hdr.flags & PS_FLAG_HALF) ||
         ((uintptr_t)h->msg.payload & (sizeof(float) - 1)) != 0) {
         if (!(h->copy = widen(&h->msg))) {
-            release_push(h);
+            srv_loop_release_push(h);
             return NULL;
         }
     }
@@ -394,7 +304,7 @@ static int nonfinite_push(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m, s
         return rv; /* a held later step could not be applied (ssp) */
     }
     if (rv < 0) {
-        reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
+        srv_loop_reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
         return 0;
     }
     L->pushes++;
@@ -406,7 +316,7 @@ static int nonfinite_push(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m, s
 
 static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
 {
-    srv_chunk_t *c = checked_chunk(L, m, 1);
+    srv_chunk_t *c = srv_loop_checked_chunk(L, m, 1);
     if (!c) {
         return 0;
     }
@@ -420,7 +330,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
     }
     size_t bad = ps_first_nonfinite(grad, 0, c->count);
     if (bad < c->count) {
-        release_push(h);
+        srv_loop_release_push(h);
         return nonfinite_push(L, c, m, bad);
     }
     double t0 = ps_clock_now();
@@ -431,8 +341,8 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
         return rv; /* the store holds or released h; the detail names the chunk */
     }
     if (rv < 0) {
-        reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
-        release_push(h);
+        srv_loop_reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
+        srv_loop_release_push(h);
         return 0;
     }
     L->pushes++;
@@ -449,7 +359,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
 
 static int handle_pull(srv_loop_t *L, ps_tp_msg_t *m)
 {
-    srv_chunk_t *c = checked_chunk(L, m, 0);
+    srv_chunk_t *c = srv_loop_checked_chunk(L, m, 0);
     if (!c) {
         return 0;
     }
@@ -511,25 +421,10 @@ static int dispatch_train(srv_loop_t *L, ps_tp_msg_t *m)
         handle_stats(L, m);
         return 0;
     case PS_MSG_REGISTER:
-        handle_register(L, m); /* a repeat is harmless; a different one is refused */
+        srv_register_handle(L, m); /* a repeat is harmless; a different one is refused */
         return 0;
     default:
-        reject(L, SRV_REJ_PHASE, m->peer, ps_wire_type_name(m->hdr.type));
-        return 0;
-    }
-}
-
-static int dispatch_setup(srv_loop_t *L, ps_tp_msg_t *m)
-{
-    switch (m->hdr.type) {
-    case PS_MSG_REGISTER:
-        handle_register(L, m);
-        return 0;
-    case PS_MSG_INIT:
-        handle_init(L, m);
-        return 0;
-    default:
-        reject(L, SRV_REJ_PHASE, m->peer, ps_wire_type_name(m->hdr.type));
+        srv_loop_reject(L, SRV_REJ_PHASE, m->peer, ps_wire_type_name(m->hdr.type));
         return 0;
     }
 }
@@ -576,7 +471,7 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
     double t1 = ps_clock_now();
     L->wait_s += t1 - t0;
     if (rv == PS_EPROTO) {
-        reject(L, SRV_REJ_MALFORMED, m.peer, ps_error_msg());
+        srv_loop_reject(L, SRV_REJ_MALFORMED, m.peer, ps_error_msg());
         return 0;
     }
     if (rv != 0) {
@@ -584,7 +479,7 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
     }
     char why[128];
     if (!sender_ok(L, &m, why, sizeof why)) {
-        reject(L, SRV_REJ_SENDER, m.peer, why);
+        srv_loop_reject(L, SRV_REJ_SENDER, m.peer, why);
         ps_tp_msg_release(&m);
         return 0;
     }
@@ -601,7 +496,10 @@ int srv_loop_setup(srv_loop_t *L)
     int rv;
     while (!L->registered || !srv_store_all_initialized(&L->store) ||
            L->inits_seen < L->store.nlocal) {
-        rv = step_once(L, dispatch_setup);
+        rv = step_once(L, srv_register_dispatch);
+        if (rv == 0 && L->failed) {
+            return L->failed; /* its message is set where it happened */
+        }
         if (rv == PS_EAGAIN) {
             ps_error_set("worker 0 (host %s) did not register the model within %d s",
                          L->cfg.worker_hosts ? L->cfg.worker_hosts[0] : "?", L->cfg.timeout_ms / 1000);
@@ -611,7 +509,46 @@ int srv_loop_setup(srv_loop_t *L)
             return rv;
         }
     }
-    return send_simple(L, 0, 0, PS_MSG_ACK, 0, NULL);
+    return srv_loop_send_simple(L, 0, 0, PS_MSG_ACK, 0, NULL);
+}
+
+void srv_loop_drain(srv_loop_t *L, int quiet_ms, int max_ms)
+{
+    double t0 = ps_clock_now(), last = t0;
+    while (L->registered && !L->failed) {
+        double now = ps_clock_now();
+        if ((now - last) * 1000.0 >= quiet_ms || (now - t0) * 1000.0 >= max_ms) {
+            return;
+        }
+        ps_tp_msg_t m;
+        char why[128];
+        int rv = ps_tp_recv(L->cfg.tp, &m, 0); /* a poll: a stop does not end it */
+        if (rv == PS_EAGAIN || rv == PS_EPROTO) {
+            struct timespec ts = {0, 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        if (rv != 0) {
+            return;
+        }
+        last = now;
+        rv = sender_ok(L, &m, why, sizeof why) ? dispatch_train(L, &m) : 0;
+        ps_tp_msg_release(&m);
+        if (rv != 0) {
+            return;
+        }
+    }
+}
+
+void srv_loop_versions(const srv_loop_t *L, uint64_t *lo, uint64_t *hi)
+{
+    *lo = UINT64_MAX;
+    *hi = 0;
+    for (size_t i = 0; i < L->store.nlocal; i++) {
+        uint64_t v = L->store.chunks[i].version;
+        *lo = v < *lo ? v : *lo;
+        *hi = v > *hi ? v : *hi;
+    }
 }
 
 /* Name the workers the server is waiting for. */

@@ -3,7 +3,9 @@
  *
  * Two phases.  Setup: wait for worker 0's REGISTER (the layout) and the
  * INIT of every local chunk, then ACK (when resuming, the chunks come from
- * the checkpoint instead and the INIT values are ignored).  In sync mode
+ * the checkpoint instead and the INIT values are ignored); a model the
+ * server cannot hold (no memory, not the --resume checkpoint's) is
+ * answered with ERROR and ends the setup with that reason.  In sync mode
  * with checkpoints on, the state is written every `ckpt_every` steps, before
  * the pull replies that let the workers go on; a checkpoint that fails twice
  * ends srv_loop_train with its error.  Training: PUSH messages go to the
@@ -116,18 +118,45 @@ typedef struct {
     double last_ok;      /* when a worker's message last got through */
     size_t inits_seen;   /* INIT messages taken for local chunks */
     int resumed;
-    int failed; /* a handler's fatal error (a checkpoint not written): ends training */
+    int failed; /* a handler's fatal error (a checkpoint not written, a model refused at
+                   REGISTER): ends the phase */
 } srv_loop_t;
 
 /* Zeroes L, copies cfg into it and allocates the per-worker state; on
  * failure (PS_ENOMEM, with a message) srv_loop_fini is still safe. */
 int srv_loop_init(srv_loop_t *L, const srv_loop_cfg_t *cfg);
 void srv_loop_fini(srv_loop_t *L);
+/* Setup: 0 once registered and initialised (worker 0 ACKed); the reason
+ * when worker 0's model cannot be held (worker 0 gets it as an ERROR),
+ * PS_ETIMEDOUT, or PS_EINTR on a stop (ps_signal). */
 int srv_loop_setup(srv_loop_t *L);
+/* Training until every worker said SHUTDOWN; PS_EINTR on a stop. */
 int srv_loop_train(srv_loop_t *L);
+/* After a stop: go on taking the messages still arriving (the workers
+ * finish sending their step before they stop) until none came for
+ * quiet_ms, or max_ms passed. */
+void srv_loop_drain(srv_loop_t *L, int quiet_ms, int max_ms);
+/* The lowest and highest version of the local chunks (UINT64_MAX and 0
+ * without chunks): equal when no step is half applied here. */
+void srv_loop_versions(const srv_loop_t *L, uint64_t *lo, uint64_t *hi);
 uint64_t srv_loop_rejected_total(const srv_loop_t *L);
 /* Worker connections (worker, stream) that carried at least one message. */
 int srv_loop_connections_used(const srv_loop_t *L);
 const char *srv_loop_reject_name(srv_reject_t r);
+
+/* ---- for the loop's own files (srv_loop.c, srv_register.c) ------------- */
+
+/* Counts a dropped message by reason and logs it (rate-limited). */
+void srv_loop_reject(srv_loop_t *L, srv_reject_t why, int peer, const char *detail);
+/* An ACK/ERROR-style reply with optional text, to worker w on `stream`. */
+int srv_loop_send_simple(srv_loop_t *L, int w, int stream, ps_msg_type_t type, uint32_t request,
+                         const char *text);
+/* The chunk a data message names, checked against the map (and, with
+ * need_payload, its offset and count); NULL, counted, when not. */
+srv_chunk_t *srv_loop_checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int need_payload);
+/* The store's callbacks: release a held push; service the socket while
+ * an update waits for zero-copy readers. */
+void srv_loop_release_push(void *owner);
+void srv_loop_service_socket(void *tp);
 
 #endif

@@ -11,12 +11,14 @@
  */
 #include "ps_atomic.h"
 #include "ps_boot.h"
+#include "ps_cleanup.h"
 #include "ps_err.h"
 #include "ps_jobinfo.h"
 #include "ps_net.h"
 #include "ps_opts.h"
 #include "ps_plane.h"
 #include "ps_probe.h"
+#include "ps_signal.h"
 #include "ps_trace.h"
 #include "ps_transport.h"
 #include "srv_loop.h"
@@ -77,7 +79,8 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
         {"mode", PS_OPT_STRING, &c->mode, "sync|async|ssp",
          "consistency: sync (every step waits for all workers), async (apply each push "
          "on arrival), ssp (workers at most --staleness steps apart)"},
-        {"staleness", PS_OPT_LONG, &c->staleness, "S", "ssp bound (0 = sync, bit for bit)"},
+        {"staleness", PS_OPT_LONG, &c->staleness, "S",
+         "ssp bound (0 = sync, bit for bit; at most 1024)"},
         {"lr-schedule", PS_OPT_STRING, &c->schedule, "SPEC",
          "constant | step:EPOCHS:GAMMA (e.g. step:30,60:0.1) | cosine (over all steps)"},
         {"warmup-steps", PS_OPT_LONG, &c->warmup, "N",
@@ -97,7 +100,8 @@ static int parse_flags(srv_cfg_t *c, int argc, char **argv)
          "write checkpoints here (one file per server + MANIFEST per step; sync mode)"},
         {"checkpoint-every", PS_OPT_LONG, &c->ckpt_every, "N", "checkpoint every N steps"},
         {"resume", PS_OPT_STRING, &c->resume, "DIR",
-         "continue from the newest whole checkpoint in DIR (same settings; any server count)"},
+         "continue from the newest whole checkpoint in DIR (same settings, but more or fewer "
+         "epochs under a constant or step schedule; any server count)"},
         {"trace", PS_OPT_STRING, &c->trace, "PATH.json",
          "timeline in Chrome trace format, merged over every rank given the same PATH"},
         {"save", PS_OPT_STRING, &c->save, "PATH",
@@ -149,6 +153,12 @@ static int resolve_mode(srv_cfg_t *c)
     }
     if (c->staleness < 0 || (c->staleness > 0 && c->info.mode != PS_MODE_SSP)) {
         ps_error_set("--staleness %lld: a bound >= 0, only with --mode ssp", c->staleness);
+        return PS_EINVAL;
+    }
+    if (c->staleness > SRV_STORE_MAX_STALENESS) {
+        ps_error_set("--staleness %lld: at most %d (a server keeps every worker's pushes of up "
+                     "to staleness + 1 steps per chunk); for no bound use --mode async",
+                     c->staleness, SRV_STORE_MAX_STALENESS);
         return PS_EINVAL;
     }
     c->info.staleness = (uint64_t)c->staleness;
@@ -377,7 +387,9 @@ static int write_endpoint_file(const srv_cfg_t *c, ps_boot_t *b)
     if (!c->endpoint_file || b->rank != 0) {
         return 0;
     }
-    return ps_atomic_write(c->endpoint_file, endpoint_lines, b);
+    int rv = ps_atomic_write(c->endpoint_file, endpoint_lines, b);
+    /* Its ports close with the job, however the job ends. */
+    return rv == 0 ? ps_cleanup_add_file(c->endpoint_file) : rv;
 }
 
 /* Which worker comes over which plane, and the pids of those on this
@@ -511,11 +523,67 @@ static void announce_start(ps_boot_t *b, srv_job_t *j)
     }
 }
 
+#define STOP_QUIET_MS 100 /* a stop: the workers' last pushes come within this */
+#define STOP_DRAIN_MS 400
+#define STOP_AGREE_MS 500 /* the servers meet within this, or give up */
+
+/* A stop in sync mode with --checkpoint-dir: take the pushes still on
+ * their way (a stopping worker first sends its whole step), and when every
+ * chunk of every server is then at one step, newer than the last
+ * checkpoint, write it.  Bounded: Open MPI's mpirun sends SIGKILL 1 s after
+ * SIGTERM. */
+static void final_checkpoint(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j, char *what,
+                             size_t cap)
+{
+    uint64_t lo, hi, last = j->loop.ckpt_next - (uint64_t)c->ckpt_every;
+    srv_loop_drain(&j->loop, STOP_QUIET_MS, STOP_DRAIN_MS);
+    srv_loop_versions(&j->loop, &lo, &hi);
+    int rv = ps_boot_servers_minmax_u64(b, &lo, &hi, STOP_AGREE_MS);
+    if (rv != 0) {
+        snprintf(what, cap, "no final checkpoint: %s", ps_error_msg());
+    } else if (lo != hi) {
+        snprintf(what, cap, "no final checkpoint: stopped inside a step (chunks at steps %llu "
+                 "to %llu)", (unsigned long long)lo, (unsigned long long)hi);
+    } else if (lo == last || lo == 0) {
+        snprintf(what, cap, "step %llu is checkpointed already", (unsigned long long)lo);
+    } else {
+        rv = srv_ckpt_write(&j->loop.store, c->ckpt_dir, lo, b->nservers, j->settings);
+        uint64_t bad = rv != 0, any = bad;
+        snprintf(what, cap, "%s", rv ? ps_error_msg() : "");
+        /* Nobody ends the job while another server still writes its part. */
+        if (ps_boot_servers_minmax_u64(b, &bad, &any, STOP_AGREE_MS) != 0 || any) {
+            snprintf(what + strlen(what), cap - strlen(what), "%sthe final checkpoint of "
+                     "step %llu is incomplete", rv ? "; " : "", (unsigned long long)lo);
+        } else {
+            snprintf(what, cap, "final checkpoint: step %llu in %s", (unsigned long long)lo,
+                     c->ckpt_dir);
+        }
+    }
+}
+
+/* SIGINT/SIGTERM during training (ps_signal): the files are gone already;
+ * a last checkpoint when it can be whole, then the job ends. */
+static void stop_training(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
+{
+    char what[700] = "";
+    int sig = ps_signal_stop_requested();
+    if (c->ckpt_dir) {
+        final_checkpoint(c, b, j, what, sizeof what);
+    }
+    ps_log_error("stopped by %s at step %llu%s%s", ps_signal_name(sig),
+                 (unsigned long long)j->loop.max_version, what[0] ? "; " : "", what);
+    ps_boot_abort(b, 128 + sig);
+}
+
 /* The workers cannot finish a step without this server: a failure here
  * ends the job. */
-static void train(ps_boot_t *b, srv_job_t *j)
+static void train(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
 {
-    if (srv_loop_train(&j->loop) != 0) {
+    int rv = srv_loop_train(&j->loop);
+    if (rv == PS_EINTR) {
+        stop_training(c, b, j);
+    }
+    if (rv != 0) {
         ps_log_error("%s", ps_error_msg());
         ps_boot_abort(b, 3);
     }
@@ -555,6 +623,7 @@ static void close_job(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
     memset(&j->keys, 0, sizeof j->keys);
     if (c->endpoint_file && b->rank == 0) {
         unlink(c->endpoint_file); /* its ports are closed now */
+        ps_cleanup_forget(c->endpoint_file);
     }
     free(j);
 }
@@ -593,7 +662,7 @@ static int run(srv_cfg_t *c, ps_boot_t *b, int flags_rv)
     }
     if (rv == 0) {
         announce_start(b, j);
-        train(b, j);
+        train(c, b, j);
         rv = ps_boot_agree(b, PS_STEP_DONE, finish(c, b, j));
     }
     if (rv == 0 && b->world_rank == 0) {
@@ -633,6 +702,9 @@ int main(int argc, char **argv)
     ps_log_set_name("ps-server", b.rank);
     if (c.quiet) {
         ps_log_set_level(0);
+    }
+    if (flags_rv == 0) {
+        flags_rv = ps_signal_install(PS_SIGNAL_GRACE_MS); /* after MPI_Init: ours win */
     }
     if (flags_rv == 0 && b.nworkers < 1) {
         ps_error_set("no ps-worker ranks in this job (launch: mpirun -np S ps-server : -np W "

@@ -6,7 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_STALENESS 1024
 /* While readers hold a chunk, the idle callback runs this often: a reply
  * queued to a peer that has gone is dropped (and its reference given back)
  * only when the socket's own thread, this one, handles the news. */
@@ -103,9 +102,9 @@ int srv_store_init(srv_store_t *s, ps_layout_t **layout, size_t chunk_elems, int
 
 int srv_store_set_mode(srv_store_t *s, ps_mode_t mode, uint64_t staleness)
 {
-    if (mode == PS_MODE_SSP && staleness > MAX_STALENESS) {
+    if (mode == PS_MODE_SSP && staleness > SRV_STORE_MAX_STALENESS) {
         ps_error_set("--staleness %llu over the limit of %d", (unsigned long long)staleness,
-                     MAX_STALENESS);
+                     SRV_STORE_MAX_STALENESS);
         return PS_EINVAL;
     }
     s->mode = mode;

@@ -94,8 +94,12 @@ typedef struct {
  * *layout is set to NULL; srv_store_fini frees it. */
 int srv_store_init(srv_store_t *s, ps_layout_t **layout, size_t chunk_elems, int server,
                    int nservers, int nworkers, const srv_optim_cfg_t *opt, srv_release_fn rel);
+/* The largest ssp bound: a chunk keeps every worker's pushes for up to
+ * staleness + 1 steps (a slot array per step). */
+#define SRV_STORE_MAX_STALENESS 1024
+
 /* Before the first push: the consistency mode (staleness only for ssp;
- * PS_EINVAL over 1024) and the schedule. */
+ * PS_EINVAL over SRV_STORE_MAX_STALENESS) and the schedule. */
 int srv_store_set_mode(srv_store_t *s, ps_mode_t mode, uint64_t staleness);
 void srv_store_set_lr(srv_store_t *s, srv_lr_fn lr_of, void *arg);
 /* How long an update waits for the chunk's zero-copy readers before it

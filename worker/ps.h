@@ -62,7 +62,8 @@
  * ps_last_error() has a one-line message.  Start-up calls (ps_init,
  * ps_start) agree on the outcome across the job: when any rank fails,
  * every rank's call fails, the lowest failing rank prints its message once
- * for the job, and each rank should then call ps_finalize and exit.  A
+ * for the job (ps_last_error() on the other ranks returns it too), and
+ * each rank should then call ps_finalize and exit.  A
  * failed declaration or ps_fail() before ps_start is remembered and makes
  * ps_start fail that way.  After ps_start, a failure of the data plane (a
  * server timed out or refused a message, a non-finite gradient under the
@@ -76,6 +77,20 @@
  * ps_init).  The job's MPI_COMM_WORLD holds the servers and the workers;
  * the library splits it by role (a collective over MPI_COMM_WORLD that the
  * servers make too) and uses the workers' part for the reductions.
+ *
+ * Signals.  The library installs no signal handler unless asked.  With
+ * ps_options_t.signals = PS_SIGNALS_STOP (as ps-worker does), ps_init
+ * takes SIGINT and SIGTERM (after MPI_Init) and ps_finalize puts the
+ * previous handlers back.  A signal then makes the call that waits for the
+ * servers (ps_pull, ps_step, ps_wait_pulled, ...: a step's pushes are all
+ * sent first) or the next start-up call return PS_EINTR, "stopped by
+ * SIGTERM"; the handle is broken, and ps_finalize ends the whole job with
+ * exit status 128 + the signal (the servers write a last checkpoint when
+ * they can).  A process that has not ended 5 s after the signal is ended
+ * (waits inside MPI cannot be interrupted).  A program that handles
+ * signals itself leaves PS_SIGNALS_NONE; the library then takes no signal,
+ * and a worker killed by one leaves no file behind (the servers own the
+ * job's sockets).
  *
  * Threads.  A ps_t is not thread-safe: make all calls on it from one thread
  * at a time.  ps_last_error() is per thread.  The library starts libzmq I/O
@@ -91,7 +106,9 @@
  *      ps_wait_reduced / ps_test_reduced, ps_require_same, ps_done,
  *      ps_info_t.world_rank / .world_size, ps_stats_t.apply_s,
  *      ps_initializer_t (ps_init_t is its old name)
- *   4  0.4.0: ps_options_t.transport (PS_TRANSPORT_*)
+ *   4  ps_options_t.signals (PS_SIGNALS_STOP), PS_EINTR; a failed start-up
+ *      gives every rank the failing rank's message
+ *   5  ps_options_t.transport (PS_TRANSPORT_*)
  * 0.x versions keep the soname libpsclient.so.0 and make no ABI promise:
  * rebuild a program for a new minor version.  From 3 on, ps_options_t
  * carries its size, so later versions read an older caller's options.
@@ -106,7 +123,7 @@
 extern "C" {
 #endif
 
-#define PS_API_VERSION 4 /* see Versions above */
+#define PS_API_VERSION 5 /* see Versions above */
 
 #if defined(__GNUC__)
 #define PS_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -130,6 +147,7 @@ enum {
     PS_EZMQ = -10,   /* a zmq call failed */
     PS_ESTATE = -11, /* call not valid now (order, or a failed job) */
     PS_EAGAIN = -12,
+    PS_EINTR = -13,  /* stopped by SIGINT/SIGTERM (ps_options_t.signals) */
 };
 /* Static text for a code; never NULL. */
 const char *ps_strerror(int rv);
@@ -155,12 +173,14 @@ typedef struct {
     int quiet;          /* log errors only */
     int compress;       /* pushes as 16-bit floats: PS_COMPRESS_* (default none) */
     int streams;        /* connections to each server, 1..16 (default PS_DEFAULT_STREAMS) */
-    int transport;      /* data plane: PS_TRANSPORT_* (default auto); API 4 */
+    int signals;        /* PS_SIGNALS_STOP: SIGINT/SIGTERM stop the job (see Signals);
+                           default PS_SIGNALS_NONE: the library installs no handler */
+    int transport;      /* data plane: PS_TRANSPORT_* (default auto); API 5 */
 } ps_options_t;
 
 /* Every field listed, so that it compiles without warnings in C and C++. */
 /* clang-format off */
-#define PS_OPTIONS_INIT {sizeof(ps_options_t), 0, 0, 0, 0, 0, 0, 0}
+#define PS_OPTIONS_INIT {sizeof(ps_options_t), 0, 0, 0, 0, 0, 0, 0, 0}
 /* clang-format on */
 
 /* Measured on 16 MiB push+pulls (docs/performance.md): two connections
@@ -184,6 +204,9 @@ typedef struct {
  * float32 instead, so a finite gradient always arrives finite. */
 #define PS_COMPRESS_FP16 1 /* IEEE binary16: 5 exponent bits, |g| <= 65504 */
 #define PS_COMPRESS_BF16 2 /* bfloat16: float32's range, 8 significant bits */
+
+#define PS_SIGNALS_NONE 0 /* signals are the program's business */
+#define PS_SIGNALS_STOP 1 /* ps_init takes SIGINT and SIGTERM (see Signals) */
 
 /*
  * Join the job (collective over MPI_COMM_WORLD), once per process.

@@ -21,6 +21,7 @@
 #define PS_EZMQ PSH_EZMQ
 #define PS_ESTATE PSH_ESTATE
 #define PS_EAGAIN PSH_EAGAIN
+#define PS_EINTR PSH_EINTR
 #include "ps.h"
 #undef PS_H_ERROR_CODES
 #undef PS_OK
@@ -36,6 +37,7 @@
 #undef PS_EZMQ
 #undef PS_ESTATE
 #undef PS_EAGAIN
+#undef PS_EINTR
 
 #include "ps_api.h"
 
@@ -43,7 +45,8 @@
 _Static_assert(SAME_CODE(OK) && SAME_CODE(EINVAL) && SAME_CODE(ENOMEM) && SAME_CODE(EIO) &&
                    SAME_CODE(EFORMAT) && SAME_CODE(EPROTO) && SAME_CODE(ERANGE) &&
                    SAME_CODE(ETIMEDOUT) && SAME_CODE(ENOENT) && SAME_CODE(EMPI) &&
-                   SAME_CODE(EZMQ) && SAME_CODE(ESTATE) && SAME_CODE(EAGAIN),
+                   SAME_CODE(EZMQ) && SAME_CODE(ESTATE) && SAME_CODE(EAGAIN) &&
+                   SAME_CODE(EINTR),
                "the error codes of ps.h and ps_err.h differ");
 #undef SAME_CODE
 
@@ -70,15 +73,11 @@ int ps_api_no_handle(const char *call)
     return PS_EINVAL;
 }
 
-/* A start-up agreement (common/ps_startup.h), with a message on the
- * ranks that did not fail. */
+/* A start-up agreement (common/ps_startup.h); on the ranks that did not
+ * fail, the failing rank's message is the error (ps_boot_agree). */
 int ps_api_agree(ps_t *ps, ps_step_t step, int rc)
 {
-    int rv = ps_boot_agree(&ps->boot, step, rc);
-    if (rv != 0 && rc == 0) {
-        ps_error_set("another rank of the job failed to start (its message is above)");
-    }
-    return rv;
+    return ps_boot_agree(&ps->boot, step, rc);
 }
 
 /* A start-up agreement failed: from now on only ps_finalize. */

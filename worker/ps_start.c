@@ -8,6 +8,7 @@
 
 #include "ps_opts.h"
 #include "ps_plane.h"
+#include "ps_signal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -38,7 +39,8 @@ int ps_api_boot_new(ps_t **out, int *argc, char ***argv, const ps_options_t *opt
     /* Bad options are agreed on in ps_api_join; name and quiet count now. */
     ps_api_fail(ps, ps_api_options(opt, &ps->opt));
     ps_tp_tune_malloc();
-    int rv = ps_boot_init(&ps->boot, argc, argv, 0, ps->opt.transport);
+    /* Bad options fail the flags step; until then the transport is auto. */
+    int rv = ps_boot_init(&ps->boot, argc, argv, 0, ps->rc ? PS_TRANSPORT_AUTO : ps->opt.transport);
     if (rv != 0) {
         free(ps); /* MPI is in an unknown state: no collective call is safe */
         return rv;
@@ -47,6 +49,11 @@ int ps_api_boot_new(ps_t **out, int *argc, char ***argv, const ps_options_t *opt
     ps->opt.name = NULL; /* not ours to keep */
     if (ps->opt.quiet) {
         ps_log_set_level(0);
+    }
+    if (ps->opt.signals == PS_SIGNALS_STOP && ps->rc == 0) {
+        /* After MPI_Init, so that ours are the handlers that run. */
+        ps_api_fail(ps, ps_signal_install(PS_SIGNAL_GRACE_MS));
+        ps->signals = ps->rc == 0;
     }
     handles_init(ps);
     *out = ps;
@@ -74,9 +81,12 @@ static int check_options(ps_options_t *o)
         ps_error_set("ps_init: compress %d: want PS_COMPRESS_NONE, _FP16 or _BF16", o->compress);
         return PS_EINVAL;
     }
+    if (o->signals != PS_SIGNALS_NONE && o->signals != PS_SIGNALS_STOP) {
+        ps_error_set("ps_init: signals %d: want PS_SIGNALS_NONE or PS_SIGNALS_STOP", o->signals);
+        return PS_EINVAL;
+    }
     if (o->transport < PS_TRANSPORT_AUTO || o->transport > PS_TRANSPORT_TCP) {
         ps_error_set("ps_init: transport %d: want PS_TRANSPORT_AUTO, _IPC or _TCP", o->transport);
-        o->transport = PS_TRANSPORT_AUTO; /* what ps_boot_init passes on */
         return PS_EINVAL;
     }
     o->timeout_s = o->timeout_s ? o->timeout_s : 300;
@@ -292,20 +302,23 @@ static int lanes_to(const ps_t *ps, int s, char *out, size_t cap)
 static int connect_servers(ps_t *ps)
 {
     int S = ps->boot.nservers, rv = 0;
+    char *eps[S];
     char(*lanes)[PS_BOOT_EP_LEN] = calloc((size_t)S + 1, sizeof *lanes);
-    char **eps = calloc((size_t)S + 1, sizeof *eps);
-    const char **hosts = calloc((size_t)S + 1, sizeof *hosts);
-    if (!lanes || !eps || !hosts) {
-        ps_error_set("no memory for the endpoints of %d servers", S);
-        rv = PS_ENOMEM;
+    /* The client names servers by host in its messages for as long as it
+     * lives: the table outlives this call (freed by ps_finalize). */
+    ps->server_hosts = calloc((size_t)S, sizeof *ps->server_hosts);
+    if (!ps->server_hosts || !lanes) {
+        free(lanes);
+        ps_error_set("ps_start: no memory for the endpoints of %d servers", S);
+        return PS_ENOMEM;
     }
     for (int s = 0; rv == 0 && s < S; s++) {
         rv = lanes_to(ps, s, lanes[s], sizeof lanes[s]);
         eps[s] = lanes[s];
-        hosts[s] = ps_boot_server_host(&ps->boot, s);
+        ps->server_hosts[s] = ps_boot_server_host(&ps->boot, s);
     }
     wkr_client_cfg_t cc = {.rank = ps->boot.rank, .nservers = S, .endpoints = eps,
-                           .hosts = hosts, .layout = &ps->layout,
+                           .hosts = ps->server_hosts, .layout = &ps->layout,
                            .chunk_elems = (size_t)ps->srv.chunk_kib * 1024 / sizeof(float),
                            .streams = ps->opt.streams, .io_threads = ps->opt.io_threads,
                            .timeout_ms = ps->opt.timeout_s * 1000,
@@ -314,15 +327,13 @@ static int connect_servers(ps_t *ps)
                            .server_keys = ps_boot_server_keys(&ps->boot),
                            .compress = ps->opt.compress};
     if (rv == 0) {
-        rv = wkr_client_new(&ps->client, &cc);
+        rv = wkr_client_new(&ps->client, &cc); /* the endpoints are read here only */
     }
     memset(&ps->keys, 0, sizeof ps->keys); /* the sockets have their copies */
     for (int t = 0; rv == 0 && t < ps->layout.n; t++) {
         wkr_client_set_arrays(ps->client, t, ps_api_weights_of(ps, t), ps_api_grads_of(ps, t));
     }
     free(lanes);
-    free(eps);
-    free(hosts);
     return rv;
 }
 
@@ -440,10 +451,15 @@ int ps_finalize(ps_t **pp)
         rv = leave_job(ps);
     }
     if (ps->state == ST_BROKEN) {
+        int sig = ps->rc == PS_EINTR ? ps_signal_stop_requested() : 0;
         ps_log_error("%s", ps->why);
-        ps_boot_abort(&ps->boot, 3);
+        ps_boot_abort(&ps->boot, sig ? 128 + sig : 3);
+    }
+    if (ps->signals) {
+        ps_signal_uninstall();
     }
     wkr_client_destroy(&ps->client);
+    free(ps->server_hosts);
     free(ps->params);
     free(ps->grads);
     free(ps->disagree);

@@ -11,6 +11,7 @@
  * (logging, flags, traces, safetensors files, the layout type).
  */
 #include "ps.h"
+#include "ps_cleanup.h"
 #include "ps_err.h"
 #include "ps_opts.h"
 #include "ps_trace.h"
@@ -381,6 +382,7 @@ static int start_outputs(wkr_cfg_t *c, const ps_info_t *in)
         }
         close(fd);
         c->metrics = c->tmp_metrics;
+        ps_cleanup_add_file(c->tmp_metrics); /* also when the job ends early */
     }
     if (!c->trace) {
         return 0;
@@ -423,6 +425,7 @@ static int run(wkr_cfg_t *c, ps_t *ps, const char *flags_error)
     }
     if (c->tmp_metrics[0]) {
         unlink(c->tmp_metrics);
+        ps_cleanup_forget(c->tmp_metrics);
     }
     wkr_model_destroy(&j.model);
     wkr_data_fini(&j.train);
@@ -459,6 +462,7 @@ int main(int argc, char **argv)
     ps_options_t o = PS_OPTIONS_INIT;
     o.name = "ps-worker";
     o.quiet = c.quiet;
+    o.signals = PS_SIGNALS_STOP; /* stop between steps, exit 128 + the signal */
     if (flags_rv == 0) {
         o.timeout_s = c.timeout_s;
         o.io_threads = c.io_threads;

@@ -1,5 +1,6 @@
 #include "wkr_plot.h"
 
+#include "ps_cleanup.h"
 #include "ps_err.h"
 #include "ps_tmp.h"
 
@@ -132,6 +133,7 @@ int wkr_plot_metrics(const char *metrics_path, const char *png_path)
     if (rv != 0) {
         return rv;
     }
+    ps_cleanup_add_file(dat); /* gone even if a signal ends the process meanwhile */
     FILE *f = strchr(dat, '\'') ? NULL : fdopen(fd, "w");
     if (!f) {
         /* gnuplot reads the name inside '...', which cannot hold a quote. */
@@ -140,6 +142,7 @@ int wkr_plot_metrics(const char *metrics_path, const char *png_path)
                      strchr(dat, '\'') ? ps_tmp_dir() : dat, strerror(errno));
         close(fd);
         unlink(dat);
+        ps_cleanup_forget(dat);
         return PS_EIO;
     }
     rv = wkr_plot_columns(metrics_path, f, &has_test);
@@ -161,5 +164,6 @@ int wkr_plot_metrics(const char *metrics_path, const char *png_path)
         }
     }
     unlink(dat);
+    ps_cleanup_forget(dat);
     return rv;
 }

@@ -85,6 +85,10 @@ expect_prompt_fail 12 "--save naming a directory" "--save $TMP: is a directory" 
 expect_prompt_fail 12 "--checkpoint-dir under a regular file names the path" \
     "--checkpoint-dir $TMP/regular/ck: cannot create the directory" 2 \
     "--checkpoint-dir $TMP/regular/ck --checkpoint-every 2" 2 "$GLONG"
+# Above the store's bound (a server keeps staleness + 1 steps of pushes per
+# chunk), refused with the flags: not at registration after --timeout.
+expect_prompt_fail 12 "--staleness beyond the servers' bound names the bound" \
+    "--staleness 2000: at most 1024 .*--mode async" 1 "--mode ssp --staleness 2000" 2 "$G"
 expect_fail "negative learning rate" "Invalid learning rate" 1 "--lr -0.1" 2 "$G"
 expect_fail "Nesterov without momentum" "Nesterov momentum requires" 1 \
     "--momentum 0 --nesterov" 2 "$G"

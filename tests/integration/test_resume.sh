@@ -28,7 +28,9 @@ trial() {
         sleep 0.05
     done
     sleep "0.$(awk -v s="$1" 'BEGIN { srand(s * 7919); printf "%d", rand() * 9 }')"
-    pids=$(pgrep -f "ps-(server|worker) .*$ck" ; pgrep -f "ps-worker .*test-delay-ms 40")
+    # This job's ranks only: other jobs on the machine may run ps-worker
+    # with the same flags (the data file is in this test's $TMP).
+    pids=$(pgrep -f "ps-(server|worker) .*$ck" ; pgrep -f "ps-worker .*$TMP/d.csv.*test-delay-ms 40")
     victim=$(echo "$pids" | sort -u | awk -v s="$1" 'BEGIN { srand(s) } { p[NR] = $1 }
         END { if (NR) print p[int(rand() * NR) + 1] }')
     name=$(ps -o args= -p "$victim" 2>/dev/null | awk '{ print $1 }')
@@ -87,11 +89,66 @@ check "a checkpoint folder replaced by a file mid-run ends the job with an error
     sh -c "[ $rc -ne 0 ] && [ $rc -ne 124 ] &&
            grep -q 'checkpoint of step [0-9]* in --checkpoint-dir $ck failed twice' '$TMP/gone.log'"
 
-# Settings that differ from the checkpoint's are refused, not silently mixed.
+# Settings that differ from the checkpoint's are refused, not silently
+# mixed, naming each setting that differs with both values.
 psrun 60 1 "$SRV --lr 0.5 --checkpoint-dir $TMP/ref.ck --resume $TMP/ref.ck" 2 "$W" "$TMP/set.log"
 rc=$?
-check "a checkpoint taken with other settings is refused (exit $rc)" \
-    sh -c "[ $rc -ne 0 ] && grep -q 'other settings' '$TMP/set.log'"
+grep -m1 "other settings" "$TMP/set.log" | sed 's/^/# /'
+check "a checkpoint taken with other settings is refused, naming lr and both values (exit $rc)" \
+    sh -c "[ $rc -ne 0 ] && grep -q 'other settings: lr (checkpoint 0.01, this run 0.5)\$' '$TMP/set.log'"
+
+# timed NAME LIMIT CMD...: run CMD, then check it failed (not by timeout)
+# within LIMIT seconds; what the log says is checked by the caller.
+timed() {
+    _n=$1 _lim=$2
+    shift 2
+    _t0=$(date +%s)
+    "$@"
+    _rc=$?
+    _dt=$(($(date +%s) - _t0))
+    check "$_n: refused within $_lim s (exit $_rc, $_dt s)" \
+        sh -c "[ $_rc -ne 0 ] && [ $_rc -ne 124 ] && [ $_dt -le $_lim ]"
+}
+
+# Resuming another model: refused at registration, at once (not after the
+# 300 s --timeout), with the reason on every rank: a libpsclient worker
+# (start_probe, a 10-float model) prints what its ps_start returned.
+probe_job() {
+    timeout -k 5 120 mpirun --oversubscribe -np 2 "$SERVER" --quiet $SRV --resume "$TMP/ref.ck" \
+        : -np 2 "$TOOLS/start_probe" 10 12 3 >"$TMP/model.log" 2>&1
+}
+timed "resume with another model (start_probe)" 10 probe_job
+grep -m1 "start_probe\[1\]" "$TMP/model.log" | sed 's/^/# /'
+check "another model: worker 0 hears the servers' refusal, worker 1 the job's reason" \
+    sh -c "grep -q 'start_probe\[0\]: ps_start: .*server [01] (host [^ )][^)]*) refused: server [01] cannot hold the model: the --resume checkpoint (step [0-9]*) holds another model' '$TMP/model.log' &&
+           grep -q 'start_probe\[1\]: ps_start: .*holds another model ([0-9]* parameters, layout [0-9a-f]*) than the one worker 0 registered (10 parameters' '$TMP/model.log'"
+timed "resume with another model (ps-worker --hidden 30)" 10 \
+    psrun 120 2 "$SRV --resume $TMP/ref.ck" 2 "$(echo "$W" | sed 's/--hidden 300/--hidden 30/')" \
+    "$TMP/model2.log"
+check "another model (ps-worker): the message says the checkpoint holds another model" \
+    grep -q "error: server 0 cannot hold the model: the --resume checkpoint .* holds another model" \
+    "$TMP/model2.log"
+
+# More epochs: allowed when the schedule does not depend on the run's
+# length (constant here): 3 epochs with a checkpoint at the end, resumed
+# with 5, ends bit-identical to 5 epochs in one go.  Under cosine (ref.ck)
+# the same is refused, naming total_steps and why.
+CONST="--chunk-kib 4 --momentum 0.9 --lr-schedule constant --checkpoint-every 12"
+W5=$(echo "$W" | sed 's/--epochs 3/--epochs 5/')
+psrun 120 2 "$CONST --save $TMP/c5.st" 2 "$W5" "$TMP/c5.log" || not_ok "5-epoch reference run"
+psrun 120 2 "$CONST --checkpoint-dir $TMP/c3.ck" 2 "$W" "$TMP/c3.log" || not_ok "3-epoch run"
+last=$(ls -d "$TMP"/c3.ck/step-* | tail -n 1)
+psrun 120 2 "$CONST --checkpoint-dir $TMP/c3.ck --resume $TMP/c3.ck --save $TMP/c35.st" 2 "$W5" \
+    "$TMP/c35.log"
+rc=$?
+check "constant schedule: 3 epochs ($(basename "$last")) resumed with --epochs 5 is bit-identical to 5 epochs (exit $rc)" \
+    sh -c "[ $rc -eq 0 ] && [ '$(basename "$last")' = step-00000036 ] && cmp -s '$TMP/c5.st' '$TMP/c35.st'"
+timed "cosine schedule resumed with --epochs 5" 10 \
+    psrun 120 2 "$SRV --checkpoint-dir $TMP/ref.ck --resume $TMP/ref.ck" 2 "$W5" "$TMP/cos.log"
+grep -m1 "other settings" "$TMP/cos.log" | sed 's/^/# /'
+check "cosine schedule, more epochs: the refusal names total_steps and says why" \
+    grep -q "other settings: total_steps (checkpoint 36, this run 60: the cosine schedule depends on the run's length" \
+    "$TMP/cos.log"
 check "sync mode only: --checkpoint-dir with --mode async is refused" \
     sh -c "! timeout 60 mpirun --oversubscribe -np 1 '$SERVER' --mode async --checkpoint-dir '$TMP/x' \
         --checkpoint-every 2 : -np 1 '$WORKER' $W >'$TMP/as.log' 2>&1 && grep -q 'need --mode sync' '$TMP/as.log'"

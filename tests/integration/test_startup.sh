@@ -25,6 +25,8 @@ rc=$?
 check "a failed agreement ends every rank cleanly (exit $rc, no abort)" \
     sh -c "[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'fails step .resume. on purpose' '$TMP/fail.log' &&
         ! grep -q 'steps done' '$TMP/fail.log' && ! grep -q 'out of step' '$TMP/fail.log'"
+check "a failed agreement gives every rank the failing rank's reason" \
+    sh -c "[ \$(grep -c 'startup_skew worker [01]: start-up failed: rank 0 fails step .resume. on purpose' '$TMP/fail.log') -eq 2 ]"
 
 # The server runs 'model' twice: it meets the workers at 'plan'.  Every
 # rank logs the skew, but MPI_Abort may end some before they print: one

@@ -9,8 +9,10 @@
  *
  * --extra STEP runs step STEP twice on this role; --fail STEP makes this
  * rank fail that (agreement) step.  Prints "all N steps done" and exits 0
- * when the whole table ran, 1 when an agreement failed; a skew must end
- * the job inside ps_boot (exit status 2) with both step names.
+ * when the whole table ran; when an agreement failed, prints the error it
+ * got ("startup_skew ROLE RANK: start-up failed: MESSAGE") and exits 1; a
+ * skew must end the job inside ps_boot (exit status 2) with both step
+ * names.
  */
 #include "ps_boot.h"
 #include "ps_err.h"
@@ -82,6 +84,10 @@ int main(int argc, char **argv)
     }
     if (rv == 0) {
         printf("startup_skew: all %d steps done\n", n);
+    } else {
+        /* Every rank's error is the failing rank's reason (ps_boot_agree). */
+        printf("startup_skew %s %d: start-up failed: %s\n", b.is_server ? "server" : "worker",
+               b.rank, ps_error_msg());
     }
     ps_boot_fini(&b);
     return rv == 0 ? 0 : 1;

@@ -78,10 +78,11 @@ static void test_older_shorter_struct(void **state)
     assert_int_equal(o.quiet, 1);
     assert_int_equal(o.compress, PS_COMPRESS_NONE);  /* not 0xabababab */
     assert_int_equal(o.streams, PS_DEFAULT_STREAMS); /* not 0xabababab */
-    /* API 3's struct ended before `transport`: auto, not the garbage. */
+    /* API 4's struct ended before `transport`: auto, not the garbage. */
     buf.o.struct_size = offsetof(ps_options_t, transport);
     buf.o.compress = PS_COMPRESS_FP16;
     buf.o.streams = 3;
+    buf.o.signals = PS_SIGNALS_NONE;
     assert_int_equal(ps_api_options(&buf.o, &o), 0);
     assert_int_equal(o.streams, 3);
     assert_int_equal(o.transport, PS_TRANSPORT_AUTO);

@@ -52,6 +52,7 @@ typedef struct {
     int loop_streams;     /* the streams every worker said it opens (0: 1) */
     int timeout_ms;       /* the server's --timeout (0: WAIT_MS) */
     const char *ckpt_dir; /* checkpoint after every step here */
+    const srv_ckpt_state_t *resume; /* --resume state (NULL: none) */
 } loop_opts_t;
 
 typedef struct {
@@ -90,6 +91,7 @@ static int loop_start(fix_t *f, ps_tp_t *tp, const loop_opts_t *o)
         .ckpt_dir = o->ckpt_dir,
         .ckpt_every = o->ckpt_dir ? 1 : 0,
         .settings = "test",
+        .resume = o->resume,
     };
     return srv_loop_init(&f->L, &cfg);
 }
@@ -306,6 +308,38 @@ static void test_setup_refuses(void **state)
     assert_int_equal(srv_loop_rejected_total(&f->L), 6);
     assert_weights_untouched(f);
     run_train(f, 0);
+}
+
+/* A --resume checkpoint of another model (10 parameters): worker 0's
+ * REGISTER is answered with ERROR naming why, and the setup ends at once
+ * with that reason, instead of waiting out the timeout for a REGISTER
+ * that will not change. */
+static const srv_ckpt_state_t other_model = {.step = 7, .total = 10, .layout_hash = 0x1234};
+static const loop_opts_t resume_other = {.mode = PS_MODE_SYNC, .resume = &other_model};
+
+static void test_setup_refused_model_ends_setup(void **state)
+{
+    fix_t *f = *state;
+    send_register(f);
+    send_init(f, 0);
+    send_init(f, 2);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(srv_loop_setup(&f->L), PS_EINVAL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(s < WAIT_MS / 1000.0 / 2); /* not the timeout */
+    assert_non_null(strstr(ps_error_msg(), "server 0 cannot hold the model: the --resume "
+                                           "checkpoint (step 7) holds another model (10 "
+                                           "parameters"));
+    assert_false(f->L.registered);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->cli[0], &m, WAIT_MS), 0);
+    assert_int_equal(m.hdr.type, PS_MSG_ERROR);
+    char text[600];
+    snprintf(text, sizeof text, "%.*s", (int)m.len, (const char *)m.payload);
+    ps_tp_msg_release(&m);
+    assert_string_equal(text, ps_error_msg());
 }
 
 /* ---- training phase: headers ------------------------------------------ */
@@ -1041,6 +1075,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_setup_registers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_setup_refuses, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_setup_refused_model_ends_setup, setup,
+                                                 teardown, (void *)&resume_other),
         cmocka_unit_test_setup_teardown(test_malformed_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunk_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_step_window, setup, teardown),
