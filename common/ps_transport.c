@@ -1,41 +1,26 @@
 #include "ps_transport.h"
 
-#include "ps_cleanup.h"
 #include "ps_err.h"
+#include "ps_ipcdir.h"
 #include "ps_signal.h"
 #include "ps_tp_auth.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <malloc.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <zmq.h>
 
+_Static_assert(PS_IPCDIR_MAX_FILES >= PS_TP_MAX_LANES, "a lane without a socket file");
 _Static_assert(sizeof(zmq_msg_t) <= sizeof(((ps_tp_msg_t *)0)->impl), "zmq_msg_t too large");
 
 #define ID_LEN 6 /* 'w' + little-endian u32 rank + u8 stream */
-#define PATH_CAP 108 /* sun_path: an ipc socket's path is at most 107 bytes */
 /* A draft option in libzmq 4.3 (Debian builds it): without a ZAP handler,
  * refuse instead of letting NULL-mechanism clients in. */
 #ifndef ZMQ_ZAP_ENFORCE_DOMAIN
 #define ZMQ_ZAP_ENFORCE_DOMAIN 93
 #endif
 
-/* A server's private folder of ipc socket files. */
-typedef struct {
-    char dir[PATH_CAP];
-    char file[PS_TP_MAX_LANES][PATH_CAP];
-    int nfiles;     /* lanes bound so far */
-    pid_t janitor;  /* removes the folder when we are gone; 0: none */
-    int janitor_fd; /* the write end of its pipe; -1: none */
-} ipc_dir_t;
 
 
 struct ps_tp {
@@ -51,65 +36,8 @@ struct ps_tp {
     int ipc_sock, tcp_sock; /* server: the ROUTER of each plane, -1 when none */
     unsigned char *via_ipc; /* server with both planes: [nplaced], 1 for ipc */
     int nplaced;
-    ipc_dir_t *ipc; /* server on ipc: removed at the end */
+    ps_ipcdir_t *ipc; /* server on ipc: removed at the end */
 };
-
-/* The janitor: a shell that waits for the end of a pipe whose only writer
- * is this process, then removes the folder.  The pipe ends however this
- * process ends (SIGKILL, MPI_Abort, mpirun's SIGTERM, a second Ctrl-C),
- * so the folder never outlives the job.  posix_spawn does not copy this
- * process's memory (it may hold memory registered with a network card);
- * the shell keeps no other descriptor (mpirun's output pipes must close
- * when the server ends) and has a process group of its own (a Ctrl-C or a
- * group kill meant for the job must not end it first). */
-static const char JANITOR[] = "while read -r _; do :; done; rm -f -- \"$1\"/[0-9]; rmdir -- \"$1\"";
-
-static void janitor_start(ipc_dir_t *d)
-{
-    int p[2];
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    char *argv[] = {"sh", "-c", (char *)JANITOR, "ps-ipc-janitor", d->dir, NULL};
-    extern char **environ;
-    if (pipe2(p, O_CLOEXEC) != 0) {
-        return;
-    }
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[0], 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&at, 0);
-    if (posix_spawn(&d->janitor, "/bin/sh", &fa, &at, argv, environ) == 0) {
-        d->janitor_fd = p[1];
-    } else {
-        d->janitor = 0;
-        close(p[1]);
-        ps_log_debug("no janitor for %s (cannot run /bin/sh): a server killed outright "
-                     "leaves it behind", d->dir);
-    }
-    close(p[0]);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-}
-
-static void ipc_dir_remove(ipc_dir_t *d)
-{
-    for (int i = 0; i < d->nfiles; i++) {
-        unlink(d->file[i]);
-        ps_cleanup_forget(d->file[i]);
-    }
-    if (d->dir[0]) {
-        rmdir(d->dir);
-        ps_cleanup_forget(d->dir);
-    }
-    if (d->janitor_fd >= 0) {
-        close(d->janitor_fd); /* it finds nothing left to remove, and ends */
-        waitpid(d->janitor, NULL, 0);
-    }
-}
 
 static int zfail(const char *what)
 {
@@ -254,69 +182,20 @@ static int bind_lane(void *s, const char *bind_ep, int i, int lanes, int threads
     return 0;
 }
 
-/* A fresh folder only we can enter (mkdtemp makes it 0700), named with
- * random bits so nobody can guess it either: the first guard of the ipc
- * sockets (other users cannot even reach them). */
-static int make_private_dir(ipc_dir_t *d, const char *parent)
-{
-    unsigned char r[6];
-    char hex[13];
-    /* the folder, "/", a lane's one-digit name */
-    if (strlen(parent) + strlen("/ps-0123456789ab-XXXXXX") + 2 >= PATH_CAP) {
-        ps_error_set("ipc socket paths in '%s' would be longer than %d bytes: set TMPDIR to a "
-                     "shorter folder, or use --transport tcp", parent, PATH_CAP - 1);
-        return PS_EINVAL;
-    }
-    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
-        ps_error_set("getrandom: %s", strerror(errno));
-        return PS_EIO;
-    }
-    for (int i = 0; i < 6; i++) {
-        snprintf(hex + 2 * i, 3, "%02x", r[i]);
-    }
-    snprintf(d->dir, sizeof d->dir, "%s/ps-%s-XXXXXX", parent, hex);
-    if (!mkdtemp(d->dir)) {
-        ps_error_set("cannot make a private folder for the data port's sockets in %s: %s "
-                     "(set TMPDIR, or use --transport tcp)", parent, strerror(errno));
-        d->dir[0] = '\0';
-        return PS_EIO;
-    }
-    return 0;
-}
-
 /* The ipc plane: its folder, then one socket file per lane in it. */
 static int bind_ipc(ps_tp_t *tp, const char *parent, int lanes, int threads, char *endpoint,
                     size_t cap)
 {
-    char ep[PATH_CAP + 8];
-    int rv;
-    if (!(tp->ipc = calloc(1, sizeof *tp->ipc))) {
-        return PS_ENOMEM;
-    }
-    tp->ipc->janitor_fd = -1;
-    if ((rv = make_private_dir(tp->ipc, parent)) != 0) {
-        return rv;
-    }
-    /* Removed at once on a signal or an abort (ps_cleanup), and by the
-     * janitor whatever happens. */
-    janitor_start(tp->ipc);
-    if ((rv = ps_cleanup_add_dir(tp->ipc->dir)) != 0) {
-        return rv;
-    }
-    for (int i = 0; i < lanes; i++) {
-        char file[PATH_CAP + 16];
-        snprintf(file, sizeof file, "%s/%d", tp->ipc->dir, i);
-        size_t n = strlen(file); /* < PATH_CAP: make_private_dir checked */
-        memcpy(tp->ipc->file[i], file, n < PATH_CAP ? n + 1 : 0);
-        snprintf(ep, sizeof ep, "ipc://%s", tp->ipc->file[i]);
-        tp->ipc->nfiles = i + 1; /* removed even if the bind fails half-way */
-        if ((rv = ps_cleanup_add_file(tp->ipc->file[i])) != 0 ||
-            (rv = bind_lane(tp->sock[tp->ipc_sock], ep, i, lanes, threads, endpoint, cap)) !=
-                0) {
-            return rv;
+    char ep[PS_IPCDIR_PATH + 8];
+    const char *file;
+    int rv = ps_ipcdir_new(&tp->ipc, parent);
+    for (int i = 0; rv == 0 && i < lanes; i++) {
+        if ((rv = ps_ipcdir_add(tp->ipc, i, &file)) == 0) {
+            snprintf(ep, sizeof ep, "ipc://%s", file);
+            rv = bind_lane(tp->sock[tp->ipc_sock], ep, i, lanes, threads, endpoint, cap);
         }
     }
-    return 0;
+    return rv;
 }
 
 static int bind_tcp(ps_tp_t *tp, const char *base, int lanes, int threads, char *endpoint,
@@ -570,11 +449,8 @@ void ps_tp_destroy(ps_tp_t **tpp)
         zmq_ctx_term(tp->ctx); /* also ends the auth thread (ETERM) */
     }
     ps_tp_auth_stop(&tp->auth);
-    if (tp->ipc) {
-        /* libzmq may leave a socket file behind when the socket closes. */
-        ipc_dir_remove(tp->ipc);
-        free(tp->ipc);
-    }
+    /* libzmq may leave a socket file behind when the socket closes. */
+    ps_ipcdir_destroy(&tp->ipc);
     free(tp->via_ipc);
     free(tp->sock);
     free(tp->items);
