@@ -652,7 +652,7 @@ static void test_compress_fp16_too_large(void **state)
     push_step0(x);
     const uint8_t want[NCHUNKS] = {0, PS_FLAG_F16, 0, PS_FLAG_F16};
     for (int k = 0; k < NCHUNKS; k++) {
-        assert_int_equal(x->srv[k % NSRV].got_flags[k], want[k]);
+        assert_int_equal(seen(&x->srv[k % NSRV])->got_flags[k], want[k]);
     }
     assert_arrived_exact(x);
     wkr_client_stats_t st;
@@ -676,13 +676,13 @@ static void test_compress_bf16_near_flt_max(void **state)
     push_step0(x);
     const uint8_t want[NCHUNKS] = {PS_FLAG_BF16, PS_FLAG_BF16, 0, PS_FLAG_BF16};
     for (int k = 0; k < NCHUNKS; k++) {
-        assert_int_equal(x->srv[k % NSRV].got_flags[k], want[k]);
+        assert_int_equal(seen(&x->srv[k % NSRV])->got_flags[k], want[k]);
     }
     uint32_t got;
-    memcpy(&got, &x->srv[1].got[3308], sizeof got);
+    memcpy(&got, &seen(&x->srv[1])->got[3308], sizeof got);
     assert_int_equal(got, 0x7f7f0000u);
-    assert_true(x->srv[0].got[3008] == FLT_MAX);
-    x->g[3][1800] = x->srv[1].got[3308]; /* the one value bf16 rounded */
+    assert_true(seen(&x->srv[0])->got[3008] == FLT_MAX);
+    x->g[3][1800] = seen(&x->srv[1])->got[3308]; /* the one value bf16 rounded */
     assert_arrived_exact(x);
 }
 
