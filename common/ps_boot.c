@@ -20,8 +20,8 @@ typedef struct {
     MPI_Comm role;
     int owns_mpi;             /* we called MPI_Init, so we call MPI_Finalize */
     MPI_Errhandler caller_eh; /* the caller's handler on MPI_COMM_WORLD, restored */
-    int server0_world; /* world rank of server rank 0 */
-    int worker0_world; /* world rank of worker rank 0 */
+    int server0_world;        /* world rank of server rank 0 */
+    int worker0_world;        /* world rank of worker rank 0 */
     char (*server_ep)[EP_LEN];
     char (*server_host)[HOST_LEN];
     char (*worker_host)[HOST_LEN];
@@ -95,8 +95,8 @@ static int gather_ranks(ps_boot_t *b, int transport)
     mine.rank = b->rank;
     mine.transport = transport;
     snprintf(mine.host, HOST_LEN, "%s", b->host);
-    int rv = MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE,
-                           MPI_COMM_WORLD);
+    int rv =
+        MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE, MPI_COMM_WORLD);
     if (rv == MPI_SUCCESS) {
         store_who(b, all);
     }
@@ -140,8 +140,7 @@ int ps_boot_init(ps_boot_t *b, int *argc, char ***argv, int is_server, int trans
     }
     MPI_Comm_rank(im->role, &b->rank);
     int mine = is_server, servers = 0;
-    if ((rv = MPI_Allreduce(&mine, &servers, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD)) !=
-        MPI_SUCCESS) {
+    if ((rv = MPI_Allreduce(&mine, &servers, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD)) != MPI_SUCCESS) {
         boot_fatal(b, "MPI_Allreduce counting the servers", rv);
     }
     b->nservers = servers;
@@ -246,8 +245,7 @@ static void store_peers(ps_boot_t *b, const peer_rec_t *all)
     }
 }
 
-int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey,
-                     int my_streams)
+int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey, int my_streams)
 {
     boot_impl_t *im = impl(b);
     peer_rec_t mine, *all = calloc((size_t)b->world_size, sizeof *all);
@@ -275,8 +273,8 @@ int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubke
     snprintf(mine.key, KEY_LEN, "%s", my_pubkey ? my_pubkey : "");
     mine.streams = my_streams;
     mine.pid = (int64_t)getpid();
-    int err = MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE,
-                            MPI_COMM_WORLD);
+    int err =
+        MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE, MPI_COMM_WORLD);
     if (err != MPI_SUCCESS) {
         boot_fatal(b, "MPI_Allgather of the endpoints", err);
     }

@@ -65,8 +65,7 @@ int ps_boot_agree(ps_boot_t *b, ps_step_t step, int rc);
  * server binds each worker rank to its key (tcp) and, for the workers on
  * its host, to its pid (ipc).  A rank that cannot allocate the tables
  * fails every rank's call, agreed like ps_boot_agree. */
-int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey,
-                     int my_streams);
+int ps_boot_exchange(ps_boot_t *b, const char *my_endpoint, const char *my_pubkey, int my_streams);
 const char *ps_boot_server_endpoint(const ps_boot_t *b, int server);
 /* Public keys by role rank: [n][41] arrays, "" where a rank has none. */
 const char (*ps_boot_server_keys(const ps_boot_t *b))[41];

@@ -26,8 +26,8 @@ int ps_chunkmap_init(ps_chunkmap_t *m, size_t total, size_t chunk_elems, int nse
         chunk_elems = ps_chunk_auto(total, nservers);
     }
     if (chunk_elems < PS_CHUNK_MIN_ELEMS || chunk_elems > PS_CHUNK_MAX_ELEMS) {
-        ps_error_set("chunk size %zu elements outside [%d, %u]", chunk_elems,
-                     PS_CHUNK_MIN_ELEMS, PS_CHUNK_MAX_ELEMS);
+        ps_error_set("chunk size %zu elements outside [%d, %u]", chunk_elems, PS_CHUNK_MIN_ELEMS,
+                     PS_CHUNK_MAX_ELEMS);
         return PS_EINVAL;
     }
     size_t n = (total + chunk_elems - 1) / chunk_elems;

@@ -28,8 +28,8 @@ typedef struct {
     size_t total;
     size_t chunk_elems;
     int nservers;
-    size_t n;          /* number of chunks */
-    ps_chunk_t *c;     /* n entries, owned */
+    size_t n;      /* number of chunks */
+    ps_chunk_t *c; /* n entries, owned */
 } ps_chunkmap_t;
 
 /* The automatic chunk size (chunk_elems 0): one chunk per server, rounded

@@ -23,19 +23,19 @@
 #ifndef PS_H_ERROR_CODES
 enum {
     PS_OK = 0,
-    PS_EINVAL = -1,   /* bad argument, flag or value */
-    PS_ENOMEM = -2,   /* allocation failed or size over a limit */
-    PS_EIO = -3,      /* file or socket I/O failed */
-    PS_EFORMAT = -4,  /* malformed file content */
-    PS_EPROTO = -5,   /* malformed or unexpected message */
-    PS_ERANGE = -6,   /* value out of range (index, label, offset) */
+    PS_EINVAL = -1,  /* bad argument, flag or value */
+    PS_ENOMEM = -2,  /* allocation failed or size over a limit */
+    PS_EIO = -3,     /* file or socket I/O failed */
+    PS_EFORMAT = -4, /* malformed file content */
+    PS_EPROTO = -5,  /* malformed or unexpected message */
+    PS_ERANGE = -6,  /* value out of range (index, label, offset) */
     PS_ETIMEDOUT = -7,
-    PS_ENOENT = -8,   /* file or name not found */
-    PS_EMPI = -9,     /* an MPI call failed */
-    PS_EZMQ = -10,    /* a zmq call failed */
-    PS_ESTATE = -11,  /* call not valid in the current state */
-    PS_EAGAIN = -12,  /* nothing available now; try again */
-    PS_EINTR = -13,   /* stopped by SIGINT/SIGTERM (ps_signal) */
+    PS_ENOENT = -8,  /* file or name not found */
+    PS_EMPI = -9,    /* an MPI call failed */
+    PS_EZMQ = -10,   /* a zmq call failed */
+    PS_ESTATE = -11, /* call not valid in the current state */
+    PS_EAGAIN = -12, /* nothing available now; try again */
+    PS_EINTR = -13,  /* stopped by SIGINT/SIGTERM (ps_signal) */
 };
 #endif
 

@@ -55,7 +55,8 @@ static void janitor_start(ps_ipcdir_t *d)
         d->janitor = 0;
         close(p[1]);
         ps_log_debug("no janitor for %s (cannot run /bin/sh): a server killed outright "
-                     "leaves it behind", d->dir);
+                     "leaves it behind",
+                     d->dir);
     }
     close(p[0]);
     posix_spawn_file_actions_destroy(&fa);
@@ -88,7 +89,8 @@ static int make_private_dir(ps_ipcdir_t *d, const char *parent)
     /* the folder, "/", a lane's one-digit name */
     if (strlen(parent) + strlen("/ps-0123456789ab-XXXXXX") + 2 >= PS_IPCDIR_PATH) {
         ps_error_set("ipc socket paths in '%s' would be longer than %d bytes: set TMPDIR to a "
-                     "shorter folder, or use --transport tcp", parent, PS_IPCDIR_PATH - 1);
+                     "shorter folder, or use --transport tcp",
+                     parent, PS_IPCDIR_PATH - 1);
         return PS_EINVAL;
     }
     if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
@@ -101,7 +103,8 @@ static int make_private_dir(ps_ipcdir_t *d, const char *parent)
     snprintf(d->dir, sizeof d->dir, "%s/ps-%s-XXXXXX", parent, hex);
     if (!mkdtemp(d->dir)) {
         ps_error_set("cannot make a private folder for the data port's sockets in %s: %s "
-                     "(set TMPDIR, or use --transport tcp)", parent, strerror(errno));
+                     "(set TMPDIR, or use --transport tcp)",
+                     parent, strerror(errno));
         d->dir[0] = '\0';
         return PS_EIO;
     }

@@ -21,9 +21,9 @@ const char *ps_mode_name(uint32_t mode);
 
 typedef struct {
     uint64_t chunk_kib;
-    uint32_t mode;       /* ps_mode_t */
-    uint64_t staleness;  /* ssp bound */
-    double lr;           /* base learning rate */
+    uint32_t mode;      /* ps_mode_t */
+    uint64_t staleness; /* ssp bound */
+    double lr;          /* base learning rate */
     ps_sched_t sched;
     uint32_t nonfinite_skip; /* --on-nonfinite skip */
 } ps_srvinfo_t;

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #define PS_MAX_TENSORS 1024
-#define PS_MAX_NAME 63    /* bytes, without the terminating NUL */
+#define PS_MAX_NAME 63 /* bytes, without the terminating NUL */
 #define PS_MAX_DIMS 4
 #define PS_MAX_ELEMS ((size_t)1 << 34) /* 64 GiB of float32: a sanity bound */
 

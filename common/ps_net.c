@@ -53,8 +53,7 @@ static int matches(const struct ifaddrs *ifa, const char *iface, int have_cidr, 
     return !(ifa->ifa_flags & IFF_LOOPBACK);
 }
 
-int ps_net_pick_addr(const char *iface, const char *cidr, int single_host, char *out,
-                     size_t cap)
+int ps_net_pick_addr(const char *iface, const char *cidr, int single_host, char *out, size_t cap)
 {
     uint32_t net = 0, mask = 0;
     if (cidr && parse_cidr(cidr, &net, &mask) != 0) {

@@ -13,7 +13,6 @@
 #include <stddef.h>
 
 /* iface and cidr may be NULL.  Writes a dotted IPv4 address to out. */
-int ps_net_pick_addr(const char *iface, const char *cidr, int single_host, char *out,
-                     size_t cap);
+int ps_net_pick_addr(const char *iface, const char *cidr, int single_host, char *out, size_t cap);
 
 #endif

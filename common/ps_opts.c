@@ -48,11 +48,8 @@ static int set_value(const ps_opt_t *o, const char *v)
         *(double *)o->target = x;
         return 0;
     }
-    case PS_OPT_STRING:
-        *(const char **)o->target = v;
-        return 0;
-    case PS_OPT_BOOL:
-        break;
+    case PS_OPT_STRING: *(const char **)o->target = v; return 0;
+    case PS_OPT_BOOL: break;
     }
 bad:
     ps_error_set("--%s: bad value '%s' (want %s)", o->name, v,

@@ -48,7 +48,8 @@ static int parse_milestones(ps_sched_t *t, const char *spec, const char *p, cons
         uint64_t m;
         if (parse_uint(p, stop, UINT32_MAX, &m) != 0) {
             ps_error_set("lr schedule \"%s\": milestone \"%.*s\" is not an epoch number "
-                         "(0..%u)", spec, (int)(stop - p), p, (unsigned)UINT32_MAX);
+                         "(0..%u)",
+                         spec, (int)(stop - p), p, (unsigned)UINT32_MAX);
             return PS_EINVAL;
         }
         if (t->nmilestones == PS_SCHED_MAX_MILESTONES) {
@@ -58,8 +59,8 @@ static int parse_milestones(ps_sched_t *t, const char *spec, const char *p, cons
         }
         if (t->nmilestones > 0 && m <= t->milestones[t->nmilestones - 1]) {
             ps_error_set("lr schedule \"%s\": milestones must be strictly increasing "
-                         "(%llu after %u)", spec, (unsigned long long)m,
-                         (unsigned)t->milestones[t->nmilestones - 1]);
+                         "(%llu after %u)",
+                         spec, (unsigned long long)m, (unsigned)t->milestones[t->nmilestones - 1]);
             return PS_EINVAL;
         }
         t->milestones[t->nmilestones++] = (uint32_t)m;
@@ -129,7 +130,8 @@ static int parse_kind(ps_sched_t *t, const char *spec, const char *end)
         return parse_step(t, spec, spec + 5, end);
     }
     ps_error_set("lr schedule \"%s\": unknown kind \"%.*s\" (want constant, cosine or "
-                 "step:M1,M2,...:GAMMA)", spec, (int)len, spec);
+                 "step:M1,M2,...:GAMMA)",
+                 spec, (int)len, spec);
     return PS_EINVAL;
 }
 
@@ -171,7 +173,8 @@ int ps_sched_parse(ps_sched_t *s, const char *spec, long long warmup_steps)
     }
     if (semi != NULL && warmup_steps != 0 && (uint64_t)warmup_steps != w) {
         ps_error_set("lr schedule \"%s\": warm-up given twice (%llu in the schedule, %lld "
-                     "from its flag)", spec, (unsigned long long)w, warmup_steps);
+                     "from its flag)",
+                     spec, (unsigned long long)w, warmup_steps);
         return PS_EINVAL;
     }
     t.warmup_steps = semi != NULL ? w : (uint64_t)warmup_steps;
@@ -236,8 +239,7 @@ void ps_sched_describe(const ps_sched_t *s, char *buf, size_t cap)
                                s->kind == PS_SCHED_COSINE ? "cosine" : "constant");
     }
     if (s->warmup_steps > 0) {
-        snprintf(txt + len, sizeof txt - len, ";warmup=%llu",
-                 (unsigned long long)s->warmup_steps);
+        snprintf(txt + len, sizeof txt - len, ";warmup=%llu", (unsigned long long)s->warmup_steps);
     }
     if (cap > 0) {
         snprintf(buf, cap, "%s", txt);

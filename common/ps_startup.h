@@ -34,10 +34,10 @@ typedef enum {
 } ps_step_t;
 
 typedef enum {
-    PS_STEP_AGREE,          /* ps_boot_agree: every rank's result; one failure fails all */
-    PS_STEP_EXCHANGE_ALL,   /* ps_boot_exchange: an all-gather of every rank's record */
-    PS_STEP_BCAST_SERVER0,  /* ps_boot_bcast from server rank 0 */
-    PS_STEP_BCAST_WORKER0,  /* ps_boot_bcast from worker rank 0 */
+    PS_STEP_AGREE,         /* ps_boot_agree: every rank's result; one failure fails all */
+    PS_STEP_EXCHANGE_ALL,  /* ps_boot_exchange: an all-gather of every rank's record */
+    PS_STEP_BCAST_SERVER0, /* ps_boot_bcast from server rank 0 */
+    PS_STEP_BCAST_WORKER0, /* ps_boot_bcast from worker rank 0 */
 } ps_step_kind_t;
 
 typedef struct {

@@ -103,8 +103,7 @@ static int ipc_rank(ps_tp_auth_t *a, const zmq_msg_t *addr)
         rank = pid_rank(a, cred[2]);
     }
     if (rank < 0 && a->ipc_refused_logged++ < 3) {
-        ps_log_info("refused an ipc connection from uid %lld pid %lld: %s", cred[0], cred[2],
-                    why);
+        ps_log_info("refused an ipc connection from uid %lld pid %lld: %s", cred[0], cred[2], why);
     }
     return rank;
 }
@@ -295,7 +294,7 @@ static int cmp_key(const void *x, const void *y)
 /* A key held by two ranks would let either pass for the other. */
 static int check_unique(const uint8_t (*keys)[32], int n)
 {
-    uint8_t (*sorted)[32] = malloc(((size_t)n + 1) * sizeof *sorted);
+    uint8_t(*sorted)[32] = malloc(((size_t)n + 1) * sizeof *sorted);
     int dup = 0;
     if (!sorted) {
         ps_error_set("no memory to check %d CurveZMQ keys", n);
@@ -321,7 +320,7 @@ int ps_tp_auth_allow(ps_tp_auth_t *a, const char (*z85)[41], int n)
         ps_error_set("%d CurveZMQ keys: want 0..%d", n, MAX_KEYS);
         return PS_EINVAL;
     }
-    uint8_t (*keys)[32] = calloc((size_t)n + 1, sizeof *keys);
+    uint8_t(*keys)[32] = calloc((size_t)n + 1, sizeof *keys);
     if (!keys) {
         return PS_ENOMEM;
     }

@@ -75,8 +75,9 @@ static void part_path(char *out, size_t cap, int rank)
 static int write_events(FILE *f, void *arg)
 {
     (void)arg;
-    fprintf(f, "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,"
-               "\"args\":{\"name\":\"%s\"}}",
+    fprintf(f,
+            "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,"
+            "\"args\":{\"name\":\"%s\"}}",
             tr.rank, tr.label);
     for (uint32_t i = 0; i < tr.n; i++) {
         const event_t *e = &tr.ev[i];

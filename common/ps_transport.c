@@ -21,8 +21,6 @@ _Static_assert(sizeof(zmq_msg_t) <= sizeof(((ps_tp_msg_t *)0)->impl), "zmq_msg_t
 #define ZMQ_ZAP_ENFORCE_DOMAIN 93
 #endif
 
-
-
 struct ps_tp {
     void *ctx;
     int is_server;
@@ -155,8 +153,8 @@ int ps_tp_server_place(ps_tp_t *tp, const ps_tp_place_t *place, int n)
 /* Bind lane i of `lanes` on ROUTER s, served by I/O threads i,
  * i + lanes, ... of `threads`, and append its endpoint to the advertised
  * list.  bind_ep is "tcp://ADDR:*" or an ipc socket file's endpoint. */
-static int bind_lane(void *s, const char *bind_ep, int i, int lanes, int threads,
-                     char *endpoint, size_t cap)
+static int bind_lane(void *s, const char *bind_ep, int i, int lanes, int threads, char *endpoint,
+                     size_t cap)
 {
     char last[600];
     uint64_t affinity = 0;
@@ -257,8 +255,8 @@ static int server_sockets(ps_tp_t *tp)
     return 0;
 }
 
-int ps_tp_server_new(ps_tp_t **out, const char *bases, int io_threads,
-                     const ps_tp_keypair_t *keys, char *endpoint, size_t cap)
+int ps_tp_server_new(ps_tp_t **out, const char *bases, int io_threads, const ps_tp_keypair_t *keys,
+                     char *endpoint, size_t cap)
 {
     ps_tp_t *tp;
     char tcp[600], ipc[600];
@@ -350,8 +348,7 @@ int ps_tp_endpoint_select(const char *advertised, int ipc, char *out, size_t cap
             continue;
         }
         if (used + (used > 0) + strlen(lane) + 1 > cap) {
-            ps_error_set("the %s lanes of '%.200s' do not fit in %zu bytes", want, advertised,
-                         cap);
+            ps_error_set("the %s lanes of '%.200s' do not fit in %zu bytes", want, advertised, cap);
             return PS_EINVAL;
         }
         used += (size_t)snprintf(out + used, cap - used, "%s%s", used ? " " : "", lane);
@@ -392,8 +389,7 @@ static int client_socket(ps_tp_t *tp, int i, int rank, const char *advertised,
         return rv;
     }
     /* On ipc the server knows us by our process, not by a key. */
-    if (strncmp(endpoint, "ipc://", 6) != 0 &&
-        (rv = client_security(s, keys, server_pub)) != 0) {
+    if (strncmp(endpoint, "ipc://", 6) != 0 && (rv = client_security(s, keys, server_pub)) != 0) {
         return rv;
     }
     if (zmq_connect(s, endpoint) != 0) {
@@ -406,15 +402,15 @@ static int client_socket(ps_tp_t *tp, int i, int rank, const char *advertised,
     return 0;
 }
 
-int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints,
-                     int streams, int io_threads, const ps_tp_keypair_t *keys,
+int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints, int streams,
+                     int io_threads, const ps_tp_keypair_t *keys,
                      const char (*server_pub)[PS_TP_KEY_LEN])
 {
     ps_tp_t *tp;
     int rv;
     if (streams < 1 || streams > PS_TP_MAX_STREAMS || io_threads < 1 || io_threads > 64) {
-        ps_error_set("%d streams and %d I/O threads: want 1..%d and 1..64", streams,
-                     io_threads, PS_TP_MAX_STREAMS);
+        ps_error_set("%d streams and %d I/O threads: want 1..%d and 1..64", streams, io_threads,
+                     PS_TP_MAX_STREAMS);
         return PS_EINVAL;
     }
     if ((rv = tp_alloc(&tp, 0, nservers * streams, io_threads)) != 0) {
@@ -591,8 +587,8 @@ static int peer_rank(zmq_msg_t *id, int *stream)
     if (zmq_msg_size(id) != ID_LEN || p[0] != 'w' || p[5] >= PS_TP_MAX_STREAMS) {
         return -1;
     }
-    uint32_t r = (uint32_t)p[1] | ((uint32_t)p[2] << 8) | ((uint32_t)p[3] << 16) |
-                 ((uint32_t)p[4] << 24);
+    uint32_t r =
+        (uint32_t)p[1] | ((uint32_t)p[2] << 8) | ((uint32_t)p[3] << 16) | ((uint32_t)p[4] << 24);
     *stream = p[5];
     return r > 0x7fffffffu ? -1 : (int)r;
 }

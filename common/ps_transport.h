@@ -93,7 +93,7 @@ typedef struct {
 #define PS_TP_MAX_STREAMS 16 /* connections per worker and server */
 #define PS_TP_AUTH_NONE (-2) /* auth_rank on a socket without authentication */
 #define PS_TP_MAX_LANES 4    /* endpoints a server binds, one per I/O thread */
-#define PS_TP_KEY_LEN 41 /* a Z85 CurveZMQ key, 40 characters + NUL */
+#define PS_TP_KEY_LEN 41     /* a Z85 CurveZMQ key, 40 characters + NUL */
 
 typedef struct {
     char pub[PS_TP_KEY_LEN];
@@ -112,8 +112,8 @@ int ps_tp_keypair(ps_tp_keypair_t *kp);
  * io_threads 1..64.  `keys` NULL: no security on either plane; otherwise
  * tcp speaks CurveZMQ with this key pair, ipc checks the peer process, and
  * until ps_tp_server_allow / ps_tp_server_place every client is refused. */
-int ps_tp_server_new(ps_tp_t **out, const char *bases, int io_threads,
-                     const ps_tp_keypair_t *keys, char *endpoint, size_t cap);
+int ps_tp_server_new(ps_tp_t **out, const char *bases, int io_threads, const ps_tp_keypair_t *keys,
+                     char *endpoint, size_t cap);
 /* Replace the allow list with n Z85 public keys, pubkeys[r] worker rank
  * r's: a tcp connection with that key is authenticated as rank r.
  * PS_EINVAL for a malformed key or one key for two ranks.  No-op without
@@ -145,8 +145,8 @@ int ps_tp_endpoint_select(const char *advertised, int ipc, char *out, size_t cap
  * this key pair, and server_pub[s] is server s's public key ("" for a
  * server without security); ipc connections need no key (the server
  * checks the process). */
-int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints,
-                     int streams, int io_threads, const ps_tp_keypair_t *keys,
+int ps_tp_client_new(ps_tp_t **out, int rank, int nservers, char *const *endpoints, int streams,
+                     int io_threads, const ps_tp_keypair_t *keys,
                      const char (*server_pub)[PS_TP_KEY_LEN]);
 void ps_tp_destroy(ps_tp_t **tp);
 

@@ -55,16 +55,12 @@ static int payload_ok(const ps_hdr_t *h)
         return h->count > 0 &&
                h->payload == (uint64_t)h->count * ((h->flags & PS_FLAG_HALF) ? 2 : 4);
     case PS_MSG_INIT:
-    case PS_MSG_PULL_REPLY:
-        return h->count > 0 && h->payload == (uint64_t)h->count * 4;
+    case PS_MSG_PULL_REPLY: return h->count > 0 && h->payload == (uint64_t)h->count * 4;
     case PS_MSG_REGISTER:
         return h->payload >= 4 && h->payload <= PS_WIRE_MAX_LAYOUT && h->count == 0;
-    case PS_MSG_ERROR:
-        return h->payload <= PS_WIRE_MAX_TEXT && h->count == 0;
-    case PS_MSG_STATS_REPLY:
-        return h->payload == PS_WIRE_STATS_BYTES && h->count == 0;
-    default:
-        return h->payload == 0 && h->count == 0;
+    case PS_MSG_ERROR: return h->payload <= PS_WIRE_MAX_TEXT && h->count == 0;
+    case PS_MSG_STATS_REPLY: return h->payload == PS_WIRE_STATS_BYTES && h->count == 0;
+    default: return h->payload == 0 && h->count == 0;
     }
 }
 

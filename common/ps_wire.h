@@ -34,9 +34,9 @@
 #define PS_WIRE_MAGIC 0x514d5350u
 #define PS_WIRE_VERSION 4
 #define PS_WIRE_HDR_SIZE 64
-#define PS_WIRE_MAX_TEXT 1024          /* ERROR payloads */
+#define PS_WIRE_MAX_TEXT 1024           /* ERROR payloads */
 #define PS_WIRE_MAX_LAYOUT (128 * 1024) /* REGISTER payloads: PS_MAX_TENSORS of any shape */
-#define PS_WIRE_STATS_BYTES 48 /* STATS_REPLY: 6 x u64, see ps_wire_stats_t */
+#define PS_WIRE_STATS_BYTES 48          /* STATS_REPLY: 6 x u64, see ps_wire_stats_t */
 /* PUSH flag: the worker's gradient for this step was not finite and
  * --on-nonfinite skip is on; the payload is ignored and the whole step is
  * dropped for everyone. */
@@ -48,15 +48,15 @@
 #define PS_FLAG_HALF (PS_FLAG_F16 | PS_FLAG_BF16)
 
 typedef enum {
-    PS_MSG_REGISTER = 1,   /* worker 0 -> server: the layout (payload) */
-    PS_MSG_INIT = 2,       /* worker 0 -> server: initial values of one chunk */
-    PS_MSG_ACK = 3,        /* server -> worker: request done */
-    PS_MSG_ERROR = 4,      /* server -> worker: request refused, text payload */
-    PS_MSG_PUSH = 5,       /* worker -> server: mean gradient of one chunk */
-    PS_MSG_PULL = 6,       /* worker -> server: want chunk at version >= step */
-    PS_MSG_PULL_REPLY = 7, /* server -> worker: chunk weights at version step */
-    PS_MSG_SHUTDOWN = 8,   /* worker -> server: this worker has finished */
-    PS_MSG_STATS = 9,      /* worker -> server: ask for the server's counters */
+    PS_MSG_REGISTER = 1,     /* worker 0 -> server: the layout (payload) */
+    PS_MSG_INIT = 2,         /* worker 0 -> server: initial values of one chunk */
+    PS_MSG_ACK = 3,          /* server -> worker: request done */
+    PS_MSG_ERROR = 4,        /* server -> worker: request refused, text payload */
+    PS_MSG_PUSH = 5,         /* worker -> server: mean gradient of one chunk */
+    PS_MSG_PULL = 6,         /* worker -> server: want chunk at version >= step */
+    PS_MSG_PULL_REPLY = 7,   /* server -> worker: chunk weights at version step */
+    PS_MSG_SHUTDOWN = 8,     /* worker -> server: this worker has finished */
+    PS_MSG_STATS = 9,        /* worker -> server: ask for the server's counters */
     PS_MSG_STATS_REPLY = 10, /* server -> worker: ps_wire_stats_t payload */
     PS_MSG_TYPE_MAX = 10,
 } ps_msg_type_t;
@@ -81,12 +81,12 @@ typedef struct {
 /* The STATS_REPLY payload, six little-endian u64 in this order (version 3
  * added apply_us). */
 typedef struct {
-    uint64_t staleness_max;   /* over applied pushes: version applied to - base */
+    uint64_t staleness_max; /* over applied pushes: version applied to - base */
     uint64_t staleness_sum;
-    uint64_t applied;         /* pushes applied */
-    uint64_t rejected;        /* messages dropped, all reasons */
-    uint64_t version;         /* highest chunk version on this server */
-    uint64_t apply_us;        /* time spent applying updates, microseconds */
+    uint64_t applied;  /* pushes applied */
+    uint64_t rejected; /* messages dropped, all reasons */
+    uint64_t version;  /* highest chunk version on this server */
+    uint64_t apply_us; /* time spent applying updates, microseconds */
 } ps_wire_stats_t;
 
 /* A header with magic and version filled in and every other field zero. */

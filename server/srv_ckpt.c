@@ -162,9 +162,9 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
     snprintf(stepv, sizeof stepv, "%" PRIu64, step);
     snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(s->layout));
     snprintf(total, sizeof total, "%zu", s->map.total);
-    const char *meta[] = {"format", "ps-checkpoint", "step",     stepv,    "crc32",    crc,
-                          "layout", hash,            "total",    total,    "chunks",   chunks,
-                          "settings", settings};
+    const char *meta[] = {"format", "ps-checkpoint", "step",     stepv,   "crc32",
+                          crc,      "layout",        hash,       "total", total,
+                          "chunks", chunks,          "settings", settings};
     snprintf(path, sizeof path, "%s/server-%d.safetensors", sdir, s->server);
     rv = ps_st_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0] / 2));
     if (rv == 0) {
@@ -305,8 +305,8 @@ static int add_range(srv_ckpt_state_t *st, size_t off, size_t cnt, int had)
 }
 
 /* Copy one chunk of a server file into the flat state. */
-static int take_chunk(srv_ckpt_state_t *st, const ps_st_file_t *f, const char *path,
-                      unsigned id, size_t off, size_t cnt, int had)
+static int take_chunk(srv_ckpt_state_t *st, const ps_st_file_t *f, const char *path, unsigned id,
+                      size_t off, size_t cnt, int had)
 {
     char name[48];
     const float *d;
@@ -483,8 +483,8 @@ int srv_ckpt_load(srv_ckpt_state_t *st, const char *dir, const char *settings)
     }
     free(steps);
     /* The job's one error line says why the newest could not be used. */
-    ps_error_set("--resume %s: no usable checkpoint%s%s%s", dir, n ? " (the newest: " : "",
-                 newest, n ? ")" : "");
+    ps_error_set("--resume %s: no usable checkpoint%s%s%s", dir, n ? " (the newest: " : "", newest,
+                 n ? ")" : "");
     return PS_ENOENT;
 }
 

@@ -63,9 +63,9 @@
 
 typedef struct {
     uint64_t step;
-    size_t total;     /* elements */
+    size_t total; /* elements */
     uint64_t layout_hash;
-    float *w, *buf;   /* flat, total elements each; buf NULL without momentum */
+    float *w, *buf; /* flat, total elements each; buf NULL without momentum */
     /* First-update state by element range (old chunk boundaries). */
     size_t nranges;
     size_t *range_off, *range_cnt;

@@ -118,4 +118,3 @@ int srv_ckpt_dir_remove(const char *dir, uint64_t step)
     }
     return 0;
 }
-

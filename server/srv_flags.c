@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 static const char USAGE[] =
     "usage: mpirun -np S ps-server [flags] : -np W ps-worker [flags]\n\n"
     "Holds the model's weights and momentum velocity, sharded in chunks over the\n"
@@ -78,8 +77,7 @@ int srv_flags_parse(srv_cfg_t *c, int argc, char **argv)
          "data plane: auto = ipc (peer credentials) to workers on this host, tcp "
          "(CurveZMQ) to the others; ipc or tcp for every worker"},
         {"iface", PS_OPT_STRING, &c->iface, "NAME", "advertise this interface's address"},
-        {"bind", PS_OPT_STRING, &c->bind, "CIDR",
-         "advertise the local address in this subnet"},
+        {"bind", PS_OPT_STRING, &c->bind, "CIDR", "advertise the local address in this subnet"},
         {"insecure", PS_OPT_BOOL, &c->insecure, NULL,
          "no authentication on the data port (no CurveZMQ on tcp, no process check on "
          "ipc): anyone who reaches it can push (benchmarks only)"},
@@ -180,7 +178,5 @@ void srv_flags_describe(const srv_cfg_t *c, char *out, size_t cap)
              c->opt.lr, c->opt.momentum, c->opt.dampening, c->opt.nesterov, c->opt.weight_decay,
              srv_optim_form_name(c->opt.form), c->opt.maximize, c->opt.clip_value,
              c->opt.decoupled_wd, sched, c->mode, c->on_nonfinite,
-             (unsigned long long)c->plan.steps_per_epoch,
-             (unsigned long long)c->plan.total_steps);
+             (unsigned long long)c->plan.steps_per_epoch, (unsigned long long)c->plan.total_steps);
 }
-

@@ -43,7 +43,7 @@ void srv_loop_service_socket(void *tp)
 
 const char *srv_loop_reject_name(srv_reject_t r)
 {
-    static const char *names[] = {"malformed", "sender", "phase",    "chunk",
+    static const char *names[] = {"malformed", "sender",    "phase", "chunk",
                                   "step",      "duplicate", "layout"};
     return r < SRV_REJ_NREASONS ? names[r] : "?";
 }
@@ -106,7 +106,7 @@ void srv_loop_reject(srv_loop_t *L, srv_reject_t why, int peer, const char *deta
 
 /* Replies go to worker w on the stream its request came on. */
 int srv_loop_send_simple(srv_loop_t *L, int w, int stream, ps_msg_type_t type, uint32_t request,
-                       const char *text)
+                         const char *text)
 {
     ps_hdr_t h = ps_wire_hdr(type, (uint32_t)L->cfg.server);
     h.request = request;
@@ -149,9 +149,8 @@ srv_chunk_t *srv_loop_checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int nee
     if (!c) {
         snprintf(why, sizeof why, "chunk %u is not on server %d", m->hdr.chunk, L->cfg.server);
     } else if (need_payload && (m->hdr.offset != c->offset || m->hdr.count != c->count)) {
-        snprintf(why, sizeof why, "chunk %u: offset %llu count %u, expected %zu/%zu",
-                 m->hdr.chunk, (unsigned long long)m->hdr.offset, m->hdr.count, c->offset,
-                 c->count);
+        snprintf(why, sizeof why, "chunk %u: offset %llu count %u, expected %zu/%zu", m->hdr.chunk,
+                 (unsigned long long)m->hdr.offset, m->hdr.count, c->offset, c->count);
         c = NULL;
     } else {
         return c;
@@ -219,7 +218,8 @@ static void maybe_checkpoint(srv_loop_t *L, const srv_chunk_t *c)
             return;
         }
     }
-    int rv = srv_ckpt_write(&L->store, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers, L->cfg.settings);
+    int rv =
+        srv_ckpt_write(&L->store, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers, L->cfg.settings);
     if (rv != 0) {
         /* Once more, for a passing fault (an NFS hiccup); a run that was
          * asked for checkpoints must not go on without them. */
@@ -304,7 +304,8 @@ static int nonfinite_push(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m, s
         return rv; /* a held later step could not be applied (ssp) */
     }
     if (rv < 0) {
-        srv_loop_reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
+        srv_loop_reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer,
+                        ps_error_msg());
         return 0;
     }
     L->pushes++;
@@ -341,7 +342,8 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
         return rv; /* the store holds or released h; the detail names the chunk */
     }
     if (rv < 0) {
-        srv_loop_reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer, ps_error_msg());
+        srv_loop_reject(L, rv == PS_ERANGE ? SRV_REJ_STEP : SRV_REJ_DUPLICATE, m->peer,
+                        ps_error_msg());
         srv_loop_release_push(h);
         return 0;
     }
@@ -407,8 +409,7 @@ static void note_shutdown(srv_loop_t *L, int w)
 static int dispatch_train(srv_loop_t *L, ps_tp_msg_t *m)
 {
     switch (m->hdr.type) {
-    case PS_MSG_PUSH:
-        return handle_push(L, m);
+    case PS_MSG_PUSH: return handle_push(L, m);
     case PS_MSG_PULL: return handle_pull(L, m);
     case PS_MSG_SHUTDOWN:
         if (!L->done[m->peer]) {
@@ -417,15 +418,11 @@ static int dispatch_train(srv_loop_t *L, ps_tp_msg_t *m)
             note_shutdown(L, m->peer);
         }
         return 0;
-    case PS_MSG_STATS:
-        handle_stats(L, m);
-        return 0;
+    case PS_MSG_STATS: handle_stats(L, m); return 0;
     case PS_MSG_REGISTER:
         srv_register_handle(L, m); /* a repeat is harmless; a different one is refused */
         return 0;
-    default:
-        srv_loop_reject(L, SRV_REJ_PHASE, m->peer, ps_wire_type_name(m->hdr.type));
-        return 0;
+    default: srv_loop_reject(L, SRV_REJ_PHASE, m->peer, ps_wire_type_name(m->hdr.type)); return 0;
     }
 }
 
@@ -441,10 +438,9 @@ static int sender_ok(const srv_loop_t *L, const ps_tp_msg_t *m, char *why, size_
     } else if (m->auth_rank != PS_TP_AUTH_NONE && m->auth_rank < 0) {
         snprintf(why, cap, "routing id says worker %d, the connection has no rank", w);
     } else if (m->auth_rank != PS_TP_AUTH_NONE && m->auth_rank != w) {
-        snprintf(why, cap, "routing id says worker %d, the key is worker %d's", w,
-                 m->auth_rank);
-    } else if (m->stream >= (L->cfg.worker_streams ? L->cfg.worker_streams[w]
-                                                   : PS_TP_MAX_STREAMS)) {
+        snprintf(why, cap, "routing id says worker %d, the key is worker %d's", w, m->auth_rank);
+    } else if (m->stream >=
+               (L->cfg.worker_streams ? L->cfg.worker_streams[w] : PS_TP_MAX_STREAMS)) {
         snprintf(why, cap, "stream %d, but worker %d opened %d", m->stream, w,
                  L->cfg.worker_streams[w]);
     } else {
@@ -502,7 +498,8 @@ int srv_loop_setup(srv_loop_t *L)
         }
         if (rv == PS_EAGAIN) {
             ps_error_set("worker 0 (host %s) did not register the model within %d s",
-                         L->cfg.worker_hosts ? L->cfg.worker_hosts[0] : "?", L->cfg.timeout_ms / 1000);
+                         L->cfg.worker_hosts ? L->cfg.worker_hosts[0] : "?",
+                         L->cfg.timeout_ms / 1000);
             return PS_ETIMEDOUT;
         }
         if (rv != 0) {
@@ -573,8 +570,8 @@ static void describe_missing(srv_loop_t *L, char *out, size_t cap)
     }
     size_t used = (size_t)snprintf(out, cap, "no message from worker");
     for (int i = 0; i < n && i < 16 && used < cap; i++) {
-        used += (size_t)snprintf(out + used, cap - used, "%s %d (host %s)", i ? "," : "",
-                                 ranks[i], L->cfg.worker_hosts ? L->cfg.worker_hosts[ranks[i]] : "?");
+        used += (size_t)snprintf(out + used, cap - used, "%s %d (host %s)", i ? "," : "", ranks[i],
+                                 L->cfg.worker_hosts ? L->cfg.worker_hosts[ranks[i]] : "?");
     }
 }
 

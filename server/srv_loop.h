@@ -53,14 +53,14 @@
 #include <stdint.h>
 
 typedef enum {
-    SRV_REJ_MALFORMED,   /* failed header/frame decoding */
-    SRV_REJ_SENDER,      /* sender rank unknown, not matching its routing id or its
-                            key's rank, or on a stream the worker did not open */
-    SRV_REJ_PHASE,       /* message type not valid now */
-    SRV_REJ_CHUNK,       /* chunk not on this server, or offset/count mismatch */
-    SRV_REJ_STEP,        /* push for a step other than the chunk's current one */
-    SRV_REJ_DUPLICATE,   /* second push from a worker for one step */
-    SRV_REJ_LAYOUT,      /* malformed or conflicting REGISTER */
+    SRV_REJ_MALFORMED, /* failed header/frame decoding */
+    SRV_REJ_SENDER,    /* sender rank unknown, not matching its routing id or its
+                          key's rank, or on a stream the worker did not open */
+    SRV_REJ_PHASE,     /* message type not valid now */
+    SRV_REJ_CHUNK,     /* chunk not on this server, or offset/count mismatch */
+    SRV_REJ_STEP,      /* push for a step other than the chunk's current one */
+    SRV_REJ_DUPLICATE, /* second push from a worker for one step */
+    SRV_REJ_LAYOUT,    /* malformed or conflicting REGISTER */
     SRV_REJ_NREASONS
 } srv_reject_t;
 
@@ -75,10 +75,10 @@ typedef struct {
     uint64_t staleness;
     srv_lr_fn lr_of; /* the schedule; NULL = constant opt.lr */
     void *lr_arg;
-    int nonfinite_skip; /* --on-nonfinite skip (else abort) */
-    const char *ckpt_dir;    /* NULL: no checkpoints */
-    uint64_t ckpt_every;     /* steps */
-    const char *settings;    /* recorded in checkpoints, checked on resume */
+    int nonfinite_skip;             /* --on-nonfinite skip (else abort) */
+    const char *ckpt_dir;           /* NULL: no checkpoints */
+    uint64_t ckpt_every;            /* steps */
+    const char *settings;           /* recorded in checkpoints, checked on resume */
     const srv_ckpt_state_t *resume; /* NULL: start from worker 0's INIT */
     int timeout_ms;
     const char *const *worker_hosts; /* [nworkers], for timeout messages */
@@ -104,8 +104,8 @@ typedef struct {
     srv_loop_cfg_t cfg;
     srv_store_t store;
     int registered;
-    uint8_t *done;  /* [nworkers] SHUTDOWN received */
-    uint64_t *worker_step; /* [nworkers] highest step pushed + 1 */
+    uint8_t *done;          /* [nworkers] SHUTDOWN received */
+    uint64_t *worker_step;  /* [nworkers] highest step pushed + 1 */
     uint32_t *streams_seen; /* [nworkers] bit j: a message came on stream j */
     int ndone;
     uint64_t rejected[SRV_REJ_NREASONS];
@@ -114,9 +114,9 @@ typedef struct {
     srv_pulls_t *held;     /* [store.nlocal] held pulls, once registered */
     double apply_s, busy_s, wait_s;
     uint64_t max_version;
-    uint64_t ckpt_next;  /* next step to checkpoint */
-    double last_ok;      /* when a worker's message last got through */
-    size_t inits_seen;   /* INIT messages taken for local chunks */
+    uint64_t ckpt_next; /* next step to checkpoint */
+    double last_ok;     /* when a worker's message last got through */
+    size_t inits_seen;  /* INIT messages taken for local chunks */
     int resumed;
     int failed; /* a handler's fatal error (a checkpoint not written, a model refused at
                    REGISTER): ends the phase */

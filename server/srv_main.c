@@ -33,8 +33,11 @@
  * applies). */
 static int plane_of(const srv_cfg_t *c, const ps_boot_t *b, int w, ps_plane_t *p)
 {
-    ps_plane_pair_t pair = {.server = b->rank, .worker = w, .server_host = b->host,
-                            .worker_host = ps_boot_worker_host(b, w), .srv = c->plane,
+    ps_plane_pair_t pair = {.server = b->rank,
+                            .worker = w,
+                            .server_host = b->host,
+                            .worker_host = ps_boot_worker_host(b, w),
+                            .srv = c->plane,
                             .wkr = (ps_plane_t)ps_boot_worker_transport(b, w)};
     return ps_plane_decide(&pair, p);
 }
@@ -112,8 +115,7 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
 static double scheduled_lr(void *arg, uint64_t t)
 {
     const srv_cfg_t *c = arg;
-    return ps_sched_lr(&c->info.sched, c->info.lr, t, c->plan.steps_per_epoch,
-                       c->plan.total_steps);
+    return ps_sched_lr(&c->info.sched, c->info.lr, t, c->plan.steps_per_epoch, c->plan.total_steps);
 }
 
 /* What start-up builds and run() releases; on the heap (the loop holds
@@ -337,8 +339,7 @@ static void announce_start(ps_boot_t *b, srv_job_t *j)
  * chunk of every server is then at one step, newer than the last
  * checkpoint, write it.  Bounded: Open MPI's mpirun sends SIGKILL 1 s after
  * SIGTERM. */
-static void final_checkpoint(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j, char *what,
-                             size_t cap)
+static void final_checkpoint(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j, char *what, size_t cap)
 {
     uint64_t lo, hi, last = j->loop.ckpt_next - (uint64_t)c->ckpt_every;
     srv_loop_drain(&j->loop, STOP_QUIET_MS, STOP_DRAIN_MS);
@@ -347,8 +348,10 @@ static void final_checkpoint(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j, cha
     if (rv != 0) {
         snprintf(what, cap, "no final checkpoint: %s", ps_error_msg());
     } else if (lo != hi) {
-        snprintf(what, cap, "no final checkpoint: stopped inside a step (chunks at steps %llu "
-                 "to %llu)", (unsigned long long)lo, (unsigned long long)hi);
+        snprintf(what, cap,
+                 "no final checkpoint: stopped inside a step (chunks at steps %llu "
+                 "to %llu)",
+                 (unsigned long long)lo, (unsigned long long)hi);
     } else if (lo == last || lo == 0) {
         snprintf(what, cap, "step %llu is checkpointed already", (unsigned long long)lo);
     } else {
@@ -357,8 +360,10 @@ static void final_checkpoint(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j, cha
         snprintf(what, cap, "%s", rv ? ps_error_msg() : "");
         /* Nobody ends the job while another server still writes its part. */
         if (ps_boot_servers_minmax_u64(b, &bad, &any, STOP_AGREE_MS) != 0 || any) {
-            snprintf(what + strlen(what), cap - strlen(what), "%sthe final checkpoint of "
-                     "step %llu is incomplete", rv ? "; " : "", (unsigned long long)lo);
+            snprintf(what + strlen(what), cap - strlen(what),
+                     "%sthe final checkpoint of "
+                     "step %llu is incomplete",
+                     rv ? "; " : "", (unsigned long long)lo);
         } else {
             snprintf(what, cap, "final checkpoint: step %llu in %s", (unsigned long long)lo,
                      c->ckpt_dir);
@@ -402,7 +407,9 @@ static int finish(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
     if (rv == 0 && c->save) {
         char sched[160];
         ps_sched_describe(&c->info.sched, sched, sizeof sched);
-        srv_save_info_t info = {.step = step, .mode = c->mode, .schedule = sched,
+        srv_save_info_t info = {.step = step,
+                                .mode = c->mode,
+                                .schedule = sched,
                                 .form = srv_optim_form_name(c->opt.form)};
         rv = srv_save_model(b, &j->loop.store, &info, c->save);
         if (rv == 0 && b->rank == 0) {

@@ -89,8 +89,10 @@ static int shortest_digits(double v, char *dig, int *exp10)
 static void py_repr(double v, char *out, size_t cap)
 {
     if (isnan(v) || isinf(v) || v == 0.0) {
-        snprintf(out, cap, "%s", isnan(v) ? "nan" : isinf(v) ? (v < 0 ? "-inf" : "inf")
-                                                            : (signbit(v) ? "-0.0" : "0.0"));
+        snprintf(out, cap, "%s",
+                 isnan(v)   ? "nan"
+                 : isinf(v) ? (v < 0 ? "-inf" : "inf")
+                            : (signbit(v) ? "-0.0" : "0.0"));
         return;
     }
     char dig[24];
@@ -175,8 +177,7 @@ int srv_optim_parse_form(const char *s, srv_form_t *out)
             return 0;
         }
     }
-    ps_error_set("unknown momentum form \"%s\" (want torch, sutskever or ema)",
-                 s != NULL ? s : "");
+    ps_error_set("unknown momentum form \"%s\" (want torch, sutskever or ema)", s != NULL ? s : "");
     return PS_EINVAL;
 }
 
@@ -188,9 +189,10 @@ const char *srv_optim_form_name(srv_form_t f)
 /* ---- kernel ------------------------------------------------------------ */
 
 /* g = p0*c0 + p1*c1 + ... in part order, each product rounded (no fma). */
-static inline __attribute__((always_inline)) void
-sum_block(float *restrict g, const float *const *parts, const float *coef, int nparts,
-          size_t off, size_t m)
+static inline __attribute__((always_inline)) void sum_block(float *restrict g,
+                                                            const float *const *parts,
+                                                            const float *coef, int nparts,
+                                                            size_t off, size_t m)
 {
     const float *restrict p = parts[0] + off;
     float c = coef[0];
@@ -267,26 +269,17 @@ update_range(opt_scal_t s, float *w, float *buf, const float *const *parts, cons
 }
 
 /* Momentum variant m = {plain, first, first+nesterov, mom, mom+nesterov}. */
-static inline __attribute__((always_inline)) void
-update_mode(int m, opt_scal_t s, float *w, float *buf, const float *const *parts,
-            const float *coef, int nparts, size_t n, int wd)
+static inline __attribute__((always_inline)) void update_mode(int m, opt_scal_t s, float *w,
+                                                              float *buf, const float *const *parts,
+                                                              const float *coef, int nparts,
+                                                              size_t n, int wd)
 {
     switch (m) {
-    case 0:
-        update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_PLAIN, 0);
-        break;
-    case 1:
-        update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_FIRST, 0);
-        break;
-    case 2:
-        update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_FIRST, 1);
-        break;
-    case 3:
-        update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_MOM, 0);
-        break;
-    default:
-        update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_MOM, 1);
-        break;
+    case 0: update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_PLAIN, 0); break;
+    case 1: update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_FIRST, 0); break;
+    case 2: update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_FIRST, 1); break;
+    case 3: update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_MOM, 0); break;
+    default: update_range(s, w, buf, parts, coef, nparts, n, wd, MODE_MOM, 1); break;
     }
 }
 
@@ -296,9 +289,9 @@ update_mode(int m, opt_scal_t s, float *w, float *buf, const float *const *parts
  * default clone is plain x86-64 and calls libm's fmaf (exact everywhere).
  * The ifunc resolver picks a clone once per process.
  */
-OPT_CLONES static void
-update_variant(int v, opt_scal_t s, float *w, float *buf, const float *const *parts,
-               const float *coef, int nparts, size_t n)
+OPT_CLONES static void update_variant(int v, opt_scal_t s, float *w, float *buf,
+                                      const float *const *parts, const float *coef, int nparts,
+                                      size_t n)
 {
     if (v >= 5) {
         update_mode(v - 5, s, w, buf, parts, coef, nparts, n, 1);
@@ -351,9 +344,10 @@ pre_block(const opt_ext_t *e, opt_scal_t s, float *restrict w, float *restrict g
 }
 
 /* Sutskever: v = mom*v - lr*g (v = -lr*g first); w += v or mom*v - lr*g. */
-static inline __attribute__((always_inline)) void
-sut_block(opt_scal_t s, float *restrict w, float *restrict v, const float *restrict g, size_t m,
-          int first, int nest)
+static inline __attribute__((always_inline)) void sut_block(opt_scal_t s, float *restrict w,
+                                                            float *restrict v,
+                                                            const float *restrict g, size_t m,
+                                                            int first, int nest)
 {
     for (size_t i = 0; i < m; i++) {
         float vi = first ? g[i] * s.neglr : fmaf(g[i], s.neglr, v[i] * s.mom);
@@ -363,9 +357,10 @@ sut_block(opt_scal_t s, float *restrict w, float *restrict v, const float *restr
 }
 
 /* EMA: v = beta*v + (1-beta)*g (v = (1-beta)*g first); w -= lr*v. */
-static inline __attribute__((always_inline)) void
-ema_block(opt_scal_t s, float one_minus_beta, float *restrict w, float *restrict v,
-          const float *restrict g, size_t m, int first)
+static inline __attribute__((always_inline)) void ema_block(opt_scal_t s, float one_minus_beta,
+                                                            float *restrict w, float *restrict v,
+                                                            const float *restrict g, size_t m,
+                                                            int first)
 {
     for (size_t i = 0; i < m; i++) {
         float vi = first ? g[i] * one_minus_beta : fmaf(g[i], one_minus_beta, v[i] * s.mom);
@@ -375,9 +370,10 @@ ema_block(opt_scal_t s, float one_minus_beta, float *restrict w, float *restrict
 }
 
 /* g = the signed aggregate of the parts over [off, off + m). */
-static inline __attribute__((always_inline)) void
-gather_block(opt_scal_t s, float *restrict g, const float *const *parts, const float *coef,
-             int nparts, size_t off, size_t m)
+static inline __attribute__((always_inline)) void gather_block(opt_scal_t s, float *restrict g,
+                                                               const float *const *parts,
+                                                               const float *coef, int nparts,
+                                                               size_t off, size_t m)
 {
     if (nparts > 1) {
         sum_parts(g, parts, coef, nparts, off, m);
@@ -415,9 +411,10 @@ ext_block(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *b, float *g
 }
 
 /* The whole range, block by block, for a constant variant fv. */
-static inline __attribute__((always_inline)) void
-ext_range(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *buf,
-          const float *const *parts, const float *coef, int nparts, size_t n)
+static inline __attribute__((always_inline)) void ext_range(int fv, const opt_ext_t *e,
+                                                            opt_scal_t s, float *w, float *buf,
+                                                            const float *const *parts,
+                                                            const float *coef, int nparts, size_t n)
 {
     float g[OPT_BLK];
     for (size_t off = 0; off < n; off += OPT_BLK) {
@@ -432,15 +429,13 @@ ext_range(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *buf,
 }
 
 /* Variant fv as a compile-time constant in each case; cloned per ISA. */
-OPT_CLONES static void
-ext_variant(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *buf,
-            const float *const *parts, const float *coef, int nparts, size_t n)
+OPT_CLONES static void ext_variant(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *buf,
+                                   const float *const *parts, const float *coef, int nparts,
+                                   size_t n)
 {
     switch (fv) {
 #define EXT_CASE(k)                                                                                \
-    case k:                                                                                        \
-        ext_range(k, e, s, w, buf, parts, coef, nparts, n);                                        \
-        break;
+    case k: ext_range(k, e, s, w, buf, parts, coef, nparts, n); break;
         EXT_CASE(0)
         EXT_CASE(1)
         EXT_CASE(2)
@@ -453,8 +448,7 @@ ext_variant(int fv, const opt_ext_t *e, opt_scal_t s, float *w, float *buf,
         EXT_CASE(9)
         EXT_CASE(10)
 #undef EXT_CASE
-    default:
-        break;
+    default: break;
     }
 }
 

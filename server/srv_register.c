@@ -33,8 +33,7 @@ static ps_layout_t *decoded_layout(srv_loop_t *L, const ps_tp_msg_t *m)
 static void refuse_model(srv_loop_t *L, const ps_tp_msg_t *m, int rv)
 {
     char msg[600];
-    snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->cfg.server,
-             ps_error_msg());
+    snprintf(msg, sizeof msg, "server %d cannot hold the model: %s", L->cfg.server, ps_error_msg());
     free(L->held);
     L->held = NULL;
     srv_store_fini(&L->store);
@@ -58,7 +57,7 @@ void srv_register_handle(srv_loop_t *L, ps_tp_msg_t *m)
         if (ps_layout_hash(l) != ps_layout_hash(L->store.layout)) {
             srv_loop_reject(L, SRV_REJ_LAYOUT, m->peer, "a second, different layout");
             srv_loop_send_simple(L, m->peer, m->stream, PS_MSG_ERROR, m->hdr.request,
-                        "layout already registered");
+                                 "layout already registered");
         }
         free(l);
         return;
@@ -103,7 +102,7 @@ static void handle_init(srv_loop_t *L, ps_tp_msg_t *m)
 {
     if (m->peer != 0 || !L->registered) {
         srv_loop_reject(L, m->peer != 0 ? SRV_REJ_SENDER : SRV_REJ_PHASE, m->peer,
-               "INIT before REGISTER or not from worker 0");
+                        "INIT before REGISTER or not from worker 0");
         return;
     }
     srv_chunk_t *c = srv_loop_checked_chunk(L, m, 1);
@@ -120,14 +119,8 @@ static void handle_init(srv_loop_t *L, ps_tp_msg_t *m)
 int srv_register_dispatch(srv_loop_t *L, ps_tp_msg_t *m)
 {
     switch (m->hdr.type) {
-    case PS_MSG_REGISTER:
-        srv_register_handle(L, m);
-        return 0;
-    case PS_MSG_INIT:
-        handle_init(L, m);
-        return 0;
-    default:
-        srv_loop_reject(L, SRV_REJ_PHASE, m->peer, ps_wire_type_name(m->hdr.type));
-        return 0;
+    case PS_MSG_REGISTER: srv_register_handle(L, m); return 0;
+    case PS_MSG_INIT: handle_init(L, m); return 0;
+    default: srv_loop_reject(L, SRV_REJ_PHASE, m->peer, ps_wire_type_name(m->hdr.type)); return 0;
     }
 }

@@ -91,8 +91,7 @@ int srv_store_init(srv_store_t *s, ps_layout_t **layout, size_t chunk_elems, int
             continue;
         }
         s->local_of[i] = (int32_t)k;
-        if ((rv = chunk_alloc(&s->chunks[k++], &s->map.c[i], nworkers, opt->momentum != 0)) !=
-            0) {
+        if ((rv = chunk_alloc(&s->chunks[k++], &s->map.c[i], nworkers, opt->momentum != 0)) != 0) {
             srv_store_fini(s);
             return rv;
         }
@@ -348,8 +347,8 @@ static int push_async(srv_store_t *s, srv_chunk_t *c, int w, uint64_t step, uint
 static int check_window(const srv_store_t *s, const srv_chunk_t *c, uint64_t step, uint64_t base)
 {
     if (base > c->version) {
-        ps_error_set("push computed on version %llu, chunk %u is at %llu",
-                     (unsigned long long)base, c->id, (unsigned long long)c->version);
+        ps_error_set("push computed on version %llu, chunk %u is at %llu", (unsigned long long)base,
+                     c->id, (unsigned long long)c->version);
         return PS_ERANGE;
     }
     if (step == UINT64_MAX) {

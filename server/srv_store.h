@@ -50,13 +50,13 @@ typedef void (*srv_idle_fn)(void *arg);
 typedef struct {
     uint32_t id;
     size_t offset, count;
-    float *w, *buf;      /* buf NULL when momentum == 0 */
-    uint64_t version;    /* updates applied so far */
-    int had_update;      /* momentum buffer exists (torch's buf is not None) */
+    float *w, *buf;   /* buf NULL when momentum == 0 */
+    uint64_t version; /* updates applied so far */
+    int had_update;   /* momentum buffer exists (torch's buf is not None) */
     int initialized;
     /* Held pushes, nslots x nworkers, slot = step % nslots. */
-    int *arrived;        /* [nslots] */
-    const float **part;  /* NULL where not in */
+    int *arrived;       /* [nslots] */
+    const float **part; /* NULL where not in */
     void **owner;
     uint32_t *samples;
     uint64_t *base;
@@ -81,10 +81,10 @@ typedef struct {
     srv_idle_fn idle; /* run while waiting for them; NULL: none */
     void *idle_arg;
     size_t nlocal;
-    srv_chunk_t *chunks;  /* local chunks, ascending id */
-    int32_t *local_of;    /* chunk id -> index into chunks, -1 when remote */
-    uint64_t updates;     /* chunk updates applied */
-    uint64_t zero_sample_steps; /* steps where no worker had a sample */
+    srv_chunk_t *chunks;                    /* local chunks, ascending id */
+    int32_t *local_of;                      /* chunk id -> index into chunks, -1 when remote */
+    uint64_t updates;                       /* chunk updates applied */
+    uint64_t zero_sample_steps;             /* steps where no worker had a sample */
     uint64_t stale_max, stale_sum, stale_n; /* over applied pushes */
 } srv_store_t;
 

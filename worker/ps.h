@@ -147,7 +147,7 @@ enum {
     PS_EZMQ = -10,   /* a zmq call failed */
     PS_ESTATE = -11, /* call not valid now (order, or a failed job) */
     PS_EAGAIN = -12,
-    PS_EINTR = -13,  /* stopped by SIGINT/SIGTERM (ps_options_t.signals) */
+    PS_EINTR = -13, /* stopped by SIGINT/SIGTERM (ps_options_t.signals) */
 };
 /* Static text for a code; never NULL. */
 const char *ps_strerror(int rv);

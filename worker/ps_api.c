@@ -45,8 +45,7 @@
 _Static_assert(SAME_CODE(OK) && SAME_CODE(EINVAL) && SAME_CODE(ENOMEM) && SAME_CODE(EIO) &&
                    SAME_CODE(EFORMAT) && SAME_CODE(EPROTO) && SAME_CODE(ERANGE) &&
                    SAME_CODE(ETIMEDOUT) && SAME_CODE(ENOENT) && SAME_CODE(EMPI) &&
-                   SAME_CODE(EZMQ) && SAME_CODE(ESTATE) && SAME_CODE(EAGAIN) &&
-                   SAME_CODE(EINTR),
+                   SAME_CODE(EZMQ) && SAME_CODE(ESTATE) && SAME_CODE(EAGAIN) && SAME_CODE(EINTR),
                "the error codes of ps.h and ps_err.h differ");
 #undef SAME_CODE
 
@@ -55,7 +54,6 @@ _Static_assert(SAME_CODE(OK) && SAME_CODE(EINVAL) && SAME_CODE(ENOMEM) && SAME_C
 
 #include <stdlib.h>
 #include <string.h>
-
 
 const char *ps_last_error(void)
 {
@@ -252,8 +250,11 @@ int ps_stats(ps_t *ps, ps_stats_t *out)
     if ((rv = wkr_client_server_stats(ps->client, &st)) != 0) {
         return ps_api_break(ps, rv);
     }
-    *out = (ps_stats_t){.staleness_max = st.staleness_max, .staleness_sum = st.staleness_sum,
-                        .applied = st.applied, .rejected = st.rejected, .version = st.version,
+    *out = (ps_stats_t){.staleness_max = st.staleness_max,
+                        .staleness_sum = st.staleness_sum,
+                        .applied = st.applied,
+                        .rejected = st.rejected,
+                        .version = st.version,
                         .apply_s = (double)st.apply_us / 1e6};
     return 0;
 }

@@ -102,7 +102,7 @@ struct ps {
     int rc;        /* a failure remembered for the next agreement, or why we left */
     char why[512]; /* its message (the thread-local detail may be gone by then) */
     ps_options_t opt;
-    int signals; /* ps_signal_install ran for this handle */
+    int signals;               /* ps_signal_install ran for this handle */
     const char **server_hosts; /* [nservers], lent to the client (ps_boot's strings) */
     ps_tp_keypair_t keys;
     ps_srvinfo_t srv;

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* Between ps_init and ps_start. */
 static int declaring(const ps_t *ps, const char *call)
 {

@@ -3,9 +3,7 @@
  */
 #include "ps_api.h"
 
-
 #include <stdlib.h>
-
 
 int ps_reduce_sum(ps_t *ps, double *vals, int n)
 {

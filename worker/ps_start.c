@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* Every handle knows its ps_t and tensor once and for all. */
 static void handles_init(ps_t *ps)
 {
@@ -73,8 +72,7 @@ static int check_options(ps_options_t *o)
         return PS_EINVAL;
     }
     if (o->streams < 0 || o->streams > PS_MAX_STREAMS) {
-        ps_error_set("ps_init: streams %d: want 1 to %d (0: default)", o->streams,
-                     PS_MAX_STREAMS);
+        ps_error_set("ps_init: streams %d: want 1 to %d (0: default)", o->streams, PS_MAX_STREAMS);
         return PS_EINVAL;
     }
     if (o->compress < PS_COMPRESS_NONE || o->compress > PS_COMPRESS_BF16) {
@@ -133,7 +131,8 @@ static int remembered_failure(ps_t *ps)
  * applies to the same pair. */
 static int plane_to(const ps_t *ps, int s, ps_plane_t *p)
 {
-    ps_plane_pair_t pair = {.server = s, .worker = ps->boot.rank,
+    ps_plane_pair_t pair = {.server = s,
+                            .worker = ps->boot.rank,
                             .server_host = ps_boot_server_host(&ps->boot, s),
                             .worker_host = ps->boot.host,
                             .srv = (ps_plane_t)ps_boot_server_transport(&ps->boot, s),
@@ -221,8 +220,7 @@ static int check_agreement(ps_t *ps)
         h = (h ^ v[i]) * 1099511628211ULL;
     }
     if (!all) {
-        ps_error_set("ps_start: no memory to compare the models of %d workers",
-                     ps->boot.nworkers);
+        ps_error_set("ps_start: no memory to compare the models of %d workers", ps->boot.nworkers);
         return PS_ENOMEM;
     }
     int rv = ps_boot_workers_allgather_u64(&ps->boot, h, all);
@@ -293,8 +291,8 @@ static int lanes_to(const ps_t *ps, int s, char *out, size_t cap)
     ps_plane_t p;
     int rv = plane_to(ps, s, &p);
     if (rv == 0) {
-        rv = ps_tp_endpoint_select(ps_boot_server_endpoint(&ps->boot, s), p == PS_PLANE_IPC,
-                                   out, cap);
+        rv = ps_tp_endpoint_select(ps_boot_server_endpoint(&ps->boot, s), p == PS_PLANE_IPC, out,
+                                   cap);
     }
     return rv;
 }
@@ -317,12 +315,17 @@ static int connect_servers(ps_t *ps)
         eps[s] = lanes[s];
         ps->server_hosts[s] = ps_boot_server_host(&ps->boot, s);
     }
-    wkr_client_cfg_t cc = {.rank = ps->boot.rank, .nservers = S, .endpoints = eps,
-                           .hosts = ps->server_hosts, .layout = &ps->layout,
+    wkr_client_cfg_t cc = {.rank = ps->boot.rank,
+                           .nservers = S,
+                           .endpoints = eps,
+                           .hosts = ps->server_hosts,
+                           .layout = &ps->layout,
                            .chunk_elems = (size_t)ps->srv.chunk_kib * 1024 / sizeof(float),
-                           .streams = ps->opt.streams, .io_threads = ps->opt.io_threads,
+                           .streams = ps->opt.streams,
+                           .io_threads = ps->opt.io_threads,
                            .timeout_ms = ps->opt.timeout_s * 1000,
-                           .mode = (ps_mode_t)ps->srv.mode, .staleness = ps->srv.staleness,
+                           .mode = (ps_mode_t)ps->srv.mode,
+                           .staleness = ps->srv.staleness,
                            .keys = ps->keys.pub[0] ? &ps->keys : NULL,
                            .server_keys = ps_boot_server_keys(&ps->boot),
                            .compress = ps->opt.compress};

@@ -8,7 +8,6 @@
 
 #include <string.h>
 
-
 /* The weights for the next step are in every array: the step is over. */
 static int end_step(ps_t *ps)
 {

@@ -179,8 +179,8 @@ static int compress_chunk(wkr_client_t *c, const ps_chunk_t *k, const float *dat
         c->said_wide = 1;
         ps_log_info("--compress %s: chunk %u of step %llu holds a gradient too large for "
                     "16 bits (|g| >= %s); such chunks are pushed as float32 (said once)",
-                    fmt == PS_HALF_F16 ? "fp16" : "bf16", k->id,
-                    (unsigned long long)c->step + 1, fmt == PS_HALF_F16 ? "65520" : "3.39e38");
+                    fmt == PS_HALF_F16 ? "fp16" : "bf16", k->id, (unsigned long long)c->step + 1,
+                    fmt == PS_HALF_F16 ? "65520" : "3.39e38");
     }
     c->st.wide_pushes++;
     return 0;

@@ -76,7 +76,7 @@ typedef struct {
 typedef struct {
     uint64_t bytes_pushed, bytes_pulled;
     uint64_t wide_pushes; /* --compress: chunks pushed as float32 (too large for 16 bits) */
-    double wait_s; /* time blocked waiting for pull replies */
+    double wait_s;        /* time blocked waiting for pull replies */
 } wkr_client_stats_t;
 
 int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg);

@@ -142,8 +142,8 @@ static int parse_compress(const char *s, int *out)
     static const struct {
         const char *name;
         int code;
-    } kinds[] = {{"none", PS_COMPRESS_NONE}, {"fp16", PS_COMPRESS_FP16},
-                 {"bf16", PS_COMPRESS_BF16}};
+    } kinds[] = {
+        {"none", PS_COMPRESS_NONE}, {"fp16", PS_COMPRESS_FP16}, {"bf16", PS_COMPRESS_BF16}};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         if (strcmp(s, kinds[i].name) == 0) {
             *out = kinds[i].code;
@@ -195,9 +195,12 @@ static int check_flags(wkr_cfg_t *c)
 
 static int load_data(const wkr_cfg_t *c, wkr_job_t *j)
 {
-    wkr_data_opts_t o = {.data_dir = c->data_dir, .features = c->features,
-                         .classes = c->classes, .regression = c->kind == WKR_MODEL_LINEAR,
-                         .shard = c->train.rank, .nshards = c->train.nworkers};
+    wkr_data_opts_t o = {.data_dir = c->data_dir,
+                         .features = c->features,
+                         .classes = c->classes,
+                         .regression = c->kind == WKR_MODEL_LINEAR,
+                         .shard = c->train.rank,
+                         .nshards = c->train.nworkers};
     int rv = wkr_data_load(&j->train, c->data, 0, &o);
     if (rv != 0) {
         return rv;
@@ -232,8 +235,8 @@ static int load_init(wkr_model_t *m, const char *path)
             ps_error_set("--init-from %s: no tensor '%s'", path, t->name);
             rv = PS_ENOENT;
         } else if (ndim != t->ndim || memcmp(shape, t->dims, (size_t)ndim * sizeof *shape)) {
-            ps_error_set("--init-from %s: tensor '%s' has another shape than the model's",
-                         path, t->name);
+            ps_error_set("--init-from %s: tensor '%s' has another shape than the model's", path,
+                         t->name);
             rv = PS_EINVAL;
         } else {
             memcpy(wkr_model_params(m) + t->offset, data, t->numel * sizeof(float));
@@ -291,8 +294,7 @@ static int declare_tensors(ps_t *ps, wkr_model_t *m)
 static int declare_model(const wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
 {
     const ps_layout_t *l = wkr_model_layout(j->model);
-    uint64_t extra[3] = {j->train.total, (uint64_t)c->train.batch,
-                         (uint64_t)c->train.accumulate};
+    uint64_t extra[3] = {j->train.total, (uint64_t)c->train.batch, (uint64_t)c->train.accumulate};
     char desc[512], msg[1024];
     ps_layout_describe(l, desc, sizeof desc);
     snprintf(msg, sizeof msg,
@@ -318,7 +320,8 @@ static void prepare(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j, wkr_report_t *rep, wkr
     if (rv == 0) {
         rv = declare_model(c, ps, j);
     }
-    if (rv == 0 && c->train.rank == 0 && (rv = wkr_report_init(rep, c->progress, c->metrics)) == 0) {
+    if (rv == 0 && c->train.rank == 0 &&
+        (rv = wkr_report_init(rep, c->progress, c->metrics)) == 0) {
         *r = rep;
     }
     if (rv != 0) {
@@ -371,8 +374,8 @@ static int start_outputs(wkr_cfg_t *c, const ps_info_t *in)
     if (c->plot && !c->metrics && in->rank == 0) {
         /* An unguessable new file in TMPDIR: a fixed name there could be
          * a symlink someone planted.  wkr_report reopens it by name. */
-        int fd, rv = ps_tmp_create(c->tmp_metrics, sizeof c->tmp_metrics, "ps-metrics", ".jsonl",
-                                   &fd);
+        int fd,
+            rv = ps_tmp_create(c->tmp_metrics, sizeof c->tmp_metrics, "ps-metrics", ".jsonl", &fd);
         if (rv != 0) {
             char why[4400];
             snprintf(why, sizeof why, "%s", ps_error_msg());
@@ -436,12 +439,19 @@ static int run(wkr_cfg_t *c, ps_t *ps, const char *flags_error)
 int main(int argc, char **argv)
 {
     wkr_cfg_t c = {
-        .model = "mlp", .hidden = "256,128", .data = "fashion-mnist", .init = "default",
+        .model = "mlp",
+        .hidden = "256,128",
+        .data = "fashion-mnist",
+        .init = "default",
         .data_dir = WKR_FMNIST_DEFAULT_DIR,
-        .progress = "auto", .compress = "none", .transport = "auto",
+        .progress = "auto",
+        .compress = "none",
+        .transport = "auto",
         .io_threads = PS_DEFAULT_IO_THREADS,
-        .streams = PS_DEFAULT_STREAMS, .timeout_s = 300,
-        .blas_threads = 1, .seed = 1,
+        .streams = PS_DEFAULT_STREAMS,
+        .timeout_s = 300,
+        .blas_threads = 1,
+        .seed = 1,
         .train = {.batch = 64, .accumulate = 1, .epochs = 10},
     };
     ps_t *ps = NULL;

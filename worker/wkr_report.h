@@ -21,9 +21,9 @@
 typedef enum { WKR_PROGRESS_NONE, WKR_PROGRESS_PLAIN, WKR_PROGRESS_BAR } wkr_progress_t;
 
 typedef struct {
-    int epoch;          /* 1-based */
-    int epochs;         /* planned epochs (may be fractional with --steps: rounded up) */
-    uint64_t step;      /* global steps done */
+    int epoch;     /* 1-based */
+    int epochs;    /* planned epochs (may be fractional with --steps: rounded up) */
+    uint64_t step; /* global steps done */
     double train_loss;
     int has_test;
     double test_loss, test_acc;

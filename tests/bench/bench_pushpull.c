@@ -131,8 +131,12 @@ static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t 
         return rv;
     }
     /* Fields left zero: server 0, sync mode, a constant learning rate. */
-    srv_loop_cfg_t lc = {.tp = tp, .nservers = 1, .nworkers = 1, .chunk_elems = chunk_elems,
-                         .opt = {.lr = 0.0, .momentum = 0.0}, .timeout_ms = TIMEOUT_MS};
+    srv_loop_cfg_t lc = {.tp = tp,
+                         .nservers = 1,
+                         .nworkers = 1,
+                         .chunk_elems = chunk_elems,
+                         .opt = {.lr = 0.0, .momentum = 0.0},
+                         .timeout_ms = TIMEOUT_MS};
     if ((rv = srv_loop_init(&o->L, &lc)) != 0) {
         o->L.cfg.tp = tp; /* for ours_stop */
         return rv;
@@ -143,8 +147,13 @@ static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t 
     }
     o->started = 1;
     o->eps[0] = o->ep;
-    wkr_client_cfg_t cc = {.rank = 0, .nservers = 1, .endpoints = o->eps, .layout = &o->layout,
-                           .chunk_elems = chunk_elems, .streams = streams, .io_threads = io_threads,
+    wkr_client_cfg_t cc = {.rank = 0,
+                           .nservers = 1,
+                           .endpoints = o->eps,
+                           .layout = &o->layout,
+                           .chunk_elems = chunk_elems,
+                           .streams = streams,
+                           .io_threads = io_threads,
                            .timeout_ms = TIMEOUT_MS};
     if ((rv = wkr_client_new(&o->client, &cc)) != 0) {
         return rv;
@@ -545,11 +554,11 @@ static int bench_big(const cfg_t *cfg, const char *kind, big_res_t *res)
     snprintf(bind_ep, sizeof bind_ep, ipc ? "ipc://%s" : "tcp://127.0.0.1:*", p_ref);
     ps_layout_init(&l);
     int rv = ps_layout_add(&l, "tensor", 1, dims);
-    rv = rv ? rv : ours_start(&o, &l, base, cfg->chunk_elems, cfg->streams,
-                              cfg->io_threads);
+    rv = rv ? rv : ours_start(&o, &l, base, cfg->chunk_elems, cfg->streams, cfg->io_threads);
     rv = rv ? rv : ref_start(&r, bind_ep, BIG_ELEMS * sizeof(float));
-    rv = rv ? rv : run_interleaved(cfg, ours_round, &o, ref_round, &r, 1000, &res->ours,
-                                   &res->ref, &res->iters);
+    rv = rv ? rv
+            : run_interleaved(cfg, ours_round, &o, ref_round, &r, 1000, &res->ours, &res->ref,
+                              &res->iters);
     rv = ref_stop(&r, rv);
     rv = ours_stop(&o, cfg->chunk_elems, rv);
     res->kind = kind;
@@ -602,8 +611,9 @@ static int bench_pair(const cfg_t *cfg, side_t sa, side_t sb, double share, pair
     rv = rv ? rv : ours_start(&b, sb.layout, sb.base, cfg->chunk_elems, sb.streams, sb.io_threads);
     cfg_t c = *cfg;
     c.seconds = cfg->seconds * share;
-    rv = rv ? rv : run_interleaved(&c, ours_round, &a, ours_round, &b, 20000, &res->a, &res->b,
-                                   &res->iters);
+    rv = rv ? rv
+            : run_interleaved(&c, ours_round, &a, ours_round, &b, 20000, &res->a, &res->b,
+                              &res->iters);
     rv = ours_stop(&b, cfg->chunk_elems, rv);
     return ours_stop(&a, cfg->chunk_elems, rv);
 }
@@ -680,8 +690,7 @@ static int write_json(const char *path, const big_res_t *big, const small_res_t 
     for (int i = 0; i < 2; i++) {
         snprintf(name, sizeof name, "pushpull_16MiB_%s", big[i].kind);
         snprintf(ref, sizeof ref, "raw libzmq ping-pong (%s)", big[i].kind);
-        json_line(f, name, gbps(bytes, big[i].ours.med), "GB/s", ref,
-                  gbps(bytes, big[i].ref.med));
+        json_line(f, name, gbps(bytes, big[i].ours.med), "GB/s", ref, gbps(bytes, big[i].ref.med));
     }
     const big_res_t *fast = big[0].ours.med <= big[1].ours.med ? &big[0] : &big[1];
     snprintf(ref, sizeof ref, "raw libzmq ping-pong (%s)", fast->kind);
@@ -691,8 +700,8 @@ static int write_json(const char *path, const big_res_t *big, const small_res_t 
     json_line(f, "pushpull_small_tensors", gbps(s->bytes, s->r.a.med), "GB/s", ref,
               gbps(s->bytes, s->r.b.med));
     snprintf(name, sizeof name, "pushpull_streams");
-    snprintf(ref, sizeof ref, "ours, 1 stream and 1 I/O thread (ipc; here %d and %d)",
-             cfg->streams, cfg->io_threads);
+    snprintf(ref, sizeof ref, "ours, 1 stream and 1 I/O thread (ipc; here %d and %d)", cfg->streams,
+             cfg->io_threads);
     json_line(f, name, gbps(bytes, st->a.med), "GB/s", ref, gbps(bytes, st->b.med));
     return fclose(f) == 0 ? 0 : 1;
 }
@@ -758,8 +767,12 @@ static int parse_args(int argc, char **argv, cfg_t *c)
 
 int main(int argc, char **argv)
 {
-    cfg_t cfg = {.chunk_elems = 65536, .streams = PS_DEFAULT_STREAMS,
-                 .io_threads = PS_DEFAULT_IO_THREADS, .iters = 0, .seconds = 1.5, .results = NULL};
+    cfg_t cfg = {.chunk_elems = 65536,
+                 .streams = PS_DEFAULT_STREAMS,
+                 .io_threads = PS_DEFAULT_IO_THREADS,
+                 .iters = 0,
+                 .seconds = 1.5,
+                 .results = NULL};
     big_res_t big[2];
     small_res_t small;
     pair_res_t streams;
@@ -770,8 +783,7 @@ int main(int argc, char **argv)
     ps_log_set_name("bench_pushpull", 0);
     printf("push+pull round trip of a 16 MiB tensor, chunks of %zu elements (%zu KiB), "
            "%d streams, %d I/O threads\n",
-           cfg.chunk_elems, cfg.chunk_elems * sizeof(float) / 1024, cfg.streams,
-           cfg.io_threads);
+           cfg.chunk_elems, cfg.chunk_elems * sizeof(float) / 1024, cfg.streams, cfg.io_threads);
     printf("%-5s %-22s %10s %10s %10s %10s\n", "", "", "median ms", "best ms", "GB/s med",
            "GB/s best");
     const char *kinds[2] = {"tcp", "ipc"};

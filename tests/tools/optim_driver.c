@@ -268,7 +268,8 @@ static int run_sched(char **a)
         ps_error_set("base lr \"%s\" is not a number", a[2]);
         return rv;
     }
-    if ((rv = arg_u64(a[1], INT64_MAX, &warm)) != 0 || (rv = arg_u64(a[3], UINT64_MAX, &spe)) != 0 ||
+    if ((rv = arg_u64(a[1], INT64_MAX, &warm)) != 0 ||
+        (rv = arg_u64(a[3], UINT64_MAX, &spe)) != 0 ||
         (rv = arg_u64(a[4], UINT64_MAX, &total)) != 0 ||
         (rv = arg_u64(a[5], MAX_SCHED_COUNT, &count)) != 0) {
         return rv;

@@ -38,8 +38,8 @@ static int compare_tensor(const ps_st_file_t *a, const ps_st_file_t *b, const ch
         double lim = atol + rtol * fabs((double)da[i]);
         if (!(diff <= lim)) {
             if (!bad) {
-                printf("%s[%zu]: %.9g vs %.9g (diff %.3g > %.3g)\n", name, i, da[i], db[i],
-                       diff, lim);
+                printf("%s[%zu]: %.9g vs %.9g (diff %.3g > %.3g)\n", name, i, da[i], db[i], diff,
+                       lim);
             }
             bad = 1;
         }

@@ -16,8 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-static void expect_chunk(const ps_chunkmap_t *m, size_t i, int server, size_t offset,
-                         size_t count)
+static void expect_chunk(const ps_chunkmap_t *m, size_t i, int server, size_t offset, size_t count)
 {
     assert_true(i < m->n);
     assert_int_equal(m->c[i].id, i);
@@ -203,10 +202,10 @@ static void test_fini_twice(void **state)
 static void test_auto_size(void **state)
 {
     (void)state;
-    assert_int_equal(ps_chunk_auto(1000, 1), 16384);          /* raised to 64 KiB */
-    assert_int_equal(ps_chunk_auto(235146, 1), 230 * 1024);   /* 229.6 KiE rounded up */
-    assert_int_equal(ps_chunk_auto(235146, 2), 115 * 1024);   /* 117573 = 114.8 KiE, up */
-    assert_int_equal(ps_chunk_auto(10u << 20, 1), 1u << 20);  /* capped at 4 MiB */
+    assert_int_equal(ps_chunk_auto(1000, 1), 16384);         /* raised to 64 KiB */
+    assert_int_equal(ps_chunk_auto(235146, 1), 230 * 1024);  /* 229.6 KiE rounded up */
+    assert_int_equal(ps_chunk_auto(235146, 2), 115 * 1024);  /* 117573 = 114.8 KiE, up */
+    assert_int_equal(ps_chunk_auto(10u << 20, 1), 1u << 20); /* capped at 4 MiB */
     ps_chunkmap_t m;
     assert_int_equal(ps_chunkmap_init(&m, 235146, 0, 2), 0);
     assert_int_equal(m.n, 2);

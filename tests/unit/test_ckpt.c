@@ -120,7 +120,6 @@ static void dump_events(void)
     }
 }
 
-
 /* A fresh, empty checkpoint folder per test. */
 static int setup(void **state)
 {

@@ -645,7 +645,7 @@ static void test_compress_fp16_too_large(void **state)
 {
     fix_t *x = *state;
     start(x);
-    fill_grads(x, 1.0f); /* 1 + k/2: exact in fp16 */
+    fill_grads(x, 1.0f);          /* 1 + k/2: exact in fp16 */
     x->g[1][10] = -70000.5f;      /* flat 15: chunk 0 */
     x->g[3][2048 - 1508] = 65520; /* flat 2048: chunk 2 */
     x->g[3][3500 - 1508] = 65504; /* flat 3500: chunk 3 */
@@ -671,7 +671,7 @@ static void test_compress_bf16_near_flt_max(void **state)
     start(x);
     fill_grads(x, 3.0f);
     const uint32_t below = 0x7f7f7fffu;
-    x->g[3][1500] = FLT_MAX; /* flat 3008: chunk 2 */
+    x->g[3][1500] = FLT_MAX;                      /* flat 3008: chunk 2 */
     memcpy(&x->g[3][1800], &below, sizeof below); /* flat 3308: chunk 3 */
     push_step0(x);
     const uint8_t want[NCHUNKS] = {PS_FLAG_BF16, PS_FLAG_BF16, 0, PS_FLAG_BF16};

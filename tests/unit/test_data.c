@@ -29,7 +29,6 @@ static char tmpdir[256];
 
 /* ---- fixture helpers ------------------------------------------------- */
 
-
 static int group_setup(void **state)
 {
     (void)state;

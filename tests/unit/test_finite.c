@@ -71,8 +71,8 @@ static void test_every_position(void **state)
             size_t to = N - (pos % 3) * 511;
             size_t want = reference(g, froms[f], to), got = ps_first_nonfinite(g, froms[f], to);
             if (got != want) {
-                fail_msg("bad value at %zu, range [%zu, %zu): got %zu, want %zu", pos, froms[f],
-                         to, got, want);
+                fail_msg("bad value at %zu, range [%zu, %zu): got %zu, want %zu", pos, froms[f], to,
+                         got, want);
             }
         }
         g[pos] = keep;

@@ -29,8 +29,13 @@ static void test_bf16_hand_values(void **state)
      * 0x3f80 and 0x3f81: even wins (0x3f80); 1 + 3*2^-8 = 0x3f818000 ties
      * between 0x3f81 and 0x3f82: even wins (0x3f82); 0x3f808001 is just
      * above the tie: up (0x3f81); -2.0 = 0xc0000000 -> 0xc000. */
-    const float in[] = {1.0f, from_bits(0x3f808000u), from_bits(0x3f818000u),
-                        from_bits(0x3f808001u), -2.0f, INFINITY, NAN};
+    const float in[] = {1.0f,
+                        from_bits(0x3f808000u),
+                        from_bits(0x3f818000u),
+                        from_bits(0x3f808001u),
+                        -2.0f,
+                        INFINITY,
+                        NAN};
     const uint16_t want[] = {0x3f80, 0x3f80, 0x3f82, 0x3f81, 0xc000, 0x7f80};
     uint16_t out[7];
     ps_f32_to_bf16(in, out, 7);
@@ -84,7 +89,7 @@ static size_t overflow_at(ps_half_fmt_t fmt, float probe, size_t at, size_t n)
 static void test_f16_overflow_decision(void **state)
 {
     (void)state;
-    const float fit[] = {65504.0f, -65504.0f, from_bits(0x477fefffu), 1e-30f, 0.0f, INFINITY,
+    const float fit[] = {65504.0f,  -65504.0f, from_bits(0x477fefffu), 1e-30f, 0.0f, INFINITY,
                          -INFINITY, NAN};
     const float over[] = {65520.0f, -65520.0f, 70000.0f, 1e10f, FLT_MAX, -FLT_MAX};
     for (size_t i = 0; i < sizeof fit / sizeof fit[0]; i++) {
@@ -114,8 +119,8 @@ static void test_f16_overflow_decision(void **state)
 static void test_bf16_overflow_decision(void **state)
 {
     (void)state;
-    const float fit[] = {from_bits(0x7f7f7fffu), -from_bits(0x7f7f7fffu), 1e38f, 65520.0f,
-                         INFINITY, NAN};
+    const float fit[] = {
+        from_bits(0x7f7f7fffu), -from_bits(0x7f7f7fffu), 1e38f, 65520.0f, INFINITY, NAN};
     const float over[] = {from_bits(0x7f7f8000u), -from_bits(0x7f7f8000u), FLT_MAX, -FLT_MAX};
     for (size_t i = 0; i < sizeof fit / sizeof fit[0]; i++) {
         assert_int_equal(overflow_at(PS_HALF_BF16, fit[i], 3, 10), 10);

@@ -433,7 +433,7 @@ static void test_decode_rejects_bad_fields(void **state)
     expect_decode_reject(buf, one_tensor(buf, 255, 1));
     expect_decode_reject(buf, one_tensor(buf, 1, 0));
     expect_decode_reject(buf, one_tensor(buf, 1, (uint64_t)PS_MAX_ELEMS + 1));
-    expect_decode_reject(buf, one_tensor(buf, 1, UINT64_MAX)); /* -1 as int64 */
+    expect_decode_reject(buf, one_tensor(buf, 1, UINT64_MAX));        /* -1 as int64 */
     expect_decode_reject(buf, one_tensor(buf, 2, (uint64_t)1 << 20)); /* 2^40 elements */
     n = one_tensor(buf, 1, 7);
     buf[5] = ' '; /* a name the adder refuses */

@@ -47,8 +47,8 @@
 typedef struct {
     ps_mode_t mode;
     int nonfinite_skip;
-    int secure; /* CurveZMQ: every worker its own key pair, as in a job */
-    int streams; /* each client opens this many (0: 1); the loop is told loop_streams */
+    int secure;           /* CurveZMQ: every worker its own key pair, as in a job */
+    int streams;          /* each client opens this many (0: 1); the loop is told loop_streams */
     int loop_streams;     /* the streams every worker said it opens (0: 1) */
     int timeout_ms;       /* the server's --timeout (0: WAIT_MS) */
     const char *ckpt_dir; /* checkpoint after every step here */
@@ -920,10 +920,10 @@ static int reply_is(const ps_tp_msg_t *m, uint64_t steps, const float *init)
 /* issue 13, 1: a pull reply that cannot be delivered.  A connection of
  * worker 0 (its stream 9 of the ten it said it opens; --insecure, so
  * anyone could be it) asks for chunk 0 at version 1, then disconnects, as
- * a worker whose tcp connection drops while its pull is held.  When version 1 comes its reply cannot be routed
- * (ROUTER_MANDATORY: EHOSTUNREACH); the reference the reply took on the
- * chunk must still be dropped, else the update to version 2 waits for it
- * for ever.  The real workers then run two steps, pulling each result. */
+ * a worker whose tcp connection drops while its pull is held.  When version 1 comes its reply
+ * cannot be routed (ROUTER_MANDATORY: EHOSTUNREACH); the reference the reply took on the chunk must
+ * still be dropped, else the update to version 2 waits for it for ever.  The real workers then run
+ * two steps, pulling each result. */
 static void test_pull_then_disconnect(void **state)
 {
     fix_t *f = *state;
@@ -1069,8 +1069,7 @@ int main(void)
     static const loop_opts_t async = {.mode = PS_MODE_ASYNC};
     /* Worker connections 0..9 are the workers' own (test_pull_then_disconnect). */
     static const loop_opts_t ten_streams = {.mode = PS_MODE_SYNC, .loop_streams = 10};
-    static const loop_opts_t two_streams = {.mode = PS_MODE_SYNC, .streams = 2,
-                                            .loop_streams = 2};
+    static const loop_opts_t two_streams = {.mode = PS_MODE_SYNC, .streams = 2, .loop_streams = 2};
     static const loop_opts_t short_timeout = {.mode = PS_MODE_SYNC, .timeout_ms = 500};
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_setup_registers, setup, teardown),

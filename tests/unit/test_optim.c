@@ -237,8 +237,8 @@ static void run_array_case(const srv_optim_cfg_t *c, int nparts)
             double g = nparts == 1 ? 0.5 * p0[i] : 0.5 * p0[i] + 0.25 * p1[i];
             ew[i] = expect_elem(c, ew[i], &eb[i], g, step == 0);
             if ((float)ew[i] != w[i] || (float)eb[i] != buf[i]) {
-                fail_msg("step %d element %zu: w %a want %a, buf %a want %a", step, i,
-                         (double)w[i], ew[i], (double)buf[i], eb[i]);
+                fail_msg("step %d element %zu: w %a want %a, buf %a want %a", step, i, (double)w[i],
+                         ew[i], (double)buf[i], eb[i]);
             }
         }
     }
@@ -303,7 +303,8 @@ static void test_check_refuses(void **state)
                    "Invalid weight_decay value: -1e-05");
     expect_refusal((srv_optim_cfg_t){.lr = 0.1, .weight_decay = NAN},
                    "Invalid weight_decay value: nan");
-    expect_refusal((srv_optim_cfg_t){.lr = 0.1, .dampening = -0.1}, "Invalid dampening value: -0.1");
+    expect_refusal((srv_optim_cfg_t){.lr = 0.1, .dampening = -0.1},
+                   "Invalid dampening value: -0.1");
     expect_refusal((srv_optim_cfg_t){.lr = 0.1, .nesterov = 1},
                    "Nesterov momentum requires a momentum and zero dampening");
     expect_refusal((srv_optim_cfg_t){.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .nesterov = 1},
@@ -562,8 +563,12 @@ static void test_all_combined(void **state)
      * 3: g = -8 -> -3 -> -3 + 0.234375 = -2.765625;  w = 1.640625;
      *    v = -0.875 + 1.3828125 = 0.5078125;
      *    w = 1.640625 + (0.25390625 + 1.3828125) = 3.27734375 */
-    srv_optim_cfg_t c = {.momentum = 0.5, .nesterov = 1, .weight_decay = 0.125,
-                         .form = SRV_FORM_SUTSKEVER, .maximize = 1, .clip_value = 3.0,
+    srv_optim_cfg_t c = {.momentum = 0.5,
+                         .nesterov = 1,
+                         .weight_decay = 0.125,
+                         .form = SRV_FORM_SUTSKEVER,
+                         .maximize = 1,
+                         .clip_value = 3.0,
                          .decoupled_wd = 0.25};
     const float g[3] = {-4.0f, -1.0f, 8.0f};
     const float w[3] = {4.0f, 1.875f, 3.27734375f}, v[3] = {-2.0f, -1.75f, 0.5078125f};
@@ -638,9 +643,9 @@ static void run_ext_array_case(const srv_optim_cfg_t *c, int nparts)
             if ((float)ew[i] != w[i] || (float)eb[i] != buf[i]) {
                 fail_msg("form %s mom %g nest %d wd %g clip %g dec %g max %d parts %d: step %d "
                          "element %zu: w %a want %a, buf %a want %a",
-                         srv_optim_form_name(c->form), c->momentum, c->nesterov,
-                         c->weight_decay, c->clip_value, c->decoupled_wd, c->maximize, nparts,
-                         step, i, (double)w[i], ew[i], (double)buf[i], eb[i]);
+                         srv_optim_form_name(c->form), c->momentum, c->nesterov, c->weight_decay,
+                         c->clip_value, c->decoupled_wd, c->maximize, nparts, step, i, (double)w[i],
+                         ew[i], (double)buf[i], eb[i]);
             }
         }
     }
@@ -663,8 +668,11 @@ static void test_general_path_on_arrays(void **state)
     };
     for (size_t k = 0; k < sizeof ms / sizeof ms[0]; k++) {
         for (int bits = 0; bits < 32; bits++) {
-            srv_optim_cfg_t c = {.lr = 0.5, .momentum = ms[k].mom, .dampening = ms[k].damp,
-                                 .nesterov = ms[k].nest, .form = ms[k].form};
+            srv_optim_cfg_t c = {.lr = 0.5,
+                                 .momentum = ms[k].mom,
+                                 .dampening = ms[k].damp,
+                                 .nesterov = ms[k].nest,
+                                 .form = ms[k].form};
             c.weight_decay = bits & 1 ? 0.125 : 0.0;
             c.clip_value = bits & 2 ? 0.75 : 0.0;
             c.decoupled_wd = bits & 4 ? 0.25 : 0.0;
@@ -717,12 +725,12 @@ static void test_check_forms_and_extras(void **state)
                    "Invalid momentum form: 3 (want torch, sutskever or ema)");
     expect_refusal((srv_optim_cfg_t){.lr = 0.1, .form = (srv_form_t)-1},
                    "Invalid momentum form: -1 (want torch, sutskever or ema)");
-    expect_refusal((srv_optim_cfg_t){.lr = 0.1, .momentum = 0.9, .nesterov = 1,
-                                     .form = SRV_FORM_EMA},
-                   "Nesterov momentum is not available with the ema form");
-    expect_refusal((srv_optim_cfg_t){.lr = 0.1, .momentum = 0.9, .dampening = 0.1,
-                                     .form = SRV_FORM_SUTSKEVER},
-                   "Dampening must be 0 with the sutskever form");
+    expect_refusal(
+        (srv_optim_cfg_t){.lr = 0.1, .momentum = 0.9, .nesterov = 1, .form = SRV_FORM_EMA},
+        "Nesterov momentum is not available with the ema form");
+    expect_refusal(
+        (srv_optim_cfg_t){.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .form = SRV_FORM_SUTSKEVER},
+        "Dampening must be 0 with the sutskever form");
     expect_refusal((srv_optim_cfg_t){.lr = 0.1, .dampening = 0.1, .form = SRV_FORM_EMA},
                    "Dampening must be 0 with the ema form");
     expect_refusal((srv_optim_cfg_t){.lr = 0.1, .momentum = 1.0, .form = SRV_FORM_EMA},

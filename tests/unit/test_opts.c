@@ -80,8 +80,8 @@ static void expect_refused(const char *flag, const char *value, const char *need
 static void test_separate_values(void **state)
 {
     (void)state;
-    char *argv[] = {"prog",   "--verbose", "--epochs", "3",     "--seed",
-                    "-7",     "--lr",      "0.25",     "--out", "/tmp/x.bin"};
+    char *argv[] = {"prog", "--verbose", "--epochs", "3",     "--seed",
+                    "-7",   "--lr",      "0.25",     "--out", "/tmp/x.bin"};
     assert_int_equal(ps_opts_parse(opts, NOPTS, ARGC(argv), argv), 0);
     assert_int_equal(cfg.verbose, 1);
     assert_int_equal(cfg.epochs, 3);
@@ -162,8 +162,8 @@ static void test_missing_value(void **state)
 static void test_bad_int(void **state)
 {
     (void)state;
-    const char *bad[] = {"1.5",  "abc", "",    "nan", "inf",         "3x",
-                         "0x10", "1e3", "2147483648",  "-2147483649"};
+    const char *bad[] = {"1.5", "abc",  "",    "nan",        "inf",
+                         "3x",  "0x10", "1e3", "2147483648", "-2147483649"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         expect_refused("--epochs", bad[i], "epochs");
         char eq[64];

@@ -37,7 +37,6 @@ static int setup_dir(void **state)
     return ut_mkdtemp(g_dir, sizeof g_dir, "ps-st-test");
 }
 
-
 static int teardown_dir(void **state)
 {
     (void)state;

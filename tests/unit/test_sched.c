@@ -293,18 +293,12 @@ static void test_describe_truncates(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_kinds),
-        cmocka_unit_test(test_parse_sixteen_milestones),
-        cmocka_unit_test(test_parse_warmup),
-        cmocka_unit_test(test_parse_bad),
-        cmocka_unit_test(test_lr_constant),
-        cmocka_unit_test(test_lr_step),
-        cmocka_unit_test(test_lr_cosine),
-        cmocka_unit_test(test_lr_warmup),
-        cmocka_unit_test(test_lr_warmup_step),
-        cmocka_unit_test(test_lr_warmup_cosine),
-        cmocka_unit_test(test_describe_round_trip),
-        cmocka_unit_test(test_describe_truncates),
+        cmocka_unit_test(test_parse_kinds),         cmocka_unit_test(test_parse_sixteen_milestones),
+        cmocka_unit_test(test_parse_warmup),        cmocka_unit_test(test_parse_bad),
+        cmocka_unit_test(test_lr_constant),         cmocka_unit_test(test_lr_step),
+        cmocka_unit_test(test_lr_cosine),           cmocka_unit_test(test_lr_warmup),
+        cmocka_unit_test(test_lr_warmup_step),      cmocka_unit_test(test_lr_warmup_cosine),
+        cmocka_unit_test(test_describe_round_trip), cmocka_unit_test(test_describe_truncates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,12 +78,12 @@ static void assert_bits(const float *got, const float *want, size_t n)
 }
 
 /* An initialised store, every local chunk's weights from `seed`. */
-static void store_new(srv_store_t *s, int server, int nservers, int nworkers,
-                      srv_optim_cfg_t opt, uint64_t seed)
+static void store_new(srv_store_t *s, int server, int nservers, int nworkers, srv_optim_cfg_t opt,
+                      uint64_t seed)
 {
     ps_layout_t *l = layout_3000();
-    assert_int_equal(
-        srv_store_init(s, &l, CHUNK, server, nservers, nworkers, &opt, count_release), 0);
+    assert_int_equal(srv_store_init(s, &l, CHUNK, server, nservers, nworkers, &opt, count_release),
+                     0);
     float w0[MAXN];
     for (size_t i = 0; i < s->nlocal; i++) {
         srv_chunk_t *c = &s->chunks[i];
@@ -165,8 +165,7 @@ static void test_init_refused(void **state)
     srv_store_t s;
     srv_optim_cfg_t opt = {.lr = 0.1};
     ps_layout_t *l = layout_3000();
-    assert_int_equal(srv_store_init(&s, &l, CHUNK - 1, 0, 1, 1, &opt, count_release),
-                     PS_EINVAL);
+    assert_int_equal(srv_store_init(&s, &l, CHUNK - 1, 0, 1, 1, &opt, count_release), PS_EINVAL);
     assert_null(l); /* taken, and freed with the failed store (ASan checks the leak) */
     srv_store_fini(&s);
     l = malloc(sizeof *l);
@@ -592,8 +591,10 @@ static void test_momentum_two_steps(void **state)
     for (int step = 0; step < 2; step++) {
         fill(ga, n, 130 + (uint64_t)step);
         fill(gb, n, 140 + (uint64_t)step);
-        assert_int_equal(srv_store_push(&s, c, 1, (uint64_t)step, (uint64_t)step, 2, gb, &own[2 * step + 1]), 0);
-        assert_int_equal(srv_store_push(&s, c, 0, (uint64_t)step, (uint64_t)step, 2, ga, &own[2 * step]), 1);
+        assert_int_equal(
+            srv_store_push(&s, c, 1, (uint64_t)step, (uint64_t)step, 2, gb, &own[2 * step + 1]), 0);
+        assert_int_equal(
+            srv_store_push(&s, c, 0, (uint64_t)step, (uint64_t)step, 2, ga, &own[2 * step]), 1);
         for (size_t i = 0; i < n; i++) {
             float g = ga[i] * 0.5f;
             float p = gb[i] * 0.5f;

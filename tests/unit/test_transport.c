@@ -349,12 +349,12 @@ static void test_bad_routing_ids(void **state)
     void *ctx = zmq_ctx_new();
     assert_non_null(ctx);
     const uint8_t ids[][7] = {
-        {'a', 'b', 'c'},                   /* too short */
-        {'x', 1, 0, 0, 0, 0},              /* wrong tag */
-        {'w', 1, 0, 0},                    /* 'w' + 3 bytes */
-        {'w', 1, 0, 0, 0},                 /* 'w' + rank, no stream (version 3) */
-        {'w', 1, 0, 0, 0, 0, 0},           /* 'w' + 6 bytes */
-        {'w', 0xff, 0xff, 0xff, 0xff, 0},  /* rank over INT_MAX */
+        {'a', 'b', 'c'},                      /* too short */
+        {'x', 1, 0, 0, 0, 0},                 /* wrong tag */
+        {'w', 1, 0, 0},                       /* 'w' + 3 bytes */
+        {'w', 1, 0, 0, 0},                    /* 'w' + rank, no stream (version 3) */
+        {'w', 1, 0, 0, 0, 0, 0},              /* 'w' + 6 bytes */
+        {'w', 0xff, 0xff, 0xff, 0xff, 0},     /* rank over INT_MAX */
         {'w', 1, 0, 0, 0, PS_TP_MAX_STREAMS}, /* stream out of range */
     };
     const size_t lens[] = {3, 6, 4, 5, 7, 6, 6};
@@ -810,12 +810,10 @@ static void test_curve_rank_of_key(void **state)
     assert_int_equal(ps_tp_server_allow(srv, (const char(*)[PS_TP_KEY_LEN])allow, 3), 0);
     char *eps[1] = {ep};
     /* Rank 2 with its own key; "rank 0" with rank 1's key. */
-    assert_int_equal(ps_tp_client_new(&cli[0], 2, 1, eps, 1, 1, &k[2],
-                                      (const char(*)[PS_TP_KEY_LEN])spub),
-                     0);
-    assert_int_equal(ps_tp_client_new(&cli[1], 0, 1, eps, 1, 1, &k[1],
-                                      (const char(*)[PS_TP_KEY_LEN])spub),
-                     0);
+    assert_int_equal(
+        ps_tp_client_new(&cli[0], 2, 1, eps, 1, 1, &k[2], (const char(*)[PS_TP_KEY_LEN])spub), 0);
+    assert_int_equal(
+        ps_tp_client_new(&cli[1], 0, 1, eps, 1, 1, &k[1], (const char(*)[PS_TP_KEY_LEN])spub), 0);
     float pay[1] = {1.0f};
     int seen[3] = {-9, -9, -9};
     for (int c = 0; c < 2; c++) {
@@ -1012,8 +1010,7 @@ static int child_main(int argc, char **argv, int *is_child)
         return child_server(argv[2], atoi(argv[3]));
     }
     if (*is_child && strcmp(argv[1], "--ipc-client") == 0 && argc == 7) {
-        return child_client(atoi(argv[2]), argv[3], atoi(argv[4]), atoi(argv[5]),
-                            atoi(argv[6]));
+        return child_client(atoi(argv[2]), argv[3], atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
     }
     return 64;
 }
@@ -1056,7 +1053,8 @@ static void test_ipc_janitor(void **state)
     char fd[16];
     snprintf(fd, sizeof fd, "%d", p[1]);
     pid_t pid = child_exec((char *[]){"test_transport", "--ipc-server", base, fd, NULL});
-    close(p[1]);    char ep[600] = "";
+    close(p[1]);
+    char ep[600] = "";
     ssize_t n = read(p[0], ep, sizeof ep - 1);
     close(p[0]);
     assert_true(n > 0);

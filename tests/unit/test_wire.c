@@ -188,17 +188,10 @@ static ps_hdr_t valid_hdr(int type, size_t *payload)
         h.count = 3;
         h.payload = 12;
         break;
-    case PS_MSG_REGISTER:
-        h.payload = 100;
-        break;
-    case PS_MSG_ERROR:
-        h.payload = 10;
-        break;
-    case PS_MSG_STATS_REPLY:
-        h.payload = PS_WIRE_STATS_BYTES;
-        break;
-    default:
-        break;
+    case PS_MSG_REGISTER: h.payload = 100; break;
+    case PS_MSG_ERROR: h.payload = 10; break;
+    case PS_MSG_STATS_REPLY: h.payload = PS_WIRE_STATS_BYTES; break;
+    default: break;
     }
     *payload = (size_t)h.payload;
     return h;
@@ -217,7 +210,7 @@ static void test_round_trip_every_type(void **state)
 static void test_type_names(void **state)
 {
     (void)state;
-    const char *want[] = {"?",    "REGISTER", "INIT",       "ACK",      "ERROR", "PUSH",
+    const char *want[] = {"?",    "REGISTER",   "INIT",     "ACK",   "ERROR",      "PUSH",
                           "PULL", "PULL_REPLY", "SHUTDOWN", "STATS", "STATS_REPLY"};
     for (int t = 1; t <= PS_MSG_TYPE_MAX; t++) {
         assert_string_equal(ps_wire_type_name(t), want[t]);
@@ -273,8 +266,7 @@ static void test_reject_other_version(void **state)
         expect_reject_hdr(&h, 1024, "version");
         const char *msg = ps_error_msg();
         if (!has_number(msg, versions[i]) || !has_number(msg, PS_WIRE_VERSION)) {
-            fail_msg("'%s' must name both versions (%u and %d)", msg, versions[i],
-                     PS_WIRE_VERSION);
+            fail_msg("'%s' must name both versions (%u and %d)", msg, versions[i], PS_WIRE_VERSION);
         }
     }
 }
