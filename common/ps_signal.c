@@ -25,14 +25,20 @@ static struct {
     struct sigaction old[2];
 } sig;
 
-static volatile sig_atomic_t stop_sig;
+/* The first stop signal.  An atomic, not a volatile sig_atomic_t: the
+ * handler can run in two threads at once (the thread the kernel picked,
+ * then the installer, which that one re-signals), and exactly one of them
+ * must run the cleanup and wake the watchdog.  Lock-free atomics are
+ * async-signal-safe. */
+static atomic_int stop_sig;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the stop flag must be lock-free in a handler");
 
 /* Only async-signal-safe calls: sem_post, pthread_kill, unlink/rmdir. */
 static void on_signal(int s)
 {
     int saved = errno;
-    if (!stop_sig) {
-        stop_sig = s;
+    int none = 0;
+    if (atomic_compare_exchange_strong(&stop_sig, &none, s)) {
         ps_cleanup_run();
         sem_post(&sig.wake);
     }
@@ -59,7 +65,7 @@ static void *watchdog(void *arg)
         return NULL;
     }
     sleep_ms(sig.grace_ms);
-    int s = stop_sig;
+    int s = atomic_load(&stop_sig);
     char line[256];
     int n = snprintf(line, sizeof line,
                      "%s: error: stopped by %s, but not within %d ms: exiting "
@@ -144,7 +150,7 @@ void ps_signal_uninstall(void)
         sigaction(SIGNALS[i], &sig.old[i], NULL);
     }
     sig.installed = 0;
-    if (stop_sig) {
+    if (atomic_load(&stop_sig)) {
         return; /* the watchdog is counting down: the process is ending */
     }
     stop_watchdog();
@@ -152,12 +158,12 @@ void ps_signal_uninstall(void)
 
 int ps_signal_stop_requested(void)
 {
-    return stop_sig;
+    return atomic_load(&stop_sig);
 }
 
 int ps_signal_stopped(void)
 {
-    ps_error_set("stopped by %s", ps_signal_name(stop_sig));
+    ps_error_set("stopped by %s", ps_signal_name(atomic_load(&stop_sig)));
     return PS_EINTR;
 }
 
