@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "unit_tmp.h"
 #include "ps_trace.h"
 
 #include <stdio.h>
@@ -23,11 +24,7 @@ static char g_dir[64];
 
 static const char *in_dir(const char *name)
 {
-    static char path[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(path[k], sizeof path[k], "%s/%s", g_dir, name);
-    return path[k];
+    return ut_in_dir(g_dir, name);
 }
 
 static void put(const char *path, const char *text)

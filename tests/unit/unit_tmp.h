@@ -33,6 +33,17 @@ static inline int ut_mkdtemp(char *out, size_t cap, const char *tag)
     return 0;
 }
 
+/* "DIR/NAME", in one of four rotating static buffers (so a call may take
+ * up to four such paths as arguments). */
+static inline const char *ut_in_dir(const char *dir, const char *name)
+{
+    static char path[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(path[k], sizeof path[k], "%s/%s", dir, name);
+    return path[k];
+}
+
 /* Removes path and, when it is a folder, everything below it; 0 when it is
  * gone. */
 static inline int ut_rm_tree(const char *path)
