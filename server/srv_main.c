@@ -440,8 +440,9 @@ static int finish(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
         srv_save_info_t info = {.step = step,
                                 .mode = c->mode,
                                 .schedule = sched,
-                                .form = srv_optim_form_name(c->opt.form)};
-        rv = srv_save_model(b, &j->loop.store, &info, c->save);
+                                .form = srv_optim_form_name(c->opt.form),
+                                .sparse = c->sparse_update};
+        rv = srv_save_model(b, &j->loop.store, &j->loop.sparse, &info, c->save);
         if (rv == 0 && b->rank == 0) {
             ps_log_info("saved the model to %s", c->save);
         }
