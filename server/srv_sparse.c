@@ -491,7 +491,16 @@ void srv_sparse_handle_tables(srv_loop_t *L, ps_tp_msg_t *m)
         }
         return;
     }
-    int rv = srv_sparse_declare(&L->sparse, &d);
+    int rv = 0;
+    if (d.n > 0 && (L->cfg.ckpt_dir || L->cfg.resume)) {
+        /* A checkpoint without the tables would resume a different model. */
+        ps_error_set("sparse tables cannot be checkpointed yet: run without --checkpoint-dir "
+                     "and --resume");
+        rv = PS_EINVAL;
+    }
+    if (rv == 0) {
+        rv = srv_sparse_declare(&L->sparse, &d);
+    }
     if (rv != 0) {
         char msg[600];
         snprintf(msg, sizeof msg, "server %d cannot hold the tables: %s", L->cfg.server,

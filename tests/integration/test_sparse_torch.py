@@ -259,5 +259,31 @@ def main():
     return 0
 
 
+def async_check(argv):
+    """--async-check PATH STEPS DIM NKEYS SPACE KEYBASE ZERO_STEP LR (for
+    test_sparse.sh): a momentum-0 async run's table must be -lr times the
+    sum of every applied push (each with its own mean gradient, coef 1;
+    a zero-sample push is not applied), in any order, within 1e-5."""
+    global STEPS, DIM, NKEYS, SPACE, KEYBASE, ZERO_STEP
+    path = argv[0]
+    STEPS, DIM, NKEYS, SPACE, KEYBASE, ZERO_STEP = (int(x) for x in argv[1:7])
+    lr = float(argv[7])
+    keys = all_keys()
+    idx = {k: i for i, k in enumerate(keys)}
+    want = np.zeros((len(keys), DIM), dtype=np.float64)
+    for t in range(STEPS):
+        for r in range(W):
+            rows, samples = push_of(t, r)
+            for k, g in rows.items():
+                want[idx[k]] -= lr * g.astype(np.float64)
+    t, meta = sthelp.read(path)
+    ok = [int(x) for x in t["emb.keys"]] == keys and meta.get("mode") == "async"
+    good, rel = close(t["emb"], want)
+    print("# async: keys %s, max rel err %.2g" % ("ok" if ok else "differ", rel))
+    return 0 if ok and good else 1
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--async-check":
+        sys.exit(async_check(sys.argv[2:]))
     sys.exit(main())
