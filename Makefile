@@ -171,7 +171,7 @@ FUZZ_DATA_SRC := worker/wkr_data.c worker/wkr_data_shard.c worker/wkr_data_text.
 	worker/wkr_data_idx.c
 FUZZ_DATA_OBJ := $(call fuzz_obj,$(FUZZ_DATA_SRC) common/ps_err.c)
 FUZZ_OBJ := $(call fuzz_obj,$(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c) common/ps_wire.c \
-	common/ps_layout.c common/ps_err.c common/ps_safetensors.c common/ps_atomic.c \
+	common/ps_keys.c common/ps_layout.c common/ps_err.c common/ps_safetensors.c common/ps_atomic.c \
 	common/ps_cleanup.c $(FUZZ_DATA_SRC))
 
 $(FUZZ)/obj/%.o: %.c
@@ -181,7 +181,8 @@ $(FUZZ)/obj/%.o: %.c
 $(FUZZ)/fuzz_%: $(FUZZ)/obj/tests/fuzz/fuzz_%.o
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LIBS)
 
-$(FUZZ)/fuzz_wire: $(call fuzz_obj,common/ps_wire.c common/ps_layout.c common/ps_err.c)
+$(FUZZ)/fuzz_wire: $(call fuzz_obj,common/ps_wire.c common/ps_layout.c common/ps_err.c \
+	common/ps_keys.c)
 $(FUZZ)/fuzz_libsvm $(FUZZ)/fuzz_csv $(FUZZ)/fuzz_idx: $(FUZZ_DATA_OBJ)
 $(FUZZ)/fuzz_safetensors: $(call fuzz_obj,common/ps_safetensors.c common/ps_atomic.c \
 	common/ps_cleanup.c common/ps_layout.c common/ps_err.c)
