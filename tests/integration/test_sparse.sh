@@ -55,6 +55,24 @@ check "async: the table is the sum of every push's update (1e-5)" \
     /usr/bin/python3 "$(dirname "$0")/test_sparse_torch.py" --async-check "$TMP/async.st" \
     12 3 10 40 4294967303 4 0.1
 
+# A hostile worker (sparse_worker --hostile: worker 1 sends every server
+# malformed row messages through its own authenticated sockets: an
+# undeclared table, a wrong dim, unsorted and duplicate keys, another
+# server's key, steps outside the window, a short payload, a reply, an
+# unsorted pull, a TABLES from worker 1): every one refused and counted,
+# the model the same bits as without them.
+timeout -k 5 60 mpirun --oversubscribe -np 2 "$SERVER" --momentum 0.9 --save "$TMP/hostile.st" \
+    : -np 2 "$SW" $ARGS --hostile >"$TMP/hostile.log" 2>&1
+check "hostile rows: the job completes (exit $?)" [ "$?" -eq 0 ]
+sent=$(sed -n 's/^hostile: \([0-9]*\) messages to server 0$/\1/p' "$TMP/hostile.log")
+got=$(sed -n 's/.*ps-server\[0\]: done: .* rejected \([0-9]*\),.*/\1/p' "$TMP/hostile.log")
+got1=$(sed -n 's/.*ps-server\[1\]: done: .* rejected \([0-9]*\),.*/\1/p' "$TMP/hostile.log")
+echo "# hostile: sent $sent per server; rejected: server 0 $got, server 1 $got1"
+check "hostile rows: each server refused every one ($sent)" \
+    sh -c "[ -n '$sent' ] && [ '$sent' -ge 10 ] && [ '$got' = '$sent' ] && [ '$got1' = '$sent' ]"
+check "hostile rows: the model is unchanged (bit for bit)" \
+    close_to "$TMP/hostile.st" "$TMP/exact-2.st" 0 0
+
 # Non-finite: worker 1 pushes a NaN row at step 6.
 srun 60 2 "--save $TMP/nan.st" "$ARGS --nan-step 6" "$TMP/nan-abort.log"
 rc=$?

@@ -16,15 +16,22 @@
  *     sparse_worker STEPS DIM NKEYS SPACE [--key-base B] [--spe N]
  *         [--dump PREFIX] [--zero-step T] [--nan-step T] [--uniform BOUND SEED]
  *         [--no-table-push T] [--misuse] [--misuse-start] [--async-handles]
+ *         [--hostile]
  *
  * --dump writes every pulled row (float32, step order) to PREFIX.RANK;
  * --nan-step makes worker 1 push a NaN at step T; --no-table-push T makes
  * worker 0 skip the table at step T (the dense push must then fail);
  * --misuse checks the calls' refusals at step 0, --misuse-start those of
  * the declarations (ps_start must then fail); "ok"/"not ok" lines.
+ * --hostile: worker 1, at step 1, also sends every server a set of
+ * malformed row messages straight through its sockets (the library's
+ * internals: ps.h cannot make them), each of which the server must refuse
+ * without touching a table; it prints "hostile: N messages to server S".
  * Exit status 0 when every call did what it should.
  */
-#include <ps.h>
+#include "ps_api.h"
+#include "ps_bytes.h"
+#include "ps_keys.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -54,7 +61,7 @@ typedef struct {
     uint64_t space, base;
     const char *dump;
     long zero_step, nan_step, no_push;
-    int uniform, misuse, async_handles;
+    int uniform, misuse, async_handles, hostile;
     float bound;
     uint64_t seed;
 } args_t;
@@ -88,6 +95,8 @@ static int parse(args_t *a, int argc, char **argv)
             a->misuse = 1;
         } else if (!strcmp(f, "--misuse-start")) {
             a->misuse = 2;
+        } else if (!strcmp(f, "--hostile")) {
+            a->hostile = 1;
         } else if (!strcmp(f, "--async-handles")) {
             a->async_handles = 1;
         } else if (!v) {
@@ -133,6 +142,82 @@ static void misuse_after(ps_t *ps, const uint64_t *keys, float *rows, const floa
     (void)dim;
 }
 
+/* One raw message to server s; counted. */
+static int raw(ps_t *ps, int s, ps_hdr_t h, const void *payload, size_t len)
+{
+    h.payload = len;
+    return ps_tp_send(wkr_client_tp(ps->client), s, 0, &h, payload, len, NULL, NULL) == 0;
+}
+
+/* A key that lives on server s (when want) or on another one. */
+static uint64_t key_on(int s, int S, int want)
+{
+    for (uint64_t k = 1;; k++) {
+        if (((int)ps_key_server(k, (uint32_t)S) == s) == want) {
+            return k;
+        }
+    }
+}
+
+/* Malformed row messages the server must refuse (see the file comment). */
+static void hostile(ps_t *ps, long t, int dim)
+{
+    int S = ps->boot.nservers;
+    for (int s = 0; s < S; s++) {
+        uint8_t buf[8 * 3 + 3 * 4 * 64];
+        uint64_t mine = key_on(s, S, 1), mine2 = mine, k[3];
+        for (mine2 = mine + 1; (int)ps_key_server(mine2, (uint32_t)S) != s; mine2++) {
+        }
+        memset(buf, 0, sizeof buf);
+        ps_hdr_t h = ps_wire_hdr(PS_MSG_ROWS_PUSH, (uint32_t)rank);
+        h.step = (uint64_t)t;
+        h.offset = (uint64_t)dim;
+        h.samples = 1;
+        size_t one = 8 + 4 * (size_t)dim, two = 2 * one;
+        int n = 0;
+        ps_put_u64(buf, mine);
+        h.chunk = 5; /* no such table */
+        h.count = 1;
+        n += raw(ps, s, h, buf, one);
+        h.chunk = 0;
+        h.offset = (uint64_t)dim + 1; /* not the table's dim */
+        n += raw(ps, s, h, buf, 8 + 4 * ((size_t)dim + 1));
+        h.offset = (uint64_t)dim;
+        k[0] = mine2, k[1] = mine; /* descending */
+        ps_put_u64(buf, k[0]), ps_put_u64(buf + 8, k[1]);
+        h.count = 2;
+        n += raw(ps, s, h, buf, two);
+        ps_put_u64(buf, mine), ps_put_u64(buf + 8, mine); /* duplicate */
+        n += raw(ps, s, h, buf, two);
+        if (S > 1) {
+            ps_put_u64(buf, key_on(s, S, 0)); /* another server's key */
+            h.count = 1;
+            n += raw(ps, s, h, buf, one);
+        }
+        ps_put_u64(buf, mine);
+        h.count = 1;
+        h.step = (uint64_t)t + 1000; /* far past the window */
+        n += raw(ps, s, h, buf, one);
+        h.step = (uint64_t)t - 1; /* applied already */
+        n += raw(ps, s, h, buf, one);
+        h.step = (uint64_t)t;
+        n += raw(ps, s, h, buf, one - 4); /* payload one float short: malformed */
+        h.type = PS_MSG_ROWS_REPLY;       /* a reply sent to a server */
+        h.samples = 0;
+        n += raw(ps, s, h, buf, 4 * (size_t)dim);
+        h = ps_wire_hdr(PS_MSG_ROWS_PULL, (uint32_t)rank);
+        h.offset = (uint64_t)dim;
+        h.count = 2;
+        ps_put_u64(buf, mine2), ps_put_u64(buf + 8, mine); /* unsorted pull */
+        n += raw(ps, s, h, buf, 16);
+        h = ps_wire_hdr(PS_MSG_TABLES, (uint32_t)rank); /* from worker 1 */
+        ps_put_u32(buf, 0);
+        n += raw(ps, s, h, buf, 4);
+        printf("hostile: %d messages to server %d\n", n, s);
+        fflush(stdout);
+    }
+}
+
 static void make_step(const args_t *a, long t, uint64_t *keys, float *g, float *bg)
 {
     for (long j = 0; j < a->nkeys; j++) {
@@ -165,6 +250,9 @@ static int run_step(ps_t *ps, const args_t *a, long t, FILE *dump, uint64_t *key
     }
     if (rv != 0) {
         return rv;
+    }
+    if (a->hostile && rank == 1 && t == 1) {
+        hostile(ps, t, (int)a->dim);
     }
     if (dump && fwrite(rows, sizeof *rows, (size_t)(a->nkeys * a->dim), dump) !=
                     (size_t)(a->nkeys * a->dim)) {
