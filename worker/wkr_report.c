@@ -197,14 +197,18 @@ int wkr_report_epoch(wkr_report_t *r, const wkr_epoch_rec_t *e)
     if (e->has_test) {
         snprintf(test, sizeof test, "  test_loss %.4f  test_acc %.4f", e->test_loss, e->test_acc);
     }
+    /* With the bar, the line that replaces it goes the bar's way: mpirun
+     * forwards a rank's stdout and stderr apart, so a line on stdout could
+     * land in the middle of the bar's frames, or under the next ones. */
+    FILE *out = r->mode == WKR_PROGRESS_BAR ? stderr : stdout;
     if (r->mode == WKR_PROGRESS_BAR && r->drew) {
         fprintf(stderr, "\r\033[K");
     }
     if (r->mode != WKR_PROGRESS_NONE) {
-        printf("epoch %d/%d  step %llu  train_loss %.4f%s  %.0f samples/s  %.1f s\n", e->epoch,
-               e->epochs, (unsigned long long)e->step, e->train_loss, test, e->samples_per_s,
-               e->elapsed_s);
-        fflush(stdout);
+        fprintf(out, "epoch %d/%d  step %llu  train_loss %.4f%s  %.0f samples/s  %.1f s\n",
+                e->epoch, e->epochs, (unsigned long long)e->step, e->train_loss, test,
+                e->samples_per_s, e->elapsed_s);
+        fflush(out);
     }
     if (r->metrics) {
         write_json(r->metrics, e);

@@ -2,8 +2,9 @@
  * wkr_report: what worker rank 0 shows and records about training.
  *
  * A progress bar on a terminal (redrawn at most ten times a second on
- * stderr), or plain per-epoch lines on stdout when the output is not a
- * terminal, and the metrics file: JSON lines, one per epoch, with at least
+ * stderr, the per-epoch lines written there too, between its frames), or
+ * plain per-epoch lines on stdout when the output is not a terminal, and
+ * the metrics file: JSON lines, one per epoch, with at least
  * epoch, step, train_loss, test_acc (when there is a test set),
  * samples_per_s and elapsed_s; a loss that is not finite is written as
  * null (JSON has no NaN).
