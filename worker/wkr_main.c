@@ -324,8 +324,8 @@ static void prepare(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j, wkr_report_t *rep, wkr
     }
     if (rv == 0 && c->train.rank == 0 &&
         (rv = wkr_report_init(rep, c->progress, c->metrics)) == 0) {
-        uint64_t per_step = (uint64_t)c->train.nworkers * (uint64_t)c->train.accumulate *
-                            (uint64_t)c->train.batch;
+        uint64_t per_step =
+            (uint64_t)c->train.nworkers * (uint64_t)c->train.accumulate * (uint64_t)c->train.batch;
         wkr_report_plan(rep, j->plan.total_steps, per_step, j->train.total);
         *r = rep;
     }

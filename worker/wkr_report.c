@@ -120,12 +120,13 @@ static void format_rate(const wkr_report_t *r, uint64_t step, uint64_t per_epoch
         snprintf(out, n, " - samples/s -:-- left");
         return;
     }
-    double sps = (samples_done(r, step, per_epoch) - samples_done(r, r->first_step, per_epoch)) / dt;
+    double sps =
+        (samples_done(r, step, per_epoch) - samples_done(r, r->first_step, per_epoch)) / dt;
     double left_steps = r->total_steps > step ? (double)(r->total_steps - step) : 0;
     long left = lround(left_steps * dt / (double)(step - r->first_step));
     if (left >= 3600) {
-        snprintf(out, n, " %.0f samples/s %ld:%02ld:%02ld left", sps, left / 3600,
-                 left / 60 % 60, left % 60);
+        snprintf(out, n, " %.0f samples/s %ld:%02ld:%02ld left", sps, left / 3600, left / 60 % 60,
+                 left % 60);
     } else {
         snprintf(out, n, " %.0f samples/s %ld:%02ld left", sps, left / 60, left % 60);
     }
