@@ -143,6 +143,23 @@ is_number() {
     return 0
 }
 
+# An awk function that prints one result line, for awk programs to start
+# with ("$AWK_LINE"'BEGIN { line(...) }'): line(name, value, unit,
+# reference, reference_value, ratio, fmt), fmt formatting both values; an
+# empty reference_value writes null for it and for the ratio.
+# shellcheck disable=SC2016
+AWK_LINE='
+    function line(name, val, unit, ref, rv, ratio, fmt) {
+        printf "{\"name\":\"%s\",\"value\":" fmt ",\"unit\":\"%s\",\"reference\":\"%s\",", \
+            name, val, unit, ref
+        if (rv == "") {
+            printf "\"reference_value\":null,\"ratio\":null}\n"
+        } else {
+            printf "\"reference_value\":" fmt ",\"ratio\":%.4f}\n", rv, ratio
+        }
+    }
+'
+
 run_fmnist() {
     echo "== fmnist: mpirun 1 ps-server + 2 ps-worker, batch 64 each, 2 epochs"
     fmnist_ours || return
@@ -156,15 +173,10 @@ run_fmnist() {
         fail "cannot read samples_per_s from $LOG_DIR/torch.jsonl"
         ref=""
     fi
-    awk -v v="$ours" -v r="$ref" 'BEGIN {
-        printf "{\"name\":\"fmnist_mlp_samples_per_s\",\"value\":%.1f,", v
-        printf "\"unit\":\"samples/s\",\"reference\":"
-        printf "\"PyTorch SGD, 1 process, 1 thread, batch 128%s\",", r == "" ? " (skipped)" : ""
-        if (r == "" || r + 0 <= 0) {
-            printf "\"reference_value\":null,\"ratio\":null}\n"
-        } else {
-            printf "\"reference_value\":%.1f,\"ratio\":%.4f}\n", r, v / r
-        }
+    awk -v v="$ours" -v r="$ref" "$AWK_LINE"'BEGIN {
+        skip = (r == "" || r + 0 <= 0)
+        ref = "PyTorch SGD, 1 process, 1 thread, batch 128" (r == "" ? " (skipped)" : "")
+        line("fmnist_mlp_samples_per_s", v, "samples/s", ref, skip ? "" : r, skip ? 0 : v / r, "%.1f")
     }' >>"$OUT"
     tail -n 1 "$OUT"
 }
@@ -267,16 +279,7 @@ run_fmnist_vs_ddp() {
         i=$((i + 1))
     done
     awk -v v="$best_ours_s" -v r="$best_ddp_s" -v va="$best_ours_acc" -v ra="$best_ddp_acc" \
-        -v vi="$best_insecure_s" '
-    function line(name, val, unit, ref, rv, ratio, fmt) {
-        printf "{\"name\":\"%s\",\"value\":" fmt ",\"unit\":\"%s\",\"reference\":\"%s\",", \
-            name, val, unit, ref
-        if (rv == "") {
-            printf "\"reference_value\":null,\"ratio\":null}\n"
-        } else {
-            printf "\"reference_value\":" fmt ",\"ratio\":%.4f}\n", rv, ratio
-        }
-    }
+        -v vi="$best_insecure_s" "$AWK_LINE"'
     BEGIN {
         skip = (r == "" || r + 0 <= 0)
         # fmnist_vs_ddp: the benchmark mode (--insecure, which the servers
@@ -341,16 +344,8 @@ run_fmnist_vs_torch1() {
         fi
         i=$((i + 1))
     done
-    awk -v v="$best_t1ours_s" -v r="$best_t1_s" -v va="$best_t1ours_acc" -v ra="$best_t1_acc" '
-    function line(name, val, unit, ref, rv, ratio, fmt) {
-        printf "{\"name\":\"%s\",\"value\":" fmt ",\"unit\":\"%s\",\"reference\":\"%s\",", \
-            name, val, unit, ref
-        if (rv == "") {
-            printf "\"reference_value\":null,\"ratio\":null}\n"
-        } else {
-            printf "\"reference_value\":" fmt ",\"ratio\":%.4f}\n", rv, ratio
-        }
-    }
+    awk -v v="$best_t1ours_s" -v r="$best_t1_s" -v va="$best_t1ours_acc" -v ra="$best_t1_acc" \
+        "$AWK_LINE"'
     BEGIN {
         skip = (r == "" || r + 0 <= 0)
         # ratio > 1: our whole job is faster than the one process.
