@@ -27,7 +27,15 @@
 #                   timed from its start to exit (tests/bench/torch_single.py);
 #                   best of FMNIST_TORCH1_RUNS alternated runs of each; the
 #                   final test accuracies must agree within 0.01
-#                   (fmnist_accuracy_vs_torch1), or the benchmark fails
+#                   (fmnist_accuracy_vs_torch1), or the benchmark fails;
+#                   and from the metrics of those same runs of ours
+#                   comm_fraction: (wait_s + push_s) / epoch time, summed
+#                   over every epoch of every run (a run's epoch time is
+#                   its last elapsed_s), against the goal of at most 0.15
+#                   (a goal, not a measurement: ratio = 0.15 / value, >= 1
+#                   meets it); comm_fraction_insecure, the same from
+#                   fmnist_vs_ddp's --insecure runs when fmnist_vs_ddp ran
+#                   too (no extra job)
 # and a table of every line closes the run.  `run.sh NAME...` runs only the
 # named ones (bench_update bench_pushpull fmnist fmnist_vs_ddp
 # fmnist_vs_torch1), still writing $BUILD/bench.jsonl afresh.  Exit status 0 when every
@@ -74,6 +82,9 @@ export OMPI_MCA_btl_base_warn_component_unused=0
 
 mkdir -p "$BUILD" "$LOG_DIR"
 rm -f "$OUT"
+# Every run's metrics are collected here; none may come from an earlier
+# `make bench` (comm_fraction_insecure is printed only when fmnist_vs_ddp ran).
+rm -f "$LOG_DIR"/fmnist5*-metrics-all.jsonl
 
 fail() {
     echo "bench: $*" >&2
@@ -361,6 +372,56 @@ run_fmnist_vs_torch1() {
             'BEGIN { d = a - b; if (d < 0) d = -d; printf "    accuracy: ours %s, PyTorch %s, |difference| %.4f (limit 0.01)\n", a, b, d; exit !(d <= 0.01) }' ||
             fail "fmnist_vs_torch1: test accuracies differ by more than 0.01"
     fi
+    comm_fraction comm_fraction "$LOG_DIR/fmnist5-default-metrics-all.jsonl" \
+        "goal: at most 0.15; default flags"
+    if [ -s "$LOG_DIR/fmnist5-insecure-metrics-all.jsonl" ]; then
+        comm_fraction comm_fraction_insecure "$LOG_DIR/fmnist5-insecure-metrics-all.jsonl" \
+            "goal: at most 0.15; --insecure, fmnist_vs_ddp runs"
+    else
+        echo "    comm_fraction_insecure: not printed (fmnist_vs_ddp did not run)"
+    fi
+}
+
+# comm_fraction NAME FILE REFERENCE: appends the line NAME: (wait_s +
+# push_s) / epoch time over every epoch of every run in FILE (the metrics
+# lines of whole runs, one run after another; a run's epoch time is its
+# last elapsed_s); returns 1 when FILE has no epoch or a line lacks a field.
+comm_fraction() {
+    awk -v name="$1" -v ref="$3" "$AWK_LINE"'
+    function field(k, m) {
+        if (!match($0, "\"" k "\": *[-0-9.eE+]+")) {
+            bad = 1
+            return 0
+        }
+        m = substr($0, RSTART, RLENGTH)
+        sub(/^[^:]*: */, "", m)
+        return m + 0
+    }
+    {
+        e = field("epoch")
+        if (e <= last_epoch) { # a new run begins
+            total += last_elapsed
+            runs++
+        }
+        comm += field("wait_s") + field("push_s")
+        last_elapsed = field("elapsed_s")
+        last_epoch = e
+        epochs++
+    }
+    END {
+        if (epochs == 0 || bad) {
+            exit 1
+        }
+        total += last_elapsed
+        runs++
+        v = total > 0 ? comm / total : 0
+        line(name, v, "fraction", ref " (" epochs " epochs of " runs " runs)", 0.15,
+             v > 0 ? 0.15 / v : 0, "%.4f")
+    }' "$2" >>"$OUT" || {
+        fail "$1: cannot read epoch, wait_s, push_s and elapsed_s from $2"
+        return 1
+    }
+    tail -n 1 "$OUT"
 }
 
 print_table() {
