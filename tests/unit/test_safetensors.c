@@ -516,8 +516,46 @@ static void test_rejects_non_f32(void **state)
         char hdr[128];
         snprintf(hdr, sizeof hdr, "{\"a\":{\"dtype\":\"%s\",\"shape\":[2],\"data_offsets\":[0,8]}}",
                  dtypes[i]);
-        expect_bad_header(hdr, 8, "is not supported (only F32)");
+        expect_bad_header(hdr, 8, "is not supported (only F32 and I64)");
     }
+}
+
+/* A sparse table's keys: dtype I64, 8 bytes an element, little-endian
+ * (the bytes written out by hand), read back as such. */
+static void test_i64_round_trip(void **state)
+{
+    (void)state;
+    const int64_t keys[2] = {3, (int64_t)1 << 40}, s_k[1] = {2}, s_w[2] = {2, 1};
+    const float w[2] = {0.5f, -1.0f};
+    const ps_st_tensor_t t[2] = {{"e.keys", 1, s_k, (const float *)keys}, {"e", 2, s_w, w}};
+    const int i64[2] = {1, 0};
+    const char *path = in_dir("i64.safetensors");
+    assert_int_equal(ps_st_write_typed(path, t, i64, 2, NULL, 0), 0);
+    size_t len;
+    uint8_t *raw = read_raw(path, &len);
+    static const uint8_t want[24] = {3, 0, 0, 0, 0, 0, 0, 0,    0, 0, 0,    0,
+                                     0, 1, 0, 0, 0, 0, 0, 0x3f, 0, 0, 0x80, 0xbf};
+    assert_true(len >= sizeof want);
+    assert_memory_equal(raw + len - sizeof want, want, sizeof want);
+    assert_non_null(strstr((const char *)raw + 8, "\"e.keys\":{\"dtype\":\"I64\""));
+    free(raw);
+    ps_st_file_t *f = NULL;
+    assert_int_equal(ps_st_open(&f, path), 0);
+    assert_int_equal(ps_st_is_i64(f, "e.keys"), 1);
+    assert_int_equal(ps_st_is_i64(f, "e"), 0);
+    assert_int_equal(ps_st_is_i64(f, "nope"), PS_ENOENT);
+    const float *d;
+    int nd;
+    int64_t sh[PS_MAX_DIMS], back[2];
+    assert_int_equal(ps_st_get(f, "e.keys", &d, &nd, sh), 0);
+    assert_int_equal(nd, 1);
+    assert_int_equal(sh[0], 2);
+    memcpy(back, d, sizeof back);
+    assert_memory_equal(back, keys, sizeof back);
+    ps_st_close(&f);
+    /* An I64 tensor whose offsets span 4 bytes an element is refused. */
+    expect_bad_header("{\"k\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+                      "shape needs 2 elements");
 }
 
 static void test_rejects_bad_offsets(void **state)
@@ -702,6 +740,7 @@ int main(void)
         cmocka_unit_test(test_rejects_bad_header_length),
         cmocka_unit_test(test_rejects_bad_json),
         cmocka_unit_test(test_rejects_non_f32),
+        cmocka_unit_test(test_i64_round_trip),
         cmocka_unit_test(test_rejects_bad_offsets),
         cmocka_unit_test(test_rejects_shape_mismatch),
         cmocka_unit_test(test_rejects_bad_structure),
