@@ -305,10 +305,11 @@ def step(model=None, samples=None):
                       "previous step's count), this step has %d: call psclient.torch.samples(%d)"
                       " before backward when the count changes" %
                       (", ".join(pushed[:3]), m.hook_samples, n, n), -1)
-    for q in m.params:
-        if not q.pushed:
-            _stage(q)
-    c.push(n)
+    rest = [q for q in m.params if not q.pushed]
+    for q in rest:
+        _stage(q)
+    if rest:  # the hooks may have pushed every parameter already
+        c.push(n)
     c.pull()
     with torch.no_grad():
         for q in m.params:
