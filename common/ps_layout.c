@@ -126,8 +126,8 @@ int ps_layout_set_opts(ps_layout_t *l, int i, unsigned opts, double weight_decay
         return PS_EINVAL;
     }
     if ((opts & PS_TOPT_LR) && !(lr_scale >= 0 && lr_scale <= 1e30)) {
-        ps_error_set("tensor '%s': learning-rate scale %g (a finite value >= 0 expected)",
-                     t->name, lr_scale);
+        ps_error_set("tensor '%s': learning-rate scale %g (a finite value >= 0 expected)", t->name,
+                     lr_scale);
         return PS_EINVAL;
     }
     t->opts = opts;
@@ -157,7 +157,8 @@ void ps_layout_describe_opts(const ps_layout_t *l, char *buf, size_t cap)
         }
         used += (size_t)snprintf(buf + used, cap - used, "%s%s:", used ? "; " : "", t->name);
         if ((t->opts & PS_TOPT_WD) && used + 1 < cap) {
-            used += (size_t)snprintf(buf + used, cap - used, " weight_decay %.17g", t->weight_decay);
+            used +=
+                (size_t)snprintf(buf + used, cap - used, " weight_decay %.17g", t->weight_decay);
         }
         if ((t->opts & PS_TOPT_LR) && used + 1 < cap) {
             used += (size_t)snprintf(buf + used, cap - used, "%s lr_scale %.17g",
@@ -188,8 +189,8 @@ void ps_layout_describe_tensor(const ps_tensor_t *t, char *buf, size_t cap)
 {
     size_t used = (size_t)snprintf(buf, cap, "'%s' [", t->name);
     for (int d = 0; d < t->ndim && used + 1 < cap; d++) {
-        used += (size_t)snprintf(buf + used, cap - used, "%s%lld", d ? "," : "",
-                                 (long long)t->dims[d]);
+        used +=
+            (size_t)snprintf(buf + used, cap - used, "%s%lld", d ? "," : "", (long long)t->dims[d]);
     }
     if (used + 1 < cap) {
         used += (size_t)snprintf(buf + used, cap - used, "]");
@@ -313,7 +314,8 @@ static int decode_opts(ps_layout_t *l, const uint8_t **pp, const uint8_t *end)
     }
     unsigned opts = p[0];
     double wd = f64_of(ps_get_u64(p + 1)), lr = f64_of(ps_get_u64(p + 9));
-    if ((!(opts & PS_TOPT_WD) && f64_bits(wd) != 0) || (!(opts & PS_TOPT_LR) && f64_bits(lr) != 0)) {
+    if ((!(opts & PS_TOPT_WD) && f64_bits(wd) != 0) ||
+        (!(opts & PS_TOPT_LR) && f64_bits(lr) != 0)) {
         return -1;
     }
     *pp = p + 17;

@@ -163,9 +163,9 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
     snprintf(stepv, sizeof stepv, "%" PRIu64, step);
     snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(s->layout));
     snprintf(total, sizeof total, "%zu", s->map.total);
-    const char *meta[] = {"format", "ps-checkpoint", "step",     stepv,   "crc32",
-                          crc,      "layout",        hash,       "total", total,
-                          "chunks", chunks,          "settings", settings, "tensor_options", NULL};
+    const char *meta[] = {
+        "format", "ps-checkpoint", "step",   stepv,  "crc32",    crc,      "layout",         hash,
+        "total",  total,           "chunks", chunks, "settings", settings, "tensor_options", NULL};
     int nmeta = (int)(sizeof meta / sizeof meta[0] / 2);
     /* The layout hash covers the tensor options (a resume needs the same);
      * the text is for people reading the file. */

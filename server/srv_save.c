@@ -83,8 +83,9 @@ char *srv_save_tensor_opts(const ps_layout_t *l)
         }
     }
     /* Layout order, no spaces; reals as the shortest text that reads back. */
-    char *out = root ? json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(17))
-                     : NULL;
+    char *out = root
+                    ? json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(17))
+                    : NULL;
     json_decref(root);
     return out;
 }
