@@ -114,7 +114,7 @@ def report(**kw):
     print("RESULT " + json.dumps(kw), flush=True)
 
 
-def worker_exact(out):
+def worker_exact(out, stop=STEPS, groups=GROUPS):
     import psclient.torch as pst
     torch.set_num_threads(1)
     pst.init(quiet=True)
@@ -125,9 +125,15 @@ def worker_exact(out):
     else:
         net = fresh_net()
     pst.plan(STEPS, STEPS)
-    pst.register(net, groups=GROUPS)
-    early = []
+    try:
+        pst.register(net, groups=groups)
+    except pst.PSError as e:
+        report(rank=r, error=str(e))
+        sys.exit(1)
+    early, first = [], pst.client().info()["step"]  # > 0 after a --resume
     for s, (x, y) in enumerate(exact_data()):
+        if s < first or s >= stop:
+            continue
         sl = rows(s, r)
         if s == STEPS - 1:
             pst.samples(sl.stop - sl.start)  # the hooks' count changes
@@ -298,6 +304,39 @@ def test_exact(tmp):
     tap(have == want, "--save metadata lists the tensor options", "%r != %r" % (have, want))
 
 
+def test_resume(tmp):
+    """Checkpoints keep the options: half the steps, then --resume, gives
+    the same bits as the straight run; other groups cannot resume."""
+    me = os.path.abspath(__file__)
+    ck = os.path.join(tmp, "ckpt")
+    flags = ["--lr", str(LR), "--momentum", str(MOM), "--nesterov", "--weight-decay", str(WD),
+             "--chunk-kib", "4"]
+    straight = os.path.join(tmp, "final.safetensors")  # test_exact's
+    rc, out, _ = job(2, flags + ["--checkpoint-dir", ck, "--checkpoint-every", str(STEPS // 2)],
+                     2, [me, "--worker", "half", tmp])
+    part = os.path.join(ck, "step-%08d" % (STEPS // 2), "server-0.safetensors")
+    meta = sthelp.read(part)[1] if os.path.exists(part) else {}
+    want = {g: {k: v for k, v in grp.items() if k != "params"}
+            for grp in GROUPS for g in grp["params"]}
+    tap(rc == 0 and json.loads(meta.get("tensor_options", "{}")) == want,
+        "first half with checkpoints, which list the tensor options", "%r\n%s" % (meta, out))
+    resumed = os.path.join(tmp, "resumed.safetensors")
+    rc2, out2, _ = job(2, flags + ["--resume", ck, "--save", resumed], 2,
+                       [me, "--worker", "exact", tmp])
+    same = rc2 == 0 and os.path.exists(straight) and \
+        sthelp.read(resumed)[0].keys() == sthelp.read(straight)[0].keys() and all(
+            sthelp.read(resumed)[0][k].tobytes() == sthelp.read(straight)[0][k].tobytes()
+            for k in sthelp.read(straight)[0])
+    tap(same, "--resume of a model with tensor options continues the same trajectory (bits)",
+        out2)
+    rc3, out3, res3 = job(2, flags + ["--resume", ck], 2, [me, "--worker", "othergroups", tmp],
+                          timeout=120)
+    want = "names, shapes and per-tensor options must match"
+    tap(rc3 != 0 and len(res3) == 2 and all(want in (r.get("error") or "") for r in res3),
+        "--resume with other param groups is refused on every worker: ...%s" % want,
+        "%r\n%s" % (res3, out3))
+
+
 def test_bad(tmp):
     me = os.path.abspath(__file__)
     cases = [
@@ -372,6 +411,10 @@ def main():
         mode, out = sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "."
         if mode == "exact":
             return worker_exact(out)
+        if mode == "half":
+            return worker_exact(out, stop=STEPS // 2)
+        if mode == "othergroups":
+            return worker_exact(out, groups=GROUPS[:2])
         if mode == "errors":
             return worker_errors()
         if mode == "numpy":
@@ -387,6 +430,7 @@ def main():
         return 1
     with tempfile.TemporaryDirectory(prefix="ps-python.") as tmp:
         test_exact(tmp)
+        test_resume(tmp)
         test_bad(tmp)
         test_errors(tmp)
         test_numpy(tmp)
