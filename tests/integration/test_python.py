@@ -390,6 +390,35 @@ def test_numpy(tmp):
         "%r\n%s" % (res, out))
 
 
+def test_install(tmp):
+    """make install puts the package under PREFIX, says which PYTHONPATH to
+    use, and the installed package loads the installed library."""
+    prefix = os.path.join(tmp, "prefix")
+    build = os.environ.get("BUILD", "build")
+    p = subprocess.run(["make", "--no-print-directory", "install", "PREFIX=" + prefix,
+                        "BUILD=" + build, "BINDIR=" + BINDIR], cwd=ROOT, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    out = p.stdout.decode(errors="replace")
+    pydir = os.path.join(prefix, "lib", "python3", "dist-packages")
+    tap(p.returncode == 0 and ("export PYTHONPATH=" + pydir) in out,
+        "make install prints the PYTHONPATH of the installed package", out)
+    env = {k: v for k, v in ENV.items() if k not in ("PYTHONPATH", "BUILD", "PSCLIENT_LIB")}
+    env["PYTHONPATH"] = pydir
+    q = subprocess.run(["/usr/bin/python3", "-c", "import psclient, psclient.torch; "
+                        "print(psclient.__file__); print(psclient.library()._name); "
+                        "print(psclient.version())"], cwd=tmp, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = q.stdout.decode(errors="replace").split()
+    ok = q.returncode == 0 and len(lines) == 3 and lines[0].startswith(pydir) and \
+        lines[1] == os.path.join(prefix, "lib", "libpsclient.so.0")
+    tap(ok, "the installed psclient imports and loads PREFIX/lib/libpsclient.so.0", lines)
+    subprocess.run(["make", "--no-print-directory", "uninstall", "PREFIX=" + prefix,
+                    "BUILD=" + build, "BINDIR=" + BINDIR], cwd=ROOT, stdout=subprocess.PIPE,
+                   stderr=subprocess.STDOUT)
+    left = [os.path.join(d, f) for d, _, fs in os.walk(prefix) for f in fs]
+    tap(not left, "make uninstall removes the package", left)
+
+
 def test_mnist(tmp):
     if not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"):
         tap(False, "examples/torch_mnist.py: Fashion-MNIST is missing (dataset-fashion-mnist, "
@@ -434,6 +463,7 @@ def main():
         test_bad(tmp)
         test_errors(tmp)
         test_numpy(tmp)
+        test_install(tmp)
         test_mnist(tmp)
     print("1..%d" % N)
     return 0
