@@ -25,8 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import psclient.torch as pst
-
 
 def read_idx(path):
     with gzip.open(path, "rb") as f:
@@ -69,6 +67,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--save", help="this worker's final weights (safetensors)")
     args = ap.parse_args()
+    import psclient.torch as pst  # here: Net and load serve other scripts too
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # worker 0's initial values start the servers
 
