@@ -226,6 +226,30 @@ def worker_numpy(out):
     ps.finalize()
 
 
+def worker_badopts():
+    import psclient
+    ps = psclient.Client(quiet=True)
+    r = ps.rank
+    ps.declare("m.weight", (2, 3))
+    got = {}
+    for what, name, wd in (("nan", "m.weight", float("nan")), ("unknown", "nope", 0.0)):
+        try:
+            ps.set_tensor_opts(name, weight_decay=wd)
+        except psclient.PSError as e:
+            got[what] = [str(e), e.name]
+    ps.plan(1, 1)
+    try:
+        ps.start()
+    except psclient.PSError as e:
+        got["start"] = [str(e), e.name]
+    report(rank=r, got=got)
+    try:
+        ps.finalize()
+    except psclient.PSError:
+        pass
+    sys.exit(1)
+
+
 # ---- the driver ------------------------------------------------------------
 
 N = 0
@@ -390,6 +414,19 @@ def test_numpy(tmp):
         "%r\n%s" % (res, out))
 
 
+def test_badopts(tmp):
+    me = os.path.abspath(__file__)
+    rc, out, res = job(1, [], 2, [me, "--worker", "badopts", tmp], timeout=120)
+    want = {"nan": ["ps_set_tensor_opts: tensor 'm.weight': weight decay nan, lr scale -1 "
+                    "(finite values expected; negative for the servers' setting)", "PS_EINVAL"],
+            "unknown": ["ps_set_tensor_opts: no tensor 'nope' declared", "PS_ENOENT"]}
+    ok = rc != 0 and len(res) == 2 and all(
+        {k: r["got"].get(k) for k in want} == want and
+        r["got"].get("start", [""])[0] == want["nan"][0] for r in res)
+    tap(ok, "set_tensor_opts: NaN and an unknown name raise the library's message, and "
+        "start then fails on every worker with the first", "%r\n%s" % (res, out))
+
+
 def test_install(tmp):
     """make install puts the package under PREFIX, says which PYTHONPATH to
     use, and the installed package loads the installed library."""
@@ -448,6 +485,8 @@ def main():
             return worker_errors()
         if mode == "numpy":
             return worker_numpy(out)
+        if mode == "badopts":
+            return worker_badopts()
         return worker_bad(mode)
     build = os.environ.get("BUILD", "build")
     if "san-" in build:
@@ -463,6 +502,7 @@ def main():
         test_bad(tmp)
         test_errors(tmp)
         test_numpy(tmp)
+        test_badopts(tmp)
         test_install(tmp)
         test_mnist(tmp)
     print("1..%d" % N)
