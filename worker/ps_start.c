@@ -245,7 +245,8 @@ static ps_layout_t *layout_of_worker0(ps_t *ps)
     return l;
 }
 
-/* "worker 1's model differs from worker 0's at tensor 2: ..." */
+/* "... worker 1 declared a model that differs from worker 0's at tensor 2:
+ * ..." (the prefix is the one every mismatch has always had) */
 static void say_first_difference(ps_t *ps, const ps_layout_t *zero)
 {
     char mine[160] = "nothing", theirs[160] = "nothing";
@@ -256,9 +257,10 @@ static void say_first_difference(ps_t *ps, const ps_layout_t *zero)
     if (i < zero->n) {
         ps_layout_describe_tensor(&zero->t[i], theirs, sizeof theirs);
     }
-    ps_error_set("worker %d's model differs from worker 0's at tensor %d: %s here, %s on worker "
-                 "0 (%d tensors here, %d there); every worker must declare the same tensors, "
-                 "shapes and options in the same order",
+    ps_error_set("workers disagree on the model or plan: worker %d declared a model that differs "
+                 "from worker 0's at tensor %d: %s here, %s on worker 0 (%d tensors here, %d "
+                 "there); every worker must declare the same tensors, shapes and options in the "
+                 "same order",
                  ps->boot.rank, i, mine, theirs, ps->layout.n, zero->n);
 }
 
@@ -292,7 +294,8 @@ static int check_same_layout(ps_t *ps)
     } else {
         char desc[512];
         ps_layout_describe(&ps->layout, desc, sizeof desc);
-        ps_error_set("workers disagree on the model: worker %d declared %s, unlike worker 0",
+        ps_error_set("workers disagree on the model or plan: worker %d declared %s, unlike "
+                     "worker 0",
                      ps->boot.rank, desc);
     }
     free(zero);

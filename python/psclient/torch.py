@@ -42,6 +42,9 @@ no part in the loss) counts as a zero gradient: the servers still apply
 momentum and weight decay to it, as torch.optim.SGD would with a zero
 gradient (torch itself skips a parameter whose .grad is None).
 
+Frozen parameters.  A parameter with requires_grad=False at register()
+(and in no group) gets lr_scale 0: the servers keep it exactly as it is.
+
 Errors raise psclient.PSError with the library's message; failures in
 register() fail on every worker alike (the library's start-up agreement).
 """
@@ -178,6 +181,9 @@ def register(model, groups=None, overlap=True):
         opts = _group_opts(named, groups)
     except PSError as e:
         why, opts = why or str(e), {}
+    for n, p in named:
+        if not p.requires_grad and n not in opts:
+            opts[n] = (None, 0.0)  # frozen: lr 0 leaves it exactly as it is
     params = [_Param(n, p) for n, p in named]
     if why:
         c.fail(why)  # every worker's start fails with it

@@ -188,7 +188,9 @@ def worker_errors():
     pst.init(quiet=True)
     r = pst.rank()
     net = Pair("a", "b")
+    net.b.bias.requires_grad_(False)  # frozen: must not move
     pst.register(net)
+    frozen = net.b.bias.detach().clone()  # worker 0's, on every worker
     got = {}
     try:
         pst.client().tensor("nope")
@@ -198,9 +200,12 @@ def worker_errors():
         pst.client().pull()  # nothing pushed in this step yet
     except psclient.PSError as e:
         got["pull_early"] = [str(e), e.code, e.name]
+    w_b = net.b.weight.detach().clone()
     x = torch.ones(2, 4)
     net.b(torch.relu(net.a(x))).sum().backward()
     pst.step(net, samples=2)
+    got["frozen_kept"] = bool(torch.equal(net.b.bias.detach(), frozen))
+    got["others_moved"] = not bool(torch.equal(net.b.weight.detach(), w_b))
     report(rank=r, got=got, lib=psclient.version())
     pst.finalize()
 
@@ -364,9 +369,11 @@ def test_resume(tmp):
 def test_bad(tmp):
     me = os.path.abspath(__file__)
     cases = [
-        ("shape", "worker 1's model differs from worker 0's at tensor 0: 'a.weight' [5,4] here, "
+        ("shape", "workers disagree on the model or plan: worker 1 declared a model that "
+                  "differs from worker 0's at tensor 0: 'a.weight' [5,4] here, "
                   "'a.weight' [3,4] on worker 0"),
-        ("order", "worker 1's model differs from worker 0's at tensor 0: 'b.weight' [2,3] here, "
+        ("order", "workers disagree on the model or plan: worker 1 declared a model that "
+                  "differs from worker 0's at tensor 0: 'b.weight' [2,3] here, "
                   "'a.weight' [3,4] on worker 0"),
         ("float64", "parameter 'b.weight' is float64: only float32 parameters can be trained"),
         ("group", "register: group 0 names 'c.weight', which is not a parameter of the model"),
@@ -381,7 +388,9 @@ def test_bad(tmp):
 
 def test_errors(tmp):
     me = os.path.abspath(__file__)
-    rc, out, res = job(1, [], 2, [me, "--worker", "errors", tmp], timeout=120)
+    # Weight decay would move a frozen parameter that is not kept at lr 0.
+    rc, out, res = job(1, ["--weight-decay", "0.1"], 2, [me, "--worker", "errors", tmp],
+                       timeout=120)
     ok = rc == 0 and len(res) == 2
     tap(ok, "error job ran", out)
     if not ok:
@@ -393,6 +402,8 @@ def test_errors(tmp):
     p = got.get("pull_early", ["", 0, ""])
     tap(p[0].startswith("ps_pull: ") and p[1] == -11 and p[2] == "PS_ESTATE",
         "a pull before the step's push: the library's PS_ESTATE message (%r)" % (p,))
+    tap(all(r["got"].get("frozen_kept") and r["got"].get("others_moved") for r in res),
+        "a frozen parameter (requires_grad False) stays exactly as it was; the others move")
     ver = subprocess.run([os.path.join(BINDIR, "ps-server"), "--version"], cwd=ROOT,
                          stdout=subprocess.PIPE).stdout.decode().split()[-1]
     tap(all(r.get("lib") == ver for r in res),
