@@ -1,7 +1,8 @@
 /*
  * libpsclient: what a worker declares before ps_start: tensors and their
- * initial values, the training plan, caller-owned arrays (ps_bind), and
- * the values every worker must share (ps_require_same).
+ * initial values, per-tensor optimizer options (ps_set_tensor_opts), the
+ * training plan, caller-owned arrays (ps_bind), and the values every worker
+ * must share (ps_require_same).
  */
 #include "ps_api.h"
 
