@@ -110,8 +110,14 @@ def torch_reference():
 
 # ---- the workers' side -----------------------------------------------------
 
+RESULT_DIR = None  # the workers' results go to files: mpirun interleaves their output
+
+
 def report(**kw):
-    print("RESULT " + json.dumps(kw), flush=True)
+    path = os.path.join(RESULT_DIR, "result-%d.json" % kw.get("rank", 0))
+    with open(path + ".tmp", "w") as f:
+        json.dump(kw, f)
+    os.replace(path + ".tmp", path)
 
 
 def worker_exact(out, stop=STEPS, groups=GROUPS):
@@ -278,6 +284,12 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 
 
 def job(nserv, srv_flags, nwork, worker_argv, timeout=300):
+    """Run the job; its workers' report()s, from worker_argv's last
+    argument (the folder), sorted by rank."""
+    rdir = worker_argv[-1] if os.path.isdir(worker_argv[-1]) else None
+    for f in os.listdir(rdir) if rdir else []:
+        if f.startswith("result-"):
+            os.remove(os.path.join(rdir, f))
     cmd = (["mpirun", "--oversubscribe", "-np", str(nserv), os.path.join(BINDIR, "ps-server"),
             "--quiet"] + srv_flags + [":", "-np", str(nwork), "/usr/bin/python3"] + worker_argv)
     try:
@@ -287,7 +299,11 @@ def job(nserv, srv_flags, nwork, worker_argv, timeout=300):
         rc = p.returncode
     except subprocess.TimeoutExpired as e:
         out, rc = (e.stdout or b"").decode(errors="replace") + "\n(timed out)", 124
-    results = [json.loads(l[7:]) for l in out.splitlines() if l.startswith("RESULT ")]
+    results = []
+    for f in sorted(os.listdir(rdir)) if rdir else []:
+        if f.startswith("result-") and f.endswith(".json"):
+            with open(os.path.join(rdir, f)) as fh:
+                results.append(json.load(fh))
     return rc, out, sorted(results, key=lambda d: d.get("rank", 0))
 
 
@@ -484,8 +500,10 @@ def test_mnist(tmp):
 
 
 def main():
+    global RESULT_DIR
     if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
         mode, out = sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "."
+        RESULT_DIR = out
         if mode == "exact":
             return worker_exact(out)
         if mode == "half":
