@@ -5,6 +5,7 @@
 #include "ps_atomic.h"
 #include "ps_err.h"
 #include "ps_safetensors.h"
+#include "srv_save.h"
 #include "srv_settings.h"
 
 #include <errno.h>
@@ -177,13 +178,33 @@ int srv_ckpt_write(const srv_store_t *s, srv_sparse_t *sp, const char *dir, uint
     snprintf(stepv, sizeof stepv, "%" PRIu64, step);
     snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(s->layout));
     snprintf(total, sizeof total, "%zu", s->map.total);
-    const char *meta[] = {
-        "format", "ps-checkpoint",  "step",        stepv,          "crc32", crc,        "layout",
-        hash,     "total",          total,         "chunks",       chunks,  "settings", settings,
-        "tables", tabs.meta_tables, "table_steps", tabs.meta_steps};
-    int nmeta = (int)(sizeof meta / sizeof meta[0] / 2) - (nt > 0 ? 0 : 2);
+    const char *meta[] = {"format",   "ps-checkpoint",
+                          "step",     stepv,
+                          "crc32",    crc,
+                          "layout",   hash,
+                          "total",    total,
+                          "chunks",   chunks,
+                          "settings", settings,
+                          NULL,       NULL,
+                          NULL,       NULL,
+                          NULL,       NULL};
+    int nmeta = (int)(sizeof meta / sizeof meta[0] / 2) - 3;
+    /* The layout hash covers the tensor options (a resume needs the same);
+     * the text is for people reading the file. */
+    char *topts = s->tensor_opts ? srv_save_tensor_opts(s->layout) : NULL;
+    if (topts) {
+        meta[2 * nmeta] = "tensor_options";
+        meta[2 * nmeta++ + 1] = topts;
+    }
+    if (nt > 0) {
+        meta[2 * nmeta] = "tables";
+        meta[2 * nmeta++ + 1] = tabs.meta_tables;
+        meta[2 * nmeta] = "table_steps";
+        meta[2 * nmeta++ + 1] = tabs.meta_steps;
+    }
     snprintf(path, sizeof path, "%s/server-%d.safetensors", sdir, s->server);
     rv = ps_st_write_typed(path, t, i64, n, meta, nmeta);
+    free(topts);
     if (rv == 0) {
         rv = complete_step(s, dir, sdir, step, nservers, nt);
     }

@@ -210,6 +210,34 @@ static char *table_list(const saved_table_t *st, int nt)
     return text;
 }
 
+char *srv_save_tensor_opts(const ps_layout_t *l)
+{
+    json_t *root = json_object();
+    for (int i = 0; root && i < l->n; i++) {
+        const ps_tensor_t *t = &l->t[i];
+        if (!t->opts) {
+            continue;
+        }
+        json_t *o = json_object();
+        if (!o || json_object_set_new(root, t->name, o) != 0) {
+            json_decref(root);
+            return NULL;
+        }
+        if (t->opts & PS_TOPT_WD) {
+            json_object_set_new(o, "weight_decay", json_real(t->weight_decay));
+        }
+        if (t->opts & PS_TOPT_LR) {
+            json_object_set_new(o, "lr_scale", json_real(t->lr_scale));
+        }
+    }
+    /* Layout order, no spaces; reals as the shortest text that reads back. */
+    char *out = root
+                    ? json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(17))
+                    : NULL;
+    json_decref(root);
+    return out;
+}
+
 static int write_file(const srv_store_t *s, const float *w, const float *buf,
                       const saved_table_t *st, int nt, const srv_save_info_t *info,
                       const char *path)
@@ -276,18 +304,36 @@ static int write_file(const srv_store_t *s, const float *w, const float *buf,
                           info->schedule,
                           "mode",
                           info->mode,
-                          "sparse_tables",
                           NULL,
-                          "sparse_update",
-                          info->sparse ? info->sparse : "exact"};
-    int nmeta = (int)(sizeof meta / sizeof meta[0] / 2);
-    char *list = nt > 0 ? table_list(st, nt) : NULL;
-    if (nt > 0 && !list) {
-        ps_error_set("no memory for the table list");
-        return PS_ENOMEM;
+                          NULL,
+                          NULL,
+                          NULL,
+                          NULL,
+                          NULL};
+    int nmeta = (int)(sizeof meta / sizeof meta[0] / 2) - 3;
+    char *topts = NULL, *list = NULL;
+    /* The file of a model without tensor options or tables is unchanged. */
+    if (s->tensor_opts) {
+        if (!(topts = srv_save_tensor_opts(l))) {
+            ps_error_set("no memory for the tensor options' metadata");
+            return PS_ENOMEM;
+        }
+        meta[2 * nmeta] = "tensor_options";
+        meta[2 * nmeta++ + 1] = topts;
     }
-    meta[2 * nmeta - 3] = list;
-    int rv = ps_st_write_typed(path, t, i64, n, meta, nt > 0 ? nmeta : nmeta - 2);
+    if (nt > 0) {
+        if (!(list = table_list(st, nt))) {
+            free(topts);
+            ps_error_set("no memory for the table list");
+            return PS_ENOMEM;
+        }
+        meta[2 * nmeta] = "sparse_tables";
+        meta[2 * nmeta++ + 1] = list;
+        meta[2 * nmeta] = "sparse_update";
+        meta[2 * nmeta++ + 1] = info->sparse ? info->sparse : "exact";
+    }
+    int rv = ps_st_write_typed(path, t, i64, n, meta, nmeta);
+    free(topts);
     free(list);
     return rv;
 }

@@ -7,7 +7,9 @@
  * and writes `<name>` tensors in layout order, then `<name>.momentum_buffer`
  * for each tensor when momentum > 0 and at least one update was applied,
  * with the step count, optimizer settings, momentum form, learning-rate
- * schedule and mode in __metadata__ (a resumed run continues from them).
+ * schedule and mode in __metadata__ (a resumed run continues from them),
+ * and, when some tensor has its own weight decay or learning-rate scale,
+ * "tensor_options": srv_save_tensor_opts' JSON.
  * Each sparse table NAME (srv_sparse.h) is written as `NAME.keys` (I64
  * [R], ascending; these come first in the file, so they are 8-byte
  * aligned), `NAME` (F32 [R, dim], row i for keys[i]) and, when the
@@ -33,6 +35,11 @@ typedef struct {
     const char *form;     /* momentum form name */
     const char *sparse;   /* --sparse-update */
 } srv_save_info_t;
+
+/* The tensors with options as one compact JSON object in layout order,
+ * {"fc1.bias":{"weight_decay":0.0},"fc2.weight":{"lr_scale":0.5}} (only
+ * the options a tensor has); malloc'd, NULL when out of memory. */
+char *srv_save_tensor_opts(const ps_layout_t *l);
 
 /* sp: the tables (may be NULL or without tables); exporting brings their
  * rows up to date, hence not const. */
