@@ -153,9 +153,11 @@ static void place(uint64_t *slot, uint32_t cap, uint64_t v)
     }
 }
 
+/* Small sub-tables (a small table has a few keys in each) grow a slot at
+ * a time, so they stay as full as large ones. */
 static uint32_t grown(uint32_t cap)
 {
-    return cap < 8 ? 8 : cap + cap / 4;
+    return cap < 4 ? 4 : cap + (cap >= 8 ? cap / 4 : 1);
 }
 
 /* The capacity a sub-table of cap slots and count keys has after k more. */

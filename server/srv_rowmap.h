@@ -10,7 +10,7 @@
  * the row index; the last 16 bits of h are kept per row, in chunks of 4096
  * rows.  Probing compares fingerprints inside the slot array and reads a
  * row's 16 bits only on a fingerprint match.  A sub-table grows by 1.25x
- * when it passes 93% load, so the map grows a small piece at a time (no
+ * when it passes 93% load (by one slot below 8 slots), so the map grows a small piece at a time (no
  * global rehash, no doubling trough): slots cost 8/load bytes per key,
  * load between 0.74 and 0.93.  The sub-table directory is a fixed 1 MiB.
  *

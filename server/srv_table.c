@@ -31,7 +31,8 @@ struct srv_table {
     float **chunk;
     size_t nchunks, chunk_cap;
     srv_catchup_t tree; /* exact mode: the maps of steps (base, step] */
-    /* Per-call scratch (kept, and counted in the bytes). */
+    /* Per-call scratch, freed when the call returns (scratch_free), so
+     * it is not part of the table's bytes. */
     uint64_t *ukeys; /* the call's distinct keys */
     uint32_t *uidx;  /* their rows (SRV_ROWMAP_NONE until created) */
     uint64_t *mkeys; /* the missing ones */
@@ -142,6 +143,7 @@ void srv_table_init_row(const srv_table_init_t *init, uint32_t table_id, uint64_
 /* ---- new / destroy ----------------------------------------------------- */
 
 static void pcache_clear(srv_table_t *t);
+static void scratch_free(srv_table_t *t);
 
 static int check_new(const char *name, uint32_t dim, const srv_table_init_t *init,
                      const srv_optim_cfg_t *opt, srv_sparse_mode_t mode)
@@ -214,12 +216,7 @@ void srv_table_destroy(srv_table_t **tp)
     free(t->chunk);
     srv_rowmap_destroy(&t->map);
     srv_catchup_fini(&t->tree);
-    free(t->ukeys);
-    free(t->uidx);
-    free(t->mkeys);
-    free(t->pptr);
-    free(t->pcoef);
-    free(t->pcur);
+    scratch_free(t);
     free(t->name);
     free(t);
     *tp = NULL;
@@ -247,16 +244,20 @@ const char *srv_table_name(const srv_table_t *t)
     return t->name;
 }
 
-static size_t scratch_bytes(const srv_table_t *t)
+static void scratch_free(srv_table_t *t)
 {
-    return t->ucap * (sizeof *t->ukeys + sizeof *t->uidx) + t->mcap * sizeof *t->mkeys +
-           (size_t)t->pcap * (sizeof *t->pptr + sizeof *t->pcoef + sizeof *t->pcur);
+    free(t->ukeys), free(t->uidx), free(t->mkeys);
+    free(t->pptr), free(t->pcoef), free(t->pcur);
+    t->ukeys = NULL, t->uidx = NULL, t->mkeys = NULL;
+    t->pptr = NULL, t->pcoef = NULL, t->pcur = NULL;
+    t->ucap = t->mcap = 0;
+    t->pcap = 0;
 }
 
 size_t srv_table_bytes(const srv_table_t *t)
 {
     return sizeof *t + strlen(t->name) + 1 + srv_rowmap_bytes(t->map) +
-           rows_bytes(t, srv_rowmap_count(t->map)) + srv_catchup_bytes(&t->tree) + scratch_bytes(t);
+           rows_bytes(t, srv_rowmap_count(t->map)) + srv_catchup_bytes(&t->tree);
 }
 
 /* ---- scratch ------------------------------------------------------------- */
@@ -511,7 +512,7 @@ static int check_apply(const srv_table_t *t, int nparts, double lr)
     return 0;
 }
 
-int srv_table_apply(srv_table_t *t, const srv_rows_part_t *parts, int nparts, double lr)
+static int apply_step(srv_table_t *t, const srv_rows_part_t *parts, int nparts, double lr)
 {
     size_t total, nu, m;
     int rv;
@@ -572,7 +573,7 @@ static int read_create(srv_table_t *t, const uint64_t *keys, size_t n, size_t m)
     return rv;
 }
 
-int srv_table_read(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
+static int read_rows(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
 {
     int rv;
     if (n > 0 && (keys == NULL || out == NULL)) {
@@ -598,6 +599,20 @@ int srv_table_read(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
         memcpy(out + i * t->dim, row_w(t, t->uidx[i]), (size_t)t->dim * sizeof *out);
     }
     return 0;
+}
+
+int srv_table_apply(srv_table_t *t, const srv_rows_part_t *parts, int nparts, double lr)
+{
+    int rv = apply_step(t, parts, nparts, lr);
+    scratch_free(t);
+    return rv;
+}
+
+int srv_table_read(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
+{
+    int rv = read_rows(t, keys, n, out);
+    scratch_free(t);
+    return rv;
 }
 
 /* ---- export / import --------------------------------------------------------- */
