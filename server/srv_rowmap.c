@@ -122,6 +122,59 @@ uint32_t srv_rowmap_find(const srv_rowmap_t *m, uint64_t key)
     }
 }
 
+/* The first row whose slot matches h's fingerprint, or NONE when the key
+ * is surely absent; reads the slot array only. */
+static uint32_t probe(const srv_rowmap_t *m, uint64_t h)
+{
+    const sub_t *s = &m->sub[h >> (64 - NSUB_BITS)];
+    if (s->count == 0) {
+        return SRV_ROWMAP_NONE;
+    }
+    uint32_t fp = (uint32_t)(h >> 16), cap = s->cap;
+    uint32_t pos = home(fp, cap);
+    for (uint32_t dist = 0;; dist++) {
+        uint64_t v = s->slot[pos];
+        if (v == 0 || disp(v, pos, cap) < dist) {
+            return SRV_ROWMAP_NONE;
+        }
+        if ((uint32_t)(v >> 32) == fp) {
+            return (uint32_t)v - 1;
+        }
+        pos = pos + 1 == cap ? 0 : pos + 1;
+    }
+}
+
+#define PIPE 16 /* keys apart, per stage of srv_rowmap_find_many */
+
+void srv_rowmap_find_many(const srv_rowmap_t *m, const uint64_t *keys, size_t n, uint32_t *idx)
+{
+    /* Four stages PIPE keys apart, so the cache misses of many keys
+     * overlap: prefetch the sub-table's directory entry; prefetch the home
+     * slot; probe it (now cached) and prefetch the candidate's low bits;
+     * check them (a fingerprint collision, rare, takes the full search). */
+    for (size_t i = 0; i < n + 3 * PIPE; i++) {
+        if (i < n) {
+            __builtin_prefetch(&m->sub[mix(keys[i]) >> (64 - NSUB_BITS)]);
+        }
+        if (i >= PIPE && i - PIPE < n) {
+            srv_rowmap_prefetch(m, keys[i - PIPE]);
+        }
+        if (i >= 2 * PIPE && i - 2 * PIPE < n) {
+            size_t j = i - 2 * PIPE;
+            idx[j] = probe(m, mix(keys[j]));
+            if (idx[j] != SRV_ROWMAP_NONE) {
+                __builtin_prefetch(&m->lo[idx[j] >> LO_SHIFT][idx[j] & (LO_CHUNK - 1)]);
+            }
+        }
+        if (i >= 3 * PIPE) {
+            size_t k = i - 3 * PIPE;
+            if (idx[k] != SRV_ROWMAP_NONE && lo_of(m, idx[k]) != (uint16_t)mix(keys[k])) {
+                idx[k] = srv_rowmap_find(m, keys[k]);
+            }
+        }
+    }
+}
+
 void srv_rowmap_prefetch(const srv_rowmap_t *m, uint64_t key)
 {
     uint64_t h = mix(key);

@@ -38,6 +38,10 @@ void srv_rowmap_destroy(srv_rowmap_t **m);
 /* The row index of `key`, or SRV_ROWMAP_NONE. */
 uint32_t srv_rowmap_find(const srv_rowmap_t *m, uint64_t key);
 
+/* idx[i] = srv_rowmap_find(m, keys[i]) for i < n, with the memory reads
+ * of many keys overlapped (the fast way to look up a batch). */
+void srv_rowmap_find_many(const srv_rowmap_t *m, const uint64_t *keys, size_t n, uint32_t *idx);
+
 /* Hint: the slots `key` will probe are about to be read. */
 void srv_rowmap_prefetch(const srv_rowmap_t *m, uint64_t key);
 

@@ -15,6 +15,8 @@
 #define MAX_DIM (1u << 20)
 /* Products cached per call, by the step a row is up to. */
 #define PCACHE 64
+/* Rows prefetched ahead of the one being updated (memory latency). */
+#define ROW_AHEAD 12
 
 struct srv_table {
     char *name;
@@ -103,7 +105,9 @@ static int ensure_chunk(srv_table_t *t, uint32_t r)
         t->chunk = p;
         t->chunk_cap = cap;
     }
-    if ((t->chunk[t->nchunks] = malloc(chunk_bytes(t))) == NULL) {
+    /* 64-byte aligned (chunk_bytes is a multiple of 64): a row of 16
+     * floats is one cache line, not two. */
+    if ((t->chunk[t->nchunks] = aligned_alloc(64, chunk_bytes(t))) == NULL) {
         goto fail;
     }
     t->nchunks++;
@@ -464,18 +468,36 @@ static void merge_keys(srv_table_t *t, const srv_rows_part_t *parts, int nparts,
     uint64_t key = 0;
     *nu = *m = 0;
     memset(t->pcur, 0, (size_t)nparts * sizeof *t->pcur);
-    while (next_key(t, parts, nparts, &key)) {
+    if (nparts == 1) {
+        *nu = parts[0].n; /* one part: already ascending and unique */
+        memcpy(t->ukeys, parts[0].keys, *nu * sizeof *t->ukeys);
+    }
+    while (nparts > 1 && next_key(t, parts, nparts, &key)) {
         for (int k = 0; k < nparts; k++) {
             size_t c = t->pcur[k];
             t->pcur[k] += c < parts[k].n && parts[k].keys[c] == key;
         }
-        uint32_t r = srv_rowmap_find(t->map, key);
-        t->ukeys[*nu] = key;
-        t->uidx[(*nu)++] = r;
-        if (r == SRV_ROWMAP_NONE) {
-            t->mkeys[(*m)++] = key;
+        t->ukeys[(*nu)++] = key;
+    }
+    srv_rowmap_find_many(t->map, t->ukeys, *nu, t->uidx);
+    for (size_t i = 0; i < *nu; i++) {
+        if (t->uidx[i] == SRV_ROWMAP_NONE) {
+            t->mkeys[(*m)++] = t->ukeys[i];
         }
     }
+}
+
+/* Hint: row r's weights, buffer and step are about to be used. */
+static inline void prefetch_row(const srv_table_t *t, uint32_t r)
+{
+    const char *w = (const char *)row_w(t, r);
+    size_t bytes = (size_t)t->rowf * sizeof(float);
+    /* Every cache line of the row (64-byte aligned chunks; long rows are
+     * streamed by the hardware prefetcher after the first few lines). */
+    for (size_t off = 0; off < bytes && off < 512; off += 64) {
+        __builtin_prefetch(w + off, 1);
+    }
+    __builtin_prefetch(row_step(t, r), 1);
 }
 
 /* Update row r (up to date) with the parts holding key, whose cursors
@@ -498,9 +520,9 @@ static void update_row(srv_table_t *t, const srv_rows_part_t *parts, int nparts,
     *st = (uint32_t)(t->step + 1);
 }
 
-static int check_apply(const srv_table_t *t, int nparts, double lr)
+static int check_apply(const srv_table_t *t, const srv_rows_part_t *parts, int nparts, double lr)
 {
-    if (nparts < 0 || !(lr >= 0.0 && isfinite(lr))) {
+    if (nparts < 0 || (nparts > 0 && parts == NULL) || !(lr >= 0.0 && isfinite(lr))) {
         ps_error_set("table %s: bad step (%d parts, lr %g)", t->name, nparts, lr);
         return PS_EINVAL;
     }
@@ -516,7 +538,7 @@ static int apply_step(srv_table_t *t, const srv_rows_part_t *parts, int nparts, 
 {
     size_t total, nu, m;
     int rv;
-    if ((rv = check_apply(t, nparts, lr)) != 0 ||
+    if ((rv = check_apply(t, parts, nparts, lr)) != 0 ||
         (rv = check_parts(t, parts, nparts, &total)) != 0 || (rv = grow_u(t, total)) != 0 ||
         (rv = grow_m(t, total)) != 0 || (rv = grow_p(t, nparts)) != 0) {
         return rv;
@@ -534,6 +556,9 @@ static int apply_step(srv_table_t *t, const srv_rows_part_t *parts, int nparts, 
     }
     memset(t->pcur, 0, (size_t)nparts * sizeof *t->pcur);
     for (size_t i = 0; i < nu; i++) {
+        if (i + ROW_AHEAD < nu) {
+            prefetch_row(t, t->uidx[i + ROW_AHEAD]);
+        }
         catch_up(t, t->uidx[i]);
         update_row(t, parts, nparts, t->ukeys[i], t->uidx[i], &cfg);
     }
@@ -584,8 +609,8 @@ static int read_rows(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
         return rv;
     }
     size_t m = 0;
+    srv_rowmap_find_many(t->map, keys, n, t->uidx);
     for (size_t i = 0; i < n; i++) {
-        t->uidx[i] = srv_rowmap_find(t->map, keys[i]);
         if (t->uidx[i] == SRV_ROWMAP_NONE) {
             t->mkeys[m++] = keys[i];
         }
@@ -595,6 +620,9 @@ static int read_rows(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
         return rv;
     }
     for (size_t i = 0; i < n; i++) {
+        if (i + ROW_AHEAD < n) {
+            prefetch_row(t, t->uidx[i + ROW_AHEAD]);
+        }
         catch_up(t, t->uidx[i]);
         memcpy(out + i * t->dim, row_w(t, t->uidx[i]), (size_t)t->dim * sizeof *out);
     }
@@ -750,8 +778,8 @@ int srv_table_import_history(srv_table_t *t, const double *lr, uint64_t nsteps)
         return PS_ESTATE;
     }
     for (uint64_t i = 0; i < nsteps; i++) {
-        if (!(lr[i] >= 0.0 && isfinite(lr[i]))) {
-            ps_error_set("table %s: bad lr %g for step %llu", t->name, lr[i],
+        if (lr == NULL || !(lr[i] >= 0.0 && isfinite(lr[i]))) {
+            ps_error_set("table %s: bad lr %g for step %llu", t->name, lr != NULL ? lr[i] : NAN,
                          (unsigned long long)(i + 1));
             return PS_EINVAL;
         }
