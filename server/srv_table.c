@@ -21,15 +21,17 @@
 struct srv_table {
     char *name;
     uint32_t id, dim;
-    uint32_t rowf; /* floats per row: [w | buf] or [w] when momentum is 0 */
+    uint32_t rowf;   /* floats per row: [w | buf] or [w] when momentum is 0 */
+    uint32_t stride; /* rowf + 1: the row's u32 step follows it */
     srv_table_init_t init;
     srv_optim_cfg_t opt;
     srv_sparse_mode_t mode;
     size_t max_bytes;
     uint64_t step;
     srv_rowmap_t *map;
-    /* Chunk c: CH_ROWS rows of rowf floats, then CH_ROWS u32: the step a
-     * row is up to (exact) or of its last update, 0 = never (lazy). */
+    /* Chunk c: CH_ROWS records of `stride` 4-byte words: the row's
+     * floats, then the step it is up to (exact) or of its last update, 0 =
+     * never (lazy), in the same cache line as the row's end. */
     float **chunk;
     size_t nchunks, chunk_cap;
     srv_catchup_t tree; /* exact mode: the maps of steps (base, step] */
@@ -51,12 +53,12 @@ struct srv_table {
 
 static size_t chunk_bytes(const srv_table_t *t)
 {
-    return (size_t)CH_ROWS * t->rowf * sizeof(float) + (size_t)CH_ROWS * sizeof(uint32_t);
+    return (size_t)CH_ROWS * t->stride * sizeof(float);
 }
 
 static inline float *row_w(const srv_table_t *t, uint32_t r)
 {
-    return t->chunk[r >> CH_SHIFT] + (size_t)(r & (CH_ROWS - 1)) * t->rowf;
+    return t->chunk[r >> CH_SHIFT] + (size_t)(r & (CH_ROWS - 1)) * t->stride;
 }
 
 static inline float *row_buf(const srv_table_t *t, uint32_t r)
@@ -66,8 +68,7 @@ static inline float *row_buf(const srv_table_t *t, uint32_t r)
 
 static inline uint32_t *row_step(const srv_table_t *t, uint32_t r)
 {
-    float *c = t->chunk[r >> CH_SHIFT];
-    return (uint32_t *)(c + (size_t)CH_ROWS * t->rowf) + (r & (CH_ROWS - 1));
+    return (uint32_t *)(row_w(t, r) + t->rowf);
 }
 
 /* Chunk-pointer capacity for `rows` rows, growing as ensure_chunk does. */
@@ -105,8 +106,7 @@ static int ensure_chunk(srv_table_t *t, uint32_t r)
         t->chunk = p;
         t->chunk_cap = cap;
     }
-    /* 64-byte aligned (chunk_bytes is a multiple of 64): a row of 16
-     * floats is one cache line, not two. */
+    /* 64-byte aligned (chunk_bytes is a multiple of 64). */
     if ((t->chunk[t->nchunks] = aligned_alloc(64, chunk_bytes(t))) == NULL) {
         goto fail;
     }
@@ -192,6 +192,7 @@ int srv_table_new(srv_table_t **out, const char *name, uint32_t table_id, uint32
     t->id = table_id;
     t->dim = dim;
     t->rowf = opt->momentum != 0.0 ? 2 * dim : dim;
+    t->stride = t->rowf + 1;
     t->init = init != NULL ? *init : (srv_table_init_t){0};
     t->opt = *opt;
     t->mode = mode;
@@ -491,13 +492,13 @@ static void merge_keys(srv_table_t *t, const srv_rows_part_t *parts, int nparts,
 static inline void prefetch_row(const srv_table_t *t, uint32_t r)
 {
     const char *w = (const char *)row_w(t, r);
-    size_t bytes = (size_t)t->rowf * sizeof(float);
+    size_t bytes = (size_t)t->stride * sizeof(float);
     /* Every cache line of the row (64-byte aligned chunks; long rows are
      * streamed by the hardware prefetcher after the first few lines). */
     for (size_t off = 0; off < bytes && off < 512; off += 64) {
         __builtin_prefetch(w + off, 1);
     }
-    __builtin_prefetch(row_step(t, r), 1);
+    __builtin_prefetch(w + bytes - 1, 1); /* the step, in the last line */
 }
 
 /* Update row r (up to date) with the parts holding key, whose cursors
