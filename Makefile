@@ -1,6 +1,7 @@
 # ps: a momentum-SGD parameter server (MPI control plane, libzmq data plane).
 #
-#   make            build bin/ps-server and bin/ps-worker
+#   make            build bin/ps-server, bin/ps-worker and build/libpsclient.so
+#                   (python/psclient loads it: PYTHONPATH=python)
 #   make run        install missing deps, build, train the MLP on Fashion-MNIST
 #   make test       install missing deps, build, run unit + integration tests
 #   make bench      install missing deps, build, run the benchmarks
@@ -17,7 +18,9 @@
 #   make format-check  fail, listing the files, when any C file differs
 #                   from clang-format's output (CI runs it)
 #   make install PREFIX=/usr/local   ps.h, libpsclient, psclient.pc, the two
-#                   programs and their man pages (`make uninstall` undoes it)
+#                   programs, their man pages and the Python package
+#                   psclient (prints the PYTHONPATH to use; `make uninstall`
+#                   undoes it)
 #
 # Flags come from pkg-config; objects go to $(BUILD).
 
@@ -210,8 +213,10 @@ fuzz-gate: check-deps
 #                     objects in $(BUILD)/pic)
 #   make examples     examples/ built against the build tree
 #   make install      PREFIX (default /usr/local) and DESTDIR: ps.h,
-#                     libpsclient.{a,so}, psclient.pc, ps-server, ps-worker
-#                     and their man pages; `make uninstall` removes them
+#                     libpsclient.{a,so}, psclient.pc, ps-server, ps-worker,
+#                     their man pages and python/psclient into PYDIR
+#                     (default PREFIX/lib/python3/dist-packages);
+#                     `make uninstall` removes them
 PREFIX ?= /usr/local
 PS_VERSION := $(shell sed -n 's/^\#define PS_VERSION_STRING "\(.*\)"/\1/p' common/ps_opts.h)
 PSC_SONAME := libpsclient.so.$(firstword $(subst ., ,$(PS_VERSION)))
@@ -223,6 +228,9 @@ PSC_PIC_OBJ := $(PSC_SRC:%.c=$(BUILD)/pic/%.o)
 PSC_DEP_LIBS := $(shell pkg-config --libs ompi-c libzmq jansson 2>/dev/null) -lm -lpthread
 INST_LIB := $(DESTDIR)$(PREFIX)/lib
 INST_MAN := $(DESTDIR)$(PREFIX)/share/man/man1
+# The Python package (python/psclient): PYTHONPATH=$(PYDIR) imports it.
+PYDIR ?= $(PREFIX)/lib/python3/dist-packages
+PY_FILES := __init__.py torch.py
 INSTALLED := $(DESTDIR)$(PREFIX)/include/ps.h $(INST_LIB)/libpsclient.a \
 	$(INST_LIB)/libpsclient.so $(INST_LIB)/$(PSC_SONAME) $(INST_LIB)/libpsclient.so.$(PS_VERSION) \
 	$(INST_LIB)/pkgconfig/psclient.pc $(DESTDIR)$(PREFIX)/bin/ps-server \
@@ -230,6 +238,9 @@ INSTALLED := $(DESTDIR)$(PREFIX)/include/ps.h $(INST_LIB)/libpsclient.a \
 
 .PHONY: lib examples install uninstall
 lib: $(BUILD)/libpsclient.a $(PSC_SO)
+# `make` builds the shared library too: python/psclient loads it from the
+# build tree (PYTHONPATH=python).
+all: $(PSC_SO)
 
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -270,8 +281,14 @@ install: all lib
 		>$(INST_LIB)/pkgconfig/psclient.pc
 	install -m 755 $(BINDIR)/ps-server $(BINDIR)/ps-worker $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 docs/man/ps-server.1 docs/man/ps-worker.1 $(INST_MAN)/
+	install -d $(DESTDIR)$(PYDIR)/psclient
+	install -m 644 $(PY_FILES:%=python/psclient/%) $(DESTDIR)$(PYDIR)/psclient/
+	printf '# Written by make install: the library this package loads.\nLIBRARY = "%s"\n' \
+		'$(PREFIX)/lib/$(PSC_SONAME)' >$(DESTDIR)$(PYDIR)/psclient/_install.py
+	@echo "psclient (Python): export PYTHONPATH=$(PYDIR)  (torch/numpy: /usr/bin/python3)"
 
 uninstall:
 	rm -f $(INSTALLED)
+	rm -rf $(DESTDIR)$(PYDIR)/psclient
 
 -include $(PSC_PIC_OBJ:.o=.d)

@@ -4,6 +4,7 @@
 #include "ps_atomic.h"
 #include "ps_err.h"
 #include "ps_safetensors.h"
+#include "srv_save.h"
 #include "srv_settings.h"
 
 #include <errno.h>
@@ -162,11 +163,18 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
     snprintf(stepv, sizeof stepv, "%" PRIu64, step);
     snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(s->layout));
     snprintf(total, sizeof total, "%zu", s->map.total);
-    const char *meta[] = {"format", "ps-checkpoint", "step",     stepv,   "crc32",
-                          crc,      "layout",        hash,       "total", total,
-                          "chunks", chunks,          "settings", settings};
+    const char *meta[] = {
+        "format", "ps-checkpoint", "step",   stepv,  "crc32",    crc,      "layout",         hash,
+        "total",  total,           "chunks", chunks, "settings", settings, "tensor_options", NULL};
+    int nmeta = (int)(sizeof meta / sizeof meta[0] / 2);
+    /* The layout hash covers the tensor options (a resume needs the same);
+     * the text is for people reading the file. */
+    char *topts = s->tensor_opts ? srv_save_tensor_opts(s->layout) : NULL;
+    meta[2 * nmeta - 1] = topts;
+    nmeta -= topts == NULL;
     snprintf(path, sizeof path, "%s/server-%d.safetensors", sdir, s->server);
-    rv = ps_st_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0] / 2));
+    rv = ps_st_write(path, t, n, meta, nmeta);
+    free(topts);
     if (rv == 0) {
         rv = complete_step(s, dir, sdir, step, nservers);
     }

@@ -5,9 +5,13 @@
 
 #include "ps_err.h"
 #include "ps_layout.h"
+#include "ps_wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+
+_Static_assert(PS_LAYOUT_MAX_ENCODED <= PS_WIRE_MAX_LAYOUT,
+               "a REGISTER payload must hold the largest layout");
 
 /* The REGISTER payload decoded into a heap layout (123 KB: not on the
  * stack); NULL, and the message counted, when it is malformed. */
@@ -79,7 +83,7 @@ void srv_register_handle(srv_loop_t *L, ps_tp_msg_t *m)
          L->cfg.resume->total != L->store.layout->total)) {
         ps_error_set("the --resume checkpoint (step %llu) holds another model (%zu parameters, "
                      "layout %016llx) than the one worker 0 registered (%zu parameters, layout "
-                     "%016llx)",
+                     "%016llx): names, shapes and per-tensor options must match",
                      (unsigned long long)L->cfg.resume->step, L->cfg.resume->total,
                      (unsigned long long)L->cfg.resume->layout_hash, L->store.layout->total,
                      (unsigned long long)ps_layout_hash(L->store.layout));

@@ -3,6 +3,7 @@
 #include "ps_err.h"
 #include "ps_safetensors.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,34 @@ static int gather_flat(ps_boot_t *b, const srv_store_t *s, int want_buf, float *
     return rv;
 }
 
+char *srv_save_tensor_opts(const ps_layout_t *l)
+{
+    json_t *root = json_object();
+    for (int i = 0; root && i < l->n; i++) {
+        const ps_tensor_t *t = &l->t[i];
+        if (!t->opts) {
+            continue;
+        }
+        json_t *o = json_object();
+        if (!o || json_object_set_new(root, t->name, o) != 0) {
+            json_decref(root);
+            return NULL;
+        }
+        if (t->opts & PS_TOPT_WD) {
+            json_object_set_new(o, "weight_decay", json_real(t->weight_decay));
+        }
+        if (t->opts & PS_TOPT_LR) {
+            json_object_set_new(o, "lr_scale", json_real(t->lr_scale));
+        }
+    }
+    /* Layout order, no spaces; reals as the shortest text that reads back. */
+    char *out = root
+                    ? json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(17))
+                    : NULL;
+    json_decref(root);
+    return out;
+}
+
 static int write_file(const srv_store_t *s, const float *w, const float *buf,
                       const srv_save_info_t *info, const char *path)
 {
@@ -112,8 +141,20 @@ static int write_file(const srv_store_t *s, const float *w, const float *buf,
                           "lr_schedule",
                           info->schedule,
                           "mode",
-                          info->mode};
-    return ps_st_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0] / 2));
+                          info->mode,
+                          "tensor_options",
+                          NULL};
+    int nmeta = (int)(sizeof meta / sizeof meta[0] / 2);
+    char *topts = NULL;
+    if (!s->tensor_opts) {
+        nmeta--; /* the file of a model without tensor options is unchanged */
+    } else if (!(meta[2 * nmeta - 1] = topts = srv_save_tensor_opts(l))) {
+        ps_error_set("no memory for the tensor options' metadata");
+        return PS_ENOMEM;
+    }
+    int rv = ps_st_write(path, t, n, meta, nmeta);
+    free(topts);
+    return rv;
 }
 
 int srv_save_model(ps_boot_t *b, const srv_store_t *s, const srv_save_info_t *info,

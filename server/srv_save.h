@@ -7,7 +7,9 @@
  * and writes `<name>` tensors in layout order, then `<name>.momentum_buffer`
  * for each tensor when momentum > 0 and at least one update was applied,
  * with the step count, optimizer settings, momentum form, learning-rate
- * schedule and mode in __metadata__ (a resumed run continues from them).  The file is
+ * schedule and mode in __metadata__ (a resumed run continues from them),
+ * and, when some tensor has its own weight decay or learning-rate scale,
+ * "tensor_options": srv_save_tensor_opts' JSON.  The file is
  * written atomically (ps_st_write).  The result is agreed on: every server
  * returns the same code.
  */
@@ -24,6 +26,11 @@ typedef struct {
     const char *schedule; /* ps_sched_describe text */
     const char *form;     /* momentum form name */
 } srv_save_info_t;
+
+/* The tensors with options as one compact JSON object in layout order,
+ * {"fc1.bias":{"weight_decay":0.0},"fc2.weight":{"lr_scale":0.5}} (only
+ * the options a tensor has); malloc'd, NULL when out of memory. */
+char *srv_save_tensor_opts(const ps_layout_t *l);
 
 int srv_save_model(ps_boot_t *b, const srv_store_t *s, const srv_save_info_t *info,
                    const char *path);

@@ -69,6 +69,7 @@ int srv_store_init(srv_store_t *s, ps_layout_t **layout, size_t chunk_elems, int
     s->server = server;
     s->nworkers = nworkers;
     s->opt = *opt;
+    s->tensor_opts = ps_layout_has_opts(l);
     s->release = rel;
     s->mode = PS_MODE_SYNC;
     s->nslots = 1;
@@ -246,6 +247,36 @@ static void note_staleness(srv_store_t *s, uint64_t applied_to, uint64_t base)
     }
 }
 
+/* Chunks pack small tensors and cut large ones: run the kernel once per
+ * tensor run inside the chunk, each with its tensor's weight decay and
+ * learning rate (the kernel is element-wise, so a run gives the bits the
+ * whole chunk would with the same settings). */
+static void apply_runs(const srv_store_t *s, srv_chunk_t *c, const srv_optim_cfg_t *opt,
+                       const float *const *parts, const float *coef, int nparts)
+{
+    const ps_layout_t *l = s->layout;
+    const float *sub[nparts];
+    size_t at = 0;
+    for (int t = ps_layout_tensor_at(l, c->offset); t >= 0 && t < l->n && at < c->count; t++) {
+        const ps_tensor_t *x = &l->t[t];
+        size_t end = x->offset + x->numel - c->offset; /* past the run, chunk-relative */
+        size_t n = (end < c->count ? end : c->count) - at;
+        srv_optim_cfg_t o = *opt;
+        if (x->opts & PS_TOPT_WD) {
+            o.weight_decay = x->weight_decay;
+        }
+        if (x->opts & PS_TOPT_LR) {
+            o.lr = opt->lr * x->lr_scale;
+        }
+        for (int k = 0; k < nparts; k++) {
+            sub[k] = parts[k] + at;
+        }
+        srv_optim_apply(&o, c->w + at, c->buf ? c->buf + at : NULL, sub, coef, nparts, n,
+                        !c->had_update);
+        at += n;
+    }
+}
+
 /* Run the optimizer over the chunk with the learning rate of step t;
  * PS_ETIMEDOUT (nothing changed) when readers hold it past the bound. */
 static int update(srv_store_t *s, srv_chunk_t *c, const float *const *parts, const float *coef,
@@ -262,7 +293,13 @@ static int update(srv_store_t *s, srv_chunk_t *c, const float *const *parts, con
     if (rv != 0) {
         return rv;
     }
-    srv_optim_apply(&opt, c->w, c->buf, parts, coef, nparts, c->count, !c->had_update);
+    if (s->tensor_opts) {
+        apply_runs(s, c, &opt, parts, coef, nparts);
+    } else {
+        /* No tensor options: one run, exactly the kernel call of earlier
+         * releases. */
+        srv_optim_apply(&opt, c->w, c->buf, parts, coef, nparts, c->count, !c->had_update);
+    }
     c->had_update = 1;
     return 0;
 }

@@ -71,6 +71,7 @@ typedef struct {
     ps_chunkmap_t map;
     int server, nworkers;
     srv_optim_cfg_t opt;
+    int tensor_opts; /* some tensor has its own weight decay or lr scale (ps_layout) */
     ps_mode_t mode;
     uint64_t staleness; /* ssp bound; 0 in sync */
     int nslots;         /* staleness + 1 (1 in async: nothing is held) */
@@ -88,7 +89,10 @@ typedef struct {
     uint64_t stale_max, stale_sum, stale_n; /* over applied pushes */
 } srv_store_t;
 
-/* A sync store with the constant learning rate opt->lr.  Takes the layout
+/* A sync store with the constant learning rate opt->lr.  A tensor with
+ * options in the layout (PS_TOPT_*) is updated with its own weight decay
+ * and opt->lr (or the schedule's) times its lr_scale; the others with
+ * `opt` as given.  Takes the layout
  * (123 KB, so it is not copied): *layout, from malloc, belongs to the store
  * from this call on, even when the call fails (it is freed then), and
  * *layout is set to NULL; srv_store_fini frees it. */

@@ -109,6 +109,8 @@
  *   4  ps_options_t.signals (PS_SIGNALS_STOP), PS_EINTR; a failed start-up
  *      gives every rank the failing rank's message
  *   5  ps_options_t.transport (PS_TRANSPORT_*)
+ *   6  0.4.0: ps_set_tensor_opts (per-tensor weight decay and
+ *      learning-rate scale)
  * 0.x versions keep the soname libpsclient.so.0 and make no ABI promise:
  * rebuild a program for a new minor version.  From 3 on, ps_options_t
  * carries its size, so later versions read an older caller's options.
@@ -123,7 +125,7 @@
 extern "C" {
 #endif
 
-#define PS_API_VERSION 5 /* see Versions above */
+#define PS_API_VERSION 6 /* see Versions above */
 
 #if defined(__GNUC__)
 #define PS_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -155,7 +157,7 @@ const char *ps_strerror(int rv);
 
 /* The message of the last failed call on this thread; never NULL. */
 const char *ps_last_error(void);
-/* The library's version, e.g. "0.3.0". */
+/* The library's version, e.g. "0.4.0". */
 const char *ps_version(void);
 
 typedef struct ps ps_t;
@@ -434,6 +436,29 @@ int ps_done(ps_t *ps);
  * failure.  Safe on NULL and twice; NULLs *ps.
  */
 int ps_finalize(ps_t **ps);
+
+/* ---- API 6: per-tensor optimizer options (torch.optim param groups) ---- */
+
+/* Keep the servers' setting (ps_set_tensor_opts). */
+#define PS_TENSOR_DEFAULT (-1.0)
+
+/*
+ * Give tensor `name` its own weight decay and learning-rate multiplier,
+ * between its ps_declare and ps_start: what torch.optim.SGD's param
+ * groups do (biases and norms without weight decay, a layer with its own
+ * learning rate).  weight_decay replaces the servers' --weight-decay for
+ * this tensor (not --decoupled-wd, which stays the servers'); the
+ * tensor's learning rate is the servers' (schedule included) times
+ * lr_scale.  A negative value (PS_TENSOR_DEFAULT) keeps the servers'
+ * setting for that one; NaN or Inf is PS_EINVAL.  Calling it again
+ * replaces both.  The options are part of the model: every worker must
+ * give the same (ps_start compares them, naming the first difference),
+ * the servers' --save file lists them in its "tensor_options" metadata,
+ * and a --resume needs the same.  A model where no tensor has options is
+ * registered exactly as before API 6.  A failure is remembered like
+ * ps_declare's.
+ */
+int ps_set_tensor_opts(ps_t *ps, const char *name, double weight_decay, double lr_scale);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,8 @@
 /*
  * libpsclient: what a worker declares before ps_start: tensors and their
- * initial values, the training plan, caller-owned arrays (ps_bind), and
- * the values every worker must share (ps_require_same).
+ * initial values, per-tensor optimizer options (ps_set_tensor_opts), the
+ * training plan, caller-owned arrays (ps_bind), and the values every worker
+ * must share (ps_require_same).
  */
 #include "ps_api.h"
 
@@ -234,6 +235,43 @@ int ps_require_same(ps_t *ps, const uint64_t *values, int n, const char *msg)
         ps_error_set("ps_require_same: no memory for the message");
         rv = PS_ENOMEM;
     }
+    if (ps->state == ST_JOINED) {
+        ps_api_fail(ps, rv);
+    }
+    return rv;
+}
+
+static int set_tensor_opts(ps_t *ps, const char *name, double weight_decay, double lr_scale)
+{
+    int t, rv = declaring(ps, "ps_set_tensor_opts");
+    if (rv != 0) {
+        return rv;
+    }
+    if (!name || (t = ps_layout_find(&ps->layout, name)) < 0) {
+        ps_error_set("ps_set_tensor_opts: no tensor '%.80s' declared", name ? name : "(null)");
+        return PS_ENOENT;
+    }
+    if (!isfinite(weight_decay) || !isfinite(lr_scale)) {
+        ps_error_set("ps_set_tensor_opts: tensor '%s': weight decay %g, lr scale %g (finite "
+                     "values expected; negative for the servers' setting)",
+                     name, weight_decay, lr_scale);
+        return PS_EINVAL;
+    }
+    unsigned opts = (weight_decay >= 0 ? PS_TOPT_WD : 0u) | (lr_scale >= 0 ? PS_TOPT_LR : 0u);
+    if ((rv = ps_layout_set_opts(&ps->layout, t, opts, weight_decay, lr_scale)) != 0) {
+        char why[256]; /* the detail buffer cannot be its own argument */
+        snprintf(why, sizeof why, "%s", ps_error_msg());
+        ps_error_set("ps_set_tensor_opts: %s", why);
+    }
+    return rv;
+}
+
+int ps_set_tensor_opts(ps_t *ps, const char *name, double weight_decay, double lr_scale)
+{
+    if (!ps) {
+        return ps_api_no_handle("ps_set_tensor_opts");
+    }
+    int rv = set_tensor_opts(ps, name, weight_decay, lr_scale);
     if (ps->state == ST_JOINED) {
         ps_api_fail(ps, rv);
     }

@@ -209,8 +209,101 @@ static int check_startable(ps_t *ps)
     return 0;
 }
 
-/* Workers must agree on the model and on the plan, or sync would hang. */
-static int check_agreement(ps_t *ps)
+/* Worker 0's layout on every worker (collective over the workers): its
+ * encoding summed as one double per byte, the others adding zeros.  Only
+ * after a mismatch, to say what differs.  NULL when it fails. */
+static ps_layout_t *layout_of_worker0(ps_t *ps)
+{
+    uint8_t *enc = calloc(PS_LAYOUT_MAX_ENCODED, 1);
+    double *v = calloc(PS_LAYOUT_MAX_ENCODED, sizeof *v);
+    ps_layout_t *l = malloc(sizeof *l);
+    /* [0]: worker 0's length; [1]: workers without the memory (all must
+     * make the second sum or none). */
+    double head[2] = {0, !(enc && v && l)};
+    if (!head[1] && ps->boot.rank == 0) {
+        long n = ps_layout_encode(&ps->layout, enc, PS_LAYOUT_MAX_ENCODED);
+        head[0] = n > 0 ? (double)n : 0;
+        for (long i = 0; i < n; i++) {
+            v[i] = enc[i];
+        }
+    }
+    int n = 0, ok = ps_boot_workers_sum(&ps->boot, head, 2) == 0 && head[1] == 0;
+    if (ok && head[0] > 0 && head[0] <= PS_LAYOUT_MAX_ENCODED) {
+        n = (int)head[0];
+        ok = ps_boot_workers_sum(&ps->boot, v, n) == 0;
+    }
+    for (int i = 0; ok && i < n; i++) {
+        enc[i] = (uint8_t)v[i];
+    }
+    ok = ok && n > 0 && ps_layout_decode(l, enc, (size_t)n) == 0;
+    free(enc);
+    free(v);
+    if (!ok) {
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+/* "... worker 1 declared a model that differs from worker 0's at tensor 2:
+ * ..." (the prefix is the one every mismatch has always had) */
+static void say_first_difference(ps_t *ps, const ps_layout_t *zero)
+{
+    char mine[160] = "nothing", theirs[160] = "nothing";
+    int i = ps_layout_first_diff(&ps->layout, zero);
+    if (i < ps->layout.n) {
+        ps_layout_describe_tensor(&ps->layout.t[i], mine, sizeof mine);
+    }
+    if (i < zero->n) {
+        ps_layout_describe_tensor(&zero->t[i], theirs, sizeof theirs);
+    }
+    ps_error_set("workers disagree on the model or plan: worker %d declared a model that differs "
+                 "from worker 0's at tensor %d: %s here, %s on worker 0 (%d tensors here, %d "
+                 "there); every worker must declare the same tensors, shapes and options in the "
+                 "same order",
+                 ps->boot.rank, i, mine, theirs, ps->layout.n, zero->n);
+}
+
+/* The layouts first, so that a worker that differs can name the first
+ * difference (a collective: every worker learns whether any differs). */
+static int check_same_layout(ps_t *ps)
+{
+    uint64_t *all = calloc((size_t)ps->boot.nworkers, sizeof *all);
+    if (!all) {
+        ps_error_set("ps_start: no memory to compare the models of %d workers", ps->boot.nworkers);
+        return PS_ENOMEM;
+    }
+    int rv = ps_boot_workers_allgather_u64(&ps->boot, ps_layout_hash(&ps->layout), all);
+    int differs = 0, me = rv == 0 && all[ps->boot.rank] != all[0];
+    for (int i = 0; rv == 0 && i < ps->boot.nworkers; i++) {
+        differs |= all[i] != all[0];
+    }
+    free(all);
+    if (rv != 0 || !differs) {
+        return rv; /* PS_EMPI, with MPI's message, or 0 */
+    }
+    ps_layout_t *zero = layout_of_worker0(ps);
+    if (!me) {
+        free(zero);
+        return 0; /* the worker that differs says so; the agreement fails us */
+    }
+    if (ps->disagree) {
+        ps_error_set("%s", ps->disagree);
+    } else if (zero) {
+        say_first_difference(ps, zero);
+    } else {
+        char desc[512];
+        ps_layout_describe(&ps->layout, desc, sizeof desc);
+        ps_error_set("workers disagree on the model or plan: worker %d declared %s, unlike "
+                     "worker 0",
+                     ps->boot.rank, desc);
+    }
+    free(zero);
+    return PS_EINVAL;
+}
+
+/* The model, the plan and ps_require_same's values, in one hash. */
+static int check_plan(ps_t *ps)
 {
     uint64_t h = ps_layout_hash(&ps->layout),
              v[2 + EXTRA_MAX] = {ps->plan.steps_per_epoch, ps->plan.total_steps};
@@ -244,6 +337,15 @@ static int check_agreement(ps_t *ps)
                      (unsigned long long)ps->plan.total_steps);
     }
     return PS_EINVAL;
+}
+
+/* Workers must agree on the model and on the plan, or sync would hang.
+ * Both collectives run on every worker; a model that differs is named by
+ * its first difference. */
+static int check_agreement(ps_t *ps)
+{
+    int rv = check_plan(ps), rv_model = check_same_layout(ps);
+    return rv_model != 0 ? rv_model : rv;
 }
 
 int ps_api_start_plan(ps_t *ps)

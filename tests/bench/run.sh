@@ -36,9 +36,15 @@
 #                   meets it); comm_fraction_insecure, the same from
 #                   fmnist_vs_ddp's --insecure runs when fmnist_vs_ddp ran
 #                   too (no extra job)
+#   torch_binding_vs_ddp  examples/torch_mnist.py's CNN through psclient.torch
+#                   (1 server --insecure + 2 workers, batch 64 each, 1000
+#                   steps) timed from mpirun to exit, vs the same CNN, batch,
+#                   steps and param groups in PyTorch DDP gloo, 2 processes
+#                   (tests/bench/ddp_torch_mnist.py, spawn to join); plus
+#                   both test accuracies (torch_binding_accuracy_vs_ddp)
 # and a table of every line closes the run.  `run.sh NAME...` runs only the
 # named ones (bench_update bench_pushpull fmnist fmnist_vs_ddp
-# fmnist_vs_torch1), still writing $BUILD/bench.jsonl afresh.  Exit status 0 when every
+# fmnist_vs_torch1 torch_binding_vs_ddp), still writing $BUILD/bench.jsonl afresh.  Exit status 0 when every
 # benchmark ran; a skipped reference (no torch) is not a failure.
 #
 # Environment: BUILD (build folder, default build), BINDIR (binaries,
@@ -63,9 +69,10 @@ done
 for b in "$@"; do
     case "$b" in
     bench_update | bench_pushpull | fmnist | fmnist_vs_ddp | fmnist_vs_torch1) ;;
+    torch_binding_vs_ddp) ;;
     *)
         echo "bench: unknown benchmark '$b' (bench_update bench_pushpull fmnist" \
-            "fmnist_vs_ddp fmnist_vs_torch1)" >&2
+            "fmnist_vs_ddp fmnist_vs_torch1 torch_binding_vs_ddp)" >&2
         exit 2
         ;;
     esac
@@ -424,6 +431,36 @@ comm_fraction() {
     tail -n 1 "$OUT"
 }
 
+# torch_binding_vs_ddp: one run of each side (the CNN job is short).
+run_torch_binding_vs_ddp() {
+    echo "== torch_binding_vs_ddp: examples/torch_mnist.py (1 server + 2 workers," \
+        "batch 64, 1000 steps) vs the same CNN in PyTorch DDP gloo, 2 processes"
+    t0=$(now_s)
+    timeout 900 mpirun -np 1 "$BINDIR/ps-server" --quiet --insecure --lr 0.05 --momentum 0.9 \
+        --weight-decay 5e-4 : -np 2 env PYTHONPATH=python "$PY" examples/torch_mnist.py \
+        --steps 1000 >"$LOG_DIR/torch_binding.log" 2>&1 ||
+        { fail "the psclient.torch job failed; log in $LOG_DIR/torch_binding.log"; return; }
+    tb_s=$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN { printf "%.3f", b - a }')
+    grep '^{' "$LOG_DIR/torch_binding.log" | tail -n 1 >"$LOG_DIR/torch_binding.jsonl"
+    tb_acc=$(last_field "$LOG_DIR/torch_binding.jsonl" test_acc)
+    timeout 900 "$PY" tests/bench/ddp_torch_mnist.py --steps 1000 \
+        >"$LOG_DIR/torch_ddp.jsonl" 2>"$LOG_DIR/torch_ddp.log" ||
+        { fail "the DDP reference failed; log in $LOG_DIR/torch_ddp.log"; return; }
+    td_s=$(last_field "$LOG_DIR/torch_ddp.jsonl" job_s)
+    td_acc=$(last_field "$LOG_DIR/torch_ddp.jsonl" test_acc)
+    echo "    psclient.torch: $tb_s s, test_acc $tb_acc; DDP: $td_s s, test_acc $td_acc"
+    for v in "$tb_s" "$tb_acc" "$td_s" "$td_acc"; do
+        is_number "$v" || { fail "torch_binding_vs_ddp: cannot read a figure ('$v')"; return; }
+    done
+    awk -v v="$tb_s" -v r="$td_s" -v va="$tb_acc" -v ra="$td_acc" "$AWK_LINE"'BEGIN {
+        line("torch_binding_vs_ddp", v, "s", "PyTorch DDP gloo, 2 processes, same CNN", r,
+             r / v, "%.3f")
+        line("torch_binding_accuracy_vs_ddp", va, "accuracy",
+             "PyTorch DDP gloo, 2 processes, same CNN, test accuracy", ra, va / ra, "%.4f")
+    }' >>"$OUT"
+    tail -n 2 "$OUT"
+}
+
 print_table() {
     echo
     echo "== results ($OUT)"
@@ -464,5 +501,6 @@ wanted bench_pushpull && run_bin bench_pushpull
 wanted fmnist && run_fmnist
 wanted fmnist_vs_ddp && run_fmnist_vs_ddp
 wanted fmnist_vs_torch1 && run_fmnist_vs_torch1
+wanted torch_binding_vs_ddp && run_torch_binding_vs_ddp
 print_table
 exit "$status"

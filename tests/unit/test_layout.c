@@ -15,6 +15,7 @@
 #include "ps_err.h"
 #include "ps_layout.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -513,6 +514,132 @@ static void test_decode_rejects_duplicate(void **state)
     expect_decode_reject(buf, 2 * n - 4);
 }
 
+/* "a"[2,3] (weight decay 0), "bc"[5] (lr scale 0.5) in the version-2 wire
+ * form, by hand: the magic, then the version-1 fields and per tensor u8
+ * opts, f64 weight decay, f64 lr scale. */
+static const uint8_t small_v2_bytes[] = {
+    0x50, 0x53, 0x4c, 0x32,                         /* "PSL2" */
+    0x02, 0x00, 0x00, 0x00,                         /* u32 count 2 */
+    0x01, 'a',  0x02,                               /* name, ndim */
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* u64 2 */
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* u64 3 */
+    0x01,                                           /* opts: weight decay */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* f64 0.0 */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* f64 0 (not set) */
+    0x02, 'b',  'c',  0x01,                         /* name, ndim */
+    0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* u64 5 */
+    0x02,                                           /* opts: lr scale */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* f64 0 (not set) */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe0, 0x3f, /* f64 0.5 */
+};
+
+static void build_small_v2(ps_layout_t *l)
+{
+    build_small(l);
+    assert_int_equal(ps_layout_set_opts(l, 0, PS_TOPT_WD, 0.0, 7.0), 0); /* 7 ignored */
+    assert_int_equal(ps_layout_set_opts(l, 1, PS_TOPT_LR, 3.0, 0.5), 0); /* 3 ignored */
+}
+
+static void test_opts_encode_decode(void **state)
+{
+    (void)state;
+    ps_layout_t l, back;
+    build_small_v2(&l);
+    assert_true(ps_layout_has_opts(&l));
+    uint8_t buf[128];
+    long n = ps_layout_encode(&l, buf, sizeof buf);
+    assert_int_equal(n, sizeof small_v2_bytes);
+    assert_memory_equal(buf, small_v2_bytes, sizeof small_v2_bytes);
+    assert_true(ps_layout_encode(&l, buf, sizeof small_v2_bytes - 1) < 0);
+    assert_int_equal(decode_copy(&back, small_v2_bytes, sizeof small_v2_bytes), 0);
+    assert_layout_equal(&back, &l);
+    assert_int_equal(back.t[0].opts, PS_TOPT_WD);
+    assert_true(back.t[0].weight_decay == 0.0 && back.t[0].lr_scale == 0.0);
+    assert_int_equal(back.t[1].opts, PS_TOPT_LR);
+    assert_true(back.t[1].lr_scale == 0.5 && back.t[1].weight_decay == 0.0);
+    assert_int_equal(ps_layout_first_diff(&back, &l), -1);
+    /* Options are part of the identity; clearing them gives version 1 back. */
+    ps_layout_t plain;
+    build_small(&plain);
+    assert_true(ps_layout_hash(&l) != ps_layout_hash(&plain));
+    assert_int_equal(ps_layout_first_diff(&l, &plain), 0);
+    assert_int_equal(ps_layout_set_opts(&l, 0, 0, 0, 0), 0);
+    assert_int_equal(ps_layout_set_opts(&l, 1, 0, 0, 0), 0);
+    assert_false(ps_layout_has_opts(&l));
+    assert_int_equal(ps_layout_encode(&l, buf, sizeof buf), sizeof small_bytes);
+    assert_memory_equal(buf, small_bytes, sizeof small_bytes);
+    assert_true(ps_layout_hash(&l) == fnv1a(small_bytes, sizeof small_bytes));
+}
+
+static void test_opts_refused(void **state)
+{
+    (void)state;
+    ps_layout_t l;
+    build_small(&l);
+    assert_int_equal(ps_layout_set_opts(&l, 2, PS_TOPT_WD, 0, 0), PS_EINVAL);
+    assert_int_equal(ps_layout_set_opts(&l, 0, 4, 0, 0), PS_EINVAL);
+    assert_int_equal(ps_layout_set_opts(&l, 0, PS_TOPT_WD, -0.1, 0), PS_EINVAL);
+    assert_int_equal(ps_layout_set_opts(&l, 1, PS_TOPT_LR, 0, NAN), PS_EINVAL);
+    assert_int_equal(ps_layout_set_opts(&l, 1, PS_TOPT_LR, 0, INFINITY), PS_EINVAL);
+    assert_non_null(strstr(ps_error_msg(), "'bc'"));
+    assert_false(ps_layout_has_opts(&l)); /* nothing changed */
+}
+
+static void test_opts_decode_rejects(void **state)
+{
+    (void)state;
+    uint8_t buf[sizeof small_v2_bytes];
+    for (size_t n = 0; n < sizeof small_v2_bytes; n++) {
+        expect_decode_reject(small_v2_bytes, n); /* every truncation */
+    }
+    const size_t opts0 = 27, wd0 = 28, lr1 = sizeof small_v2_bytes - 8;
+    struct {
+        size_t at;
+        uint8_t v;
+    } bad[] = {
+        {opts0, 0x04},   /* unknown option bit */
+        {wd0 + 7, 0xbf}, /* weight decay -0.0...: negative */
+        {wd0 + 8, 0x01}, /* a value where the bit is clear: not canonical */
+        {lr1 + 7, 0x7f}, /* lr scale 2^1023: over any sane bound */
+        {0, 0x51},       /* another magic: a count far over the limit */
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        memcpy(buf, small_v2_bytes, sizeof buf);
+        buf[bad[k].at] = bad[k].v;
+        expect_decode_reject(buf, sizeof buf);
+    }
+    /* Version 2 where no tensor has options would hash unlike its twin. */
+    memcpy(buf, small_v2_bytes, sizeof buf);
+    buf[opts0] = 0;
+    buf[sizeof small_v2_bytes - 17] = 0;
+    memset(buf + lr1, 0, 8);
+    expect_decode_reject(buf, sizeof buf);
+}
+
+static void test_first_diff(void **state)
+{
+    (void)state;
+    ps_layout_t a, b;
+    const int64_t d4[1] = {4};
+    build_mlp(&a);
+    build_mlp(&b);
+    assert_int_equal(ps_layout_first_diff(&a, &b), -1);
+    b.t[2].dims[0] = 11; /* a shape */
+    assert_int_equal(ps_layout_first_diff(&a, &b), 2);
+    build_mlp(&b);
+    assert_int_equal(ps_layout_add(&b, "extra", 1, d4), 0); /* one more */
+    assert_int_equal(ps_layout_first_diff(&a, &b), 4);
+    assert_int_equal(ps_layout_first_diff(&b, &a), 4);
+    build_mlp(&b);
+    assert_int_equal(ps_layout_set_opts(&b, 3, PS_TOPT_WD, 0.0, 0.0), 0);
+    assert_int_equal(ps_layout_first_diff(&a, &b), 3);
+    char desc[128];
+    ps_layout_describe_tensor(&b.t[3], desc, sizeof desc);
+    assert_string_equal(desc, "'fc2.bias' [10] weight_decay 0");
+    ps_layout_describe_tensor(&a.t[0], desc, sizeof desc);
+    assert_string_equal(desc, "'fc1.weight' [256,784]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +663,10 @@ int main(void)
         cmocka_unit_test(test_decode_rejects_name_length),
         cmocka_unit_test(test_decode_rejects_count),
         cmocka_unit_test(test_decode_rejects_duplicate),
+        cmocka_unit_test(test_opts_encode_decode),
+        cmocka_unit_test(test_opts_refused),
+        cmocka_unit_test(test_opts_decode_rejects),
+        cmocka_unit_test(test_first_diff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -621,6 +621,58 @@ static void test_momentum_two_steps(void **state)
     assert_int_equal(own[0] + own[1] + own[2] + own[3], 4);
 }
 
+/* Tensor options: a[1000] (weight decay 0), b[100] (lr x 0.5), c[1900]
+ * (server settings) cut into chunks of 1024: chunk 0 holds a and the start
+ * of b, chunk 1 the rest of b and the start of c.  Two steps of nesterov
+ * momentum with weight decay, each element by the documented rounding
+ * with its own tensor's wd and lr. */
+static void test_tensor_options(void **state)
+{
+    (void)state;
+    const double lr = 0.1, mom = 0.9, wd = 0.01;
+    const int64_t da[1] = {1000}, db[1] = {100}, dc[1] = {1900};
+    ps_layout_t *l = malloc(sizeof *l);
+    assert_non_null(l);
+    ps_layout_init(l);
+    assert_int_equal(ps_layout_add(l, "a", 1, da), 0);
+    assert_int_equal(ps_layout_add(l, "b", 1, db), 0);
+    assert_int_equal(ps_layout_add(l, "c", 1, dc), 0);
+    assert_int_equal(ps_layout_set_opts(l, 0, PS_TOPT_WD, 0.0, 0.0), 0);
+    assert_int_equal(ps_layout_set_opts(l, 1, PS_TOPT_LR, 0.0, 0.5), 0);
+    srv_store_t s;
+    srv_optim_cfg_t opt = {.lr = lr, .momentum = mom, .weight_decay = wd, .nesterov = 1};
+    assert_int_equal(srv_store_init(&s, &l, CHUNK, 0, 1, 1, &opt, NULL), 0);
+    float w[TOTAL], buf[TOTAL], g[TOTAL];
+    fill(w, TOTAL, 77);
+    for (size_t i = 0; i < s.nlocal; i++) {
+        assert_int_equal(srv_store_set_init(&s, &s.chunks[i], w + s.chunks[i].offset), 0);
+    }
+    for (int step = 0; step < 2; step++) {
+        fill(g, TOTAL, 300 + (uint64_t)step);
+        for (size_t i = 0; i < s.nlocal; i++) {
+            srv_chunk_t *c = &s.chunks[i];
+            assert_int_equal(
+                srv_store_push(&s, c, 0, (uint64_t)step, (uint64_t)step, 3, g + c->offset, NULL),
+                1);
+        }
+        for (size_t i = 0; i < TOTAL; i++) {
+            float ewd = i < 1000 ? 0.0f : (float)wd;
+            float neglr = (float)(-(i >= 1000 && i < 1100 ? lr * 0.5 : lr));
+            float gi = g[i] * 1.0f;
+            gi = fmaf(w[i], ewd, gi);
+            buf[i] = step == 0 ? gi : fmaf(gi, 1.0f, buf[i] * (float)mom);
+            float d = fmaf(buf[i], (float)mom, gi);
+            w[i] = fmaf(d, neglr, w[i]);
+        }
+    }
+    for (size_t i = 0; i < s.nlocal; i++) {
+        srv_chunk_t *c = &s.chunks[i];
+        assert_bits(c->w, w + c->offset, c->count);
+        assert_bits(c->buf, buf + c->offset, c->count);
+    }
+    srv_store_fini(&s);
+}
+
 static void test_refs(void **state)
 {
     (void)state;
@@ -1093,6 +1145,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_local_chunks),
+        cmocka_unit_test(test_tensor_options),
         cmocka_unit_test(test_init_refused),
         cmocka_unit_test(test_set_init),
         cmocka_unit_test(test_weighted_mean_plain),
