@@ -315,7 +315,7 @@ static int map_existing(ps_shm_t *s, int worker)
     int fd = open(s->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC), rv;
     if (fd < 0) {
         ps_error_set("shared memory: cannot open %s: %s", s->path, strerror(errno));
-        return PS_EIO;
+        return errno == ENOENT ? PS_ENOENT : PS_EIO; /* gone: the server could not size it */
     }
     if ((rv = check_owner(fd, s->path, &st)) == 0 && (size_t)st.st_size < PAGE) {
         rv = PS_ENOENT; /* the server could not size it */
@@ -482,4 +482,24 @@ void ps_shm_slot_free(ps_shm_t *s, int w, uint32_t id, int slot)
     if (f) {
         __atomic_store_n(f, 0u, __ATOMIC_RELEASE);
     }
+}
+
+int ps_shm_endpoint_path(const char *advertised, char *out, size_t cap)
+{
+    size_t plen = strlen(PS_SHM_PREFIX);
+    for (const char *p = advertised; p && *p;) {
+        size_t n = strcspn(p, " ");
+        if (n > plen && strncmp(p, PS_SHM_PREFIX, plen) == 0) {
+            if (n - plen >= cap) {
+                ps_error_set("shared memory: the segment path in '%.200s' is too long", advertised);
+                return PS_EINVAL;
+            }
+            memcpy(out, p + plen, n - plen);
+            out[n - plen] = '\0';
+            return 0;
+        }
+        p += n;
+        p += *p == ' ';
+    }
+    return PS_ENOENT;
 }

@@ -59,9 +59,13 @@ int ps_shm_size(ps_shm_t *s, const ps_chunkmap_t *map, int server, int nslots, i
  * ours (owner, mode 0600, a regular file) and that its geometry is the one
  * this worker computes.  PS_ENOENT when the server left it empty or gave
  * this worker no area (then use ipc); PS_EPROTO/PS_EIO with a message for
- * anything else. */
+ * anything else.  Call it once the server has sized the segment (after
+ * the start-up step "register"). */
 int ps_shm_attach(ps_shm_t **out, const char *path, const ps_chunkmap_t *map, int server,
                   int nslots, int nworkers, int worker);
+/* The segment path a server advertised (the "shm://PATH" lane of its
+ * endpoint) into out; PS_ENOENT when it has none (no segment: ipc). */
+int ps_shm_endpoint_path(const char *advertised, char *out, size_t cap);
 /* Server: remove the segment's name (the mappings stay); idempotent. */
 void ps_shm_unlink(ps_shm_t *s);
 /* Unmaps, unlinks (server), stops the janitor, frees; safe on NULL and
