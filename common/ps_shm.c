@@ -33,8 +33,8 @@ struct ps_shm {
     size_t bytes;
     int nslots, nworkers;
     size_t nlocal, elems;
-    size_t *loff;  /* [map n] chunk id -> offset among the server's floats; SIZE_MAX: not ours */
-    size_t *lidx;  /* [map n] chunk id -> index among the server's chunks */
+    size_t *loff; /* [map n] chunk id -> offset among the server's floats; SIZE_MAX: not ours */
+    size_t *lidx; /* [map n] chunk id -> index among the server's chunks */
     size_t nchunks;
     pid_t janitor;
     int janitor_fd;
@@ -205,8 +205,8 @@ static int reserve(ps_shm_t *s, int fd, size_t bytes)
     }
     if (err != 0) {
         ps_error_set("shared memory: a segment of %zu bytes (%.1f MiB) does not fit in %.*s: %s",
-                     bytes, (double)bytes / 1048576.0,
-                     (int)(strrchr(s->path, '/') - s->path), s->path, strerror(err));
+                     bytes, (double)bytes / 1048576.0, (int)(strrchr(s->path, '/') - s->path),
+                     s->path, strerror(err));
         if (ftruncate(fd, 0) != 0) {
             /* left as it is: workers find no header and use ipc */
         }
@@ -275,8 +275,8 @@ static int check_owner(int fd, const char *path, struct stat *st)
         return PS_EIO;
     }
     if (!S_ISREG(st->st_mode) || st->st_uid != geteuid() || (st->st_mode & 077) != 0) {
-        ps_error_set("shared memory: %s is not a private file of this user (mode %o, uid %u)",
-                     path, (unsigned)(st->st_mode & 07777), (unsigned)st->st_uid);
+        ps_error_set("shared memory: %s is not a private file of this user (mode %o, uid %u)", path,
+                     (unsigned)(st->st_mode & 07777), (unsigned)st->st_uid);
         return PS_EPROTO;
     }
     return 0;
@@ -456,7 +456,8 @@ int ps_shm_slot_wait(ps_shm_t *s, int w, uint32_t id, int slot, int timeout_ms)
             return ps_signal_stopped();
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
-        double ms = (double)(now.tv_sec - t0.tv_sec) * 1e3 + (double)(now.tv_nsec - t0.tv_nsec) / 1e6;
+        double ms =
+            (double)(now.tv_sec - t0.tv_sec) * 1e3 + (double)(now.tv_nsec - t0.tv_nsec) / 1e6;
         if (timeout_ms >= 0 && ms >= timeout_ms) {
             ps_error_set("shared memory: the server did not take the last push of chunk %u "
                          "(slot %d) within --timeout %d s",
