@@ -41,13 +41,12 @@ int ps_plane_decide(const ps_plane_pair_t *p, ps_plane_t *out)
 {
     int same = strcmp(p->server_host, p->worker_host) == 0;
     if (!same && (local_only(p->srv) || local_only(p->wkr))) {
-        ps_error_set("%s %d says --transport %s, but server %d runs on %s and worker %d on "
-                     "%s: %s reaches only ranks on one host (use auto)",
-                     local_only(p->srv) ? "server" : "worker",
-                     local_only(p->srv) ? p->server : p->worker,
-                     ps_plane_name(local_only(p->srv) ? p->srv : p->wkr), p->server,
-                     p->server_host, p->worker, p->worker_host,
-                     ps_plane_name(local_only(p->srv) ? p->srv : p->wkr));
+        ps_error_set(
+            "%s %d says --transport %s, but server %d runs on %s and worker %d on "
+            "%s: %s reaches only ranks on one host (use auto)",
+            local_only(p->srv) ? "server" : "worker", local_only(p->srv) ? p->server : p->worker,
+            ps_plane_name(local_only(p->srv) ? p->srv : p->wkr), p->server, p->server_host,
+            p->worker, p->worker_host, ps_plane_name(local_only(p->srv) ? p->srv : p->wkr));
         return PS_EINVAL;
     }
     if (same && clash(p->srv, p->wkr)) {

@@ -395,8 +395,9 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
         return nonfinite_push(L, c, m, 0); /* the payload is not read (nor a slot used) */
     }
     if ((m->hdr.flags & PS_FLAG_SHM) && !ps_shm_has(L->shm, m->peer)) {
-        srv_loop_reject(L, SRV_REJ_SENDER, m->peer, "a shared-memory push from a worker "
-                                                    "without a shared-memory area");
+        srv_loop_reject(L, SRV_REJ_SENDER, m->peer,
+                        "a shared-memory push from a worker "
+                        "without a shared-memory area");
         return 0;
     }
     held_push_t *h = hold(L, m, &grad);

@@ -119,8 +119,8 @@ typedef struct {
     double last_ok;     /* when a worker's message last got through */
     size_t inits_seen;  /* INIT messages taken for local chunks */
     int resumed;
-    int failed; /* a handler's fatal error (a checkpoint not written, a model refused at
-                   REGISTER): ends the phase */
+    int failed;        /* a handler's fatal error (a checkpoint not written, a model refused at
+                          REGISTER): ends the phase */
     ps_shm_t *shm;     /* the server's segment (borrowed); NULL: no worker on shm */
     uint8_t *shm_seen; /* [nworkers] a training message came (it mapped the segment) */
     int shm_unseen;    /* workers on shm not seen yet; 0: the segment is unlinked */

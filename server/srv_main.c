@@ -191,8 +191,7 @@ static int open_data_port(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
         rv = ps_tp_keypair(&j->keys);
     }
     if (rv == 0) {
-        rv = open_port(c, b, &j->tp, &j->shm, c->insecure ? NULL : &j->keys, j->ep,
-                       sizeof j->ep);
+        rv = open_port(c, b, &j->tp, &j->shm, c->insecure ? NULL : &j->keys, j->ep, sizeof j->ep);
     }
     return rv;
 }

@@ -361,8 +361,7 @@ static int attach_shm(ps_t *ps)
         if ((rv = plane_to(ps, s, &p)) != 0 || p != PS_PLANE_SHM) {
             continue;
         }
-        rv = ps_shm_endpoint_path(ps_boot_server_endpoint(&ps->boot, s), paths[s],
-                                  sizeof paths[s]);
+        rv = ps_shm_endpoint_path(ps_boot_server_endpoint(&ps->boot, s), paths[s], sizeof paths[s]);
         if (rv == PS_ENOENT) {
             rv = 0; /* the server said why: its workers use ipc */
         }

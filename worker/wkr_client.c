@@ -16,8 +16,8 @@
 /* Per chunk, this step. */
 typedef struct {
     uint8_t pushed, requested, received;
-    int unfinal;      /* its tensors whose gradient is not final yet */
-    int undelivered;  /* its tensors the reply is not written into yet */
+    int unfinal;         /* its tensors whose gradient is not final yet */
+    int undelivered;     /* its tensors the reply is not written into yet */
     uint64_t version;    /* the oldest reply version the request accepts */
     ps_tp_msg_t held;    /* the reply, until every tensor took its part */
     const uint8_t *data; /* its weights: in held, or in the server's shared memory */
@@ -232,8 +232,8 @@ static int push_shm(wkr_client_t *c, ps_hdr_t *h, const ps_chunk_t *k, const flo
     if (ffn) {
         ffn((void *)data, c);
     }
-    if (rv == 0 && (rv = ps_tp_send(c->tp, k->server, stream_of(c, k), h, NULL, 0, NULL,
-                                    NULL)) == 0) {
+    if (rv == 0 &&
+        (rv = ps_tp_send(c->tp, k->server, stream_of(c, k), h, NULL, 0, NULL, NULL)) == 0) {
         c->st.bytes_pushed += k->count * ((h->flags & PS_FLAG_HALF) ? 2 : 4);
     }
     return rv;

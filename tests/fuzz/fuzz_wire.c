@@ -75,8 +75,7 @@ static void check_header(const ps_hdr_t *h, const uint8_t *frame0, size_t payloa
     if (h->flags & PS_FLAG_SHM) {
         /* the elements are in shared memory: an empty frame */
         FZ_CHECK(h->count > 0 && payload_len == 0);
-    } else if (h->type == PS_MSG_INIT || h->type == PS_MSG_PUSH ||
-               h->type == PS_MSG_PULL_REPLY) {
+    } else if (h->type == PS_MSG_INIT || h->type == PS_MSG_PUSH || h->type == PS_MSG_PULL_REPLY) {
         FZ_CHECK(h->count > 0 && payload_len == (size_t)h->count * elem);
     } else {
         FZ_CHECK(h->count == 0);
