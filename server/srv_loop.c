@@ -394,7 +394,7 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
     if (m->hdr.flags & PS_FLAG_SKIP) {
         return nonfinite_push(L, c, m, 0); /* the payload is not read (nor a slot used) */
     }
-    if ((m->hdr.flags & PS_FLAG_SHM) && !ps_shm_has(L->shm, m->peer)) {
+    if ((m->hdr.flags & PS_FLAG_SHM) && !ps_shm_push_at(L->shm, m->peer, m->hdr.chunk, 0)) {
         srv_loop_reject(L, SRV_REJ_SENDER, m->peer,
                         "a shared-memory push from a worker "
                         "without a shared-memory area");

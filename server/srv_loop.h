@@ -11,7 +11,8 @@
  * ends srv_loop_train with its error.  Training: PUSH messages go to the
  * store (srv_store, which applies them per the consistency mode), PULL
  * requests are answered as soon as the chunk reaches the wanted version
- * (zero-copy from the weights; until then held, one per worker connection
+ * (zero-copy from the weights, or for a worker on shared memory copied
+ * into its reply area, srv_loop_set_shm; until then held, one per worker connection
  * (worker, stream), on the stream it came on), STATS is answered with the server's
  * counters, SHUTDOWN marks a worker finished; the phase ends when every
  * worker has shut down.
