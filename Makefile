@@ -132,9 +132,11 @@ bench: check-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN) $(TOOL_BIN)
 	@BUILD=$(BUILD) sh tests/bench/run.sh
 
+# On a terminal the workers draw the progress bar; the run folder's log.txt
+# keeps the plain per-epoch lines either way (deploy/run-fmnist.sh).
 run: check-deps
-	@$(MAKE) --no-print-directory all
-	@sh deploy/run-fmnist.sh
+	@$(MAKE) --no-print-directory all SAN=$(SAN)
+	@BINDIR=$(BINDIR) sh deploy/run-fmnist.sh
 
 clean:
 	rm -rf build bin
