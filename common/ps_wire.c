@@ -63,6 +63,9 @@ static int rows_ok(const ps_hdr_t *h)
 /* The payload each type must carry, given its element count. */
 static int payload_ok(const ps_hdr_t *h)
 {
+    if (h->flags & PS_FLAG_SHM) {
+        return h->count > 0 && h->payload == 0; /* the elements are in shared memory */
+    }
     switch (h->type) {
     case PS_MSG_ROWS_PUSH:
     case PS_MSG_ROWS_PULL:
@@ -121,9 +124,14 @@ int ps_wire_decode(ps_hdr_t *h, const uint8_t *buf, size_t len, size_t payload_l
         ps_error_set("unknown message type %u", h->type);
         return PS_EPROTO;
     }
-    uint8_t allowed = h->type == PS_MSG_PUSH        ? PS_FLAG_SKIP | PS_FLAG_HALF
-                      : h->type == PS_MSG_ROWS_PUSH ? PS_FLAG_SKIP
-                                                    : 0;
+    uint8_t allowed = h->type == PS_MSG_PUSH         ? PS_FLAG_SKIP | PS_FLAG_HALF | PS_FLAG_SHM
+                      : h->type == PS_MSG_PULL_REPLY ? PS_FLAG_SHM
+                      : h->type == PS_MSG_ROWS_PUSH  ? PS_FLAG_SKIP
+                                                     : 0;
+    if ((h->flags & PS_FLAG_HALF) == PS_FLAG_HALF) {
+        ps_error_set("%s: both 16-bit flags", ps_wire_type_name(h->type));
+        return PS_EPROTO;
+    }
     if ((h->flags & ~allowed) != 0 || h->reserved != 0) {
         ps_error_set("%s: non-zero flags/reserved fields", ps_wire_type_name(h->type));
         return PS_EPROTO;

@@ -8,8 +8,8 @@
  *     0  4   magic          "PSMQ" (0x514d5350)
  *     4  2   version        PS_WIRE_VERSION; a mismatch is refused
  *     6  1   type           ps_msg_type_t
- *     7  1   flags          PUSH: PS_FLAG_SKIP, PS_FLAG_F16 or PS_FLAG_BF16;
- *                           ROWS_PUSH: PS_FLAG_SKIP; others: 0
+ *     7  1   flags          PUSH: PS_FLAG_SKIP, PS_FLAG_F16 or PS_FLAG_BF16, PS_FLAG_SHM;
+ *                           PULL_REPLY: PS_FLAG_SHM; ROWS_PUSH: PS_FLAG_SKIP; others: 0
  *     8  4   sender         world-independent role rank of the sender
  *    12  4   request id     echoed in replies
  *    16  8   step           training step (weights version)
@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 #define PS_WIRE_MAGIC 0x514d5350u
-#define PS_WIRE_VERSION 5
+#define PS_WIRE_VERSION 6 /* 5: PS_FLAG_SHM; 6: ROWS_PUSH/PULL/REPLY, TABLES */
 #define PS_WIRE_HDR_SIZE 64
 #define PS_WIRE_MAX_TEXT 1024           /* ERROR payloads */
 #define PS_WIRE_MAX_LAYOUT (128 * 1024) /* REGISTER payloads: PS_MAX_TENSORS of any shape */
@@ -54,6 +54,10 @@
 #define PS_FLAG_F16 0x02
 #define PS_FLAG_BF16 0x04
 #define PS_FLAG_HALF (PS_FLAG_F16 | PS_FLAG_BF16)
+/* PUSH and PULL_REPLY flag: the payload (count elements, in the format
+ * the other flags say) is in the pair's shared-memory segment (ps_shm.h),
+ * not in frame 1, which is empty (payload bytes 0). */
+#define PS_FLAG_SHM 0x08
 
 typedef enum {
     PS_MSG_REGISTER = 1,     /* worker 0 -> server: the layout (payload) */

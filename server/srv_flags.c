@@ -82,9 +82,9 @@ int srv_flags_parse(srv_cfg_t *c, int argc, char **argv)
          "workers' connections are spread over them by rank"},
         {"timeout", PS_OPT_INT, &c->timeout_s, "SECONDS",
          "end the job when the workers send nothing for this long"},
-        {"transport", PS_OPT_STRING, &c->transport, "auto|ipc|tcp",
-         "data plane: auto = ipc (peer credentials) to workers on this host, tcp "
-         "(CurveZMQ) to the others; ipc or tcp for every worker"},
+        {"transport", PS_OPT_STRING, &c->transport, "auto|shm|ipc|tcp",
+         "data plane: auto = shared memory (+ ipc, peer credentials) to workers on this "
+         "host, tcp (CurveZMQ) to the others; shm, ipc or tcp for every worker"},
         {"iface", PS_OPT_STRING, &c->iface, "NAME", "advertise this interface's address"},
         {"bind", PS_OPT_STRING, &c->bind, "CIDR", "advertise the local address in this subnet"},
         {"insecure", PS_OPT_BOOL, &c->insecure, NULL,

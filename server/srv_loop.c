@@ -5,6 +5,7 @@
 #include "ps_err.h"
 #include "ps_finite.h"
 #include "ps_half.h"
+#include "ps_shm.h"
 #include "ps_trace.h"
 
 #include <stdint.h>
@@ -14,18 +15,48 @@
 #include <time.h>
 
 /* A held PUSH: the transport message that owns the payload, plus an
- * aligned copy when the payload was not float-aligned. */
+ * aligned copy when the payload was not float-aligned; or, over shared
+ * memory, the worker's slot, given back when the push is released. */
 typedef struct {
     ps_tp_msg_t msg;
     float *copy;
+    ps_shm_t *shm; /* NULL: the payload is in msg */
+    int worker, slot;
+    uint32_t chunk;
 } held_push_t;
 
 void srv_loop_release_push(void *owner)
 {
     held_push_t *h = owner;
     ps_tp_msg_release(&h->msg);
+    if (h->shm) {
+        ps_shm_slot_free(h->shm, h->worker, h->chunk, h->slot);
+    }
     free(h->copy);
     free(h);
+}
+
+void srv_loop_set_shm(srv_loop_t *L, ps_shm_t *shm)
+{
+    L->shm = shm;
+    L->shm_unseen = 0;
+    for (int w = 0; w < L->cfg.nworkers; w++) {
+        L->shm_unseen += ps_shm_has(shm, w);
+    }
+}
+
+/* Training: the first message of every worker on shm comes after it
+ * mapped the segment; once all came, its name can go. */
+static void note_shm_worker(srv_loop_t *L, int w)
+{
+    if (L->shm_unseen == 0 || !ps_shm_has(L->shm, w) || L->shm_seen[w]) {
+        return;
+    }
+    L->shm_seen[w] = 1;
+    if (--L->shm_unseen == 0) {
+        ps_shm_unlink(L->shm);
+        ps_log_debug("every worker on shm mapped the segment: unlinked it");
+    }
 }
 
 static void reply_done(void *data, void *hint)
@@ -55,7 +86,8 @@ int srv_loop_init(srv_loop_t *L, const srv_loop_cfg_t *cfg)
     L->done = calloc((size_t)cfg->nworkers, 1);
     L->worker_step = calloc((size_t)cfg->nworkers, sizeof *L->worker_step);
     L->streams_seen = calloc((size_t)cfg->nworkers, sizeof *L->streams_seen);
-    if (!L->done || !L->worker_step || !L->streams_seen) {
+    L->shm_seen = calloc((size_t)cfg->nworkers, 1);
+    if (!L->done || !L->worker_step || !L->streams_seen || !L->shm_seen) {
         ps_error_set("server: no memory for the state of %d workers", cfg->nworkers);
         return PS_ENOMEM;
     }
@@ -86,6 +118,8 @@ void srv_loop_fini(srv_loop_t *L)
     free(L->done);
     free(L->worker_step);
     free(L->streams_seen);
+    free(L->shm_seen);
+    L->shm_seen = NULL;
     L->done = NULL;
     L->worker_step = NULL;
     L->streams_seen = NULL;
@@ -145,6 +179,20 @@ static void send_chunk(srv_loop_t *L, int w, int stream, srv_chunk_t *c, uint32_
     h.offset = c->offset;
     h.count = (uint32_t)c->count;
     h.payload = c->count * sizeof(float);
+    float *area = ps_shm_reply_at(L->shm, w, c->id);
+    if (area) {
+        /* The worker reads this area only after the header, and asks
+         * again only once it has read it: nothing else writes it. */
+        memcpy(area, c->w, h.payload);
+        h.flags = PS_FLAG_SHM;
+        h.payload = 0;
+        if (ps_tp_send(L->cfg.tp, w, stream, &h, NULL, 0, NULL, NULL) != 0) {
+            L->replies_lost++;
+            ps_log_ratelimited(&rl, "a pull reply of chunk %u was not delivered: %s", c->id,
+                               ps_error_msg());
+        }
+        return;
+    }
     srv_store_ref(c);
     if (ps_tp_send(L->cfg.tp, w, stream, &h, c->w, h.payload, reply_done, c) != 0) {
         L->replies_lost++;
@@ -275,40 +323,61 @@ static void after_update(srv_loop_t *L, srv_chunk_t *c)
     answer_pulls(L, c);
 }
 
-/* The gradient as float32: zmq's buffer itself when it is float-aligned
- * float32, else a copy (misaligned, or 16-bit from --compress). */
-static float *widen(const ps_tp_msg_t *m)
+/* The gradient as float32: zmq's buffer (or the shared slot) itself when
+ * it is float-aligned float32, else a copy (misaligned, or 16-bit from
+ * --compress). */
+static float *widen(const ps_hdr_t *hdr, const void *src)
 {
-    uint32_t n = m->hdr.count;
+    uint32_t n = hdr->count;
     float *out = malloc((size_t)n * sizeof(float));
     if (!out) {
         return NULL;
     }
-    if (m->hdr.flags & PS_FLAG_F16) {
-        ps_f16_to_f32(m->payload, out, n);
-    } else if (m->hdr.flags & PS_FLAG_BF16) {
-        ps_bf16_to_f32(m->payload, out, n);
+    if (hdr->flags & PS_FLAG_F16) {
+        ps_f16_to_f32(src, out, n);
+    } else if (hdr->flags & PS_FLAG_BF16) {
+        ps_bf16_to_f32(src, out, n);
     } else {
-        memcpy(out, m->payload, m->len);
+        memcpy(out, src, (size_t)n * sizeof(float));
     }
     return out;
 }
 
-static held_push_t *hold(ps_tp_msg_t *m, const float **grad)
+/* A push over shared memory: its bytes are in worker w's slot for the
+ * step, which the worker filled before it sent the header. */
+static const void *shm_payload(srv_loop_t *L, held_push_t *h)
+{
+    const ps_hdr_t *hdr = &h->msg.hdr;
+    int nslots = ps_shm_nslots(L->shm);
+    h->slot = nslots > 0 ? (int)(hdr->step % (uint64_t)nslots) : 0;
+    h->worker = h->msg.peer;
+    h->chunk = hdr->chunk;
+    const void *p = ps_shm_push_at(L->shm, h->worker, h->chunk, h->slot);
+    if (p) {
+        h->shm = L->shm; /* the slot goes back to the worker on release */
+    }
+    return p;
+}
+
+static held_push_t *hold(srv_loop_t *L, ps_tp_msg_t *m, const float **grad)
 {
     held_push_t *h = calloc(1, sizeof *h);
     if (!h) {
         return NULL;
     }
     ps_tp_msg_move(&h->msg, m);
-    if ((h->msg.hdr.flags & PS_FLAG_HALF) ||
-        ((uintptr_t)h->msg.payload & (sizeof(float) - 1)) != 0) {
-        if (!(h->copy = widen(&h->msg))) {
+    const void *src = h->msg.payload;
+    if ((h->msg.hdr.flags & PS_FLAG_SHM) && !(src = shm_payload(L, h))) {
+        srv_loop_release_push(h);
+        return NULL;
+    }
+    if ((h->msg.hdr.flags & PS_FLAG_HALF) || ((uintptr_t)src & (sizeof(float) - 1)) != 0) {
+        if (!(h->copy = widen(&h->msg.hdr, src))) {
             srv_loop_release_push(h);
             return NULL;
         }
     }
-    *grad = h->copy ? h->copy : (const float *)(const void *)h->msg.payload;
+    *grad = h->copy ? h->copy : (const float *)src;
     return h;
 }
 
@@ -348,9 +417,15 @@ static int handle_push(srv_loop_t *L, ps_tp_msg_t *m)
     }
     const float *grad;
     if (m->hdr.flags & PS_FLAG_SKIP) {
-        return nonfinite_push(L, c, m, 0);
+        return nonfinite_push(L, c, m, 0); /* the payload is not read (nor a slot used) */
     }
-    held_push_t *h = hold(m, &grad);
+    if ((m->hdr.flags & PS_FLAG_SHM) && !ps_shm_push_at(L->shm, m->peer, m->hdr.chunk, 0)) {
+        srv_loop_reject(L, SRV_REJ_SENDER, m->peer,
+                        "a shared-memory push from a worker "
+                        "without a shared-memory area");
+        return 0;
+    }
+    held_push_t *h = hold(L, m, &grad);
     if (!h) {
         return PS_ENOMEM;
     }
@@ -511,6 +586,9 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
     }
     L->last_ok = t1;
     L->streams_seen[m.peer] |= 1u << m.stream;
+    if (dispatch == dispatch_train) {
+        note_shm_worker(L, m.peer);
+    }
     rv = dispatch(L, &m);
     ps_tp_msg_release(&m);
     L->busy_s += ps_clock_now() - t1;

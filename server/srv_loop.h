@@ -11,7 +11,8 @@
  * ends srv_loop_train with its error.  Training: PUSH messages go to the
  * store (srv_store, which applies them per the consistency mode), PULL
  * requests are answered as soon as the chunk reaches the wanted version
- * (zero-copy from the weights; until then held, one per worker connection
+ * (zero-copy from the weights, or for a worker on shared memory copied
+ * into its reply area, srv_loop_set_shm; until then held, one per worker connection
  * (worker, stream), on the stream it came on), STATS is answered with the server's
  * counters, SHUTDOWN marks a worker finished; the phase ends when every
  * worker has shut down.
@@ -46,6 +47,7 @@
 #ifndef SRV_LOOP_H
 #define SRV_LOOP_H
 
+#include "ps_shm.h"
 #include "ps_transport.h"
 #include "srv_ckpt.h"
 #include "srv_sparse.h"
@@ -122,8 +124,11 @@ typedef struct {
     double last_ok;     /* when a worker's message last got through */
     size_t inits_seen;  /* INIT messages taken for local chunks */
     int resumed;
-    int failed; /* a handler's fatal error (a checkpoint not written, a model refused at
-                   REGISTER): ends the phase */
+    int failed;        /* a handler's fatal error (a checkpoint not written, a model refused at
+                          REGISTER): ends the phase */
+    ps_shm_t *shm;     /* the server's segment (borrowed); NULL: no worker on shm */
+    uint8_t *shm_seen; /* [nworkers] a training message came (it mapped the segment) */
+    int shm_unseen;    /* workers on shm not seen yet; 0: the segment is unlinked */
 } srv_loop_t;
 
 /* Zeroes L, copies cfg into it and allocates the per-worker state; on
@@ -134,6 +139,14 @@ void srv_loop_fini(srv_loop_t *L);
  * when worker 0's model cannot be held (worker 0 gets it as an ERROR),
  * PS_ETIMEDOUT, or PS_EINTR on a stop (ps_signal). */
 int srv_loop_setup(srv_loop_t *L);
+/* After setup: the shared-memory segment of this server (sized), borrowed
+ * until srv_loop_fini (which gives held slots back).  Workers with an area
+ * in it push with PS_FLAG_SHM (the gradient in their slot, released when
+ * the store is done with it) and get PS_FLAG_SHM pull replies (the weights
+ * copied into their reply area); the segment is unlinked once every one
+ * of them has sent a training message.  A PS_FLAG_SHM push from any other
+ * worker is refused as "sender". */
+void srv_loop_set_shm(srv_loop_t *L, ps_shm_t *shm);
 /* Training until every worker said SHUTDOWN; PS_EINTR on a stop. */
 int srv_loop_train(srv_loop_t *L);
 /* After a stop: go on taking the messages still arriving (the workers

@@ -17,6 +17,7 @@
 #include "ps_opts.h"
 #include "ps_plane.h"
 #include "ps_probe.h"
+#include "ps_shm.h"
 #include "ps_signal.h"
 #include "ps_trace.h"
 #include "ps_transport.h"
@@ -42,19 +43,42 @@ static int plane_of(const srv_cfg_t *c, const ps_boot_t *b, int w, ps_plane_t *p
     return ps_plane_decide(&pair, p);
 }
 
-/* Open the data port: ipc when a worker on this host uses it, tcp on the
- * address the other hosts can reach when any worker uses that. */
-static int open_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tp, const ps_tp_keypair_t *keys,
-                     char *ep, size_t cap)
+/* Workers on shm: the segment's path goes out with the endpoint (the
+ * MPI exchange) as one more "lane", shm://PATH, which no socket dials.
+ * A segment that cannot be made leaves them on ipc, with a warning. */
+static void open_shm(ps_shm_t **shm, char *ep, size_t cap)
+{
+    char path[PS_SHM_PATH];
+    size_t used = strlen(ep);
+    if (ps_shm_create(shm, path, sizeof path) != 0) {
+        ps_log_error("WARNING: %s; the workers on this host use ipc", ps_error_msg());
+        return;
+    }
+    if (used + 1 + strlen(PS_SHM_PREFIX) + strlen(path) + 1 > cap) {
+        ps_log_error("WARNING: shared memory: the segment path %s does not fit in the endpoint; "
+                     "the workers on this host use ipc",
+                     path);
+        ps_shm_destroy(shm);
+        return;
+    }
+    snprintf(ep + used, cap - used, " %s%s", PS_SHM_PREFIX, path);
+}
+
+/* Open the data port: ipc when a worker on this host uses it (also for
+ * shm: the headers go over ipc), tcp on the address the other hosts can
+ * reach when any worker uses that. */
+static int open_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tp, ps_shm_t **shm,
+                     const ps_tp_keypair_t *keys, char *ep, size_t cap)
 {
     char bases[700] = "", addr[64];
-    int ipc = 0, tcp = 0, rv;
+    int ipc = 0, tcp = 0, shared = 0, rv;
     for (int w = 0; w < b->nworkers; w++) {
         ps_plane_t p;
         if ((rv = plane_of(c, b, w, &p)) != 0) {
             return rv;
         }
-        ipc |= p == PS_PLANE_IPC;
+        shared |= p == PS_PLANE_SHM;
+        ipc |= p == PS_PLANE_IPC || p == PS_PLANE_SHM;
         tcp |= p == PS_PLANE_TCP;
     }
     if (ipc) {
@@ -72,7 +96,10 @@ static int open_port(const srv_cfg_t *c, ps_boot_t *b, ps_tp_t **tp, const ps_tp
         size_t used = strlen(bases);
         snprintf(bases + used, sizeof bases - used, "%stcp://%s", used ? " " : "", addr);
     }
-    return ps_tp_server_new(tp, bases, c->io_threads, keys, ep, cap);
+    if ((rv = ps_tp_server_new(tp, bases, c->io_threads, keys, ep, cap)) == 0 && shared) {
+        open_shm(shm, ep, cap);
+    }
+    return rv;
 }
 
 static void summary(const srv_loop_t *L, ps_tp_t *tp)
@@ -135,6 +162,8 @@ static double scheduled_lr(void *arg, uint64_t t)
 typedef struct {
     ps_tp_keypair_t keys;
     ps_tp_t *tp;
+    ps_shm_t *shm;   /* NULL: no worker on shm (or no segment: they use ipc) */
+    uint8_t *on_shm; /* [nworkers] worker w's plane is shm */
     char ep[PS_BOOT_EP_LEN];
     const char **hosts; /* worker host names, for timeout messages */
     srv_ckpt_state_t resume;
@@ -174,7 +203,7 @@ static int open_data_port(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
         rv = ps_tp_keypair(&j->keys);
     }
     if (rv == 0) {
-        rv = open_port(c, b, &j->tp, c->insecure ? NULL : &j->keys, j->ep, sizeof j->ep);
+        rv = open_port(c, b, &j->tp, &j->shm, c->insecure ? NULL : &j->keys, j->ep, sizeof j->ep);
     }
     return rv;
 }
@@ -219,15 +248,19 @@ static int place_workers(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
     ps_plane_count_t n = {0};
     char what[256];
     int rv = pl ? 0 : PS_ENOMEM;
+    j->on_shm = calloc((size_t)b->nworkers + 1, 1);
+    rv = j->on_shm ? rv : PS_ENOMEM;
     for (int w = 0; rv == 0 && w < b->nworkers; w++) {
         ps_plane_t p;
         int local = strcmp(ps_boot_worker_host(b, w), b->host) == 0;
         if ((rv = plane_of(c, b, w, &p)) != 0) {
             break;
         }
-        pl[w].ipc = p == PS_PLANE_IPC;
+        pl[w].ipc = p == PS_PLANE_IPC || p == PS_PLANE_SHM;
         pl[w].pid = local ? ps_boot_worker_pid(b, w) : 0;
-        n.ipc += pl[w].ipc;
+        j->on_shm[w] = p == PS_PLANE_SHM && j->shm;
+        n.shm += j->on_shm[w];
+        n.ipc += pl[w].ipc && !j->on_shm[w];
         n.tcp_local += !pl[w].ipc && local;
         n.tcp_remote += !local;
     }
@@ -324,6 +357,24 @@ static size_t table_budget(const srv_cfg_t *c, const ps_boot_t *b)
     return (size_t)(kib * 1024ULL / 10 * 8 / (unsigned long long)(here > 0 ? here : 1));
 }
 
+/* Once the layout is known: the segment's areas, before the workers map
+ * it (after this step).  No room: its name goes at once, which the
+ * workers read as "use ipc". */
+static void size_shm(ps_boot_t *b, srv_job_t *j)
+{
+    srv_store_t *st = &j->loop.store;
+    if (ps_shm_size(j->shm, &st->map, b->rank, st->nslots, b->nworkers, j->on_shm) != 0) {
+        ps_log_error("WARNING: %s; the workers on this host use ipc (set PS_SHM_DIR to a "
+                     "folder with room, or --transport ipc)",
+                     ps_error_msg());
+        ps_shm_destroy(&j->shm);
+        return;
+    }
+    srv_loop_set_shm(&j->loop, j->shm);
+    ps_log_debug("shared memory: %zu bytes, %d slot(s) per chunk", ps_shm_bytes(j->shm),
+                 st->nslots);
+}
+
 /* Step "register": the event loop takes worker 0's REGISTER and the INIT
  * of every local chunk (or the checkpoint's values). */
 static int setup_loop(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
@@ -355,6 +406,9 @@ static int setup_loop(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
     int rv = srv_loop_init(&j->loop, &lc);
     if (rv == 0) {
         rv = srv_loop_setup(&j->loop);
+    }
+    if (rv == 0 && j->shm) {
+        size_shm(b, j);
     }
     /* Applied at REGISTER; no need to hold a second copy of the model. */
     srv_ckpt_fini(&j->resume);
@@ -474,6 +528,8 @@ static void close_job(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
     if (j->loop_up) {
         srv_loop_fini(&j->loop);
     }
+    ps_shm_destroy(&j->shm); /* after the loop: it gives held slots back */
+    free(j->on_shm);
     srv_ckpt_fini(&j->resume);
     free(j->hosts);
     memset(&j->keys, 0, sizeof j->keys);

@@ -193,14 +193,18 @@ typedef struct {
 #define PS_MAX_STREAMS 16
 
 /* How the worker reaches each server (ps-worker --transport; the servers
- * have the same flag).  Auto: ipc (a unix socket in a private folder, the
- * peer's process checked) to a server on this host, tcp (CurveZMQ unless
- * the servers run --insecure) to the others.  IPC or TCP for every server;
- * a pair the two sides name differently, or ipc across hosts, fails
- * ps_init naming both. */
+ * have the same flag).  Auto: shared memory to a server on this host (the
+ * tensors in a segment only this job's ranks map, the small messages that
+ * say "it is there" over ipc), tcp (CurveZMQ unless the servers run
+ * --insecure) to the others.  SHM, IPC (a unix socket in a private
+ * folder, the peer's process checked) or TCP for every server; a pair the
+ * two sides name differently (auto goes with any), or shm/ipc across
+ * hosts, fails ps_init naming both.  A server that cannot make its segment
+ * (e.g. /dev/shm full) serves its shm workers over ipc and says so. */
 #define PS_TRANSPORT_AUTO 0
 #define PS_TRANSPORT_IPC 1
 #define PS_TRANSPORT_TCP 2
+#define PS_TRANSPORT_SHM 3
 
 #define PS_COMPRESS_NONE 0
 /* A chunk holding a finite value the format would round to Inf goes as

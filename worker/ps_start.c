@@ -8,6 +8,7 @@
 
 #include "ps_opts.h"
 #include "ps_plane.h"
+#include "ps_shm.h"
 #include "ps_signal.h"
 
 #include <errno.h>
@@ -61,7 +62,7 @@ int ps_api_boot_new(ps_t **out, int *argc, char ***argv, const ps_options_t *opt
 
 _Static_assert(PS_MAX_STREAMS == PS_TP_MAX_STREAMS, "ps.h and ps_transport.h disagree");
 _Static_assert(PS_TRANSPORT_AUTO == (int)PS_PLANE_AUTO && PS_TRANSPORT_IPC == (int)PS_PLANE_IPC &&
-                   PS_TRANSPORT_TCP == (int)PS_PLANE_TCP,
+                   PS_TRANSPORT_TCP == (int)PS_PLANE_TCP && PS_TRANSPORT_SHM == (int)PS_PLANE_SHM,
                "ps.h and ps_plane.h disagree");
 
 /* Checked, with the defaults filled in. */
@@ -83,8 +84,9 @@ static int check_options(ps_options_t *o)
         ps_error_set("ps_init: signals %d: want PS_SIGNALS_NONE or PS_SIGNALS_STOP", o->signals);
         return PS_EINVAL;
     }
-    if (o->transport < PS_TRANSPORT_AUTO || o->transport > PS_TRANSPORT_TCP) {
-        ps_error_set("ps_init: transport %d: want PS_TRANSPORT_AUTO, _IPC or _TCP", o->transport);
+    if (o->transport < PS_TRANSPORT_AUTO || o->transport > PS_TRANSPORT_SHM) {
+        ps_error_set("ps_init: transport %d: want PS_TRANSPORT_AUTO, _SHM, _IPC or _TCP",
+                     o->transport);
         return PS_EINVAL;
     }
     o->timeout_s = o->timeout_s ? o->timeout_s : 300;
@@ -397,8 +399,9 @@ static int lanes_to(const ps_t *ps, int s, char *out, size_t cap)
     ps_plane_t p;
     int rv = plane_to(ps, s, &p);
     if (rv == 0) {
-        rv = ps_tp_endpoint_select(ps_boot_server_endpoint(&ps->boot, s), p == PS_PLANE_IPC, out,
-                                   cap);
+        /* shm: the headers go over the server's ipc socket */
+        rv = ps_tp_endpoint_select(ps_boot_server_endpoint(&ps->boot, s),
+                                   p == PS_PLANE_IPC || p == PS_PLANE_SHM, out, cap);
     }
     return rv;
 }
@@ -434,7 +437,8 @@ static int connect_servers(ps_t *ps)
                            .staleness = ps->srv.staleness,
                            .keys = ps->keys.pub[0] ? &ps->keys : NULL,
                            .server_keys = ps_boot_server_keys(&ps->boot),
-                           .compress = ps->opt.compress};
+                           .compress = ps->opt.compress,
+                           .nworkers = ps->boot.nworkers};
     if (rv == 0) {
         rv = wkr_client_new(&ps->client, &cc); /* the endpoints are read here only */
     }
@@ -443,6 +447,37 @@ static int connect_servers(ps_t *ps)
         wkr_client_set_arrays(ps->client, t, ps_api_weights_of(ps, t), ps_api_grads_of(ps, t));
     }
     free(lanes);
+    return rv;
+}
+
+/* After the step "register" (the servers sized their segments): map the
+ * segment of every server this worker reaches over shm (the path came
+ * with its endpoint); a server without one is reached over ipc. */
+static int attach_shm(ps_t *ps)
+{
+    int S = ps->boot.nservers, rv = 0;
+    char(*paths)[PS_SHM_PATH] = calloc((size_t)S + 1, sizeof *paths);
+    const char **list = calloc((size_t)S + 1, sizeof *list);
+    if (!paths || !list) {
+        ps_error_set("ps_start: no memory for the shared-memory paths of %d servers", S);
+        rv = PS_ENOMEM;
+    }
+    for (int s = 0; rv == 0 && s < S; s++) {
+        ps_plane_t p;
+        if ((rv = plane_to(ps, s, &p)) != 0 || p != PS_PLANE_SHM) {
+            continue;
+        }
+        rv = ps_shm_endpoint_path(ps_boot_server_endpoint(&ps->boot, s), paths[s], sizeof paths[s]);
+        if (rv == PS_ENOENT) {
+            rv = 0; /* the server said why: its workers use ipc */
+        }
+        list[s] = paths[s];
+    }
+    if (rv == 0) {
+        rv = wkr_client_attach_shm(ps->client, list);
+    }
+    free(paths);
+    free(list);
     return rv;
 }
 
@@ -467,11 +502,12 @@ int ps_api_start_register(ps_t *ps)
     if ((rv = ps_api_agree(ps, PS_STEP_REGISTER, rv)) != 0) {
         return ps_api_startup_failed(ps, rv);
     }
+    rv = attach_shm(ps);
     /* A resumed run continues from the servers' step. */
     ps_boot_bcast(&ps->boot, PS_STEP_START, &start, sizeof start);
     ps->step = start;
     ps->state = ST_STARTED;
-    return 0;
+    return rv == 0 ? 0 : ps_api_break(ps, rv);
 }
 
 int ps_start(ps_t *ps)

@@ -5,6 +5,7 @@
 #include "ps_err.h"
 #include "ps_half.h"
 #include "ps.h"
+#include "ps_shm.h"
 #include "ps_transport.h"
 #include "wkr_arrays.h"
 
@@ -15,10 +16,11 @@
 /* Per chunk, this step. */
 typedef struct {
     uint8_t pushed, requested, received;
-    int unfinal;      /* its tensors whose gradient is not final yet */
-    int undelivered;  /* its tensors the reply is not written into yet */
-    uint64_t version; /* the oldest reply version the request accepts */
-    ps_tp_msg_t held; /* the reply, until every tensor took its part */
+    int unfinal;         /* its tensors whose gradient is not final yet */
+    int undelivered;     /* its tensors the reply is not written into yet */
+    uint64_t version;    /* the oldest reply version the request accepts */
+    ps_tp_msg_t held;    /* the reply, until every tensor took its part */
+    const uint8_t *data; /* its weights: in held, or in the server's shared memory */
 } chunk_state_t;
 
 /* Per tensor, this step. */
@@ -48,6 +50,7 @@ struct wkr_client {
     wkr_client_stats_t st;
     wkr_client_other_fn other; /* row replies (ps_rows.c) */
     void *other_arg;
+    ps_shm_t **shm; /* [nservers] the server's segment; NULL: sockets only */
 };
 
 static int ntensors_of(const wkr_client_t *c, size_t k)
@@ -74,8 +77,9 @@ int wkr_client_new(wkr_client_t **out, const wkr_client_cfg_t *cfg)
     c->ck = calloc(c->map.n, sizeof *c->ck);
     c->ts = calloc((size_t)c->layout->n, sizeof *c->ts);
     c->have = calloc(c->map.n, sizeof *c->have);
+    c->shm = calloc((size_t)cfg->nservers + 1, sizeof *c->shm);
     c->stage = cfg->compress ? malloc(c->layout->total * sizeof *c->stage) : NULL;
-    if (!c->ck || !c->ts || !c->have || (cfg->compress && !c->stage)) {
+    if (!c->ck || !c->ts || !c->have || !c->shm || (cfg->compress && !c->stage)) {
         rv = PS_ENOMEM;
         goto fail;
     }
@@ -109,6 +113,10 @@ void wkr_client_destroy(wkr_client_t **cp)
         wkr_client_wait_sends(c);
         ps_tp_destroy(&c->tp);
     }
+    for (int s = 0; c->shm && s < c->cfg.nservers; s++) {
+        ps_shm_destroy(&c->shm[s]);
+    }
+    free(c->shm);
     wkr_arrays_fini(&c->arrays);
     ps_chunkmap_fini(&c->map);
     free(c->ck);
@@ -188,6 +196,51 @@ static int compress_chunk(wkr_client_t *c, const ps_chunk_t *k, const float *dat
     return 0;
 }
 
+/* Slots per chunk in the shared push area, as the server's store holds
+ * pushes: staleness + 1 steps in ssp, one otherwise.  By the time a
+ * worker reuses a slot the pull replies it waited for normally imply the
+ * server is done with it; the slot's flag makes sure in every mode. */
+static int shm_slots(const wkr_client_t *c)
+{
+    return c->cfg.mode == PS_MODE_SSP ? (int)c->cfg.staleness + 1 : 1;
+}
+
+/* A PUSH over shared memory: the gradient (or its 16-bit form) into this
+ * step's slot once the server has let go of it, then the header alone.
+ * The caller's bytes are free when this returns (ffn runs here). */
+static int push_shm(wkr_client_t *c, ps_hdr_t *h, const ps_chunk_t *k, const float *data,
+                    ps_tp_free_fn ffn)
+{
+    ps_shm_t *shm = c->shm[k->server];
+    int slot = (int)(h->step % (uint64_t)shm_slots(c)), rv = 0;
+    h->flags |= PS_FLAG_SHM;
+    h->payload = 0;
+    if (!(h->flags & PS_FLAG_SKIP)) { /* a skipped step's bytes are never read */
+        rv = ps_shm_slot_wait(shm, c->cfg.rank, k->id, slot, c->cfg.timeout_ms);
+        void *dst = rv == 0 ? ps_shm_push_at(shm, c->cfg.rank, k->id, slot) : NULL;
+        if (dst && c->cfg.compress && compress_chunk(c, k, data)) {
+            h->flags |= c->cfg.compress == PS_COMPRESS_FP16 ? PS_FLAG_F16 : PS_FLAG_BF16;
+            memcpy(dst, c->stage + k->offset, k->count * sizeof(uint16_t));
+        } else if (dst) {
+            memcpy(dst, data, k->count * sizeof(float));
+        } else if (rv == 0) {
+            ps_error_set("shared memory: no slot for chunk %u", k->id);
+            rv = PS_EINVAL;
+        }
+        if (rv == 0) {
+            ps_shm_slot_fill(shm, c->cfg.rank, k->id, slot);
+        }
+    }
+    if (ffn) {
+        ffn((void *)data, c);
+    }
+    if (rv == 0 &&
+        (rv = ps_tp_send(c->tp, k->server, stream_of(c, k), h, NULL, 0, NULL, NULL)) == 0) {
+        c->st.bytes_pushed += k->count * ((h->flags & PS_FLAG_HALF) ? 2 : 4);
+    }
+    return rv;
+}
+
 /* A PUSH, PULL or INIT of chunk k; `data` is the chunk's count floats
  * (NULL for a PULL), sent zero-copy when ffn is given. */
 static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, uint64_t step,
@@ -204,6 +257,9 @@ static int send_chunk(wkr_client_t *c, ps_msg_type_t type, const ps_chunk_t *k, 
     if (data) {
         h.count = (uint32_t)k->count;
         h.payload = k->count * sizeof(float);
+    }
+    if (data && type == PS_MSG_PUSH && c->shm[k->server]) {
+        return push_shm(c, &h, k, data, ffn);
     }
     if (data && type == PS_MSG_PUSH && c->cfg.compress && compress_chunk(c, k, data)) {
         h.flags |= c->cfg.compress == PS_COMPRESS_FP16 ? PS_FLAG_F16 : PS_FLAG_BF16;
@@ -395,7 +451,7 @@ int wkr_client_tensor_pushed(const wkr_client_t *c, int t, int *waiting)
 static void deliver(wkr_client_t *c, size_t k, int t)
 {
     chunk_state_t *s = &c->ck[k];
-    wkr_arrays_scatter(&c->arrays, k, t, s->held.payload);
+    wkr_arrays_scatter(&c->arrays, k, t, s->data);
     if (--c->ts[t].missing == 0) {
         c->npulled++;
     }
@@ -419,17 +475,22 @@ static void take_reply(wkr_client_t *c, ps_tp_msg_t *m)
     }
     const ps_chunk_t *k = &c->map.c[h->chunk];
     chunk_state_t *s = &c->ck[h->chunk];
+    int shm = (h->flags & PS_FLAG_SHM) != 0;
+    const float *area = shm && k->server == m->peer
+                            ? ps_shm_reply_at(c->shm[m->peer], c->cfg.rank, h->chunk)
+                            : NULL;
     if (k->server != m->peer || h->offset != k->offset || h->count != k->count ||
-        m->len != k->count * sizeof(float) || !s->requested || h->step < s->version ||
-        s->received) {
+        (shm ? !area : m->len != k->count * sizeof(float)) || !s->requested ||
+        h->step < s->version || s->received) {
         ps_log_error("dropped a reply for chunk %u from server %d that does not match", h->chunk,
                      m->peer);
         return;
     }
     s->received = 1;
     c->nreceived++;
-    c->st.bytes_pulled += m->len;
+    c->st.bytes_pulled += k->count * sizeof(float);
     ps_tp_msg_move(&s->held, m);
+    s->data = shm ? (const uint8_t *)area : s->held.payload;
     for (int t = c->arrays.tfirst[h->chunk]; t <= c->arrays.tlast[h->chunk]; t++) {
         if (c->ts[t].wanted) {
             deliver(c, h->chunk, t);
@@ -611,6 +672,36 @@ int wkr_client_server_stats(wkr_client_t *c, ps_wire_stats_t *out)
         ps_tp_msg_release(&m);
     }
     return 0;
+}
+
+int wkr_client_attach_shm(wkr_client_t *c, const char *const *paths)
+{
+    for (int s = 0; s < c->cfg.nservers; s++) {
+        if (!paths[s] || !paths[s][0]) {
+            continue;
+        }
+        int rv = ps_shm_attach(&c->shm[s], paths[s], &c->map, s, shm_slots(c), c->cfg.nworkers,
+                               c->cfg.rank);
+        if (rv == PS_ENOENT) {
+            ps_log_info("server %d (host %s) has no shared memory for this worker: its tensors "
+                        "go over ipc",
+                        s, host_of(c, s));
+            continue;
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int wkr_client_shm_servers(const wkr_client_t *c)
+{
+    int n = 0;
+    for (int s = 0; s < c->cfg.nservers; s++) {
+        n += c->shm[s] != NULL;
+    }
+    return n;
 }
 
 void wkr_client_stats(const wkr_client_t *c, wkr_client_stats_t *st)

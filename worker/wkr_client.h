@@ -71,6 +71,7 @@ typedef struct {
     const ps_tp_keypair_t *keys;   /* NULL: plain text */
     const char (*server_keys)[41]; /* [nservers]; "" for an --insecure server */
     int compress;                  /* PS_COMPRESS_* of ps.h (--compress) */
+    int nworkers;                  /* workers in the job (the shm geometry) */
 } wkr_client_cfg_t;
 
 typedef struct {
@@ -130,6 +131,18 @@ int wkr_client_sends_done(wkr_client_t *c);
 /* Tell every server this worker is done. */
 int wkr_client_shutdown(wkr_client_t *c);
 void wkr_client_stats(const wkr_client_t *c, wkr_client_stats_t *st);
+/* Map the shared-memory segment of every server whose paths[s] is not
+ * NULL or "" (the servers this worker reaches over shm), once the servers
+ * have sized them (after the start-up step "register").  A server that
+ * has none for us (no room) is reached over ipc, said once.  From then on
+ * pushes to such a server put the gradient into this worker's slot for
+ * the step (waiting, at most the timeout, until the server has let go of
+ * what the slot held: PS_ETIMEDOUT naming the chunk) and send only the
+ * header (PS_FLAG_SHM); its replies come the same way.  PS_EPROTO/PS_EIO
+ * for a segment that is not ours or not the expected shape. */
+int wkr_client_attach_shm(wkr_client_t *c, const char *const *paths);
+/* How many servers this worker reaches over shared memory. */
+int wkr_client_shm_servers(const wkr_client_t *c);
 
 /* Sparse tables (worker/ps_rows.c) share the client's sockets: the
  * transport, to send row messages on, and a handler for every reply that

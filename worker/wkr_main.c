@@ -98,9 +98,9 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
         {"quiet", PS_OPT_BOOL, &c->quiet, NULL, "log errors only"},
         {"test-delay-ms", PS_OPT_INT, &c->train.delay_ms, "MS",
          "TEST ONLY: sleep this long before every step (simulates a slow worker)"},
-        {"transport", PS_OPT_STRING, &c->transport, "auto|ipc|tcp",
-         "data plane: auto = ipc (peer credentials) to servers on this host, tcp "
-         "(CurveZMQ) to the others; ipc or tcp to every server"},
+        {"transport", PS_OPT_STRING, &c->transport, "auto|shm|ipc|tcp",
+         "data plane: auto = shared memory (+ ipc, peer credentials) to servers on this "
+         "host, tcp (CurveZMQ) to the others; shm, ipc or tcp to every server"},
         {"compress", PS_OPT_STRING, &c->compress, "none|fp16|bf16",
          "push gradients as 16-bit floats (half the bytes; servers widen them back); "
          "a chunk too large for 16 bits goes as float32"},
@@ -127,15 +127,16 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
 
 static int parse_transport(const char *s, int *out)
 {
-    static const char *const names[] = {"auto", "ipc", "tcp"};
-    static const int codes[] = {PS_TRANSPORT_AUTO, PS_TRANSPORT_IPC, PS_TRANSPORT_TCP};
+    static const char *const names[] = {"auto", "ipc", "tcp", "shm"};
+    static const int codes[] = {PS_TRANSPORT_AUTO, PS_TRANSPORT_IPC, PS_TRANSPORT_TCP,
+                                PS_TRANSPORT_SHM};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (strcmp(s, names[i]) == 0) {
             *out = codes[i];
             return 0;
         }
     }
-    ps_error_set("--transport '%s': want auto, ipc or tcp", s);
+    ps_error_set("--transport '%s': want auto, shm, ipc or tcp", s);
     return PS_EINVAL;
 }
 

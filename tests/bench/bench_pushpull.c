@@ -3,7 +3,7 @@
  * against raw libzmq moving the same bytes.
  *
  *     bench_pushpull [--chunk-elems N] [--streams N] [--io-threads N] [--iters N]
- *                    [--seconds S] [RESULTS.jsonl]
+ *                    [--seconds S] [--shm] [RESULTS.jsonl]
  *
  * Ours: a server thread runs the real event loop (srv_loop: setup, train,
  * with lr 0 and momentum 0, so the update kernel runs but the weights stay
@@ -26,6 +26,15 @@
  * I/O thread on each side, 16 MiB over ipc, which shows what spreading the
  * bytes over several connections buys beyond one copy loop.
  *
+ * With --shm, only the shared-memory figure (pushpull_16MiB_shm): the
+ * same round trip with the payloads in the server's segment (ps_shm; the
+ * headers over ipc), against one core's memcpy of the same 16 MiB in this
+ * process, rounds alternating.  Both are bytes moved per second: ours
+ * counts the push and the pull (2 x 16 MiB per round), memcpy its one
+ * copy; so a ratio of 1 means a push+pull costs what two plain copies
+ * would.  Ours does three copies (gradient into the slot, weights into the
+ * reply area, reply into the caller's array) and the update kernel.
+ *
  * Every run is checked: the pulled weights must equal the initial values
  * bit for bit, the server must have counted every push and rejected none,
  * every reference reply must have the full length.  A failed check exits
@@ -40,6 +49,7 @@
 #include "ps.h"
 #include "ps_count.h"
 #include "ps_layout.h"
+#include "ps_shm.h"
 #include "srv_loop.h"
 #include "wkr_client.h"
 
@@ -65,6 +75,7 @@ typedef struct {
     int iters;      /* 0: calibrate to `seconds` */
     double seconds; /* wall time wanted for our side of each comparison */
     const char *results;
+    int shm_only; /* --shm: only the shared-memory figure */
 } cfg_t;
 
 typedef struct {
@@ -84,6 +95,7 @@ typedef struct {
     wkr_client_t *client;
     uint64_t step;
     double apply_s; /* server time in the update, over all rounds */
+    ps_shm_t *shm;  /* the server's segment when the payloads go through it */
 } ours_t;
 
 static void *ours_server(void *arg)
@@ -119,10 +131,27 @@ static int ours_buffers(ours_t *o)
 
 /* Server thread up, client connected, model registered.  On failure the
  * caller still calls ours_stop() on the half-built state. */
+/* The server's segment, sized for worker 0 as ps-server sizes it once
+ * the layout is registered (the bench knows the layout up front). */
+static int ours_shm(ours_t *o, size_t chunk_elems, char *path, size_t cap)
+{
+    ps_chunkmap_t map;
+    const uint8_t use[1] = {1};
+    int rv = ps_chunkmap_init(&map, o->layout.total, chunk_elems, 1);
+    rv = rv ? rv : ps_shm_create(&o->shm, path, cap);
+    rv = rv ? rv : ps_shm_size(o->shm, &map, 0, 1, 1, use);
+    if (rv == 0) {
+        srv_loop_set_shm(&o->L, o->shm);
+    }
+    ps_chunkmap_fini(&map);
+    return rv;
+}
+
 static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t chunk_elems,
-                      int streams, int io_threads)
+                      int streams, int io_threads, int shm)
 {
     int rv;
+    char path[PS_SHM_PATH];
     memset(o, 0, sizeof *o);
     o->layout = *l;
     ps_tp_t *tp = NULL;
@@ -141,6 +170,9 @@ static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t 
         o->L.cfg.tp = tp; /* for ours_stop */
         return rv;
     }
+    if (shm && (rv = ours_shm(o, chunk_elems, path, sizeof path)) != 0) {
+        return rv;
+    }
     if (pthread_create(&o->thread, NULL, ours_server, o) != 0) {
         ps_error_set("cannot start the server thread");
         return PS_ENOMEM;
@@ -154,7 +186,8 @@ static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t 
                            .chunk_elems = chunk_elems,
                            .streams = streams,
                            .io_threads = io_threads,
-                           .timeout_ms = TIMEOUT_MS};
+                           .timeout_ms = TIMEOUT_MS,
+                           .nworkers = 1};
     if ((rv = wkr_client_new(&o->client, &cc)) != 0) {
         return rv;
     }
@@ -164,7 +197,16 @@ static int ours_start(ours_t *o, const ps_layout_t *l, const char *base, size_t 
         wkr_client_set_arrays(o->client, t, o->params + off, o->grads + off);
     }
     memcpy(o->params, o->init, o->layout.total * sizeof(float));
-    return wkr_client_register(o->client);
+    rv = wkr_client_register(o->client);
+    if (rv == 0 && shm) {
+        const char *paths[1] = {path};
+        rv = wkr_client_attach_shm(o->client, paths);
+        if (rv == 0 && wkr_client_shm_servers(o->client) != 1) {
+            ps_error_set("the client did not map the server's segment");
+            rv = PS_EPROTO;
+        }
+    }
+    return rv;
 }
 
 /* One timed round: the worker's whole step minus the compute. */
@@ -242,6 +284,7 @@ static int ours_stop(ours_t *o, size_t chunk_elems, int rv)
      * queued, while the store they point into is alive. */
     ps_tp_destroy(&o->L.cfg.tp);
     srv_loop_fini(&o->L);
+    ps_shm_destroy(&o->shm);
     free(o->init);
     free(o->grads);
     free(o->params);
@@ -554,7 +597,7 @@ static int bench_big(const cfg_t *cfg, const char *kind, big_res_t *res)
     snprintf(bind_ep, sizeof bind_ep, ipc ? "ipc://%s" : "tcp://127.0.0.1:*", p_ref);
     ps_layout_init(&l);
     int rv = ps_layout_add(&l, "tensor", 1, dims);
-    rv = rv ? rv : ours_start(&o, &l, base, cfg->chunk_elems, cfg->streams, cfg->io_threads);
+    rv = rv ? rv : ours_start(&o, &l, base, cfg->chunk_elems, cfg->streams, cfg->io_threads, 0);
     rv = rv ? rv : ref_start(&r, bind_ep, BIG_ELEMS * sizeof(float));
     rv = rv ? rv
             : run_interleaved(cfg, ours_round, &o, ref_round, &r, 1000, &res->ours, &res->ref,
@@ -607,8 +650,9 @@ static int bench_pair(const cfg_t *cfg, side_t sa, side_t sb, double share, pair
     ours_t a, b;
     memset(&a, 0, sizeof a);
     memset(&b, 0, sizeof b);
-    int rv = ours_start(&a, sa.layout, sa.base, cfg->chunk_elems, sa.streams, sa.io_threads);
-    rv = rv ? rv : ours_start(&b, sb.layout, sb.base, cfg->chunk_elems, sb.streams, sb.io_threads);
+    int rv = ours_start(&a, sa.layout, sa.base, cfg->chunk_elems, sa.streams, sa.io_threads, 0);
+    rv = rv ? rv
+            : ours_start(&b, sb.layout, sb.base, cfg->chunk_elems, sb.streams, sb.io_threads, 0);
     cfg_t c = *cfg;
     c.seconds = cfg->seconds * share;
     rv = rv ? rv
@@ -647,6 +691,87 @@ static int bench_streams(const cfg_t *cfg, pair_res_t *res)
     /* Each makes its own private folder in /tmp. */
     side_t a = {&l, "ipc:///tmp", cfg->streams, cfg->io_threads}, b = {&l, "ipc:///tmp", 1, 1};
     return rv ? rv : bench_pair(cfg, a, b, 1.0, res); /* ours removes its socket files */
+}
+
+static void json_line(FILE *f, const char *name, double v, const char *unit, const char *ref,
+                      double rv);
+static void print_row(const char *kind, const char *what, double unit, size_t bytes,
+                      const timing_t *t);
+
+/* One core's memcpy of the 16 MiB, the shm figure's reference. */
+typedef struct {
+    void *src, *dst;
+    size_t bytes;
+} copy_t;
+
+static int copy_round(void *arg, double *dt)
+{
+    copy_t *c = arg;
+    double t0 = ps_clock_now();
+    memcpy(c->dst, c->src, c->bytes);
+    *dt = ps_clock_now() - t0;
+    /* Keep the copy from being elided: its bytes are looked at. */
+    return ((volatile unsigned char *)c->dst)[c->bytes / 2] == 0x33 ? 0 : PS_EPROTO;
+}
+
+static int bench_shm(const cfg_t *cfg, big_res_t *res)
+{
+    ps_layout_t l;
+    int64_t dims[1] = {(int64_t)BIG_ELEMS};
+    copy_t c = {malloc(BIG_ELEMS * sizeof(float)), malloc(BIG_ELEMS * sizeof(float)),
+                BIG_ELEMS * sizeof(float)};
+    ours_t o;
+    memset(&o, 0, sizeof o);
+    ps_layout_init(&l);
+    int rv = c.src && c.dst ? ps_layout_add(&l, "tensor", 1, dims) : PS_ENOMEM;
+    if (rv == 0) {
+        memset(c.src, 0x33, c.bytes);
+        memset(c.dst, 0, c.bytes); /* every page touched before timing */
+    }
+    rv = rv ? rv
+            : ours_start(&o, &l, "ipc:///tmp", cfg->chunk_elems, cfg->streams, cfg->io_threads, 1);
+    rv = rv ? rv
+            : run_interleaved(cfg, ours_round, &o, copy_round, &c, 1000, &res->ours, &res->ref,
+                              &res->iters);
+    rv = ours_stop(&o, cfg->chunk_elems, rv);
+    res->kind = "shm";
+    res->apply_ms = o.step ? 1e3 * o.apply_s / (double)o.step : 0;
+    free(c.src);
+    free(c.dst);
+    return rv;
+}
+
+static double copy_gbps(const timing_t *t)
+{
+    return (double)(BIG_ELEMS * sizeof(float)) / t->med * 1e-9;
+}
+
+static int shm_main(const cfg_t *cfg)
+{
+    big_res_t r;
+    size_t bytes = BIG_ELEMS * sizeof(float);
+    int rv = bench_shm(cfg, &r);
+    if (rv != 0) {
+        fprintf(stderr, "bench_pushpull: %s: %s\n", ps_strerror(rv), ps_error_msg());
+        return 1;
+    }
+    print_row("shm", "ours (push+pull)", 1e3, bytes, &r.ours);
+    printf("%-5s %-22s %10.3f %10.3f %10.3f\n", "mem", "memcpy, one core", 1e3 * r.ref.med,
+           1e3 * r.ref.best, copy_gbps(&r.ref));
+    printf("shm   ratio ours GB/s / memcpy GB/s %.3f (median); %d rounds; server update %.3f "
+           "ms/round\n",
+           gbps(bytes, r.ours.med) / copy_gbps(&r.ref), r.iters, r.apply_ms);
+    if (!cfg->results) {
+        return 0;
+    }
+    FILE *f = fopen(cfg->results, "a");
+    if (!f) {
+        fprintf(stderr, "bench_pushpull: cannot open %s\n", cfg->results);
+        return 1;
+    }
+    json_line(f, "pushpull_16MiB_shm", gbps(bytes, r.ours.med), "GB/s",
+              "memcpy of 16 MiB, one core (same run)", copy_gbps(&r.ref));
+    return fclose(f) == 0 ? 0 : 1;
 }
 
 /* ------------------------------------------------------------- output */
@@ -744,14 +869,16 @@ static int parse_args(int argc, char **argv, cfg_t *c)
         while (f < nflags && strcmp(a, flags[f].flag) != 0) {
             f++;
         }
-        if (f < nflags) {
+        if (strcmp(a, "--shm") == 0) {
+            c->shm_only = 1;
+        } else if (f < nflags) {
             if (parse_num(a, v, flags[f].lo, flags[f].hi, flags[f].value) != 0) {
                 return -1;
             }
             i++;
         } else if (a[0] == '-' || c->results) {
             fprintf(stderr, "usage: bench_pushpull [--chunk-elems N] [--streams N] "
-                            "[--io-threads N] [--iters N] [--seconds S] [RESULTS.jsonl]\n");
+                            "[--io-threads N] [--iters N] [--seconds S] [--shm] [RESULTS.jsonl]\n");
             return -1;
         } else {
             c->results = a;
@@ -781,6 +908,12 @@ int main(int argc, char **argv)
         return 2;
     }
     ps_log_set_name("bench_pushpull", 0);
+    if (cfg.shm_only) {
+        printf("push+pull round trip of a 16 MiB tensor over shared memory, chunks of %zu "
+               "elements, against one core's memcpy\n",
+               cfg.chunk_elems);
+        return shm_main(&cfg);
+    }
     printf("push+pull round trip of a 16 MiB tensor, chunks of %zu elements (%zu KiB), "
            "%d streams, %d I/O threads\n",
            cfg.chunk_elems, cfg.chunk_elems * sizeof(float) / 1024, cfg.streams, cfg.io_threads);

@@ -8,6 +8,9 @@
 #                   many small tensors vs one tensor of the same size, and
 #                   the default streams and I/O threads vs one connection
 #                   served by one I/O thread (pushpull_streams)
+#   pushpull_shm    a 16 MiB push+pull over shared memory (bytes moved per
+#                   second, push and pull) vs one core's memcpy of 16 MiB in
+#                   the same run (bench_pushpull --shm: pushpull_16MiB_shm)
 #   fmnist          training throughput (--insecure) of the MLP 784-256-128-10 on
 #                   Fashion-MNIST (1 server, 2 workers x batch 64, 2 epochs)
 #                   vs PyTorch in one process on one thread (batch 128)
@@ -68,10 +71,10 @@ for v in "FMNIST_DDP_RUNS=$DDP_RUNS" "FMNIST_TORCH1_RUNS=$T1_RUNS"; do
 done
 for b in "$@"; do
     case "$b" in
-    bench_update | bench_pushpull | fmnist | fmnist_vs_ddp | fmnist_vs_torch1) ;;
+    bench_update | bench_pushpull | pushpull_shm | fmnist | fmnist_vs_ddp | fmnist_vs_torch1) ;;
     torch_binding_vs_ddp) ;;
     *)
-        echo "bench: unknown benchmark '$b' (bench_update bench_pushpull fmnist" \
+        echo "bench: unknown benchmark '$b' (bench_update bench_pushpull pushpull_shm fmnist" \
             "fmnist_vs_ddp fmnist_vs_torch1 torch_binding_vs_ddp)" >&2
         exit 2
         ;;
@@ -498,6 +501,10 @@ ALL=1 ONLY="$*"
 [ $# -gt 0 ] && ALL=0
 wanted bench_update && run_bin bench_update
 wanted bench_pushpull && run_bin bench_pushpull
+if wanted pushpull_shm; then
+    echo "== pushpull_shm"
+    timeout 300 "$BUILD/bench/bench_pushpull" --shm "$OUT" || fail "bench_pushpull --shm failed (exit $?)"
+fi
 wanted fmnist && run_fmnist
 wanted fmnist_vs_ddp && run_fmnist_vs_ddp
 wanted fmnist_vs_torch1 && run_fmnist_vs_torch1

@@ -113,13 +113,17 @@ static void check_header(const ps_hdr_t *h, const uint8_t *frame0, size_t payloa
     FZ_CHECK(h->magic == PS_WIRE_MAGIC && h->version == PS_WIRE_VERSION);
     FZ_CHECK(h->type >= 1 && h->type <= PS_MSG_TYPE_MAX);
     FZ_CHECK(strcmp(ps_wire_type_name(h->type), "?") != 0);
-    unsigned allowed = h->type == PS_MSG_PUSH        ? PS_FLAG_SKIP | PS_FLAG_HALF
-                       : h->type == PS_MSG_ROWS_PUSH ? PS_FLAG_SKIP
-                                                     : 0;
+    unsigned allowed = h->type == PS_MSG_PUSH         ? PS_FLAG_SKIP | PS_FLAG_HALF | PS_FLAG_SHM
+                       : h->type == PS_MSG_PULL_REPLY ? PS_FLAG_SHM
+                       : h->type == PS_MSG_ROWS_PUSH  ? PS_FLAG_SKIP
+                                                      : 0;
     FZ_CHECK((h->flags & ~allowed) == 0 && h->reserved == 0 && h->payload == payload_len);
     FZ_CHECK((h->flags & PS_FLAG_HALF) != PS_FLAG_HALF);
     size_t elem = (h->flags & PS_FLAG_HALF) ? 2 : 4; /* --compress pushes: 16-bit */
-    if (h->type == PS_MSG_INIT || h->type == PS_MSG_PUSH || h->type == PS_MSG_PULL_REPLY) {
+    if (h->flags & PS_FLAG_SHM) {
+        /* the elements are in shared memory: an empty frame */
+        FZ_CHECK(h->count > 0 && payload_len == 0);
+    } else if (h->type == PS_MSG_INIT || h->type == PS_MSG_PUSH || h->type == PS_MSG_PULL_REPLY) {
         FZ_CHECK(h->count > 0 && payload_len == (size_t)h->count * elem);
     } else if (is_rows(h->type)) {
         check_rows(h, payload_len);

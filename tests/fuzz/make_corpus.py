@@ -21,7 +21,7 @@ import struct
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
 # ---- wire -----------------------------------------------------------------
-MAGIC, VERSION = 0x514D5350, 5
+MAGIC, VERSION = 0x514D5350, 6
 REGISTER, INIT, ACK, ERROR, PUSH, PULL, PULL_REPLY, SHUTDOWN, STATS, STATS_REPLY = range(1, 11)
 ROWS_PUSH, ROWS_PULL, ROWS_REPLY, TABLES = range(11, 15)
 
@@ -80,6 +80,11 @@ def wire_seeds():
         "push_skip": msg(PUSH, floats(0.0), step=4, count=1, samples=8, base=4, flags=1),
         "pull": msg(PULL, step=5, chunk=2, sender=1, request=9),
         "pull_reply": msg(PULL_REPLY, floats(1.0), step=5, chunk=2, count=1),
+        # shared memory (flag 0x08): the elements are not in the frame
+        "push_shm": msg(PUSH, step=4, chunk=0, count=2, samples=32, base=3, sender=1, flags=8),
+        "push_shm_f16": msg(PUSH, step=4, count=2, samples=8, flags=8 | 2),
+        "pull_reply_shm": msg(PULL_REPLY, step=5, chunk=2, count=1, flags=8),
+        "bad_shm_payload": msg(PUSH, floats(1.0), count=1, flags=8),
         "ack": msg(ACK, request=9),
         "error": msg(ERROR, b"chunk 7 out of range"),
         "shutdown": msg(SHUTDOWN, sender=1),

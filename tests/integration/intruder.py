@@ -45,7 +45,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 MAGIC = 0x514D5350
-VERSION = 5
+VERSION = 6
 (REGISTER, INIT, ACK, ERROR, PUSH, PULL, PULL_REPLY, SHUTDOWN, STATS,
  STATS_REPLY) = range(1, 11)
 # docs/protocol.md: magic, version, type, flags, sender, request, step,
@@ -146,7 +146,7 @@ def corpus(rng, me, chunks, workers, big=False):
     # Wrong magic, version, unknown types, non-zero flags/reserved.
     for m in (0, 0x4D51535F, 0x50534D51, 0xFFFFFFFF):
         out.append(msg(PULL, magic=m, sender=0))
-    for v in (0, 1, 3, 0xFFFF):
+    for v in (0, 1, 3, 4, 0xFFFF):
         out.append(msg(PULL, version=v, sender=0))
         out.append(msg(PUSH, floats(4), version=v, sender=0, step=1, count=4))
     for t in (0, 11, 12, 100, 255):

@@ -102,10 +102,13 @@ expect_fail "unknown model" "model" 1 "" 1 "$G --model resnet"
 expect_fail "--streams 0" "--streams 0: want 1 to 16" 1 "" 2 "$G --streams 0"
 expect_fail "--streams beyond 16" "--streams 17: want 1 to 16" 1 "" 1 "$G --streams 17"
 expect_fail "--io-threads beyond 64" "--io-threads 65: want 1 to 64" 1 "" 1 "$G --io-threads 65"
-expect_fail "server --transport shm" "--transport 'shm': want auto, ipc or tcp" 1 \
-    "--transport shm" 1 "$G"
-expect_fail "worker --transport bogus" "--transport 'bogus': want auto, ipc or tcp" 1 "" 2 \
+expect_fail "server --transport mem" "--transport 'mem': want auto, shm, ipc or tcp" 1 \
+    "--transport mem" 1 "$G"
+expect_fail "worker --transport bogus" "--transport 'bogus': want auto, shm, ipc or tcp" 1 "" 2 \
     "$G --transport bogus"
+expect_fail "server --transport shm, worker --transport ipc, one host" \
+    "server 0 says --transport shm and worker 0 says --transport ipc" 1 "--transport shm" 1 \
+    "$G --transport ipc"
 expect_fail "server --transport ipc, worker --transport tcp, one host" \
     "server 0 says --transport ipc and worker 0 says --transport tcp" 1 "--transport ipc" 1 \
     "$G --transport tcp"

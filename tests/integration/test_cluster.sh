@@ -8,8 +8,8 @@
 # Checked: a job with the servers on one host and the workers on the others
 # gives the same model, bit for bit, as the same job on one host; so does a
 # job with the servers and worker 0 on host 1 and worker 1 on host 2, where
-# worker 0 talks to the servers over ipc and worker 1 over tcp (the
-# servers bind both and say so); --transport ipc with a worker on another
+# worker 0 talks to the servers over shared memory (headers over ipc) and
+# worker 1 over tcp (the servers bind both and say so); --transport ipc with a worker on another
 # host fails at once naming both ranks and hosts; the
 # servers advertise the subnet address by default, --iface and --bind work,
 # a wrong --iface fails fast naming it, an unreachable advertised address
@@ -191,16 +191,19 @@ check_multi apphf "per-role hostfiles: a server on each of hosts 1+2, both worke
     "" -np 2 --hostfile "$TMP/servers.txt" SERVER : -np 2 --hostfile "$TMP/workers.txt" WORKER
 
 # Mixed placement: the servers and worker 0 share host 1, worker 1 runs on
-# host 2.  Worker 0 reaches the servers over ipc (peer credentials), worker
-# 1 over tcp (CurveZMQ), in the same job and bit for bit the same model.
-check_multi mixed "servers + worker 0 on host 1, worker 1 on host 2 (ipc and tcp at once)" "" \
+# host 2.  Worker 0 reaches the servers over shared memory (its headers
+# over ipc, peer credentials), worker 1 over tcp (CurveZMQ), in the same
+# job and bit for bit the same model.
+check_multi mixed "servers + worker 0 on host 1, worker 1 on host 2 (shm and tcp at once)" "" \
     -np 2 --host "$H1:2" SERVER : -np 1 --host "$H1:1" WORKER : -np 1 --host "$H2:1" WORKER
-mixed_line="data plane: ipc (peer credentials) to 1 local worker, tcp+CurveZMQ to 1 remote worker"
+mixed_line="data plane: shm + ipc (peer credentials) to 1 local worker, tcp+CurveZMQ to 1 remote worker"
 check "both servers say: $mixed_line" \
     [ "$(grep -c "ps-server\[[01]\]: $mixed_line\$" "$TMP/mixed.log")" = 2 ]
-check "each server binds an ipc and a tcp endpoint (subnet address)" \
-    [ "$(grep -c "ps-server\[[01]\]: data port ipc://[^ ]*/0 ipc://[^ ]*/1 tcp://$SUBNET\.1:[0-9]* tcp://$SUBNET\.1:[0-9]*\$" \
+check "each server binds an ipc and a tcp endpoint (subnet address) and names its segment" \
+    [ "$(grep -c "ps-server\[[01]\]: data port ipc://[^ ]*/0 ipc://[^ ]*/1 tcp://$SUBNET\.1:[0-9]* tcp://$SUBNET\.1:[0-9]* shm://[^ ]*/ps-shm-[0-9a-f]*\$" \
         "$TMP/mixed.log")" = 2 ]
+check "worker 0 mapped both segments (no fall back to ipc)" \
+    sh -c "grep -q 'data plane: shm' '$TMP/mixed.log' && ! grep -q 'no shared memory for this worker' '$TMP/mixed.log'"
 
 # --- failures must be prompt and say why ------------------------------------
 

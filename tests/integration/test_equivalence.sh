@@ -6,8 +6,11 @@
 #   S=2 (and S=3)           ==  S=1, bit for bit
 #   two identical runs      ==  bit for bit
 #   --streams 3 and 16      ==  --streams 1, bit for bit
-#   ipc (the one-host default, peer credentials), tcp (CurveZMQ), both
-#   with --insecure, and one worker on each plane at once  ==  bit for bit
+#   shm (the one-host default: shared memory, headers over ipc with peer
+#   credentials), ipc, tcp (CurveZMQ), each with --insecure, and workers
+#   on two planes at once  ==  bit for bit
+#   shm == ipc in ssp, async (one worker), --compress fp16/bf16,
+#   --on-nonfinite skip, and a checkpoint resumed, bit for bit
 # "==" up to float summation order where the batch is split differently.
 . "$(dirname "$0")/lib.sh"
 
@@ -81,11 +84,12 @@ else
     not_ok "streams jobs ran"
 fi
 
-# Transports: the same 2-server job over ipc (the default on one host:
-# peer credentials, no encryption), tcp (CurveZMQ), both without
-# authentication, and with worker 0 on tcp and worker 1 on ipc at once
-# (each server then binds both planes).  A tensor's bits must not depend
-# on the path it took.
+# Transports: the same 2-server job over shm (the default on one host:
+# tensors in shared memory, headers over ipc with peer credentials), ipc
+# (peer credentials, no encryption), tcp (CurveZMQ), without
+# authentication, and with worker 0 on tcp or ipc and worker 1 on shm at
+# once (each server then binds both planes).  A tensor's bits must not
+# depend on the path it took.
 TR="--batch-size 32"
 planes() { # name "server flags" [worker 0 flags]: 2 servers, 2 workers
     # shellcheck disable=SC2086
@@ -95,24 +99,80 @@ planes() { # name "server flags" [worker 0 flags]: 2 servers, 2 workers
         { echo "# job $1 failed:"; tail -5 "$TMP/$1.log" | sed 's/^/#   /'; return 1; }
 }
 said() { grep -q "ps-server\[0\]: data plane: $2\$" "$TMP/$1.log"; }
-if planes ipc "" && planes tcp "--transport tcp" && planes ipc_open "--insecure" &&
-    planes tcp_open "--transport tcp --insecure" && planes mixed "" "--transport tcp"; then
-    check "default on one host is ipc with peer credentials" \
+if planes shm "" && planes ipc "--transport ipc" && planes tcp "--transport tcp" &&
+    planes shm_open "--insecure" && planes ipc_open "--transport ipc --insecure" &&
+    planes tcp_open "--transport tcp --insecure" && planes mixed "" "--transport tcp" &&
+    planes mixed_ipc "" "--transport ipc" && planes shm_both "--transport shm" "--transport shm"; then
+    check "default on one host is shm, headers over ipc with peer credentials" \
+        said shm "shm + ipc (peer credentials) to 2 local workers"
+    check "--transport ipc on the servers: ipc with peer credentials" \
         said ipc "ipc (peer credentials) to 2 local workers"
     check "--transport tcp on the servers: tcp+CurveZMQ" said tcp "tcp+CurveZMQ to 2 local workers"
-    check "--insecure: no authentication on either plane" \
-        eval 'said ipc_open "ipc (no authentication) to 2 local workers" &&
+    check "--insecure: no authentication on any plane" \
+        eval 'said shm_open "shm + ipc (no authentication) to 2 local workers" &&
+              said ipc_open "ipc (no authentication) to 2 local workers" &&
               said tcp_open "tcp (no authentication) to 2 local workers"'
     check "worker 0 with --transport tcp: one worker on each plane" \
-        said mixed "ipc (peer credentials) to 1 local worker, tcp+CurveZMQ to 1 local worker"
-    check "the same default job again (ipc) == the 2-server job above, bit for bit" \
-        same_bits "$TMP/s2.st" "$TMP/ipc.st"
+        said mixed "shm + ipc (peer credentials) to 1 local worker, tcp+CurveZMQ to 1 local worker"
+    check "worker 0 with --transport ipc: one worker on shm, one on ipc" \
+        said mixed_ipc "shm + ipc (peer credentials) to 1 local worker, ipc (peer credentials) to 1 local worker"
+    check "the shm job moved its tensors through shared memory (a few MB on the socket at most)" \
+        sh -c "grep 'ps-server\[0\]: done:' '$TMP/shm.log' | grep -q ' in 0\.[0-9] MB, out 0\.[0-9] MB'"
+    check "the same default job again (shm) == the 2-server job above, bit for bit" \
+        same_bits "$TMP/s2.st" "$TMP/shm.st"
+    check "shm == ipc (peer credentials), bit for bit" same_bits "$TMP/ipc.st" "$TMP/shm.st"
     check "tcp (CurveZMQ) == ipc (peer credentials), bit for bit" \
         same_bits "$TMP/ipc.st" "$TMP/tcp.st"
+    check "shm --insecure == shm, bit for bit" same_bits "$TMP/shm.st" "$TMP/shm_open.st"
     check "ipc --insecure == ipc, bit for bit" same_bits "$TMP/ipc.st" "$TMP/ipc_open.st"
     check "tcp --insecure == ipc, bit for bit" same_bits "$TMP/ipc.st" "$TMP/tcp_open.st"
-    check "one worker on tcp and one on ipc == ipc, bit for bit" \
+    check "one worker on tcp and one on shm == ipc, bit for bit" \
         same_bits "$TMP/ipc.st" "$TMP/mixed.st"
+    check "one worker on ipc and one on shm == ipc, bit for bit" \
+        same_bits "$TMP/ipc.st" "$TMP/mixed_ipc.st"
+    check "--transport shm on every rank == ipc, bit for bit" same_bits "$TMP/ipc.st" "$TMP/shm_both.st"
 else
     not_ok "transport jobs ran"
+fi
+
+# Shared memory against sockets in every mode that touches the slots:
+# ssp (staleness + 1 push slots per chunk) and async, each with one worker
+# (with two, which weights a pull gets depends on timing, over any plane), 16-bit pushes, a step dropped for a NaN, and a
+# checkpoint resumed.  Each pair differs only in --transport.
+pair() { # name S W "server flags" "worker flags"
+    run "$1_shm" "$2" "$3" "--transport shm $4" "$5" && run "$1_ipc" "$2" "$3" "--transport ipc $4" "$5"
+}
+same_pair() { same_bits "$TMP/$1_shm.st" "$TMP/$1_ipc.st"; }
+SSP="--mode ssp --staleness 2"
+pair ssp 2 1 "$SSP" "--batch-size 16" &&
+    check "ssp (staleness 2, 3 slots per chunk) over shm == over ipc, bit for bit" same_pair ssp ||
+    not_ok "ssp jobs ran"
+pair async 1 1 "--mode async" "--batch-size 16" &&
+    check "async, one worker, over shm == over ipc, bit for bit" same_pair async ||
+    not_ok "async jobs ran"
+pair f16 2 2 "" "--batch-size 32 --compress fp16" &&
+    check "--compress fp16 over shm == over ipc, bit for bit" same_pair f16 || not_ok "fp16 jobs ran"
+pair bf16 1 2 "" "--batch-size 32 --compress bf16" &&
+    check "--compress bf16 over shm == over ipc, bit for bit" same_pair bf16 || not_ok "bf16 jobs ran"
+pair nan 2 2 "--on-nonfinite skip" "--batch-size 32 --test-nan-step 3" &&
+    check "--on-nonfinite skip (NaN at step 3) over shm == over ipc, bit for bit" same_pair nan ||
+    not_ok "non-finite jobs ran"
+# A checkpoint every 4 steps over shm, resumed over shm with one more
+# epoch, against the same over ipc (the checkpoint's bits too).
+MORE=$(echo "$MODEL" | sed 's/--epochs 3/--epochs 4/')
+ckpt_pair() { # transport
+    rm -rf "$TMP/ck_$1"
+    run "ck3_$1" 2 2 "--transport $1 --checkpoint-dir $TMP/ck_$1 --checkpoint-every 4" \
+        "--batch-size 32" &&
+        psrun 120 2 "$SRV --transport $1 --resume $TMP/ck_$1 --save $TMP/ck4_$1.st" 2 \
+            "$MORE --batch-size 32" "$TMP/ck4_$1.log"
+}
+if ckpt_pair shm && ckpt_pair ipc; then
+    check "checkpoint + resume over shm == over ipc, bit for bit" \
+        eval 'same_bits "$TMP/ck3_shm.st" "$TMP/ck3_ipc.st" &&
+              same_bits "$TMP/ck4_shm.st" "$TMP/ck4_ipc.st"'
+    check "the resumed shm job really resumed (it logged a step > 0)" \
+        eval '! cmp -s "$TMP/ck3_shm.st" "$TMP/ck4_shm.st"'
+else
+    not_ok "checkpoint jobs ran"
 fi

@@ -2,7 +2,8 @@
 # The ipc data plane, the default when ranks share a host (docs/operations.md,
 # "Security"): what guards it, and that it leaves nothing behind.
 #
-#   1. A default one-host job says "data plane: ipc (peer credentials)",
+#   1. A default one-host job says "data plane: shm + ipc (peer
+#      credentials)" (its tensors through shared memory, test_shm.sh),
 #      opens no TCP data port, and its servers' socket files sit in a
 #      private folder: mode 0700, ours, under $TMPDIR, named with random
 #      hex.
@@ -161,8 +162,8 @@ else
 fi
 finish
 check "the default job exits 0" [ "$RC" = 0 ]
-check "its servers say: data plane: ipc (peer credentials) to 2 local workers" \
-    grep -q "ps-server\[0\]: data plane: ipc (peer credentials) to 2 local workers" \
+check "its servers say: data plane: shm + ipc (peer credentials) to 2 local workers" \
+    grep -q "ps-server\[0\]: data plane: shm + ipc (peer credentials) to 2 local workers" \
     "$TMP/normal.log"
 clean normal "normal end"
 

@@ -26,6 +26,7 @@
 #include "ps_count.h"
 #include "ps_err.h"
 #include "ps_layout.h"
+#include "ps_shm.h"
 #include "ps_transport.h"
 #include "ps_wire.h"
 #include "srv_loop.h"
@@ -1065,6 +1066,68 @@ static void test_update_wait_bounded(void **state)
     assert_weights_untouched(f);
 }
 
+/* Shared memory (srv_loop_set_shm): worker 0 has an area, worker 1 none.
+ * Worker 0's gradient (1) goes through its push slot with an empty frame,
+ * worker 1's (3) through the socket; the step's update is the same as
+ * over sockets (lr 0.5, mean 2: w - 1, exact); the slot is given back;
+ * worker 0's pull reply is the new weights in its reply area; worker 1's
+ * PS_FLAG_SHM push (it has no area) is refused as "sender" and reads
+ * nothing. */
+static void test_shm_push_and_reply(void **state)
+{
+    fix_t *f = *state;
+    char path[PS_SHM_PATH];
+    ps_shm_t *srv, *w0;
+    const uint8_t use[NWORKERS] = {1, 0};
+    register_model(f);
+    assert_int_equal(ps_shm_create(&srv, path, sizeof path), 0);
+    assert_int_equal(ps_shm_size(srv, &f->L.store.map, 0, 1, NWORKERS, use), 0);
+    srv_loop_set_shm(&f->L, srv);
+    assert_int_equal(ps_shm_attach(&w0, path, &f->L.store.map, 0, 1, NWORKERS, 0), 0);
+    float *slot = ps_shm_push_at(w0, 0, 0, 0);
+    assert_non_null(slot);
+    assert_int_equal(ps_shm_slot_wait(w0, 0, 0, 0, 0), 0);
+    for (int i = 0; i < CHUNK; i++) {
+        slot[i] = 1.0f;
+    }
+    ps_shm_slot_fill(w0, 0, 0, 0);
+    ps_hdr_t h = chunk_hdr(PS_MSG_PUSH, 0, 0, 0);
+    h.flags = PS_FLAG_SHM;
+    h.payload = 0;
+    send_from(f, 0, &h, NULL, 0);
+    h = chunk_hdr(PS_MSG_PULL, 0, 0, 1);
+    send_from(f, 0, &h, NULL, 0);
+    fill_grad(3.0f);
+    h = chunk_hdr(PS_MSG_PUSH, 1, 0, 0);
+    send_from(f, 1, &h, grad, h.payload);
+    h = chunk_hdr(PS_MSG_PUSH, 1, 2, 0);
+    h.flags = PS_FLAG_SHM;
+    h.payload = 0;
+    send_from(f, 1, &h, NULL, 0); /* no area: sender */
+    run_train(f, 0);
+    assert_rejected(f, SRV_REJ_SENDER, 1);
+    srv_chunk_t *c = srv_store_chunk(&f->L.store, 0);
+    float want[CHUNK];
+    for (int i = 0; i < CHUNK; i++) {
+        want[i] = f->init[i] - 1.0f;
+    }
+    assert_true(c->version == 1);
+    assert_bits(c->w, want, CHUNK, "chunk 0 after the shm and socket pushes");
+    /* The store is done with the slot: worker 0 may write it again. */
+    assert_int_equal(ps_shm_slot_wait(w0, 0, 0, 0, 0), 0);
+    ps_tp_msg_t m;
+    assert_int_equal(ps_tp_recv(f->cli[0], &m, WAIT_MS), 0);
+    assert_int_equal(m.hdr.type, PS_MSG_PULL_REPLY);
+    assert_int_equal(m.hdr.flags, PS_FLAG_SHM);
+    assert_int_equal(m.len, 0);
+    assert_true(m.hdr.step == 1 && m.hdr.count == CHUNK);
+    ps_tp_msg_release(&m);
+    assert_bits(ps_shm_reply_at(w0, 0, 0), want, CHUNK, "worker 0's reply area");
+    ps_shm_destroy(&w0);
+    srv_loop_fini(&f->L); /* gives held slots back while the segment is mapped */
+    ps_shm_destroy(&srv);
+}
+
 int main(void)
 {
     static const loop_opts_t skip = {.mode = PS_MODE_SYNC, .nonfinite_skip = 1};
@@ -1097,6 +1160,7 @@ int main(void)
         cmocka_unit_test_prestate_setup_teardown(test_nonfinite_skip, setup, teardown,
                                                  (void *)&skip),
         cmocka_unit_test_setup_teardown(test_wrong_count_from_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shm_push_and_reply, setup, teardown),
         cmocka_unit_test_prestate_setup_teardown(test_async_replay_refused, setup, teardown,
                                                  (void *)&async),
         cmocka_unit_test_prestate_setup_teardown(test_pull_then_disconnect, setup, teardown,

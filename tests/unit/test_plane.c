@@ -24,19 +24,27 @@ static void test_parse(void **state)
     assert_int_equal(p, PS_PLANE_IPC);
     assert_int_equal(ps_plane_parse("tcp", "--transport", &p), 0);
     assert_int_equal(p, PS_PLANE_TCP);
-    const char *bad[] = {"shm", "", "TCP", "ipc ", "tcp://x"};
+    assert_int_equal(ps_plane_parse("shm", "--transport", &p), 0);
+    assert_int_equal(p, PS_PLANE_SHM);
+    const char *bad[] = {"SHM", "", "TCP", "ipc ", "tcp://x", "mem"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         p = PS_PLANE_IPC;
         assert_int_equal(ps_plane_parse(bad[i], "--transport", &p), PS_EINVAL);
         assert_int_equal(p, PS_PLANE_IPC); /* untouched */
         assert_non_null(strstr(ps_error_msg(), "--transport"));
-        assert_non_null(strstr(ps_error_msg(), "want auto, ipc or tcp"));
+        assert_non_null(strstr(ps_error_msg(), "want auto, shm, ipc or tcp"));
     }
     assert_int_equal(ps_plane_parse(NULL, "--transport", &p), PS_EINVAL);
     assert_string_equal(ps_plane_name(PS_PLANE_AUTO), "auto");
     assert_string_equal(ps_plane_name(PS_PLANE_IPC), "ipc");
     assert_string_equal(ps_plane_name(PS_PLANE_TCP), "tcp");
+    assert_string_equal(ps_plane_name(PS_PLANE_SHM), "shm");
     assert_string_equal(ps_plane_name((ps_plane_t)7), "?");
+    /* ps.h's PS_TRANSPORT_* values are these numbers: they must not move. */
+    assert_int_equal(PS_PLANE_AUTO, 0);
+    assert_int_equal(PS_PLANE_IPC, 1);
+    assert_int_equal(PS_PLANE_TCP, 2);
+    assert_int_equal(PS_PLANE_SHM, 3);
 }
 
 /* Every combination of the two wishes, on one host and on two: the
@@ -44,28 +52,42 @@ static void test_parse(void **state)
 static void test_decide_table(void **state)
 {
     (void)state;
-    enum { A = PS_PLANE_AUTO, I = PS_PLANE_IPC, T = PS_PLANE_TCP, E = -1 };
+    enum { A = PS_PLANE_AUTO, I = PS_PLANE_IPC, T = PS_PLANE_TCP, M = PS_PLANE_SHM, E = -1 };
     static const struct {
         int same, srv, wkr, want;
     } rows[] = {
         /* one host */
-        {1, A, A, I},
+        {1, A, A, M},
+        {1, A, M, M},
         {1, A, I, I},
         {1, A, T, T},
+        {1, M, A, M},
+        {1, M, M, M},
+        {1, M, I, E},
+        {1, M, T, E},
         {1, I, A, I},
+        {1, I, M, E},
         {1, I, I, I},
         {1, I, T, E},
         {1, T, A, T},
+        {1, T, M, E},
         {1, T, I, E},
         {1, T, T, T},
         /* two hosts */
         {0, A, A, T},
+        {0, A, M, E},
         {0, A, I, E},
         {0, A, T, T},
+        {0, M, A, E},
+        {0, M, M, E},
+        {0, M, I, E},
+        {0, M, T, E},
         {0, I, A, E},
+        {0, I, M, E},
         {0, I, I, E},
         {0, I, T, E},
         {0, T, A, T},
+        {0, T, M, E},
         {0, T, I, E},
         {0, T, T, T},
     };
@@ -111,6 +133,13 @@ static void test_decide_messages(void **state)
     assert_string_equal(ps_error_msg(),
                         "server 0 says --transport tcp and worker 2 says --transport ipc (both "
                         "on n1): give them the same, or auto to one of them");
+    p.srv = PS_PLANE_SHM;
+    p.worker_host = "n2";
+    p.wkr = PS_PLANE_AUTO;
+    assert_int_equal(ps_plane_decide(&p, &got), PS_EINVAL);
+    assert_string_equal(ps_error_msg(),
+                        "server 0 says --transport shm, but server 0 runs on n1 and worker 2 on "
+                        "n2: shm reaches only ranks on one host (use auto)");
 }
 
 static void test_describe(void **state)
@@ -131,6 +160,14 @@ static void test_describe(void **state)
     ps_plane_describe(&c, 0, s, sizeof s);
     assert_string_equal(s, "ipc (no authentication) to 3 local workers, tcp (no authentication) "
                            "to 2 remote workers");
+    c = (ps_plane_count_t){.shm = 2, .tcp_remote = 1};
+    ps_plane_describe(&c, 1, s, sizeof s);
+    assert_string_equal(s, "shm + ipc (peer credentials) to 2 local workers, tcp+CurveZMQ to 1 "
+                           "remote worker");
+    c = (ps_plane_count_t){.shm = 1, .ipc = 1};
+    ps_plane_describe(&c, 0, s, sizeof s);
+    assert_string_equal(s, "shm + ipc (no authentication) to 1 local worker, ipc (no "
+                           "authentication) to 1 local worker");
     c = (ps_plane_count_t){0};
     ps_plane_describe(&c, 1, s, sizeof s);
     assert_string_equal(s, "no workers");

@@ -26,7 +26,7 @@
  * table in ps_wire.h, little endian). */
 static const uint8_t push_bytes[PS_WIRE_HDR_SIZE] = {
     0x50, 0x53, 0x4d, 0x51,                         /*  0 magic "PSMQ" */
-    0x05, 0x00,                                     /*  4 version 5 */
+    0x06, 0x00,                                     /*  4 version 6 */
     0x05,                                           /*  6 type PUSH */
     0x00,                                           /*  7 flags */
     0x04, 0x03, 0x02, 0x01,                         /*  8 sender 0x01020304 */
@@ -303,9 +303,10 @@ static void test_reject_unknown_type(void **state)
 static void test_reject_flags(void **state)
 {
     (void)state;
-    /* PUSH defines bits 0-2 (SKIP, F16, BF16); every other bit, and any
-     * bit on another type, is refused. */
-    for (int bit = 3; bit < 8; bit++) {
+    /* PUSH defines bits 0-3 (SKIP, F16, BF16, SHM); every other bit, and
+     * any bit but SHM on PULL_REPLY, or any bit on another type, is
+     * refused. */
+    for (int bit = 4; bit < 8; bit++) {
         ps_hdr_t h = push_hdr();
         h.flags = (uint8_t)(1u << bit);
         expect_reject_hdr(&h, 1024, NULL);
@@ -322,11 +323,32 @@ static void test_reject_flags(void **state)
     expect_accept_hdr(&h, 512);
     h.flags = PS_FLAG_F16 | PS_FLAG_BF16;
     expect_reject_hdr(&h, 512, NULL);
+    /* Shared memory: the elements are not in the frame, which is empty;
+     * with either 16-bit format, never both. */
+    h.flags = PS_FLAG_SHM;
+    expect_reject_hdr(&h, 512, NULL);
+    h.payload = 0;
+    expect_accept_hdr(&h, 0);
+    expect_reject_hdr(&h, 4, NULL);
+    h.flags = PS_FLAG_SHM | PS_FLAG_F16;
+    expect_accept_hdr(&h, 0);
+    h.flags = PS_FLAG_SHM | PS_FLAG_F16 | PS_FLAG_BF16;
+    expect_reject_hdr(&h, 0, NULL);
+    h.flags = PS_FLAG_SHM;
+    h.count = 0;
+    expect_reject_hdr(&h, 0, NULL);
     for (int t = 1; t <= PS_MSG_TYPE_MAX; t++) {
         size_t pl;
         ps_hdr_t o = valid_hdr(t, &pl);
         o.flags = PS_FLAG_SKIP;
         if (t != PS_MSG_PUSH && t != PS_MSG_ROWS_PUSH) {
+            expect_reject_hdr(&o, pl, NULL);
+        }
+        o.flags = PS_FLAG_SHM;
+        if (t == PS_MSG_PULL_REPLY) {
+            o.payload = 0;
+            expect_accept_hdr(&o, 0);
+        } else if (t != PS_MSG_PUSH) {
             expect_reject_hdr(&o, pl, NULL);
         }
     }
