@@ -11,6 +11,14 @@
 #   pushpull_shm    a 16 MiB push+pull over shared memory (bytes moved per
 #                   second, push and pull) vs one core's memcpy of 16 MiB in
 #                   the same run (bench_pushpull --shm: pushpull_16MiB_shm)
+#   sparse_table    the server's sparse table (bench_table): update
+#                   throughput (sparse_rows_per_s, rows/s on one core, vs
+#                   the dense kernel over the same floats), memory per row
+#                   beyond weights and velocity at dim 1 and 16
+#                   (sparse_bytes_per_row_dim*, vs the goal of 16 bytes) and
+#                   a step's time with 64M rows in the table vs 1M, the same
+#                   rows touched (sparse_table_size_scaling, goal <= 1.3;
+#                   about 3 minutes and 2.3 GB)
 #   fmnist          training throughput (--insecure) of the MLP 784-256-128-10 on
 #                   Fashion-MNIST (1 server, 2 workers x batch 64, 2 epochs)
 #                   vs PyTorch in one process on one thread (batch 128)
@@ -46,7 +54,7 @@
 #                   (tests/bench/ddp_torch_mnist.py, spawn to join); plus
 #                   both test accuracies (torch_binding_accuracy_vs_ddp)
 # and a table of every line closes the run.  `run.sh NAME...` runs only the
-# named ones (bench_update bench_pushpull fmnist fmnist_vs_ddp
+# named ones (bench_update bench_pushpull pushpull_shm sparse_table fmnist fmnist_vs_ddp
 # fmnist_vs_torch1 torch_binding_vs_ddp), still writing $BUILD/bench.jsonl afresh.  Exit status 0 when every
 # benchmark ran; a skipped reference (no torch) is not a failure.
 #
@@ -71,10 +79,10 @@ for v in "FMNIST_DDP_RUNS=$DDP_RUNS" "FMNIST_TORCH1_RUNS=$T1_RUNS"; do
 done
 for b in "$@"; do
     case "$b" in
-    bench_update | bench_pushpull | pushpull_shm | fmnist | fmnist_vs_ddp | fmnist_vs_torch1) ;;
+    bench_update | bench_pushpull | pushpull_shm | sparse_table | fmnist | fmnist_vs_ddp | fmnist_vs_torch1) ;;
     torch_binding_vs_ddp) ;;
     *)
-        echo "bench: unknown benchmark '$b' (bench_update bench_pushpull pushpull_shm fmnist" \
+        echo "bench: unknown benchmark '$b' (bench_update bench_pushpull pushpull_shm sparse_table fmnist" \
             "fmnist_vs_ddp fmnist_vs_torch1 torch_binding_vs_ddp)" >&2
         exit 2
         ;;
@@ -504,6 +512,12 @@ wanted bench_pushpull && run_bin bench_pushpull
 if wanted pushpull_shm; then
     echo "== pushpull_shm"
     timeout 300 "$BUILD/bench/bench_pushpull" --shm "$OUT" || fail "bench_pushpull --shm failed (exit $?)"
+fi
+if wanted sparse_table; then
+    for b in sparse_rows_per_s sparse_bytes_per_row sparse_table_size_scaling; do
+        echo "== $b"
+        timeout 900 "$BUILD/bench/bench_table" -o "$OUT" "$b" || fail "bench_table $b failed (exit $?)"
+    done
 fi
 wanted fmnist && run_fmnist
 wanted fmnist_vs_ddp && run_fmnist_vs_ddp
