@@ -48,6 +48,6 @@ void ps_opts_help(FILE *out, const char *usage, const ps_opt_t *opts, int nopts)
  * PS_EINVAL. */
 int ps_opts_int_list(const char *s, int *out, int max);
 
-#define PS_VERSION_STRING "0.3.0"
+#define PS_VERSION_STRING "0.4.0"
 
 #endif

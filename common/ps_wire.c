@@ -37,17 +37,38 @@ void ps_wire_encode(const ps_hdr_t *h, uint8_t *buf)
 const char *ps_wire_type_name(int type)
 {
     static const char *names[] = {"?",    "REGISTER",   "INIT",     "ACK",   "ERROR",      "PUSH",
-                                  "PULL", "PULL_REPLY", "SHUTDOWN", "STATS", "STATS_REPLY"};
+                                  "PULL", "PULL_REPLY", "SHUTDOWN", "STATS", "STATS_REPLY",
+                                  "ROWS_PUSH", "ROWS_PULL", "ROWS_REPLY", "TABLES"};
     if (type < 1 || type > PS_MSG_TYPE_MAX) {
         return names[0];
     }
     return names[type];
 }
 
+/* Row messages: count keys of `offset` (the dim) floats each.  64-bit
+ * arithmetic cannot overflow: count < 2^32, dim <= 2^16. */
+static int rows_ok(const ps_hdr_t *h)
+{
+    uint64_t n = h->count, dim = h->offset;
+    if (dim < 1 || dim > PS_WIRE_MAX_DIM) {
+        return 0;
+    }
+    switch (h->type) {
+    case PS_MSG_ROWS_PUSH: return h->payload == n * 8 + n * dim * 4;
+    case PS_MSG_ROWS_PULL: return n > 0 && h->payload == n * 8;
+    default: return n > 0 && h->payload == n * dim * 4; /* ROWS_REPLY */
+    }
+}
+
 /* The payload each type must carry, given its element count. */
 static int payload_ok(const ps_hdr_t *h)
 {
     switch (h->type) {
+    case PS_MSG_ROWS_PUSH:
+    case PS_MSG_ROWS_PULL:
+    case PS_MSG_ROWS_REPLY: return rows_ok(h);
+    case PS_MSG_TABLES:
+        return h->payload >= 4 && h->payload <= PS_WIRE_MAX_TABLES && h->count == 0;
     case PS_MSG_PUSH:
         if ((h->flags & PS_FLAG_HALF) == PS_FLAG_HALF) {
             return 0; /* one 16-bit format or the other */
@@ -101,7 +122,9 @@ int ps_wire_decode(ps_hdr_t *h, const uint8_t *buf, size_t len, size_t payload_l
         ps_error_set("unknown message type %u", h->type);
         return PS_EPROTO;
     }
-    uint8_t allowed = h->type == PS_MSG_PUSH ? PS_FLAG_SKIP | PS_FLAG_HALF : 0;
+    uint8_t allowed = h->type == PS_MSG_PUSH        ? PS_FLAG_SKIP | PS_FLAG_HALF
+                      : h->type == PS_MSG_ROWS_PUSH ? PS_FLAG_SKIP
+                                                    : 0;
     if ((h->flags & ~allowed) != 0 || h->reserved != 0) {
         ps_error_set("%s: non-zero flags/reserved fields", ps_wire_type_name(h->type));
         return PS_EPROTO;

@@ -8,7 +8,8 @@
  *     0  4   magic          "PSMQ" (0x514d5350)
  *     4  2   version        PS_WIRE_VERSION; a mismatch is refused
  *     6  1   type           ps_msg_type_t
- *     7  1   flags          PUSH: PS_FLAG_SKIP, PS_FLAG_F16 or PS_FLAG_BF16; others: 0
+ *     7  1   flags          PUSH: PS_FLAG_SKIP, PS_FLAG_F16 or PS_FLAG_BF16;
+ *                           ROWS_PUSH: PS_FLAG_SKIP; others: 0
  *     8  4   sender         world-independent role rank of the sender
  *    12  4   request id     echoed in replies
  *    16  8   step           training step (weights version)
@@ -19,6 +20,11 @@
  *    44  4   samples        PUSH: samples behind the gradient
  *    48  8   payload bytes  length of frame 1
  *    56  8   base           PUSH: weights version the gradient was computed on
+ *
+ * Row messages (sparse tables) use the same header: chunk id = table id
+ * (declaration order), offset = the table's dim, count = keys; payloads:
+ * ROWS_PUSH count u64 keys then count x dim float32 gradients, ROWS_PULL
+ * count u64 keys, ROWS_REPLY count x dim float32 rows, all little-endian.
  *
  * ps_wire_decode checks everything that can be checked without the layout:
  * magic, version, type, flags, reserved, and that the payload length is the
@@ -32,10 +38,12 @@
 #include <stdint.h>
 
 #define PS_WIRE_MAGIC 0x514d5350u
-#define PS_WIRE_VERSION 4
+#define PS_WIRE_VERSION 5
 #define PS_WIRE_HDR_SIZE 64
 #define PS_WIRE_MAX_TEXT 1024           /* ERROR payloads */
 #define PS_WIRE_MAX_LAYOUT (128 * 1024) /* REGISTER payloads: PS_MAX_TENSORS of any shape */
+#define PS_WIRE_MAX_TABLES 8192        /* TABLES payloads: PS_TABLES_MAX declarations */
+#define PS_WIRE_MAX_DIM 65536           /* row messages: floats per row (PS_TABLE_MAX_DIM) */
 #define PS_WIRE_STATS_BYTES 48          /* STATS_REPLY: 6 x u64, see ps_wire_stats_t */
 /* PUSH flag: the worker's gradient for this step was not finite and
  * --on-nonfinite skip is on; the payload is ignored and the whole step is
@@ -58,7 +66,11 @@ typedef enum {
     PS_MSG_SHUTDOWN = 8,     /* worker -> server: this worker has finished */
     PS_MSG_STATS = 9,        /* worker -> server: ask for the server's counters */
     PS_MSG_STATS_REPLY = 10, /* server -> worker: ps_wire_stats_t payload */
-    PS_MSG_TYPE_MAX = 10,
+    PS_MSG_ROWS_PUSH = 11,   /* worker -> server: one step's rows of one table */
+    PS_MSG_ROWS_PULL = 12,   /* worker -> server: want rows at table version >= step */
+    PS_MSG_ROWS_REPLY = 13,  /* server -> worker: the rows, in the pull's key order */
+    PS_MSG_TABLES = 14,      /* worker 0 -> server: the table declarations (ps_keys.h) */
+    PS_MSG_TYPE_MAX = 14,
 } ps_msg_type_t;
 
 typedef struct {

@@ -26,6 +26,7 @@ int srv_flags_parse(srv_cfg_t *c, int argc, char **argv)
         .schedule = "constant",
         .form = "torch",
         .on_nonfinite = "abort",
+        .sparse_update = "exact",
     };
     ps_opt_t opts[] = {
         {"lr", PS_OPT_DOUBLE, &c->opt.lr, "F", "learning rate"},
@@ -55,6 +56,14 @@ int srv_flags_parse(srv_cfg_t *c, int argc, char **argv)
         {"on-nonfinite", PS_OPT_STRING, &c->on_nonfinite, "abort|skip",
          "a NaN/Inf gradient ends the job naming worker, tensor and step, or drops that "
          "step for everyone"},
+        {"sparse-update", PS_OPT_STRING, &c->sparse_update, "exact|lazy",
+         "sparse tables: exact (every row steps every step, as torch.optim.SGD on the "
+         "table held dense: a row not in the batch takes a zero gradient; brought up to "
+         "date when next touched) or lazy (only the rows pushed in a step are updated)"},
+        {"max-table-mib", PS_OPT_LONG, &c->max_table_mib, "MIB",
+         "memory the sparse tables of one server may take; past it the job ends naming "
+         "table, server and row count (0 = auto: 80% of the RAM available at start, split "
+         "over the servers on this host)"},
         {"checkpoint-dir", PS_OPT_STRING, &c->ckpt_dir, "DIR",
          "write checkpoints here (one file per server + MANIFEST per step; sync mode)"},
         {"checkpoint-every", PS_OPT_LONG, &c->ckpt_every, "N", "checkpoint every N steps"},
@@ -142,6 +151,15 @@ int srv_flags_check(srv_cfg_t *c)
         return PS_EINVAL;
     }
     c->info.nonfinite_skip = strcmp(c->on_nonfinite, "skip") == 0;
+    if (strcmp(c->sparse_update, "exact") && strcmp(c->sparse_update, "lazy")) {
+        ps_error_set("--sparse-update '%s': want exact or lazy", c->sparse_update);
+        return PS_EINVAL;
+    }
+    c->sparse_lazy = strcmp(c->sparse_update, "lazy") == 0;
+    if (c->max_table_mib < 0 || c->max_table_mib > (1LL << 40)) {
+        ps_error_set("--max-table-mib %lld: 0 (auto) or a size in MiB", c->max_table_mib);
+        return PS_EINVAL;
+    }
     if ((c->ckpt_dir || c->resume) && c->info.mode != PS_MODE_SYNC) {
         ps_error_set("--checkpoint-dir and --resume need --mode sync (in the other modes the "
                      "chunks are never all at one step)");
@@ -174,9 +192,10 @@ void srv_flags_describe(const srv_cfg_t *c, char *out, size_t cap)
     snprintf(out, cap,
              "lr=%.17g;momentum=%.17g;dampening=%.17g;nesterov=%d;weight_decay=%.17g;"
              "form=%s;maximize=%d;clip=%.17g;decoupled=%.17g;schedule=%s;mode=%s;"
-             "nonfinite=%s;steps_per_epoch=%llu;total_steps=%llu",
+             "nonfinite=%s;steps_per_epoch=%llu;total_steps=%llu;sparse=%s",
              c->opt.lr, c->opt.momentum, c->opt.dampening, c->opt.nesterov, c->opt.weight_decay,
              srv_optim_form_name(c->opt.form), c->opt.maximize, c->opt.clip_value,
              c->opt.decoupled_wd, sched, c->mode, c->on_nonfinite,
-             (unsigned long long)c->plan.steps_per_epoch, (unsigned long long)c->plan.total_steps);
+             (unsigned long long)c->plan.steps_per_epoch, (unsigned long long)c->plan.total_steps,
+             c->sparse_update);
 }

@@ -35,6 +35,8 @@ typedef struct {
     int insecure;
     const char *endpoint_file;
     const char *on_nonfinite;
+    const char *sparse_update; /* "exact" | "lazy" */
+    long long max_table_mib;   /* 0: auto (most of the RAM free at start) */
     const char *ckpt_dir;
     long long ckpt_every;
     const char *resume;
@@ -45,6 +47,7 @@ typedef struct {
     ps_plane_t plane;
     ps_srvinfo_t info;
     ps_planinfo_t plan;
+    int sparse_lazy; /* --sparse-update lazy */
 } srv_cfg_t;
 
 int srv_flags_parse(srv_cfg_t *c, int argc, char **argv);

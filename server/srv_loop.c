@@ -59,6 +59,18 @@ int srv_loop_init(srv_loop_t *L, const srv_loop_cfg_t *cfg)
         ps_error_set("server: no memory for the state of %d workers", cfg->nworkers);
         return PS_ENOMEM;
     }
+    srv_sparse_cfg_t sc = {.server = cfg->server,
+                           .nservers = cfg->nservers,
+                           .nworkers = cfg->nworkers,
+                           .mode = cfg->mode,
+                           .staleness = cfg->staleness,
+                           .opt = cfg->opt,
+                           .update = cfg->sparse_update,
+                           .max_bytes = cfg->table_max_bytes,
+                           .lr_of = cfg->lr_of,
+                           .lr_arg = cfg->lr_arg,
+                           .nonfinite_skip = cfg->nonfinite_skip};
+    srv_sparse_init(&L->sparse, &sc);
     return 0;
 }
 
@@ -69,6 +81,7 @@ void srv_loop_fini(srv_loop_t *L)
     }
     free(L->held);
     L->held = NULL;
+    srv_sparse_fini(&L->sparse);
     srv_store_fini(&L->store);
     free(L->done);
     free(L->worker_step);
@@ -419,6 +432,11 @@ static int dispatch_train(srv_loop_t *L, ps_tp_msg_t *m)
         }
         return 0;
     case PS_MSG_STATS: handle_stats(L, m); return 0;
+    case PS_MSG_ROWS_PUSH: return srv_sparse_handle_push(L, m);
+    case PS_MSG_ROWS_PULL: return srv_sparse_handle_pull(L, m);
+    case PS_MSG_TABLES:
+        srv_sparse_handle_tables(L, m); /* a repeat is harmless; a different one is refused */
+        return L->failed;
     case PS_MSG_REGISTER:
         srv_register_handle(L, m); /* a repeat is harmless; a different one is refused */
         return 0;
@@ -490,7 +508,7 @@ static int step_once(srv_loop_t *L, int (*dispatch)(srv_loop_t *, ps_tp_msg_t *)
 int srv_loop_setup(srv_loop_t *L)
 {
     int rv;
-    while (!L->registered || !srv_store_all_initialized(&L->store) ||
+    while (!L->registered || !L->sparse.declared || !srv_store_all_initialized(&L->store) ||
            L->inits_seen < L->store.nlocal) {
         rv = step_once(L, srv_register_dispatch);
         if (rv == 0 && L->failed) {

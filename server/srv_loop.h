@@ -48,6 +48,7 @@
 
 #include "ps_transport.h"
 #include "srv_ckpt.h"
+#include "srv_sparse.h"
 #include "srv_store.h"
 
 #include <stdint.h>
@@ -86,6 +87,8 @@ typedef struct {
      * --streams); a message on a stream beyond is refused.  NULL: only
      * PS_TP_MAX_STREAMS bounds them. */
     const int *worker_streams;
+    srv_sparse_mode_t sparse_update; /* --sparse-update */
+    size_t table_max_bytes;          /* --max-table-mib, this server's; 0: no bound */
 } srv_loop_cfg_t;
 
 /* A PULL waiting for its chunk to reach version `want`. */
@@ -103,6 +106,7 @@ typedef struct {
 typedef struct {
     srv_loop_cfg_t cfg;
     srv_store_t store;
+    srv_sparse_t sparse; /* the sparse tables (TABLES, ROWS_PUSH, ROWS_PULL) */
     int registered;
     uint8_t *done;          /* [nworkers] SHUTDOWN received */
     uint64_t *worker_step;  /* [nworkers] highest step pushed + 1 */
@@ -158,5 +162,9 @@ srv_chunk_t *srv_loop_checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int nee
  * an update waits for zero-copy readers. */
 void srv_loop_release_push(void *owner);
 void srv_loop_service_socket(void *tp);
+/* The sparse tables' messages (srv_sparse.c): 0, or a fatal error. */
+int srv_sparse_handle_push(srv_loop_t *L, ps_tp_msg_t *m);
+int srv_sparse_handle_pull(srv_loop_t *L, ps_tp_msg_t *m);
+void srv_sparse_handle_tables(srv_loop_t *L, ps_tp_msg_t *m);
 
 #endif

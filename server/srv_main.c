@@ -284,6 +284,34 @@ static int load_resume(const srv_cfg_t *c, ps_boot_t *b, srv_ckpt_state_t *st)
     return rv;
 }
 
+/* This server's share of --max-table-mib: the flag, or 80% of the RAM the
+ * kernel says is available now (MemAvailable) over the servers on this
+ * host, so the job ends with a message naming the table before the OOM
+ * killer ends it without one.  0 (no bound) when /proc/meminfo is not
+ * readable. */
+static size_t table_budget(const srv_cfg_t *c, const ps_boot_t *b)
+{
+    if (c->max_table_mib > 0) {
+        return (size_t)c->max_table_mib << 20;
+    }
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kib = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
+            break;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    int here = 0;
+    for (int s = 0; s < b->nservers; s++) {
+        here += strcmp(ps_boot_server_host(b, s), b->host) == 0;
+    }
+    return (size_t)(kib * 1024ULL / 10 * 8 / (unsigned long long)(here > 0 ? here : 1));
+}
+
 /* Step "register": the event loop takes worker 0's REGISTER and the INIT
  * of every local chunk (or the checkpoint's values). */
 static int setup_loop(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
@@ -308,6 +336,8 @@ static int setup_loop(srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
         .timeout_ms = c->timeout_s * 1000,
         .worker_hosts = j->hosts,
         .worker_streams = ps_boot_worker_streams(b),
+        .sparse_update = c->sparse_lazy ? SRV_SPARSE_LAZY : SRV_SPARSE_EXACT,
+        .table_max_bytes = table_budget(c, b),
     };
     j->loop_up = 1;
     int rv = srv_loop_init(&j->loop, &lc);

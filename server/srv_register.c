@@ -121,6 +121,7 @@ int srv_register_dispatch(srv_loop_t *L, ps_tp_msg_t *m)
     switch (m->hdr.type) {
     case PS_MSG_REGISTER: srv_register_handle(L, m); return 0;
     case PS_MSG_INIT: handle_init(L, m); return 0;
+    case PS_MSG_TABLES: srv_sparse_handle_tables(L, m); return 0;
     default: srv_loop_reject(L, SRV_REJ_PHASE, m->peer, ps_wire_type_name(m->hdr.type)); return 0;
     }
 }

@@ -109,6 +109,8 @@
  *   4  ps_options_t.signals (PS_SIGNALS_STOP), PS_EINTR; a failed start-up
  *      gives every rank the failing rank's message
  *   5  ps_options_t.transport (PS_TRANSPORT_*)
+ *   6  0.4.0: sparse tables: ps_declare_table, ps_pull_rows, ps_push_rows,
+ *      ps_wait_rows, ps_test_rows (ps_rows_t)
  * 0.x versions keep the soname libpsclient.so.0 and make no ABI promise:
  * rebuild a program for a new minor version.  From 3 on, ps_options_t
  * carries its size, so later versions read an older caller's options.
@@ -123,7 +125,7 @@
 extern "C" {
 #endif
 
-#define PS_API_VERSION 5 /* see Versions above */
+#define PS_API_VERSION 6 /* see Versions above */
 
 #if defined(__GNUC__)
 #define PS_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -285,6 +287,22 @@ int ps_declare(ps_t *ps, const char *name, int ndim, const int64_t *dims,
  */
 int ps_bind(ps_t *ps, const char *name, float *weights, float *grads);
 
+/*
+ * Declare a sparse table, between ps_init and ps_start: rows of `dim`
+ * float32 (1..PS_MAX_TABLE_DIM) keyed by a uint64 id, created on the
+ * servers at their first touch (a pull or a push) with a value that is a
+ * pure function of (seed, table, key), whatever the server or worker
+ * count.  name as in ps_declare, unique among tensors and tables.  init
+ * NULL means zeros; otherwise PS_INIT_ZEROS or PS_INIT_UNIFORM (bound,
+ * seed) only (PS_EINVAL).  Every worker must declare the same tables
+ * (name, dim, init) in the same order; ps_start checks it with the dense
+ * layout.  A model may hold tables only, tensors only, or both.  A
+ * failure is remembered like ps_declare's.
+ */
+int ps_declare_table(ps_t *ps, const char *name, int64_t dim, const ps_initializer_t *init);
+#define PS_MAX_TABLE_DIM 65536
+#define PS_MAX_TABLES 64
+
 /* The training plan, before ps_start: the servers evaluate the learning-
  * rate schedule (step:..., cosine, warm-up) against it.  Both >= 1; every
  * worker must give the same values. */
@@ -392,6 +410,45 @@ int ps_reduce_sum_start(ps_t *ps, double *vals, int n, ps_reduce_t **req);
 int ps_wait_reduced(ps_reduce_t **req);
 /* *done is 1 (and *req freed and NULL) when the sum is in vals, else 0. */
 int ps_test_reduced(ps_reduce_t **req, int *done);
+
+/*
+ * Sparse tables, after ps_start.  Per step and per declared table: at most
+ * one ps_pull_rows (any time in the step, typically before forward) and
+ * exactly one ps_push_rows (n may be 0), both before the step's dense push
+ * (ps_step / ps_push / the last ps_push_tensor), which ends the table's
+ * part of the step.  A model of tables only still calls ps_step (or
+ * ps_push + ps_pull) to advance the step.
+ *
+ * Pull the rows of `keys` (n keys, any order, duplicates fine) at the
+ * weights of the current step (as ps_pull gives them: in sync mode the
+ * previous step applied; ssp/async as the mode allows) into out[n * dim],
+ * row i for keys[i].  A row never touched comes back at its initial value.
+ * keys and out must stay valid and untouched until ps_wait_rows (or
+ * ps_test_rows says done); *handle is required.
+ */
+typedef struct ps_rows ps_rows_t;
+int ps_pull_rows(ps_t *ps, const char *table, const uint64_t *keys, size_t n, float *out,
+                 ps_rows_t **handle);
+/*
+ * Push this step's MEAN gradient for rows `keys` (n keys, any order;
+ * grads[n * dim], row i for keys[i]; rows of one key are summed).  The
+ * library sorts, deduplicates and splits the rows by server and copies
+ * them: keys and grads may be reused when the call returns.  samples as
+ * in ps_push (the same value as the step's other pushes; 0: no weight).
+ * A NaN or Inf fails with PS_ERANGE under --on-nonfinite abort; under
+ * skip the whole step is dropped, tables included.  *handle (may be NULL:
+ * then the library completes it by the step's end) completes when every
+ * server has the rows.  PS_ESTATE for a second push of the table in a
+ * step.
+ */
+int ps_push_rows(ps_t *ps, const char *table, const uint64_t *keys, size_t n, const float *grads,
+                 uint32_t samples, ps_rows_t **handle);
+/* Block until the pull's rows are in `out` (or the push has reached every
+ * server); frees the handle.  A handle of an earlier step is done. */
+int ps_wait_rows(ps_rows_t *h);
+/* Without blocking: *done is 1 when ps_wait_rows would return at once
+ * (the handle is then freed by this call), else 0. */
+int ps_test_rows(ps_rows_t *h, int *done);
 
 /* The servers' learning rate at update `step` (after ps_start). */
 int ps_lr(const ps_t *ps, uint64_t step, double *lr);

@@ -20,6 +20,7 @@
 #include "ps.h"
 #include "ps_boot.h"
 #include "ps_jobinfo.h"
+#include "ps_keys.h"
 #include "ps_layout.h"
 #include "ps_transport.h"
 #include "wkr_client.h"
@@ -34,6 +35,7 @@
  *     ps_model.c   declarations, the plan, bound arrays, ps_require_same
  *     ps_step.c    pushes, pulls, their handles and waits, whole steps
  *     ps_reduce.c  sums over the workers, blocking and not
+ *     ps_rows.c    sparse tables: declarations, row pulls and pushes
  */
 
 /* Before the table: MPI (unless the caller initialised it), the role split, log
@@ -90,6 +92,29 @@ struct ps_pull {
     int active;
 };
 
+/* A row pull (or push) in flight (ps_rows.c). */
+struct ps_rows {
+    ps_t *ps;
+    int pull, table;
+    uint64_t step;
+    uint32_t request;
+    int pending;       /* servers still to answer */
+    uint32_t *asked;   /* [nservers] keys asked of each server (0: none, or answered) */
+    uint32_t *srv;     /* [n] the server of keys[i] */
+    uint32_t *pos;     /* [n] its place among that server's keys */
+    float *out;        /* [n * dim], the caller's */
+    size_t n;
+    uint32_t dim;
+    ps_rows_t *next;   /* the ps_t's pulls in flight */
+};
+
+/* A ROWS_PUSH held until the step's dense push (--on-nonfinite skip). */
+typedef struct {
+    ps_hdr_t h;
+    int server, stream;
+    uint8_t *buf;
+} ps_rows_held_t;
+
 struct ps_reduce {
     ps_boot_req_t req;
     ps_reduce_t *next; /* the ps_t's list of reductions in flight */
@@ -126,6 +151,15 @@ struct ps {
     ps_push_t pushes[PS_MAX_TENSORS];
     ps_pull_t pulls[PS_MAX_TENSORS];
     ps_reduce_t *reductions; /* in flight */
+    /* Sparse tables (ps_rows.c). */
+    ps_tables_t tables;
+    uint64_t table_pushed[PS_TABLES_MAX]; /* 1 + the step of its last push; 0: none */
+    uint32_t rows_samples;                /* samples of this step's row pushes */
+    int rows_nonfinite;                   /* a row push of this step was not finite */
+    ps_rows_t *rows_inflight;             /* pulls waiting for replies */
+    uint32_t rows_request;
+    ps_rows_held_t *rows_held; /* --on-nonfinite skip: this step's row pushes */
+    size_t nrows_held, caprows_held;
 };
 
 /* ---- helpers the library's files share --------------------------------- */
@@ -151,5 +185,25 @@ int ps_api_servers_open(const ps_t *ps, const char *call);
 int ps_api_find_tensor(const ps_t *ps, const char *call, const char *name, int *t);
 /* ps_finalize: the reductions the caller left in flight. */
 int ps_api_complete_reductions(ps_t *ps);
+/* A step whose every tensor was pulled with ps_pull_tensor ends at the
+ * next call that needs the next step (ps_step.c). */
+int ps_api_settle_step(ps_t *ps);
+
+/* ---- sparse tables (ps_rows.c) ----------------------------------------- */
+
+/* ps_start: the declared tables' names clash with no tensor's. */
+int ps_rows_check_names(const ps_t *ps);
+/* After connecting: the client hands row replies to ps_rows; worker 0
+ * sends the declarations (TABLES) to every server. */
+int ps_rows_connect(ps_t *ps);
+/* The step's dense push is complete: every table pushed with the step's
+ * samples (else PS_ESTATE / PS_EINVAL naming the table); *skip |= a row
+ * push was not finite (--on-nonfinite skip). */
+int ps_rows_step_check(ps_t *ps, int *skip);
+/* --on-nonfinite skip: send the step's held row pushes, flagged SKIP when
+ * `skip`. */
+int ps_rows_flush(ps_t *ps, int skip);
+/* ps_finalize: free what is left (held pushes, pulls in flight). */
+void ps_rows_fini(ps_t *ps);
 
 #endif

@@ -202,6 +202,9 @@ static int check_startable(ps_t *ps)
         ps_error_set("ps_start: give the training plan first (ps_plan)");
         return PS_EINVAL;
     }
+    if (ps_rows_check_names(ps) != 0) {
+        return PS_EINVAL;
+    }
     if (ps_api_library_grads(ps) && !(ps->grads = calloc(ps->layout.total, sizeof *ps->grads))) {
         ps_error_set("ps_start: no memory for %zu gradients", ps->layout.total);
         return PS_ENOMEM;
@@ -212,7 +215,7 @@ static int check_startable(ps_t *ps)
 /* Workers must agree on the model and on the plan, or sync would hang. */
 static int check_agreement(ps_t *ps)
 {
-    uint64_t h = ps_layout_hash(&ps->layout),
+    uint64_t h = ps_layout_hash(&ps->layout) ^ ps_tables_hash(&ps->tables),
              v[2 + EXTRA_MAX] = {ps->plan.steps_per_epoch, ps->plan.total_steps};
     uint64_t *all = calloc((size_t)ps->boot.nworkers, sizeof *all);
     memcpy(v + 2, ps->extra, (size_t)ps->nextra * sizeof *v);
@@ -239,9 +242,10 @@ static int check_agreement(ps_t *ps)
         ps_error_set("%s", ps->disagree);
     } else {
         ps_error_set("workers disagree on the model or plan: worker %d declared %s, %llu steps "
-                     "per epoch, %llu steps, unlike worker 0; every worker must declare the same",
+                     "per epoch, %llu steps and %d tables, unlike worker 0; every worker must "
+                     "declare the same",
                      ps->boot.rank, desc, (unsigned long long)ps->plan.steps_per_epoch,
-                     (unsigned long long)ps->plan.total_steps);
+                     (unsigned long long)ps->plan.total_steps, ps->tables.n);
     }
     return PS_EINVAL;
 }
@@ -348,6 +352,9 @@ int ps_api_start_register(ps_t *ps)
         return PS_ESTATE;
     }
     int rv = connect_servers(ps);
+    if (rv == 0) {
+        rv = ps_rows_connect(ps); /* worker 0: TABLES, before REGISTER's ACK can come */
+    }
     if (rv == 0 && ps->boot.rank == 0) {
         rv = wkr_client_register(ps->client);
     }
@@ -461,6 +468,7 @@ int ps_finalize(ps_t **pp)
     if (ps->signals) {
         ps_signal_uninstall();
     }
+    ps_rows_fini(ps);
     wkr_client_destroy(&ps->client);
     free(ps->server_hosts);
     free(ps->params);

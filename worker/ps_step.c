@@ -20,6 +20,11 @@ static int end_step(ps_t *ps)
     return 0;
 }
 
+int ps_api_settle_step(ps_t *ps)
+{
+    return ps->pushed && ps->npulls == ps->layout.n ? end_step(ps) : 0;
+}
+
 /* A push may start or continue this step with these samples. */
 static int pushable(ps_t *ps, const char *call, uint32_t samples)
 {
@@ -70,20 +75,28 @@ static int check_gradient(ps_t *ps, int t)
 
 /* --on-nonfinite skip: every tensor is final; a non-finite gradient drops
  * the step everywhere. */
-static int push_held(ps_t *ps)
+static int push_held(ps_t *ps, int skip)
 {
     int rv = 0;
-    for (int t = 0; t < ps->layout.n; t++) {
+    if (skip) {
+        ps_log_info("non-finite gradient in a table at step %llu: the step is skipped",
+                    (unsigned long long)ps->step + 1);
+        wkr_client_set_skip(ps->client, 1);
+    }
+    for (int t = 0; t < ps->layout.n && !skip; t++) {
         size_t n = ps->layout.t[t].numel;
         if (ps_first_nonfinite(ps_api_grads_of(ps, t), 0, n) < n) {
             ps_log_info("non-finite gradient at step %llu: the step is skipped",
                         (unsigned long long)ps->step + 1);
             wkr_client_set_skip(ps->client, 1);
-            break;
+            skip = 1; /* the tables' pushes of the step are dropped too */
         }
     }
     for (int t = ps->layout.n; rv == 0 && t-- > 0;) {
         rv = wkr_client_push_tensor(ps->client, t, ps->samples);
+    }
+    if (rv == 0) {
+        rv = ps_rows_flush(ps, skip);
     }
     return rv ? ps_api_break(ps, rv) : 0;
 }
@@ -98,8 +111,12 @@ static int send_tensor(ps_t *ps, int t)
         return ps_api_break(ps, rv);
     }
     if (ps->npushed == ps->layout.n) {
+        int skip = 0;
+        if ((rv = ps_rows_step_check(ps, &skip)) != 0) {
+            return ps_api_break(ps, rv); /* the servers would wait for the table for ever */
+        }
         ps->pushed = 1;
-        rv = ps->srv.nonfinite_skip ? push_held(ps) : 0;
+        rv = ps->srv.nonfinite_skip ? push_held(ps, skip) : 0;
     }
     return rv;
 }

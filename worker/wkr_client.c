@@ -46,6 +46,8 @@ struct wkr_client {
     int npulled;         /* wanted tensors with every chunk written */
     ps_count_t inflight; /* zero-copy pushes not yet released by zmq */
     wkr_client_stats_t st;
+    wkr_client_other_fn other; /* row replies (ps_rows.c) */
+    void *other_arg;
 };
 
 static int ntensors_of(const wkr_client_t *c, size_t k)
@@ -407,6 +409,10 @@ static void deliver(wkr_client_t *c, size_t k, int t)
 static void take_reply(wkr_client_t *c, ps_tp_msg_t *m)
 {
     const ps_hdr_t *h = &m->hdr;
+    if (h->type != PS_MSG_PULL_REPLY && c->other) {
+        c->other(c->other_arg, m);
+        return;
+    }
     if (h->type != PS_MSG_PULL_REPLY || h->chunk >= c->map.n) {
         ps_log_error("unexpected %s from server %d", ps_wire_type_name(h->type), m->peer);
         return;
@@ -442,6 +448,22 @@ static int take_one(wkr_client_t *c, const char *what, int timeout_ms)
     take_reply(c, &m);
     ps_tp_msg_release(&m);
     return 0;
+}
+
+int wkr_client_take(wkr_client_t *c, const char *what, int timeout_ms)
+{
+    return take_one(c, what, timeout_ms);
+}
+
+ps_tp_t *wkr_client_tp(wkr_client_t *c)
+{
+    return c->tp;
+}
+
+void wkr_client_set_other(wkr_client_t *c, wkr_client_other_fn fn, void *arg)
+{
+    c->other = fn;
+    c->other_arg = arg;
 }
 
 int wkr_client_want(wkr_client_t *c, int t, uint64_t step)

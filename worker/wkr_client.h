@@ -131,4 +131,15 @@ int wkr_client_sends_done(wkr_client_t *c);
 int wkr_client_shutdown(wkr_client_t *c);
 void wkr_client_stats(const wkr_client_t *c, wkr_client_stats_t *st);
 
+/* Sparse tables (worker/ps_rows.c) share the client's sockets: the
+ * transport, to send row messages on, and a handler for every reply that
+ * is not a PULL_REPLY (ROWS_REPLY), called with the message while the
+ * client receives (it may move the message; the client releases what is
+ * left).  wkr_client_take receives and handles one message (timeout_ms as
+ * ps_tp_recv; PS_EAGAIN at 0 when none is queued). */
+typedef void (*wkr_client_other_fn)(void *arg, ps_tp_msg_t *m);
+ps_tp_t *wkr_client_tp(wkr_client_t *c);
+void wkr_client_set_other(wkr_client_t *c, wkr_client_other_fn fn, void *arg);
+int wkr_client_take(wkr_client_t *c, const char *what, int timeout_ms);
+
 #endif

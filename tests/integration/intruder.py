@@ -45,7 +45,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 MAGIC = 0x514D5350
-VERSION = 4
+VERSION = 5
 (REGISTER, INIT, ACK, ERROR, PUSH, PULL, PULL_REPLY, SHUTDOWN, STATS,
  STATS_REPLY) = range(1, 11)
 # docs/protocol.md: magic, version, type, flags, sender, request, step,

@@ -26,7 +26,7 @@
  * table in ps_wire.h, little endian). */
 static const uint8_t push_bytes[PS_WIRE_HDR_SIZE] = {
     0x50, 0x53, 0x4d, 0x51,                         /*  0 magic "PSMQ" */
-    0x04, 0x00,                                     /*  4 version 4 */
+    0x05, 0x00,                                     /*  4 version 5 */
     0x05,                                           /*  6 type PUSH */
     0x00,                                           /*  7 flags */
     0x04, 0x03, 0x02, 0x01,                         /*  8 sender 0x01020304 */
