@@ -153,6 +153,16 @@ int wkr_sparse_model_new(wkr_sparse_model_t **out, wkr_sparse_kind_t kind, int e
     return 0;
 }
 
+int wkr_sparse_model_new_like(wkr_sparse_model_t **out, const wkr_sparse_model_t *m,
+                              int max_batch)
+{
+    int hidden[MAX_LAYERS];
+    for (int l = 0; l + 1 < m->nlayers; l++) {
+        hidden[l] = m->out[l];
+    }
+    return wkr_sparse_model_new(out, m->kind, m->dim, hidden, m->nlayers - 1, max_batch);
+}
+
 void wkr_sparse_model_destroy(wkr_sparse_model_t **mp)
 {
     if (mp == NULL || *mp == NULL) {

@@ -54,6 +54,10 @@ int wkr_sparse_model_parse_kind(const char *s, wkr_sparse_kind_t *out);
  * read for embed-mlp only.  max_batch: the most samples of one batch. */
 int wkr_sparse_model_new(wkr_sparse_model_t **out, wkr_sparse_kind_t kind, int embed_dim,
                          const int *hidden, int nhidden, int max_batch);
+/* A model of the same kind and shape (its own parameters, zeroed, and
+ * buffers), e.g. for evaluation in batches of another size. */
+int wkr_sparse_model_new_like(wkr_sparse_model_t **out, const wkr_sparse_model_t *m,
+                              int max_batch);
 void wkr_sparse_model_destroy(wkr_sparse_model_t **m);
 
 /* The table's name ("fc1.weight" or "emb.weight") and row width. */
