@@ -6,6 +6,8 @@
 #     logloss (within 0.02) and AUC;
 #   - embed-mlp on Criteo data reaches within 0.02 AUC of the planted
 #     model (what PyTorch SGD with the same settings reaches too);
+#   - logreg with 2 servers matches PyTorch SGD (embedding_bag) epoch by
+#     epoch in file order;
 #   - the metrics carry test_logloss and test_auc;
 #   - a malformed LIBSVM index or Criteo line ends the job naming
 #     file:line, and the wrong data form for a model is refused.
@@ -51,6 +53,70 @@ check "logreg: test logloss within 0.02 of the planted model's" le "$LL" "$(awk 
 check "logreg: test AUC within 0.02 of the planted model's" le "$(awk -v p="$PA" 'BEGIN { print p - 0.02 }')" "$LA"
 check "logreg: test_logloss is the mean BCE (= test_loss)" [ "$LL" = "$(json "$TMP/lr.jsonl" test_loss 2>/dev/null)" ]
 check "logreg: one metrics line per epoch" [ "$(wc -l <"$TMP/lr.jsonl")" -eq 8 ]
+
+# ---- logreg against PyTorch, step by step -------------------------------------
+# 2 servers + 2 workers, file order: the table's exact update is
+# torch.optim.SGD on the table held dense (nn.functional.embedding_bag,
+# per-sample weights = the LIBSVM values), so the test logloss after each
+# epoch must agree to float32 rounding.  (The lazy update would not: it
+# differs in the 4th digit here.)
+cat >"$TMP/oracle.py" <<'PY'
+import json, sys, torch
+torch.set_default_dtype(torch.float32)
+tr, te, metrics, B, W, epochs, lr, mom = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
+ids = {}
+def load(p):
+    rows = []
+    for line in open(p):
+        t = line.split()
+        y = 1.0 if float(t[0]) == 1 else 0.0
+        rows.append((y, [(ids.setdefault(int(k), len(ids)), float(v)) for k, v in (x.split(':') for x in t[1:])]))
+    return rows
+trr, ter = load(tr), load(te)
+def bag(rows):
+    idx, off, wt = [], [], []
+    for _, ent in rows:
+        off.append(len(idx))
+        for k, v in ent:
+            idx.append(k); wt.append(v)
+    return torch.tensor(idx, dtype=torch.long), torch.tensor(off, dtype=torch.long), torch.tensor(wt), torch.tensor([y for y, _ in rows])
+w = torch.zeros(len(ids), 1, requires_grad=True)
+b = torch.zeros(1, requires_grad=True)
+opt = torch.optim.SGD([w, b], lr=lr, momentum=mom)
+def logits(rows):
+    i, o, v, y = bag(rows)
+    return torch.nn.functional.embedding_bag(i, w, o, mode='sum', per_sample_weights=v)[:, 0] + b, y
+# Worker k holds rows k, k+W, ...; step j takes rows [j*B, (j+1)*B) of each
+# shard: together the file's rows [j*W*B, (j+1)*W*B) (no shuffle).
+G = W * B
+steps = (len(trr) + G - 1) // G
+out = []
+for e in range(epochs):
+    for j in range(steps):
+        z, y = logits(trr[j * G:(j + 1) * G])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    with torch.no_grad():
+        z, y = logits(ter)
+        out.append(torch.nn.functional.binary_cross_entropy_with_logits(z.double(), y.double()).item())
+got = [json.loads(l)['test_logloss'] for l in open(metrics)]
+bad = 0
+for e, (t, g) in enumerate(zip(out, got)):
+    print('# epoch %d: torch %.6f, ps %.6f' % (e + 1, t, g))
+    bad |= abs(t - g) > 1e-4 * abs(t) + 1e-6
+sys.exit(1 if bad or len(got) != len(out) else 0)
+PY
+if [ ! -x /usr/bin/python3 ] || ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    skip "logreg matches PyTorch SGD epoch by epoch" "no python3 torch"
+else
+    "$GEN" $S --rows 8000 --out "$TMP/small.svm" >/dev/null
+    psrun 300 2 "--lr 0.1 --momentum 0.9" 2 "--model logreg --data libsvm:$TMP/small.svm \
+        --test-data libsvm:$TMP/te.svm --batch-size 64 --epochs 2 --no-shuffle \
+        --metrics $TMP/or.jsonl" "$TMP/or.log"
+    check "logreg (2 servers, 2 workers) matches PyTorch SGD epoch by epoch" \
+        /usr/bin/python3 "$TMP/oracle.py" "$TMP/small.svm" "$TMP/te.svm" "$TMP/or.jsonl" 64 2 2 \
+        0.1 0.9
+fi
 
 # ---- embed-mlp ----------------------------------------------------------------
 C="--format criteo --vocab 20 --zipf 0.8 --seed 5"
