@@ -388,6 +388,10 @@ double wkr_sparse_model_auc(const float *score, const float *y, size_t n)
         return NAN;
     }
     for (size_t i = 0; i < n; i++) {
+        if (isnan(score[i])) {
+            free(s);
+            return NAN; /* a diverged model: no order to rank by */
+        }
         s[i] = (scored_t){score[i], y[i]};
         pos += y[i] > 0.5f;
     }

@@ -94,7 +94,8 @@ int wkr_sparse_model_predict(wkr_sparse_model_t *m, float *logits, double *loss_
 /* BCE with logits of one sample, computed stably. */
 double wkr_sparse_model_bce(float logit, float y);
 /* Exact ROC AUC of scores against 0/1 labels: sorted, tied scores share
- * their average rank (Mann-Whitney U).  NaN when a class is absent. */
+ * their average rank (Mann-Whitney U).  NaN when a class is absent or a
+ * score is NaN. */
 double wkr_sparse_model_auc(const float *score, const float *y, size_t n);
 
 #endif

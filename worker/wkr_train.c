@@ -546,11 +546,13 @@ static int sparse_prepare(sparse_t *sp, uint64_t s, int with_test)
         memcpy(sp->pkeys + nb, sp->tkeys, sp->ntkeys * sizeof *sp->pkeys);
     }
     double t0 = ps_clock_now();
+    int64_t tr = ps_trace_on() ? ps_trace_now() : 0;
     ps_rows_t *h = NULL;
     rv = ps_pull_rows(sp->t.ps, sp->table, sp->pkeys, n, sp->prows, &h);
     if (rv == 0) {
         rv = ps_wait_rows(h);
     }
+    ps_trace_event("pull rows", tr, (int64_t)s + 1);
     sp->t.wait_s += ps_clock_now() - t0;
     sp->t.comm_s += ps_clock_now() - t0;
     if (rv == 0) {
@@ -613,6 +615,7 @@ static int sparse_step(sparse_t *sp, uint64_t s)
 {
     const wkr_train_cfg_t *c = sp->t.cfg;
     double loss = 0, t0 = ps_clock_now();
+    int64_t tr = ps_trace_on() ? ps_trace_now() : 0;
     if (c->delay_ms > 0) {
         usleep((useconds_t)c->delay_ms * 1000u);
     }
@@ -631,9 +634,12 @@ static int sparse_step(sparse_t *sp, uint64_t s)
                       wkr_sparse_model_row_grads(sp->m), sp->samples, NULL);
     double t2 = ps_clock_now();
     sp->t.push_s += t2 - t1;
+    ps_trace_event("compute + push", tr, (int64_t)s + 1);
+    tr = ps_trace_on() ? ps_trace_now() : 0;
     if (rv == 0) {
         rv = ps_step(sp->t.ps, sp->samples);
     }
+    ps_trace_event("step wait", tr, (int64_t)s + 1);
     sp->t.wait_s += ps_clock_now() - t2;
     sp->t.comm_s += ps_clock_now() - t1;
     return rv;
@@ -651,7 +657,9 @@ static int sparse_after(sparse_t *sp, uint64_t s, pending_t *p, int *started, do
         rv = sparse_prepare(sp, s + 1, eval);
     }
     if (rv == 0 && eval) {
+        int64_t t0 = ps_trace_on() ? ps_trace_now() : 0;
         rv = sparse_eval(sp);
+        ps_trace_event("evaluate", t0, -1);
     }
     if (rv == 0 && closes) {
         rv = close_epoch(&sp->t, NULL, &p[*started], s / spe, s, start, epoch_start);

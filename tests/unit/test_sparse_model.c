@@ -405,6 +405,8 @@ static void test_auc(void **state)
     const float s5[] = {0.3f, 0.9f, 0.1f, 0.3f, 0.6f}, y5[] = {1, 1, 0, 0, 0};
     assert_true(fabs(wkr_sparse_model_auc(s5, y5, 5) - 4.5 / 6.0) < 1e-12);
     assert_true(isnan(wkr_sparse_model_auc(s4, y4 + 1, 2))); /* only one class */
+    const float s6[] = {0.5f, NAN, 0.1f};
+    assert_true(isnan(wkr_sparse_model_auc(s6, y4, 3))); /* a diverged model */
     assert_true(fabs(wkr_sparse_model_bce(0.0f, 1.0f) - log(2.0)) < 1e-12);
     assert_true(fabs(wkr_sparse_model_bce(-800.0f, 1.0f) - 800.0) < 1e-9); /* no overflow */
 }
