@@ -179,8 +179,7 @@ static int check_sparse_flags(wkr_cfg_t *c)
         return PS_EINVAL;
     }
     if (c->test_data && strncmp(c->test_data, want, 7) != 0) {
-        ps_error_set("--model %s reads --test-data %sPATH, not '%s'", c->model, want,
-                     c->test_data);
+        ps_error_set("--model %s reads --test-data %sPATH, not '%s'", c->model, want, c->test_data);
         return PS_EINVAL;
     }
     if (c->init_from) {
@@ -424,9 +423,9 @@ static int declare_model(const wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
              "steps, batch %d x %d, unlike worker 0; give every worker the same flags and data",
              c->train.rank, desc, total, (unsigned long long)j->plan.total_steps,
              c->train.accumulate, c->train.batch);
-    int rv = c->sparse ? declare_sparse(c, ps, j->smodel)
-                       : declare_tensors(ps, l, wkr_model_params(j->model),
-                                         wkr_model_grads(j->model));
+    int rv = c->sparse
+                 ? declare_sparse(c, ps, j->smodel)
+                 : declare_tensors(ps, l, wkr_model_params(j->model), wkr_model_grads(j->model));
     if (rv == 0) {
         rv = ps_plan(ps, j->plan.steps_per_epoch, j->plan.total_steps);
     }

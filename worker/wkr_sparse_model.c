@@ -153,8 +153,7 @@ int wkr_sparse_model_new(wkr_sparse_model_t **out, wkr_sparse_kind_t kind, int e
     return 0;
 }
 
-int wkr_sparse_model_new_like(wkr_sparse_model_t **out, const wkr_sparse_model_t *m,
-                              int max_batch)
+int wkr_sparse_model_new_like(wkr_sparse_model_t **out, const wkr_sparse_model_t *m, int max_batch)
 {
     int hidden[MAX_LAYERS];
     for (int l = 0; l + 1 < m->nlayers; l++) {

@@ -56,8 +56,7 @@ int wkr_sparse_model_new(wkr_sparse_model_t **out, wkr_sparse_kind_t kind, int e
                          const int *hidden, int nhidden, int max_batch);
 /* A model of the same kind and shape (its own parameters, zeroed, and
  * buffers), e.g. for evaluation in batches of another size. */
-int wkr_sparse_model_new_like(wkr_sparse_model_t **out, const wkr_sparse_model_t *m,
-                              int max_batch);
+int wkr_sparse_model_new_like(wkr_sparse_model_t **out, const wkr_sparse_model_t *m, int max_batch);
 void wkr_sparse_model_destroy(wkr_sparse_model_t **m);
 
 /* The table's name ("fc1.weight" or "emb.weight") and row width. */

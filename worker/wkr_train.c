@@ -39,8 +39,8 @@ typedef struct {
     double push_s;           /* this epoch: inside the push calls */
     double apply_seen;       /* servers' apply seconds reported so far */
     uint64_t samples;
-    int has_eval;            /* sparse models: eval[] is this epoch's test figures */
-    double eval[3];          /* test loss sum, correct, samples */
+    int has_eval;   /* sparse models: eval[] is this epoch's test figures */
+    double eval[3]; /* test loss sum, correct, samples */
 } trainer_t;
 
 int wkr_train_plan(const wkr_train_cfg_t *cfg, size_t total, ps_planinfo_t *plan)
