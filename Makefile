@@ -132,9 +132,11 @@ bench: check-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN) $(TOOL_BIN)
 	@BUILD=$(BUILD) sh tests/bench/run.sh
 
+# On a terminal the workers draw the progress bar; the run folder's log.txt
+# keeps the plain per-epoch lines either way (deploy/run-fmnist.sh).
 run: check-deps
-	@$(MAKE) --no-print-directory all
-	@sh deploy/run-fmnist.sh
+	@$(MAKE) --no-print-directory all SAN=$(SAN)
+	@BINDIR=$(BINDIR) sh deploy/run-fmnist.sh
 
 clean:
 	rm -rf build bin
@@ -171,7 +173,7 @@ FUZZ_DATA_SRC := worker/wkr_data.c worker/wkr_data_shard.c worker/wkr_data_text.
 	worker/wkr_data_idx.c
 FUZZ_DATA_OBJ := $(call fuzz_obj,$(FUZZ_DATA_SRC) common/ps_err.c)
 FUZZ_OBJ := $(call fuzz_obj,$(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c) common/ps_wire.c \
-	common/ps_layout.c common/ps_err.c common/ps_safetensors.c common/ps_atomic.c \
+	common/ps_keys.c common/ps_layout.c common/ps_err.c common/ps_safetensors.c common/ps_atomic.c \
 	common/ps_cleanup.c $(FUZZ_DATA_SRC))
 
 $(FUZZ)/obj/%.o: %.c
@@ -181,7 +183,8 @@ $(FUZZ)/obj/%.o: %.c
 $(FUZZ)/fuzz_%: $(FUZZ)/obj/tests/fuzz/fuzz_%.o
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LIBS)
 
-$(FUZZ)/fuzz_wire: $(call fuzz_obj,common/ps_wire.c common/ps_layout.c common/ps_err.c)
+$(FUZZ)/fuzz_wire: $(call fuzz_obj,common/ps_wire.c common/ps_layout.c common/ps_err.c \
+	common/ps_keys.c)
 $(FUZZ)/fuzz_libsvm $(FUZZ)/fuzz_csv $(FUZZ)/fuzz_idx: $(FUZZ_DATA_OBJ)
 $(FUZZ)/fuzz_safetensors: $(call fuzz_obj,common/ps_safetensors.c common/ps_atomic.c \
 	common/ps_cleanup.c common/ps_layout.c common/ps_err.c)

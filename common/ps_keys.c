@@ -144,8 +144,13 @@ static int decode_one(ps_tables_t *ts, const uint8_t *buf, size_t len, size_t *p
     }
     p += nlen;
     uint32_t bits = ps_get_u32(buf + p + 5);
+    uint64_t seed = ps_get_u64(buf + p + 9);
     float bound;
     memcpy(&bound, &bits, sizeof bound);
+    if (buf[p + 4] == PS_TABLE_INIT_ZEROS && (bits != 0 || seed != 0)) {
+        ps_error_set("tables: '%s': zeros init with a bound or seed", name);
+        return PS_EFORMAT; /* one encoding per declaration */
+    }
     int rv =
         ps_tables_add(ts, name, ps_get_u32(buf + p), buf[p + 4], bound, ps_get_u64(buf + p + 9));
     *pos = p + 17;

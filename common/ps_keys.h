@@ -16,7 +16,8 @@
  *     u8 init kind (0 zeros, 1 uniform), u32 bound (float32 bits), u64 seed
  *
  * ps_tables_decode checks everything (lengths, names, dims, kinds, a
- * finite bound >= 0, unique names) before it returns.
+ * finite bound >= 0, bound and seed 0 for zeros, unique names) before it
+ * returns; a declaration has one encoding.
  */
 #ifndef PS_KEYS_H
 #define PS_KEYS_H

@@ -22,6 +22,7 @@ typedef struct {
     int ndim;
     int64_t shape[PS_MAX_DIMS];
     uint64_t begin, end; /* byte offsets in the data section */
+    int i64;             /* dtype I64, else F32 */
 } st_entry_t;
 
 struct ps_st_file {
@@ -90,7 +91,7 @@ static int add_meta(json_t *root, const char *const *meta, int nmeta)
 /* Appends "name":{"dtype":"F32","shape":[...],"data_offsets":[begin,end]}
  * after checking the tensor; its data starts at *off, which moves past
  * it. */
-static int add_tensor(json_t *root, const ps_st_tensor_t *t, int i, uint64_t *off)
+static int add_tensor(json_t *root, const ps_st_tensor_t *t, int i64, int i, uint64_t *off)
 {
     if (!tensor_name_valid(t->name)) {
         ps_error_set("safetensors write: tensor %d has a missing, reserved or non-UTF-8 name", i);
@@ -112,7 +113,7 @@ static int add_tensor(json_t *root, const ps_st_tensor_t *t, int i, uint64_t *of
         json_array_append_new(shape, json_integer(t->shape[d])); /* counted below */
     }
     if (numel > PS_MAX_ELEMS || (numel > 0 && t->data == NULL) ||
-        __builtin_add_overflow(*off, numel * 4, &end) || end > INT64_MAX) {
+        __builtin_add_overflow(*off, numel * (i64 ? 8 : 4), &end) || end > INT64_MAX) {
         json_decref(shape);
         ps_error_set("safetensors write: tensor '%s': too large or no data", t->name);
         return PS_EINVAL;
@@ -124,7 +125,8 @@ static int add_tensor(json_t *root, const ps_st_tensor_t *t, int i, uint64_t *of
     }
     json_t *e = json_array_size(shape) != (size_t)t->ndim
                     ? NULL
-                    : json_pack("{s:s,s:O,s:[I,I]}", "dtype", "F32", "shape", shape, "data_offsets",
+                    : json_pack("{s:s,s:O,s:[I,I]}", "dtype", i64 ? "I64" : "F32", "shape",
+                                shape, "data_offsets",
                                 (json_int_t)*off, (json_int_t)end);
     json_decref(shape);
     if (e == NULL || json_object_set_new(root, t->name, e) != 0) {
@@ -152,7 +154,7 @@ static void lower_escapes(char *s)
 
 /* The header text, compact, keys in insertion order; *len without the
  * padding. */
-static int build_header(char **text, size_t *len, const ps_st_tensor_t *t, int n,
+static int build_header(char **text, size_t *len, const ps_st_tensor_t *t, const int *i64, int n,
                         const char *const *meta, int nmeta)
 {
     json_t *root = json_object();
@@ -162,7 +164,7 @@ static int build_header(char **text, size_t *len, const ps_st_tensor_t *t, int n
     }
     uint64_t off = 0;
     for (int i = 0; i < n && rv == 0; i++) {
-        rv = add_tensor(root, &t[i], i, &off);
+        rv = add_tensor(root, &t[i], i64 && i64[i], i, &off);
     }
     *text = rv == 0 ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
@@ -179,6 +181,18 @@ static int build_header(char **text, size_t *len, const ps_st_tensor_t *t, int n
         return PS_EINVAL;
     }
     return 0;
+}
+
+static int write_i64s(FILE *f, const int64_t *d, size_t count)
+{
+    for (size_t i = 0; i < count; i++) { /* stdio buffers these */
+        uint8_t le[8];
+        ps_put_u64(le, (uint64_t)d[i]);
+        if (fwrite(le, 1, 8, f) != 8) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static int write_floats(FILE *f, const float *d, size_t count)
@@ -202,6 +216,7 @@ typedef struct {
     const char *text;
     size_t len;
     const ps_st_tensor_t *t;
+    const int *i64;
     int n;
 } st_body_t;
 
@@ -220,7 +235,8 @@ static int fill_body(FILE *f, void *arg)
         for (int d = 0; d < b->t[i].ndim; d++) {
             numel *= (size_t)b->t[i].shape[d];
         }
-        ok = write_floats(f, b->t[i].data, numel);
+        ok = b->i64 && b->i64[i] ? write_i64s(f, (const int64_t *)(const void *)b->t[i].data, numel)
+                         : write_floats(f, b->t[i].data, numel);
     }
     return ok ? 0 : PS_EIO;
 }
@@ -228,13 +244,19 @@ static int fill_body(FILE *f, void *arg)
 int ps_st_write(const char *path, const ps_st_tensor_t *t, int n, const char *const *meta,
                 int nmeta)
 {
+    return ps_st_write_typed(path, t, NULL, n, meta, nmeta);
+}
+
+int ps_st_write_typed(const char *path, const ps_st_tensor_t *t, const int *i64, int n,
+                      const char *const *meta, int nmeta)
+{
     if (n < 0 || nmeta < 0 || (n > 0 && t == NULL) || (nmeta > 0 && meta == NULL)) {
         ps_error_set("safetensors write: bad tensor or metadata count");
         return PS_EINVAL;
     }
-    st_body_t body = {.t = t, .n = n};
+    st_body_t body = {.t = t, .i64 = i64, .n = n};
     char *text = NULL;
-    int rv = build_header(&text, &body.len, t, n, meta, nmeta);
+    int rv = build_header(&text, &body.len, t, i64, n, meta, nmeta);
     if (rv == 0) {
         body.text = text;
         rv = ps_atomic_write(path, fill_body, &body);
@@ -303,7 +325,8 @@ static int check_size(const char *path, const st_entry_t *e, size_t data_len)
         return st_fail(path, "tensor '%s': data_offsets [%llu,%llu] end before they begin", e->name,
                        (unsigned long long)e->begin, (unsigned long long)e->end);
     }
-    if (numel > span / 4 || numel * 4 != span) {
+    uint64_t elem = e->i64 ? 8 : 4;
+    if (numel > span / elem || numel * elem != span) {
         return st_fail(path,
                        "tensor '%s': shape needs %llu elements but data_offsets span %llu bytes",
                        e->name, (unsigned long long)numel, (unsigned long long)span);
@@ -328,9 +351,11 @@ static int parse_entry(const char *path, const char *name, json_t *obj, st_entry
         return st_fail(path, "tensor '%s': %s (wanted dtype, shape and data_offsets)", name,
                        err.text);
     }
-    if (strcmp(dtype, "F32") != 0) {
-        return st_fail(path, "tensor '%s': dtype %s is not supported (only F32)", name, dtype);
+    if (strcmp(dtype, "F32") != 0 && strcmp(dtype, "I64") != 0) {
+        return st_fail(path, "tensor '%s': dtype %s is not supported (only F32 and I64)", name,
+                       dtype);
     }
+    e->i64 = strcmp(dtype, "I64") == 0;
     int64_t off[2];
     int k;
     int rv = get_sizes(path, name, "shape", shape, e->shape, PS_MAX_DIMS, &e->ndim);
@@ -551,6 +576,17 @@ int ps_st_get(const ps_st_file_t *f, const char *name, const float **data, int *
         memcpy(shape, e->shape, (size_t)e->ndim * sizeof *shape);
     }
     return 0;
+}
+
+int ps_st_is_i64(const ps_st_file_t *f, const char *name)
+{
+    st_entry_t key = {.name = name}, *kp = &key;
+    st_entry_t **hit = bsearch(&kp, f->by_name, (size_t)f->n, sizeof kp, cmp_entry_name);
+    if (hit == NULL) {
+        ps_error_set("no tensor named '%s' in the safetensors file", name);
+        return PS_ENOENT;
+    }
+    return (*hit)->i64;
 }
 
 const char *ps_st_meta(const ps_st_file_t *f, const char *key)

@@ -31,9 +31,9 @@
  * \u0000, nothing after the object); a top-level object whose
  * "__metadata__", if present, maps strings to strings; every other key a
  * valid tensor name whose value has exactly dtype, shape and data_offsets;
- * every dtype F32; at most PS_MAX_DIMS dims; shape and offsets non-negative
+ * every dtype F32 or I64 (a sparse table's keys); at most PS_MAX_DIMS dims; shape and offsets non-negative
  * integers up to 2^63-1 (a fraction, an exponent or a larger number is
- * refused; "-0" reads as 0); shape product * 4 == end - begin; the
+ * refused; "-0" reads as 0); shape product * 4 (I64: * 8) == end - begin; the
  * tensors, sorted by offset, tile the data section exactly, without
  * overlap or gap (as safetensors' own validate() requires), so the data
  * section length == the last end.  Any violation: PS_EFORMAT with a
@@ -63,6 +63,12 @@ typedef struct {
 int ps_st_write(const char *path, const ps_st_tensor_t *t, int n, const char *const *meta,
                 int nmeta);
 
+/* The same, where i64[k] != 0 marks tensor k as dtype I64: its data then
+ * points at product(shape) int64_t (a sparse table's keys).  i64 NULL:
+ * every tensor F32. */
+int ps_st_write_typed(const char *path, const ps_st_tensor_t *t, const int *i64, int n,
+                      const char *const *meta, int nmeta);
+
 typedef struct ps_st_file ps_st_file_t;
 
 /* Read and validate a whole file (see above); *out is NULL on failure. */
@@ -75,6 +81,10 @@ const char *ps_st_name(const ps_st_file_t *f, int i);
  * (detail set) if there is no such tensor. */
 int ps_st_get(const ps_st_file_t *f, const char *name, const float **data, int *ndim,
               int64_t *shape);
+/* 1 when tensor `name` is I64 (its data are int64 values, little-endian,
+ * possibly only 4-byte aligned: read them with memcpy), 0 when F32,
+ * PS_ENOENT when there is no such tensor. */
+int ps_st_is_i64(const ps_st_file_t *f, const char *name);
 /* Metadata value for `key`, or NULL if absent. */
 const char *ps_st_meta(const ps_st_file_t *f, const char *key);
 /* Free everything and NULL *f; safe twice and on NULL. */

@@ -87,6 +87,18 @@ static void summary(const srv_loop_t *L, ps_tp_t *tp)
                 (unsigned long long)srv_loop_rejected_total(L), L->apply_s, L->wait_s);
     ps_log_info("connections used: %d from %d workers", srv_loop_connections_used(L),
                 L->cfg.nworkers);
+    const srv_sparse_t *sp = &L->sparse;
+    for (int i = 0; sp->declared && i < sp->decls.n; i++) {
+        const srv_sparse_table_t *t = &sp->t[i];
+        ps_log_info("table %s: %zu rows (%.1f MiB), step %llu, %llu steps skipped", t->decl.name,
+                    srv_table_rows(t->tbl), (double)srv_table_bytes(t->tbl) / 1048576.0,
+                    (unsigned long long)t->version, (unsigned long long)t->skipped);
+    }
+    if (sp->declared && sp->decls.n > 0) {
+        ps_log_info("row pushes %llu (%llu rows), row pulls %llu (%llu rows)",
+                    (unsigned long long)sp->pushes, (unsigned long long)sp->rows_pushed,
+                    (unsigned long long)sp->pulls, (unsigned long long)sp->rows_pulled);
+    }
     if (srv_store_skipped_steps(&L->store)) {
         ps_log_info("steps skipped for non-finite gradients: %llu",
                     (unsigned long long)srv_store_skipped_steps(&L->store));
@@ -440,8 +452,9 @@ static int finish(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j)
         srv_save_info_t info = {.step = step,
                                 .mode = c->mode,
                                 .schedule = sched,
-                                .form = srv_optim_form_name(c->opt.form)};
-        rv = srv_save_model(b, &j->loop.store, &info, c->save);
+                                .form = srv_optim_form_name(c->opt.form),
+                                .sparse = c->sparse_update};
+        rv = srv_save_model(b, &j->loop.store, &j->loop.sparse, &info, c->save);
         if (rv == 0 && b->rank == 0) {
             ps_log_info("saved the model to %s", c->save);
         }

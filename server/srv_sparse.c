@@ -18,7 +18,8 @@ void srv_sparse_init(srv_sparse_t *sp, const srv_sparse_cfg_t *cfg)
 {
     memset(sp, 0, sizeof *sp);
     sp->cfg = *cfg;
-    sp->nslots = cfg->mode == PS_MODE_SSP ? (int)cfg->staleness + 1 : 1;
+    sp->nslots = cfg->mode == PS_MODE_ASYNC ? 1
+                 : (int)(cfg->mode == PS_MODE_SSP ? cfg->staleness : 0) + 1 + SRV_SPARSE_AHEAD;
 }
 
 static void drop_held(srv_rows_held_t *h)
@@ -373,7 +374,7 @@ static int push_window(srv_loop_t *L, srv_sparse_table_t *t, int w, uint64_t ste
         }
         return -1;
     }
-    uint64_t hi = t->version + (sp->cfg.mode == PS_MODE_SSP ? sp->cfg.staleness : 0);
+    uint64_t hi = t->version + (uint64_t)sp->nslots - 1;
     if (step < t->version || step > hi || step == UINT64_MAX) {
         snprintf(why, cap, "table '%s': push for step %llu, window %llu..%llu", t->decl.name,
                  (unsigned long long)step, (unsigned long long)t->version, (unsigned long long)hi);
@@ -490,7 +491,16 @@ void srv_sparse_handle_tables(srv_loop_t *L, ps_tp_msg_t *m)
         }
         return;
     }
-    int rv = srv_sparse_declare(&L->sparse, &d);
+    int rv = 0;
+    if (d.n > 0 && (L->cfg.ckpt_dir || L->cfg.resume)) {
+        /* A checkpoint without the tables would resume a different model. */
+        ps_error_set("sparse tables cannot be checkpointed yet: run without --checkpoint-dir "
+                     "and --resume");
+        rv = PS_EINVAL;
+    }
+    if (rv == 0) {
+        rv = srv_sparse_declare(&L->sparse, &d);
+    }
     if (rv != 0) {
         char msg[600];
         snprintf(msg, sizeof msg, "server %d cannot hold the tables: %s", L->cfg.server,

@@ -11,6 +11,8 @@
  *          with coef = samples_w / total (float of the double quotient, as
  *          srv_store), at lr_of(t).
  *   ssp    pushes for steps up to version + staleness are held.
+ *   (sync and ssp hold pushes up to SRV_SPARSE_AHEAD steps further still:
+ *   see there.)
  *   async  each push is applied on arrival (coef 1, lr_of(the worker's
  *          step)); a replay (a step not after the worker's last) is a
  *          duplicate.
@@ -46,6 +48,15 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Sync/ssp: how many steps beyond its window a table holds pushes for.
+ * A worker's push of step t+1 can reach a server before another worker's
+ * push of step t has: a dense chunk's pull makes the worker wait for the
+ * chunk's step, but a server where a worker has no rows to pull (an empty
+ * push) makes it wait for nothing, and the other worker's push travels on
+ * another connection.  The dense steps between keep the lead to a step or
+ * two in practice; a push further ahead is refused (step). */
+#define SRV_SPARSE_AHEAD 16
 
 /* Row pulls held per worker and table before more are refused. */
 #define SRV_SPARSE_MAX_HELD 64

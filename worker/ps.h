@@ -296,8 +296,9 @@ int ps_bind(ps_t *ps, const char *name, float *weights, float *grads);
  * NULL means zeros; otherwise PS_INIT_ZEROS or PS_INIT_UNIFORM (bound,
  * seed) only (PS_EINVAL).  Every worker must declare the same tables
  * (name, dim, init) in the same order; ps_start checks it with the dense
- * layout.  A model may hold tables only, tensors only, or both.  A
- * failure is remembered like ps_declare's.
+ * layout.  A model still needs at least one dense tensor (ps_declare):
+ * the dense push is what ends a step.  A failure is remembered like
+ * ps_declare's.
  */
 int ps_declare_table(ps_t *ps, const char *name, int64_t dim, const ps_initializer_t *init);
 #define PS_MAX_TABLE_DIM 65536
@@ -412,19 +413,20 @@ int ps_wait_reduced(ps_reduce_t **req);
 int ps_test_reduced(ps_reduce_t **req, int *done);
 
 /*
- * Sparse tables, after ps_start.  Per step and per declared table: at most
- * one ps_pull_rows (any time in the step, typically before forward) and
- * exactly one ps_push_rows (n may be 0), both before the step's dense push
- * (ps_step / ps_push / the last ps_push_tensor), which ends the table's
- * part of the step.  A model of tables only still calls ps_step (or
- * ps_push + ps_pull) to advance the step.
+ * Sparse tables, after ps_start.  Per step and per declared table:
+ * exactly one ps_push_rows (n may be 0), before the step's dense push
+ * (ps_step / ps_push / the last ps_push_tensor), which fails with
+ * PS_ESTATE naming a table not pushed (and breaks the handle: the servers
+ * would wait for it); and any number of ps_pull_rows, typically before
+ * forward.
  *
  * Pull the rows of `keys` (n keys, any order, duplicates fine) at the
  * weights of the current step (as ps_pull gives them: in sync mode the
  * previous step applied; ssp/async as the mode allows) into out[n * dim],
  * row i for keys[i].  A row never touched comes back at its initial value.
- * keys and out must stay valid and untouched until ps_wait_rows (or
- * ps_test_rows says done); *handle is required.
+ * With a handle, keys may be reused at once but `out` is written until
+ * ps_wait_rows (or ps_test_rows says done): do not read it before.  handle
+ * NULL: the call waits for the rows itself.
  */
 typedef struct ps_rows ps_rows_t;
 int ps_pull_rows(ps_t *ps, const char *table, const uint64_t *keys, size_t n, float *out,
@@ -433,18 +435,21 @@ int ps_pull_rows(ps_t *ps, const char *table, const uint64_t *keys, size_t n, fl
  * Push this step's MEAN gradient for rows `keys` (n keys, any order;
  * grads[n * dim], row i for keys[i]; rows of one key are summed).  The
  * library sorts, deduplicates and splits the rows by server and copies
- * them: keys and grads may be reused when the call returns.  samples as
- * in ps_push (the same value as the step's other pushes; 0: no weight).
- * A NaN or Inf fails with PS_ERANGE under --on-nonfinite abort; under
- * skip the whole step is dropped, tables included.  *handle (may be NULL:
- * then the library completes it by the step's end) completes when every
- * server has the rows.  PS_ESTATE for a second push of the table in a
- * step.
+ * them before it returns: keys and grads may be reused at once (so the
+ * handle, when asked for, is already complete).  samples as in ps_push:
+ * the same value as the step's other pushes (PS_EINVAL); 0 sends no rows
+ * (no weight).  A NaN or Inf fails with PS_ERANGE under --on-nonfinite
+ * abort (and breaks the handle); under skip the rows are held until the
+ * step's dense push and the whole step is dropped, tables included.
+ * PS_ESTATE for a second push of the table in a step, or after the
+ * step's dense push.
  */
 int ps_push_rows(ps_t *ps, const char *table, const uint64_t *keys, size_t n, const float *grads,
                  uint32_t samples, ps_rows_t **handle);
-/* Block until the pull's rows are in `out` (or the push has reached every
- * server); frees the handle.  A handle of an earlier step is done. */
+/* Block until the pull's rows are in `out` (a push's handle is complete
+ * already); frees the handle.  Every handle must be waited for (or
+ * tested done) before ps_finalize; after it only ps_wait_rows, which then
+ * just frees it, is valid. */
 int ps_wait_rows(ps_rows_t *h);
 /* Without blocking: *done is 1 when ps_wait_rows would return at once
  * (the handle is then freed by this call), else 0. */

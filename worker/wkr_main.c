@@ -100,7 +100,9 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
         {"metrics", PS_OPT_STRING, &c->metrics, "PATH",
          "JSON lines, one per epoch, from worker rank 0"},
         {"progress", PS_OPT_STRING, &c->progress, "auto|bar|plain|none",
-         "progress display (auto: bar on a terminal, plain lines otherwise)"},
+         "progress display (auto: bar on a terminal, plain lines otherwise; the environment "
+         "variable PS_PROGRESS_AUTO=bar|plain overrides what auto picks, as make run does "
+         "when its own output is a terminal)"},
         {"io-threads", PS_OPT_INT, &c->io_threads, "N",
          "libzmq I/O threads; the streams are spread over them"},
         {"streams", PS_OPT_INT, &c->streams, "N",
@@ -445,6 +447,9 @@ static void prepare(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j, wkr_report_t *rep, wkr
     }
     if (rv == 0 && c->train.rank == 0 &&
         (rv = wkr_report_init(rep, c->progress, c->metrics)) == 0) {
+        uint64_t per_step =
+            (uint64_t)c->train.nworkers * (uint64_t)c->train.accumulate * (uint64_t)c->train.batch;
+        wkr_report_plan(rep, j->plan.total_steps, per_step, j->train.total);
         *r = rep;
     }
     if (rv != 0) {

@@ -9,6 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Narrow enough that a frame fits 80 columns (a wrapped frame would not
+ * be redrawn in place). */
+enum { WKR_BAR_WIDTH = 16 };
+
 int wkr_report_parse_mode(const char *s, wkr_progress_t *out)
 {
     if (strcmp(s, "bar") == 0) {
@@ -49,11 +53,30 @@ static int user_sees_terminal(void)
     return strncmp(target, "/dev/pts/", 9) == 0 || strncmp(target, "/dev/tty", 8) == 0;
 }
 
+/* What --progress auto shows: the launcher's word, else the terminal. */
+static int resolve_auto(wkr_progress_t *out)
+{
+    const char *env = getenv("PS_PROGRESS_AUTO");
+    if (!env || !*env) {
+        *out = user_sees_terminal() ? WKR_PROGRESS_BAR : WKR_PROGRESS_PLAIN;
+    } else if (strcmp(env, "bar") == 0) {
+        *out = WKR_PROGRESS_BAR;
+    } else if (strcmp(env, "plain") == 0) {
+        *out = WKR_PROGRESS_PLAIN;
+    } else {
+        ps_error_set("PS_PROGRESS_AUTO '%s': want bar or plain (what --progress auto shows)", env);
+        return PS_EINVAL;
+    }
+    return 0;
+}
+
 int wkr_report_init(wkr_report_t *r, const char *mode, const char *metrics_path)
 {
     memset(r, 0, sizeof *r);
     if (strcmp(mode, "auto") == 0) {
-        r->mode = user_sees_terminal() ? WKR_PROGRESS_BAR : WKR_PROGRESS_PLAIN;
+        if (resolve_auto(&r->mode) != 0) {
+            return PS_EINVAL;
+        }
     } else if (wkr_report_parse_mode(mode, &r->mode) != 0) {
         return PS_EINVAL;
     }
@@ -67,6 +90,48 @@ int wkr_report_init(wkr_report_t *r, const char *mode, const char *metrics_path)
     return 0;
 }
 
+void wkr_report_plan(wkr_report_t *r, uint64_t total_steps, uint64_t samples_per_step,
+                     uint64_t samples_per_epoch)
+{
+    r->total_steps = total_steps;
+    r->samples_per_step = samples_per_step;
+    r->samples_per_epoch = samples_per_epoch;
+}
+
+/* Samples in the first `steps` steps of the run (an epoch's last step may
+ * be short, so not simply steps x W x K x B). */
+static double samples_done(const wkr_report_t *r, uint64_t steps, uint64_t per_epoch)
+{
+    uint64_t e = per_epoch ? steps / per_epoch : 0, j = per_epoch ? steps % per_epoch : steps;
+    uint64_t in_epoch = j * r->samples_per_step;
+    if (in_epoch > r->samples_per_epoch) {
+        in_epoch = r->samples_per_epoch;
+    }
+    return (double)e * (double)r->samples_per_epoch + (double)in_epoch;
+}
+
+/* " 12345 samples/s 1:23 left" over the steps since the first draw;
+ * dashes until there is a rate. */
+static void format_rate(const wkr_report_t *r, uint64_t step, uint64_t per_epoch, double t,
+                        char *out, size_t n)
+{
+    double dt = t - r->first_t;
+    if (r->samples_per_step == 0 || step <= r->first_step || dt <= 0) {
+        snprintf(out, n, " - samples/s -:-- left");
+        return;
+    }
+    double sps =
+        (samples_done(r, step, per_epoch) - samples_done(r, r->first_step, per_epoch)) / dt;
+    double left_steps = r->total_steps > step ? (double)(r->total_steps - step) : 0;
+    long left = lround(left_steps * dt / (double)(step - r->first_step));
+    if (left >= 3600) {
+        snprintf(out, n, " %.0f samples/s %ld:%02ld:%02ld left", sps, left / 3600, left / 60 % 60,
+                 left % 60);
+    } else {
+        snprintf(out, n, " %.0f samples/s %ld:%02ld left", sps, left / 60, left % 60);
+    }
+}
+
 void wkr_report_step(wkr_report_t *r, int epoch, int epochs, uint64_t done, uint64_t per_epoch,
                      double loss)
 {
@@ -74,18 +139,25 @@ void wkr_report_step(wkr_report_t *r, int epoch, int epochs, uint64_t done, uint
         return;
     }
     double t = ps_clock_now();
-    if (t - r->last_draw < 0.1 && done < per_epoch) {
+    uint64_t step = (uint64_t)(epoch - 1) * per_epoch + done; /* global steps done */
+    if (!r->started) {
+        r->started = 1;
+        r->first_t = t;
+        r->first_step = step;
+    } else if (t - r->last_draw < 0.1 && done < per_epoch) {
         return;
     }
     r->last_draw = t;
-    char bar[31];
-    int fill = per_epoch ? (int)(30 * done / per_epoch) : 30;
-    for (int i = 0; i < 30; i++) {
+    char bar[WKR_BAR_WIDTH + 1], rate[64];
+    int fill = per_epoch ? (int)(WKR_BAR_WIDTH * done / per_epoch) : WKR_BAR_WIDTH;
+    for (int i = 0; i < WKR_BAR_WIDTH; i++) {
         bar[i] = i < fill ? '#' : '.';
     }
-    bar[30] = '\0';
-    fprintf(stderr, "\repoch %d/%d [%s] %llu/%llu  loss %.4f ", epoch, epochs, bar,
-            (unsigned long long)done, (unsigned long long)per_epoch, loss);
+    bar[WKR_BAR_WIDTH] = '\0';
+    format_rate(r, step, per_epoch, t, rate, sizeof rate);
+    /* "\033[K" erases what a longer earlier frame left on the line. */
+    fprintf(stderr, "\repoch %d/%d [%s] %llu/%llu loss %.4f%s\033[K", epoch, epochs, bar,
+            (unsigned long long)done, (unsigned long long)per_epoch, loss, rate);
     fflush(stderr);
     r->drew = 1;
 }
@@ -133,14 +205,18 @@ int wkr_report_epoch(wkr_report_t *r, const wkr_epoch_rec_t *e)
     if (e->has_test && e->has_auc) {
         snprintf(test + strlen(test), sizeof test - strlen(test), "  test_auc %.4f", e->test_auc);
     }
+    /* With the bar, the line that replaces it goes the bar's way: mpirun
+     * forwards a rank's stdout and stderr apart, so a line on stdout could
+     * land in the middle of the bar's frames, or under the next ones. */
+    FILE *out = r->mode == WKR_PROGRESS_BAR ? stderr : stdout;
     if (r->mode == WKR_PROGRESS_BAR && r->drew) {
         fprintf(stderr, "\r\033[K");
     }
     if (r->mode != WKR_PROGRESS_NONE) {
-        printf("epoch %d/%d  step %llu  train_loss %.4f%s  %.0f samples/s  %.1f s\n", e->epoch,
-               e->epochs, (unsigned long long)e->step, e->train_loss, test, e->samples_per_s,
-               e->elapsed_s);
-        fflush(stdout);
+        fprintf(out, "epoch %d/%d  step %llu  train_loss %.4f%s  %.0f samples/s  %.1f s\n",
+                e->epoch, e->epochs, (unsigned long long)e->step, e->train_loss, test,
+                e->samples_per_s, e->elapsed_s);
+        fflush(out);
     }
     if (r->metrics) {
         write_json(r->metrics, e);

@@ -27,7 +27,15 @@
 #                   timed from its start to exit (tests/bench/torch_single.py);
 #                   best of FMNIST_TORCH1_RUNS alternated runs of each; the
 #                   final test accuracies must agree within 0.01
-#                   (fmnist_accuracy_vs_torch1), or the benchmark fails
+#                   (fmnist_accuracy_vs_torch1), or the benchmark fails;
+#                   and from the metrics of those same runs of ours
+#                   comm_fraction: (wait_s + push_s) / epoch time, summed
+#                   over every epoch of every run (a run's epoch time is
+#                   its last elapsed_s), against the goal of at most 0.15
+#                   (a goal, not a measurement: ratio = 0.15 / value, >= 1
+#                   meets it); comm_fraction_insecure, the same from
+#                   fmnist_vs_ddp's --insecure runs when fmnist_vs_ddp ran
+#                   too (no extra job)
 # and a table of every line closes the run.  `run.sh NAME...` runs only the
 # named ones (bench_update bench_pushpull fmnist fmnist_vs_ddp
 # fmnist_vs_torch1), still writing $BUILD/bench.jsonl afresh.  Exit status 0 when every
@@ -74,6 +82,9 @@ export OMPI_MCA_btl_base_warn_component_unused=0
 
 mkdir -p "$BUILD" "$LOG_DIR"
 rm -f "$OUT"
+# Every run's metrics are collected here; none may come from an earlier
+# `make bench` (comm_fraction_insecure is printed only when fmnist_vs_ddp ran).
+rm -f "$LOG_DIR"/fmnist5*-metrics-all.jsonl
 
 fail() {
     echo "bench: $*" >&2
@@ -143,6 +154,23 @@ is_number() {
     return 0
 }
 
+# An awk function that prints one result line, for awk programs to start
+# with ("$AWK_LINE"'BEGIN { line(...) }'): line(name, value, unit,
+# reference, reference_value, ratio, fmt), fmt formatting both values; an
+# empty reference_value writes null for it and for the ratio.
+# shellcheck disable=SC2016
+AWK_LINE='
+    function line(name, val, unit, ref, rv, ratio, fmt) {
+        printf "{\"name\":\"%s\",\"value\":" fmt ",\"unit\":\"%s\",\"reference\":\"%s\",", \
+            name, val, unit, ref
+        if (rv == "") {
+            printf "\"reference_value\":null,\"ratio\":null}\n"
+        } else {
+            printf "\"reference_value\":" fmt ",\"ratio\":%.4f}\n", rv, ratio
+        }
+    }
+'
+
 run_fmnist() {
     echo "== fmnist: mpirun 1 ps-server + 2 ps-worker, batch 64 each, 2 epochs"
     fmnist_ours || return
@@ -156,15 +184,10 @@ run_fmnist() {
         fail "cannot read samples_per_s from $LOG_DIR/torch.jsonl"
         ref=""
     fi
-    awk -v v="$ours" -v r="$ref" 'BEGIN {
-        printf "{\"name\":\"fmnist_mlp_samples_per_s\",\"value\":%.1f,", v
-        printf "\"unit\":\"samples/s\",\"reference\":"
-        printf "\"PyTorch SGD, 1 process, 1 thread, batch 128%s\",", r == "" ? " (skipped)" : ""
-        if (r == "" || r + 0 <= 0) {
-            printf "\"reference_value\":null,\"ratio\":null}\n"
-        } else {
-            printf "\"reference_value\":%.1f,\"ratio\":%.4f}\n", r, v / r
-        }
+    awk -v v="$ours" -v r="$ref" "$AWK_LINE"'BEGIN {
+        skip = (r == "" || r + 0 <= 0)
+        ref = "PyTorch SGD, 1 process, 1 thread, batch 128" (r == "" ? " (skipped)" : "")
+        line("fmnist_mlp_samples_per_s", v, "samples/s", ref, skip ? "" : r, skip ? 0 : v / r, "%.1f")
     }' >>"$OUT"
     tail -n 1 "$OUT"
 }
@@ -267,16 +290,7 @@ run_fmnist_vs_ddp() {
         i=$((i + 1))
     done
     awk -v v="$best_ours_s" -v r="$best_ddp_s" -v va="$best_ours_acc" -v ra="$best_ddp_acc" \
-        -v vi="$best_insecure_s" '
-    function line(name, val, unit, ref, rv, ratio, fmt) {
-        printf "{\"name\":\"%s\",\"value\":" fmt ",\"unit\":\"%s\",\"reference\":\"%s\",", \
-            name, val, unit, ref
-        if (rv == "") {
-            printf "\"reference_value\":null,\"ratio\":null}\n"
-        } else {
-            printf "\"reference_value\":" fmt ",\"ratio\":%.4f}\n", rv, ratio
-        }
-    }
+        -v vi="$best_insecure_s" "$AWK_LINE"'
     BEGIN {
         skip = (r == "" || r + 0 <= 0)
         # fmnist_vs_ddp: the benchmark mode (--insecure, which the servers
@@ -341,16 +355,8 @@ run_fmnist_vs_torch1() {
         fi
         i=$((i + 1))
     done
-    awk -v v="$best_t1ours_s" -v r="$best_t1_s" -v va="$best_t1ours_acc" -v ra="$best_t1_acc" '
-    function line(name, val, unit, ref, rv, ratio, fmt) {
-        printf "{\"name\":\"%s\",\"value\":" fmt ",\"unit\":\"%s\",\"reference\":\"%s\",", \
-            name, val, unit, ref
-        if (rv == "") {
-            printf "\"reference_value\":null,\"ratio\":null}\n"
-        } else {
-            printf "\"reference_value\":" fmt ",\"ratio\":%.4f}\n", rv, ratio
-        }
-    }
+    awk -v v="$best_t1ours_s" -v r="$best_t1_s" -v va="$best_t1ours_acc" -v ra="$best_t1_acc" \
+        "$AWK_LINE"'
     BEGIN {
         skip = (r == "" || r + 0 <= 0)
         # ratio > 1: our whole job is faster than the one process.
@@ -366,6 +372,56 @@ run_fmnist_vs_torch1() {
             'BEGIN { d = a - b; if (d < 0) d = -d; printf "    accuracy: ours %s, PyTorch %s, |difference| %.4f (limit 0.01)\n", a, b, d; exit !(d <= 0.01) }' ||
             fail "fmnist_vs_torch1: test accuracies differ by more than 0.01"
     fi
+    comm_fraction comm_fraction "$LOG_DIR/fmnist5-default-metrics-all.jsonl" \
+        "goal: at most 0.15; default flags"
+    if [ -s "$LOG_DIR/fmnist5-insecure-metrics-all.jsonl" ]; then
+        comm_fraction comm_fraction_insecure "$LOG_DIR/fmnist5-insecure-metrics-all.jsonl" \
+            "goal: at most 0.15; --insecure, fmnist_vs_ddp runs"
+    else
+        echo "    comm_fraction_insecure: not printed (fmnist_vs_ddp did not run)"
+    fi
+}
+
+# comm_fraction NAME FILE REFERENCE: appends the line NAME: (wait_s +
+# push_s) / epoch time over every epoch of every run in FILE (the metrics
+# lines of whole runs, one run after another; a run's epoch time is its
+# last elapsed_s); returns 1 when FILE has no epoch or a line lacks a field.
+comm_fraction() {
+    awk -v name="$1" -v ref="$3" "$AWK_LINE"'
+    function field(k, m) {
+        if (!match($0, "\"" k "\": *[-0-9.eE+]+")) {
+            bad = 1
+            return 0
+        }
+        m = substr($0, RSTART, RLENGTH)
+        sub(/^[^:]*: */, "", m)
+        return m + 0
+    }
+    {
+        e = field("epoch")
+        if (e <= last_epoch) { # a new run begins
+            total += last_elapsed
+            runs++
+        }
+        comm += field("wait_s") + field("push_s")
+        last_elapsed = field("elapsed_s")
+        last_epoch = e
+        epochs++
+    }
+    END {
+        if (epochs == 0 || bad) {
+            exit 1
+        }
+        total += last_elapsed
+        runs++
+        v = total > 0 ? comm / total : 0
+        line(name, v, "fraction", ref " (" epochs " epochs of " runs " runs)", 0.15,
+             v > 0 ? 0.15 / v : 0, "%.4f")
+    }' "$2" >>"$OUT" || {
+        fail "$1: cannot read epoch, wait_s, push_s and elapsed_s from $2"
+        return 1
+    }
+    tail -n 1 "$OUT"
 }
 
 print_table() {

@@ -4,7 +4,8 @@
  *
  * Invariants on success:
  *   - every tensor named by ps_st_name is found by ps_st_get, with 0..4
- *     dims, and its product(shape) floats are readable (ASan checks);
+ *     dims, and its product(shape) values (4 bytes each, 8 for I64, as
+ *     ps_st_is_i64 says) are readable (ASan checks);
  *   - together the tensors cover the data section exactly: their sizes add
  *     up to the file size minus the 8-byte length and the header;
  *   - writing the tensors back with ps_st_write and reading that file gives
@@ -30,6 +31,7 @@ typedef struct {
     int ndim[MAX_T];
     int64_t shape[MAX_T][PS_MAX_DIMS];
     uint64_t numel[MAX_T];
+    int i64[MAX_T];
 } view_t;
 
 /* Collects every tensor of f, checking each; returns the total bytes. */
@@ -48,15 +50,18 @@ static uint64_t view_fill(const ps_st_file_t *f, view_t *v)
             FZ_CHECK(v->shape[i][d] >= 0);
             numel *= (uint64_t)v->shape[i][d];
         }
+        v->i64[i] = ps_st_is_i64(f, v->name[i]);
+        FZ_CHECK(v->i64[i] == 0 || v->i64[i] == 1);
+        uint64_t words = numel * (v->i64[i] ? 2 : 1);
         volatile uint32_t sink = 0;
-        for (uint64_t k = 0; k < numel; k++) {
+        for (uint64_t k = 0; k < words; k++) {
             uint32_t u;
             memcpy(&u, &v->data[i][k], 4);
             sink ^= u;
         }
         (void)sink;
         v->numel[i] = numel;
-        bytes += numel * 4;
+        bytes += words * 4;
     }
     return bytes;
 }
@@ -69,7 +74,9 @@ static void view_same(const view_t *a, const view_t *b)
         FZ_CHECK(strcmp(a->name[i], b->name[i]) == 0);
         FZ_CHECK(a->ndim[i] == b->ndim[i] && a->numel[i] == b->numel[i]);
         FZ_CHECK(memcmp(a->shape[i], b->shape[i], (size_t)a->ndim[i] * sizeof(int64_t)) == 0);
-        FZ_CHECK(a->numel[i] == 0 || memcmp(a->data[i], b->data[i], a->numel[i] * 4) == 0);
+        FZ_CHECK(a->i64[i] == b->i64[i]);
+        FZ_CHECK(a->numel[i] == 0 ||
+                 memcmp(a->data[i], b->data[i], a->numel[i] * (a->i64[i] ? 8 : 4)) == 0);
     }
 }
 
@@ -81,7 +88,7 @@ static void round_trip(const view_t *v, const char *path)
         t[i] = (ps_st_tensor_t){
             .name = v->name[i], .ndim = v->ndim[i], .shape = v->shape[i], .data = v->data[i]};
     }
-    FZ_CHECK(ps_st_write(path, t, v->n, NULL, 0) == 0);
+    FZ_CHECK(ps_st_write_typed(path, t, v->i64, v->n, NULL, 0) == 0);
     ps_st_file_t *g = NULL;
     FZ_CHECK(ps_st_open(&g, path) == 0 && g != NULL);
     static view_t w;

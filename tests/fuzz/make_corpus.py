@@ -21,8 +21,9 @@ import struct
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
 # ---- wire -----------------------------------------------------------------
-MAGIC, VERSION = 0x514D5350, 4
+MAGIC, VERSION = 0x514D5350, 5
 REGISTER, INIT, ACK, ERROR, PUSH, PULL, PULL_REPLY, SHUTDOWN, STATS, STATS_REPLY = range(1, 11)
+ROWS_PUSH, ROWS_PULL, ROWS_REPLY, TABLES = range(11, 15)
 
 
 def hdr(typ, sender=0, request=0, step=0, chunk=0, offset=0, count=0, samples=0,
@@ -40,6 +41,20 @@ def layout(tensors):
         out += struct.pack("<B", len(b)) + b + struct.pack("<B", len(dims))
         out += b"".join(struct.pack("<Q", d) for d in dims)
     return out
+
+
+def tables(decls):
+    """TABLES payload (common/ps_keys.h): u32 count; per table u8 len, name,
+    u32 dim, u8 init, u32 bound (float32 bits), u64 seed."""
+    out = struct.pack("<I", len(decls))
+    for name, dim, init, bound, seed in decls:
+        b = name if isinstance(name, bytes) else name.encode()
+        out += struct.pack("<B", len(b)) + b + struct.pack("<IBfQ", dim, init, bound, seed)
+    return out
+
+
+def keys(*k):
+    return struct.pack("<%dQ" % len(k), *k)
 
 
 def msg(typ, payload=b"", **kw):
@@ -70,10 +85,36 @@ def wire_seeds():
         "shutdown": msg(SHUTDOWN, sender=1),
         "stats": msg(STATS, sender=0),
         "stats_reply": msg(STATS_REPLY, stats),
+        "rows_push": msg(ROWS_PUSH, keys(5, 1 << 40) + floats(0.5, -1.0, 2.0, 0.25), step=3,
+                         chunk=0, offset=2, count=2, samples=4, sender=1),
+        "rows_push_empty": msg(ROWS_PUSH, step=3, chunk=1, offset=8, samples=4),
+        "rows_push_skip": msg(ROWS_PUSH, keys(9) + floats(0.0), step=2, offset=1, count=1,
+                              flags=1),
+        "rows_pull": msg(ROWS_PULL, keys(1, 2, 3), step=4, chunk=0, offset=4, count=3,
+                         request=11),
+        "rows_reply": msg(ROWS_REPLY, floats(1.0, 2.0), step=4, offset=1, count=2, request=11),
+        "tables": msg(TABLES, tables([("emb.weight", 16, 1, 0.01, 7), ("fc1.weight", 1, 0, 0.0,
+                                                                         0)])),
+        "tables_none": msg(TABLES, tables([])),
         # near-valid: one thing wrong each
+        "rows_push_dim0": msg(ROWS_PUSH, keys(5) + floats(1.0), offset=0, count=1),
+        "rows_push_dim_big": msg(ROWS_PUSH, keys(5), offset=65537, count=1),
+        "rows_push_short": msg(ROWS_PUSH, keys(5, 6) + floats(1.0, 2.0, 3.0), offset=2, count=2),
+        "rows_push_f16": msg(ROWS_PUSH, keys(5) + floats(1.0), offset=1, count=1, flags=2),
+        "rows_pull_empty": msg(ROWS_PULL, offset=1),
+        "rows_pull_rows": msg(ROWS_PULL, keys(1) + floats(1.0), offset=1, count=1),
+        "rows_reply_keys": msg(ROWS_REPLY, keys(1) + floats(1.0), offset=1, count=1),
+        "tables_dup": msg(TABLES, tables([("a", 2, 0, 0.0, 0), ("a", 2, 0, 0.0, 0)])),
+        "tables_bad_init": msg(TABLES, tables([("a", 2, 2, 0.0, 0)])),
+        "tables_zeros_seed": msg(TABLES, tables([("a", 2, 0, 0.0, 5)])),
+        "tables_nan_bound": msg(TABLES, tables([("a", 2, 1, float("nan"), 5)])),
+        "tables_dim0": msg(TABLES, tables([("a", 0, 0, 0.0, 0)])),
+        "tables_trailing": msg(TABLES, tables([("a", 2, 0, 0.0, 0)]) + b"\0"),
+        "tables_cut": msg(TABLES, tables([("emb", 2, 1, 0.5, 1)])[:-3]),
+        "tables_nul_name": msg(TABLES, tables([(b"e\0b", 2, 0, 0.0, 0)])),
         "bad_magic": msg(PULL, magic=0x514D5351),
         "bad_version": msg(PULL, version=1),
-        "bad_type": msg(11),
+        "bad_type": msg(15),
         "bad_flags": msg(ACK, flags=1),
         "bad_push_flags": msg(PUSH, floats(1.0), count=1, flags=2),
         "bad_reserved": msg(ACK, reserved=2),
@@ -204,6 +245,13 @@ def safetensors_seeds():
         "five_dims": st_file('{"a":{"dtype":"F32","shape":[1,1,1,1,1],"data_offsets":[0,4]}}',
                              floats(1.0)),
         "short": b"\x08\x00\x00",
+        # a sparse table as --save writes it: I64 keys first, then F32 rows
+        "table_i64": st_file('{"__metadata__":{"sparse_tables":"[\\"e\\"]"},'
+                             '"e.keys":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},'
+                             '"e":{"dtype":"F32","shape":[2,1],"data_offsets":[16,24]}}',
+                             struct.pack("<2q", 3, 1 << 40) + floats(0.5, -1.0)),
+        "i64_span_f32": st_file('{"k":{"dtype":"I64","shape":[2],"data_offsets":[0,8]}}',
+                                floats(1, 2)),
     }
 
 

@@ -15,9 +15,11 @@ def read(path):
     base = 8 + hlen
     tensors = {}
     for name, info in header.items():
-        assert info["dtype"] == "F32", info
+        # F32, or I64 for a sparse table's NAME.keys.
+        assert info["dtype"] in ("F32", "I64"), info
         b, e = info["data_offsets"]
-        arr = np.frombuffer(blob[base + b:base + e], dtype="<f4").reshape(info["shape"])
+        dt = "<f4" if info["dtype"] == "F32" else "<i8"
+        arr = np.frombuffer(blob[base + b:base + e], dtype=dt).reshape(info["shape"])
         tensors[name] = arr.copy()
     return tensors, meta
 

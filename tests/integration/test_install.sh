@@ -77,8 +77,8 @@ int main(void)
 EOF
 # shellcheck disable=SC2046
 cc -o "$TMP/ver" "$TMP/ver.c" $(pkg-config --cflags --libs psclient) >"$TMP/ver.log" 2>&1
-check "ps_version() of the installed library is the programs' $VER; PS_API_VERSION 5" \
-    [ "$("$TMP/ver" 2>&1)" = "$VER 5" ]
+check "ps_version() of the installed library is the programs' $VER; PS_API_VERSION 6" \
+    [ "$("$TMP/ver" 2>&1)" = "$VER 6" ]
 check "the man pages say ps $VER" sh -c \
     "grep -q '\"ps $VER\"' '$P/share/man/man1/ps-server.1' &&
      grep -q '\"ps $VER\"' '$P/share/man/man1/ps-worker.1'"

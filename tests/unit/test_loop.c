@@ -191,6 +191,11 @@ static void send_register(fix_t *f)
     ps_hdr_t h = ps_wire_hdr(PS_MSG_REGISTER, 0);
     h.payload = (uint64_t)n;
     send_from(f, 0, &h, buf, (size_t)n);
+    /* libpsclient always declares the tables, none here: u32 count 0. */
+    const uint8_t none[4] = {0, 0, 0, 0};
+    h = ps_wire_hdr(PS_MSG_TABLES, 0);
+    h.payload = sizeof none;
+    send_from(f, 0, &h, none, sizeof none);
 }
 
 static void send_init(fix_t *f, uint32_t id)

@@ -188,6 +188,22 @@ static ps_hdr_t valid_hdr(int type, size_t *payload)
         h.count = 3;
         h.payload = 12;
         break;
+    case PS_MSG_ROWS_PUSH: /* 3 keys of dim 2: 3 x 8 + 3 x 2 x 4 */
+        h.offset = 2;
+        h.count = 3;
+        h.payload = 48;
+        break;
+    case PS_MSG_ROWS_PULL:
+        h.offset = 2;
+        h.count = 3;
+        h.payload = 24;
+        break;
+    case PS_MSG_ROWS_REPLY:
+        h.offset = 2;
+        h.count = 3;
+        h.payload = 24;
+        break;
+    case PS_MSG_TABLES: h.payload = 4; break;
     case PS_MSG_REGISTER: h.payload = 100; break;
     case PS_MSG_ERROR: h.payload = 10; break;
     case PS_MSG_STATS_REPLY: h.payload = PS_WIRE_STATS_BYTES; break;
@@ -210,8 +226,10 @@ static void test_round_trip_every_type(void **state)
 static void test_type_names(void **state)
 {
     (void)state;
-    const char *want[] = {"?",    "REGISTER",   "INIT",     "ACK",   "ERROR",      "PUSH",
-                          "PULL", "PULL_REPLY", "SHUTDOWN", "STATS", "STATS_REPLY"};
+    const char *want[] = {"?",          "REGISTER",  "INIT",      "ACK",        "ERROR",
+                          "PUSH",       "PULL",      "PULL_REPLY", "SHUTDOWN",  "STATS",
+                          "STATS_REPLY", "ROWS_PUSH", "ROWS_PULL", "ROWS_REPLY", "TABLES"};
+    assert_int_equal(PS_MSG_TYPE_MAX + 1, (int)(sizeof want / sizeof want[0]));
     for (int t = 1; t <= PS_MSG_TYPE_MAX; t++) {
         assert_string_equal(ps_wire_type_name(t), want[t]);
     }
@@ -274,7 +292,7 @@ static void test_reject_other_version(void **state)
 static void test_reject_unknown_type(void **state)
 {
     (void)state;
-    const int types[] = {0, PS_MSG_TYPE_MAX + 1, 12, 128, 255};
+    const int types[] = {0, PS_MSG_TYPE_MAX + 1, 15, 128, 255};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         ps_hdr_t h = ps_wire_hdr(PS_MSG_ACK, 1);
         h.type = (uint8_t)types[i];
@@ -308,10 +326,66 @@ static void test_reject_flags(void **state)
         size_t pl;
         ps_hdr_t o = valid_hdr(t, &pl);
         o.flags = PS_FLAG_SKIP;
-        if (t != PS_MSG_PUSH) {
+        if (t != PS_MSG_PUSH && t != PS_MSG_ROWS_PUSH) {
             expect_reject_hdr(&o, pl, NULL);
         }
     }
+    /* ROWS_PUSH takes SKIP only: its rows are never 16-bit. */
+    size_t pl;
+    ps_hdr_t r = valid_hdr(PS_MSG_ROWS_PUSH, &pl);
+    r.flags = PS_FLAG_SKIP;
+    expect_accept_hdr(&r, pl);
+    r.flags = PS_FLAG_F16;
+    expect_reject_hdr(&r, pl, NULL);
+}
+
+/* Row messages: payload = keys x 8 (+ keys x dim x 4), dim 1..65536, and
+ * only a push may carry no keys.  Values computed by hand. */
+static void test_rows_lengths(void **state)
+{
+    (void)state;
+    size_t pl;
+    ps_hdr_t h = valid_hdr(PS_MSG_ROWS_PUSH, &pl);
+    h.count = 0;
+    h.payload = 0;
+    expect_accept_hdr(&h, 0); /* an empty push: sync still needs it */
+    h.count = 2;
+    h.offset = 65536;
+    h.payload = 2 * 8 + 2 * 65536 * 4;
+    expect_accept_hdr(&h, (size_t)h.payload);
+    h.offset = 65537;
+    h.payload = 2 * 8 + 2 * 65537 * 4;
+    expect_reject_hdr(&h, (size_t)h.payload, NULL);
+    h.offset = 0;
+    h.payload = 16;
+    expect_reject_hdr(&h, 16, NULL);
+    /* A count so large the product would overflow 32 bits. */
+    h.offset = 65536;
+    h.count = 0xffffffffu;
+    h.payload = 0xffffffffull * 8 + 0xffffffffull * 65536 * 4;
+    expect_reject_hdr(&h, 100, NULL);
+    h = valid_hdr(PS_MSG_ROWS_PUSH, &pl);
+    expect_reject_hdr(&h, pl - 4, NULL); /* one float short */
+    h.payload = pl - 4;
+    expect_reject_hdr(&h, pl - 4, NULL);
+    h = valid_hdr(PS_MSG_ROWS_PULL, &pl);
+    h.count = 0;
+    h.payload = 0;
+    expect_reject_hdr(&h, 0, NULL);
+    h = valid_hdr(PS_MSG_ROWS_PULL, &pl);
+    h.payload = 24 + 8 * 3 * 2; /* a pull carries no rows */
+    expect_reject_hdr(&h, (size_t)h.payload, NULL);
+    h = valid_hdr(PS_MSG_ROWS_REPLY, &pl);
+    h.payload = 48;
+    expect_reject_hdr(&h, 48, NULL);
+    h = valid_hdr(PS_MSG_TABLES, &pl);
+    h.payload = 3;
+    expect_reject_hdr(&h, 3, NULL);
+    h.payload = PS_WIRE_MAX_TABLES + 1;
+    expect_reject_hdr(&h, PS_WIRE_MAX_TABLES + 1, NULL);
+    h.payload = 8;
+    h.count = 1;
+    expect_reject_hdr(&h, 8, NULL);
 }
 
 static void test_reject_reserved(void **state)
@@ -428,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_reject_other_version),
         cmocka_unit_test(test_reject_unknown_type),
         cmocka_unit_test(test_reject_flags),
+        cmocka_unit_test(test_rows_lengths),
         cmocka_unit_test(test_reject_reserved),
         cmocka_unit_test(test_reject_payload_mismatch),
         cmocka_unit_test(test_reject_push_counts),
