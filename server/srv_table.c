@@ -15,23 +15,28 @@
 #define MAX_DIM (1u << 20)
 /* Products cached per call, by the step a row is up to. */
 #define PCACHE 64
+/* Rows prefetched ahead of the one being updated (memory latency). */
+#define ROW_AHEAD 12
 
 struct srv_table {
     char *name;
     uint32_t id, dim;
-    uint32_t rowf; /* floats per row: [w | buf] or [w] when momentum is 0 */
+    uint32_t rowf;   /* floats per row: [w | buf] or [w] when momentum is 0 */
+    uint32_t stride; /* rowf + 1: the row's u32 step follows it */
     srv_table_init_t init;
     srv_optim_cfg_t opt;
     srv_sparse_mode_t mode;
     size_t max_bytes;
     uint64_t step;
     srv_rowmap_t *map;
-    /* Chunk c: CH_ROWS rows of rowf floats, then CH_ROWS u32: the step a
-     * row is up to (exact) or of its last update, 0 = never (lazy). */
+    /* Chunk c: CH_ROWS records of `stride` 4-byte words: the row's
+     * floats, then the step it is up to (exact) or of its last update, 0 =
+     * never (lazy), in the same cache line as the row's end. */
     float **chunk;
     size_t nchunks, chunk_cap;
     srv_catchup_t tree; /* exact mode: the maps of steps (base, step] */
-    /* Per-call scratch (kept, and counted in the bytes). */
+    /* Per-call scratch, freed when the call returns (scratch_free), so
+     * it is not part of the table's bytes. */
     uint64_t *ukeys; /* the call's distinct keys */
     uint32_t *uidx;  /* their rows (SRV_ROWMAP_NONE until created) */
     uint64_t *mkeys; /* the missing ones */
@@ -48,12 +53,12 @@ struct srv_table {
 
 static size_t chunk_bytes(const srv_table_t *t)
 {
-    return (size_t)CH_ROWS * t->rowf * sizeof(float) + (size_t)CH_ROWS * sizeof(uint32_t);
+    return (size_t)CH_ROWS * t->stride * sizeof(float);
 }
 
 static inline float *row_w(const srv_table_t *t, uint32_t r)
 {
-    return t->chunk[r >> CH_SHIFT] + (size_t)(r & (CH_ROWS - 1)) * t->rowf;
+    return t->chunk[r >> CH_SHIFT] + (size_t)(r & (CH_ROWS - 1)) * t->stride;
 }
 
 static inline float *row_buf(const srv_table_t *t, uint32_t r)
@@ -63,8 +68,7 @@ static inline float *row_buf(const srv_table_t *t, uint32_t r)
 
 static inline uint32_t *row_step(const srv_table_t *t, uint32_t r)
 {
-    float *c = t->chunk[r >> CH_SHIFT];
-    return (uint32_t *)(c + (size_t)CH_ROWS * t->rowf) + (r & (CH_ROWS - 1));
+    return (uint32_t *)(row_w(t, r) + t->rowf);
 }
 
 /* Chunk-pointer capacity for `rows` rows, growing as ensure_chunk does. */
@@ -102,7 +106,8 @@ static int ensure_chunk(srv_table_t *t, uint32_t r)
         t->chunk = p;
         t->chunk_cap = cap;
     }
-    if ((t->chunk[t->nchunks] = malloc(chunk_bytes(t))) == NULL) {
+    /* 64-byte aligned (chunk_bytes is a multiple of 64). */
+    if ((t->chunk[t->nchunks] = aligned_alloc(64, chunk_bytes(t))) == NULL) {
         goto fail;
     }
     t->nchunks++;
@@ -142,6 +147,7 @@ void srv_table_init_row(const srv_table_init_t *init, uint32_t table_id, uint64_
 /* ---- new / destroy ----------------------------------------------------- */
 
 static void pcache_clear(srv_table_t *t);
+static void scratch_free(srv_table_t *t);
 
 static int check_new(const char *name, uint32_t dim, const srv_table_init_t *init,
                      const srv_optim_cfg_t *opt, srv_sparse_mode_t mode)
@@ -186,6 +192,7 @@ int srv_table_new(srv_table_t **out, const char *name, uint32_t table_id, uint32
     t->id = table_id;
     t->dim = dim;
     t->rowf = opt->momentum != 0.0 ? 2 * dim : dim;
+    t->stride = t->rowf + 1;
     t->init = init != NULL ? *init : (srv_table_init_t){0};
     t->opt = *opt;
     t->mode = mode;
@@ -214,12 +221,7 @@ void srv_table_destroy(srv_table_t **tp)
     free(t->chunk);
     srv_rowmap_destroy(&t->map);
     srv_catchup_fini(&t->tree);
-    free(t->ukeys);
-    free(t->uidx);
-    free(t->mkeys);
-    free(t->pptr);
-    free(t->pcoef);
-    free(t->pcur);
+    scratch_free(t);
     free(t->name);
     free(t);
     *tp = NULL;
@@ -247,16 +249,20 @@ const char *srv_table_name(const srv_table_t *t)
     return t->name;
 }
 
-static size_t scratch_bytes(const srv_table_t *t)
+static void scratch_free(srv_table_t *t)
 {
-    return t->ucap * (sizeof *t->ukeys + sizeof *t->uidx) + t->mcap * sizeof *t->mkeys +
-           (size_t)t->pcap * (sizeof *t->pptr + sizeof *t->pcoef + sizeof *t->pcur);
+    free(t->ukeys), free(t->uidx), free(t->mkeys);
+    free(t->pptr), free(t->pcoef), free(t->pcur);
+    t->ukeys = NULL, t->uidx = NULL, t->mkeys = NULL;
+    t->pptr = NULL, t->pcoef = NULL, t->pcur = NULL;
+    t->ucap = t->mcap = 0;
+    t->pcap = 0;
 }
 
 size_t srv_table_bytes(const srv_table_t *t)
 {
     return sizeof *t + strlen(t->name) + 1 + srv_rowmap_bytes(t->map) +
-           rows_bytes(t, srv_rowmap_count(t->map)) + srv_catchup_bytes(&t->tree) + scratch_bytes(t);
+           rows_bytes(t, srv_rowmap_count(t->map)) + srv_catchup_bytes(&t->tree);
 }
 
 /* ---- scratch ------------------------------------------------------------- */
@@ -463,18 +469,36 @@ static void merge_keys(srv_table_t *t, const srv_rows_part_t *parts, int nparts,
     uint64_t key = 0;
     *nu = *m = 0;
     memset(t->pcur, 0, (size_t)nparts * sizeof *t->pcur);
-    while (next_key(t, parts, nparts, &key)) {
+    if (nparts == 1) {
+        *nu = parts[0].n; /* one part: already ascending and unique */
+        memcpy(t->ukeys, parts[0].keys, *nu * sizeof *t->ukeys);
+    }
+    while (nparts > 1 && next_key(t, parts, nparts, &key)) {
         for (int k = 0; k < nparts; k++) {
             size_t c = t->pcur[k];
             t->pcur[k] += c < parts[k].n && parts[k].keys[c] == key;
         }
-        uint32_t r = srv_rowmap_find(t->map, key);
-        t->ukeys[*nu] = key;
-        t->uidx[(*nu)++] = r;
-        if (r == SRV_ROWMAP_NONE) {
-            t->mkeys[(*m)++] = key;
+        t->ukeys[(*nu)++] = key;
+    }
+    srv_rowmap_find_many(t->map, t->ukeys, *nu, t->uidx);
+    for (size_t i = 0; i < *nu; i++) {
+        if (t->uidx[i] == SRV_ROWMAP_NONE) {
+            t->mkeys[(*m)++] = t->ukeys[i];
         }
     }
+}
+
+/* Hint: row r's weights, buffer and step are about to be used. */
+static inline void prefetch_row(const srv_table_t *t, uint32_t r)
+{
+    const char *w = (const char *)row_w(t, r);
+    size_t bytes = (size_t)t->stride * sizeof(float);
+    /* Every cache line of the row (64-byte aligned chunks; long rows are
+     * streamed by the hardware prefetcher after the first few lines). */
+    for (size_t off = 0; off < bytes && off < 512; off += 64) {
+        __builtin_prefetch(w + off, 1);
+    }
+    __builtin_prefetch(w + bytes - 1, 1); /* the step, in the last line */
 }
 
 /* Update row r (up to date) with the parts holding key, whose cursors
@@ -497,9 +521,9 @@ static void update_row(srv_table_t *t, const srv_rows_part_t *parts, int nparts,
     *st = (uint32_t)(t->step + 1);
 }
 
-static int check_apply(const srv_table_t *t, int nparts, double lr)
+static int check_apply(const srv_table_t *t, const srv_rows_part_t *parts, int nparts, double lr)
 {
-    if (nparts < 0 || !(lr >= 0.0 && isfinite(lr))) {
+    if (nparts < 0 || (nparts > 0 && parts == NULL) || !(lr >= 0.0 && isfinite(lr))) {
         ps_error_set("table %s: bad step (%d parts, lr %g)", t->name, nparts, lr);
         return PS_EINVAL;
     }
@@ -511,11 +535,11 @@ static int check_apply(const srv_table_t *t, int nparts, double lr)
     return 0;
 }
 
-int srv_table_apply(srv_table_t *t, const srv_rows_part_t *parts, int nparts, double lr)
+static int apply_step(srv_table_t *t, const srv_rows_part_t *parts, int nparts, double lr)
 {
     size_t total, nu, m;
     int rv;
-    if ((rv = check_apply(t, nparts, lr)) != 0 ||
+    if ((rv = check_apply(t, parts, nparts, lr)) != 0 ||
         (rv = check_parts(t, parts, nparts, &total)) != 0 || (rv = grow_u(t, total)) != 0 ||
         (rv = grow_m(t, total)) != 0 || (rv = grow_p(t, nparts)) != 0) {
         return rv;
@@ -533,6 +557,9 @@ int srv_table_apply(srv_table_t *t, const srv_rows_part_t *parts, int nparts, do
     }
     memset(t->pcur, 0, (size_t)nparts * sizeof *t->pcur);
     for (size_t i = 0; i < nu; i++) {
+        if (i + ROW_AHEAD < nu) {
+            prefetch_row(t, t->uidx[i + ROW_AHEAD]);
+        }
         catch_up(t, t->uidx[i]);
         update_row(t, parts, nparts, t->ukeys[i], t->uidx[i], &cfg);
     }
@@ -572,7 +599,7 @@ static int read_create(srv_table_t *t, const uint64_t *keys, size_t n, size_t m)
     return rv;
 }
 
-int srv_table_read(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
+static int read_rows(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
 {
     int rv;
     if (n > 0 && (keys == NULL || out == NULL)) {
@@ -583,8 +610,8 @@ int srv_table_read(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
         return rv;
     }
     size_t m = 0;
+    srv_rowmap_find_many(t->map, keys, n, t->uidx);
     for (size_t i = 0; i < n; i++) {
-        t->uidx[i] = srv_rowmap_find(t->map, keys[i]);
         if (t->uidx[i] == SRV_ROWMAP_NONE) {
             t->mkeys[m++] = keys[i];
         }
@@ -594,10 +621,27 @@ int srv_table_read(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
         return rv;
     }
     for (size_t i = 0; i < n; i++) {
+        if (i + ROW_AHEAD < n) {
+            prefetch_row(t, t->uidx[i + ROW_AHEAD]);
+        }
         catch_up(t, t->uidx[i]);
         memcpy(out + i * t->dim, row_w(t, t->uidx[i]), (size_t)t->dim * sizeof *out);
     }
     return 0;
+}
+
+int srv_table_apply(srv_table_t *t, const srv_rows_part_t *parts, int nparts, double lr)
+{
+    int rv = apply_step(t, parts, nparts, lr);
+    scratch_free(t);
+    return rv;
+}
+
+int srv_table_read(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
+{
+    int rv = read_rows(t, keys, n, out);
+    scratch_free(t);
+    return rv;
 }
 
 /* ---- export / import --------------------------------------------------------- */
@@ -735,8 +779,8 @@ int srv_table_import_history(srv_table_t *t, const double *lr, uint64_t nsteps)
         return PS_ESTATE;
     }
     for (uint64_t i = 0; i < nsteps; i++) {
-        if (!(lr[i] >= 0.0 && isfinite(lr[i]))) {
-            ps_error_set("table %s: bad lr %g for step %llu", t->name, lr[i],
+        if (lr == NULL || !(lr[i] >= 0.0 && isfinite(lr[i]))) {
+            ps_error_set("table %s: bad lr %g for step %llu", t->name, lr != NULL ? lr[i] : NAN,
                          (unsigned long long)(i + 1));
             return PS_EINVAL;
         }
