@@ -58,6 +58,10 @@ typedef struct {
     wkr_sparse_model_t *smodel;
 } wkr_job_t;
 
+/* --hidden's default for mlp; the pointer itself tells "not given" (a
+ * value from the command line or --config is another string). */
+static const char MLP_HIDDEN[] = "256,128";
+
 static const char USAGE[] =
     "usage: mpirun -np S ps-server [flags] : -np W ps-worker [flags]\n\n"
     "Trains a built-in model on its shard of the data (sample i goes to worker\n"
@@ -75,7 +79,7 @@ static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
          "2^63-1), or embed-mlp on Criteo data (table emb.weight, one row per categorical "
          "value, then an MLP)"},
         {"hidden", PS_OPT_STRING, &c->hidden, "N,N,...",
-         "hidden layer widths (default 256,128 for mlp, 64,32 for embed-mlp)"},
+         "hidden layer widths (embed-mlp: 64,32 unless given)"},
         {"embed-dim", PS_OPT_INT, &c->embed_dim, "D",
          "embed-mlp: floats per embedding row (each of the 26 Criteo categorical fields)"},
         {"data", PS_OPT_STRING, &c->data, "SPEC",
@@ -193,8 +197,8 @@ static int check_sparse_flags(wkr_cfg_t *c)
         ps_error_set("--embed-dim %d: want 1 to %d", c->embed_dim, WKR_SPARSE_MODEL_MAX_DIM);
         return PS_EINVAL;
     }
-    if (!c->hidden) {
-        c->hidden = "64,32";
+    if (c->hidden == MLP_HIDDEN) {
+        c->hidden = "64,32"; /* not given: embed-mlp's own default */
     }
     if (parse_transport(c->transport, &c->transport_code) != 0) {
         return PS_EINVAL;
@@ -233,9 +237,6 @@ static int check_flags(wkr_cfg_t *c)
     c->sparse = wkr_sparse_model_parse_kind(c->model, &c->skind) == 0;
     if (c->sparse) {
         return check_sparse_flags(c);
-    }
-    if (!c->hidden) {
-        c->hidden = "256,128";
     }
     if (wkr_model_parse_kind(c->model, &c->kind) != 0) {
         snprintf(why, sizeof why, "%s", ps_error_msg()); /* the detail buffer is the target */
@@ -576,7 +577,7 @@ int main(int argc, char **argv)
 {
     wkr_cfg_t c = {
         .model = "mlp",
-        .hidden = NULL, /* 256,128 for mlp, 64,32 for embed-mlp */
+        .hidden = MLP_HIDDEN,
         .embed_dim = 16,
         .data = "fashion-mnist",
         .init = "default",
