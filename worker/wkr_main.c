@@ -391,8 +391,6 @@ static int declare_tensors(ps_t *ps, const ps_layout_t *l, float *w, float *g)
     return rv;
 }
 
-/* The model and the plan to the library; the workers also compare the
- * data size and the batch (or sync would hang). */
 /* The table (its rows start at 0, or uniform from the seed: a pure
  * function of (seed, table, key) on the servers), then the dense tensors. */
 static int declare_sparse(const wkr_cfg_t *c, ps_t *ps, wkr_sparse_model_t *m)
@@ -413,6 +411,8 @@ static int declare_sparse(const wkr_cfg_t *c, ps_t *ps, wkr_sparse_model_t *m)
     return rv;
 }
 
+/* The model and the plan to the library; the workers also compare the
+ * data size and the batch (or sync would hang). */
 static int declare_model(const wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
 {
     const ps_layout_t *l =
