@@ -116,6 +116,16 @@ else
     check "logreg (2 servers, 2 workers) matches PyTorch SGD epoch by epoch" \
         /usr/bin/python3 "$TMP/oracle.py" "$TMP/small.svm" "$TMP/te.svm" "$TMP/or.jsonl" 64 2 2 \
         0.1 0.9
+    # K = 2 micro-batches of 32 are one batch of 64; 7937 rows = 62 steps
+    # of 128 and one of a single row, so worker 1 pushes 0 samples (no
+    # weight) at the end of each epoch.
+    "$GEN" $S --rows 7937 --out "$TMP/odd.svm" >/dev/null
+    psrun 300 2 "--lr 0.1 --momentum 0.9" 2 "--model logreg --data libsvm:$TMP/odd.svm \
+        --test-data libsvm:$TMP/te.svm --batch-size 32 --accumulate 2 --epochs 2 --no-shuffle \
+        --metrics $TMP/odd.jsonl" "$TMP/odd.log"
+    check "logreg with --accumulate 2 and an empty last batch matches PyTorch SGD" \
+        /usr/bin/python3 "$TMP/oracle.py" "$TMP/odd.svm" "$TMP/te.svm" "$TMP/odd.jsonl" 64 2 2 \
+        0.1 0.9
 fi
 
 # ---- embed-mlp ----------------------------------------------------------------
