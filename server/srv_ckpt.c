@@ -1,5 +1,6 @@
 #include "srv_ckpt.h"
 #include "srv_ckpt_dir.h"
+#include "srv_ckpt_tables.h"
 
 #include "ps_atomic.h"
 #include "ps_err.h"
@@ -19,12 +20,17 @@
  * hostile MANIFEST can make the reader allocate. */
 #define MAX_MANIFEST_SERVERS (1 << 20)
 
-/* CRC-32 of the tensors' data, in the given order. */
-static uint32_t crc_of(const ps_st_tensor_t *t, int n)
+/* CRC-32 of the tensors' data (1-D; I64 ones 8 bytes an element), in the
+ * given order.  Empty ones are skipped: zlib's crc32 of a NULL buffer
+ * returns the initial value, not the running one. */
+static uint32_t crc_of(const ps_st_tensor_t *t, const int *i64, int n)
 {
     uLong crc = crc32(0L, Z_NULL, 0);
     for (int i = 0; i < n; i++) {
-        crc = crc32(crc, (const Bytef *)t[i].data, (uInt)(t[i].shape[0] * 4));
+        uInt bytes = (uInt)(t[i].shape[0] * (i64[i] ? 8 : 4));
+        if (bytes > 0) {
+            crc = crc32(crc, (const Bytef *)t[i].data, bytes);
+        }
     }
     return (uint32_t)crc;
 }
@@ -112,9 +118,11 @@ static int parts_complete(const char *sdir, int owners)
 
 /* The last part completes the checkpoint: MANIFEST, then pruning. */
 static int complete_step(const srv_store_t *s, const char *dir, const char *sdir, uint64_t step,
-                         int nservers)
+                         int nservers, int ntables)
 {
-    int owners = (int)(s->map.n < (size_t)nservers ? s->map.n : (size_t)nservers);
+    /* With tables every server holds rows, so every server writes. */
+    int owners = ntables > 0 ? nservers
+                             : (int)(s->map.n < (size_t)nservers ? s->map.n : (size_t)nservers);
     if (!parts_complete(sdir, owners)) {
         return 0; /* a later writer completes it */
     }
@@ -125,23 +133,27 @@ static int complete_step(const srv_store_t *s, const char *dir, const char *sdir
     return rv;
 }
 
-int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nservers,
-                   const char *settings)
+int srv_ckpt_write(const srv_store_t *s, srv_sparse_t *sp, const char *dir, uint64_t step,
+                   int nservers, const char *settings)
 {
     char sdir[4100], path[4200], crc[16], stepv[24], hash[24], total[24];
-    int rv, n = 0;
-    if (s->nlocal == 0) {
-        return 0; /* a server without chunks has nothing to keep */
+    int rv, n = 0, nt = sp ? srv_sparse_ntables(sp) : 0;
+    srv_ckpt_tables_out_t tabs;
+    memset(&tabs, 0, sizeof tabs);
+    if (s->nlocal == 0 && nt == 0) {
+        return 0; /* a server without chunks or tables has nothing to keep */
     }
     srv_ckpt_dir_step(sdir, sizeof sdir, dir, step);
     if ((rv = srv_ckpt_dir_make(dir, sdir)) != 0) {
         return rv;
     }
-    ps_st_tensor_t *t = calloc(2 * s->nlocal, sizeof *t);
-    char(*names)[32] = calloc(2 * s->nlocal, sizeof *names);
+    size_t cap = 2 * s->nlocal + 4 * (size_t)nt + 1;
+    ps_st_tensor_t *t = calloc(cap, sizeof *t);
+    int *i64 = calloc(cap, sizeof *i64);
+    char(*names)[32] = calloc(2 * s->nlocal + 1, sizeof *names);
     int64_t *shapes = calloc(s->nlocal, sizeof *shapes);
     char *chunks = chunk_list(s);
-    if (!t || !names || !shapes || !chunks) {
+    if (!t || !i64 || !names || !shapes || !chunks) {
         ps_error_set("%s: no memory to describe %zu chunks", sdir, s->nlocal);
         rv = PS_ENOMEM;
         goto out;
@@ -158,19 +170,26 @@ int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nse
             n++;
         }
     }
-    snprintf(crc, sizeof crc, "%08" PRIx32, crc_of(t, n));
+    if (nt > 0 && (rv = srv_ckpt_tables_out(sp, &tabs, t, i64, &n)) != 0) {
+        goto out;
+    }
+    snprintf(crc, sizeof crc, "%08" PRIx32, crc_of(t, i64, n));
     snprintf(stepv, sizeof stepv, "%" PRIu64, step);
     snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(s->layout));
     snprintf(total, sizeof total, "%zu", s->map.total);
-    const char *meta[] = {"format", "ps-checkpoint", "step",     stepv,   "crc32",
-                          crc,      "layout",        hash,       "total", total,
-                          "chunks", chunks,          "settings", settings};
+    const char *meta[] = {"format", "ps-checkpoint", "step",     stepv,    "crc32",
+                          crc,      "layout",        hash,       "total",  total,
+                          "chunks", chunks,          "settings", settings, "tables",
+                          tabs.meta_tables, "table_steps", tabs.meta_steps};
+    int nmeta = (int)(sizeof meta / sizeof meta[0] / 2) - (nt > 0 ? 0 : 2);
     snprintf(path, sizeof path, "%s/server-%d.safetensors", sdir, s->server);
-    rv = ps_st_write(path, t, n, meta, (int)(sizeof meta / sizeof meta[0] / 2));
+    rv = ps_st_write_typed(path, t, i64, n, meta, nmeta);
     if (rv == 0) {
-        rv = complete_step(s, dir, sdir, step, nservers);
+        rv = complete_step(s, dir, sdir, step, nservers, nt);
     }
 out:
+    srv_ckpt_tables_out_fini(&tabs);
+    free(i64);
     free(t);
     free(names);
     free(shapes);
@@ -340,7 +359,10 @@ static int check_crc(const ps_st_file_t *f, const char *path)
         int nd;
         int64_t sh[PS_MAX_DIMS];
         ps_st_get(f, ps_st_name(f, i), &d, &nd, sh);
-        crc = crc32(crc, (const Bytef *)d, nd == 1 ? (uInt)(sh[0] * 4) : 0);
+        uInt bytes = nd == 1 ? (uInt)(sh[0] * (ps_st_is_i64(f, ps_st_name(f, i)) == 1 ? 8 : 4)) : 0;
+        if (bytes > 0) { /* as crc_of */
+            crc = crc32(crc, (const Bytef *)d, bytes);
+        }
     }
     char got[16];
     snprintf(got, sizeof got, "%08" PRIx32, (uint32_t)crc);
@@ -397,6 +419,9 @@ static int load_file(srv_ckpt_state_t *st, const char *path, const manifest_t *m
         p += used;
         p += *p == ';';
     }
+    if (rv == 0) {
+        rv = srv_ckpt_tables_take(st, f, path);
+    }
     ps_st_close(&f);
     return rv;
 }
@@ -449,6 +474,12 @@ static int try_step(srv_ckpt_state_t *st, const char *dir, uint64_t step, const 
     }
     if (rv == 0) {
         rv = check_coverage(st, sdir);
+    }
+    for (int i = 0; rv == 0 && i < st->ntables; i++) {
+        if (st->tables[i].files != m.nfiles) {
+            ps_error_set("%s: table %d is not in every server file", sdir, i);
+            rv = PS_EFORMAT;
+        }
     }
     if (rv != 0) {
         srv_ckpt_fini(st);
@@ -544,5 +575,12 @@ void srv_ckpt_fini(srv_ckpt_state_t *st)
     free(st->range_off);
     free(st->range_cnt);
     free(st->range_had);
+    for (int i = 0; st->tables && i < st->ntables; i++) {
+        free(st->tables[i].keys);
+        free(st->tables[i].w);
+        free(st->tables[i].buf);
+        free(st->tables[i].lrs);
+    }
+    free(st->tables);
     memset(st, 0, sizeof *st);
 }

@@ -6,7 +6,9 @@
  *     DIR/step-00000100/server-1.safetensors
  *     DIR/step-00000100/MANIFEST               written once every part is there
  * A server file holds, per local chunk, `chunk.<id>.w` and (once the
- * momentum buffer exists) `chunk.<id>.buf`, and in its metadata the step,
+ * momentum buffer exists) `chunk.<id>.buf`, the sparse tables' rows it
+ * holds (srv_ckpt_tables.h; with tables every server writes a file), and
+ * in its metadata the step,
  * the chunk list with each chunk's first-update state, a CRC-32 of all its
  * tensor data, the layout hash and the run's settings.  Every file is
  * written to a temporary name, fsynced and renamed, and its folder fsynced
@@ -57,9 +59,21 @@
 #ifndef SRV_CKPT_H
 #define SRV_CKPT_H
 
+#include "srv_sparse.h"
 #include "srv_store.h"
 
 #include <stdint.h>
+
+/* A sparse table's rows from every server file (srv_ckpt_tables.h). */
+typedef struct {
+    uint64_t *keys;
+    float *w, *buf; /* buf NULL without momentum */
+    size_t n, cap;
+    uint32_t dim;
+    uint64_t step; /* the table's own step counter */
+    double *lrs;   /* [step] */
+    int files;     /* server files that held it */
+} srv_ckpt_table_t;
 
 typedef struct {
     uint64_t step;
@@ -70,16 +84,19 @@ typedef struct {
     size_t nranges;
     size_t *range_off, *range_cnt;
     uint8_t *range_had;
+    int ntables; /* sparse tables (0: none, or a checkpoint without) */
+    uint64_t tables_hash;
+    srv_ckpt_table_t *tables;
 } srv_ckpt_state_t;
 
 /* Write this server's part of the checkpoint for `step` (all local chunks
- * must be at that version), and complete the checkpoint when it is the
+ * and tables must be at that version; sp may be NULL), and complete the checkpoint when it is the
  * last part (steps 1-3 above).  `settings` is a canonical description of
  * everything that must match on resume (optimizer, schedule, mode, plan).
  * A failure before the MANIFEST (PS_EIO, PS_ENOMEM, detail set) leaves
  * the step without one and older checkpoints untouched. */
-int srv_ckpt_write(const srv_store_t *s, const char *dir, uint64_t step, int nservers,
-                   const char *settings);
+int srv_ckpt_write(const srv_store_t *s, srv_sparse_t *sp, const char *dir, uint64_t step,
+                   int nservers, const char *settings);
 /* Find and load the newest whole checkpoint in `dir` taken with settings
  * this run may resume (the same, or another total_steps under a schedule
  * that does not depend on it: srv_settings); PS_ENOENT (detail set) when

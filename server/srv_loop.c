@@ -223,7 +223,7 @@ static int hold_pull(srv_loop_t *L, srv_chunk_t *c, const ps_tp_msg_t *m)
  * so the scan runs then and not after every update. */
 static void maybe_checkpoint(srv_loop_t *L, const srv_chunk_t *c)
 {
-    if (!L->cfg.ckpt_dir || L->cfg.ckpt_every == 0 || c->version != L->ckpt_next) {
+    if (!L->cfg.ckpt_dir || L->cfg.ckpt_every == 0 || (c && c->version != L->ckpt_next)) {
         return;
     }
     for (size_t i = 0; i < L->store.nlocal; i++) {
@@ -231,15 +231,22 @@ static void maybe_checkpoint(srv_loop_t *L, const srv_chunk_t *c)
             return;
         }
     }
-    int rv =
-        srv_ckpt_write(&L->store, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers, L->cfg.settings);
+    /* The tables too: a table's step can complete after the chunks' (its
+     * pushes travel on their own stream), and then that completes the set. */
+    for (int i = 0; i < srv_sparse_ntables(&L->sparse); i++) {
+        if (L->sparse.t[i].version != L->ckpt_next) {
+            return;
+        }
+    }
+    int rv = srv_ckpt_write(&L->store, &L->sparse, L->cfg.ckpt_dir, L->ckpt_next,
+                            L->cfg.nservers, L->cfg.settings);
     if (rv != 0) {
         /* Once more, for a passing fault (an NFS hiccup); a run that was
          * asked for checkpoints must not go on without them. */
         ps_log_error("checkpoint of step %llu failed: %s; trying once more",
                      (unsigned long long)L->ckpt_next, ps_error_msg());
-        rv = srv_ckpt_write(&L->store, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers,
-                            L->cfg.settings);
+        rv = srv_ckpt_write(&L->store, &L->sparse, L->cfg.ckpt_dir, L->ckpt_next,
+                            L->cfg.nservers, L->cfg.settings);
     }
     if (rv != 0) {
         char why[1024];
@@ -250,6 +257,11 @@ static void maybe_checkpoint(srv_loop_t *L, const srv_chunk_t *c)
         L->failed = rv;
     }
     L->ckpt_next += L->cfg.ckpt_every;
+}
+
+void srv_loop_checkpoint_due(srv_loop_t *L)
+{
+    maybe_checkpoint(L, NULL);
 }
 
 /* A chunk moved to a new version: checkpoint if due, then release the
@@ -561,6 +573,11 @@ void srv_loop_versions(const srv_loop_t *L, uint64_t *lo, uint64_t *hi)
     *hi = 0;
     for (size_t i = 0; i < L->store.nlocal; i++) {
         uint64_t v = L->store.chunks[i].version;
+        *lo = v < *lo ? v : *lo;
+        *hi = v > *hi ? v : *hi;
+    }
+    for (int i = 0; i < srv_sparse_ntables(&L->sparse); i++) {
+        uint64_t v = L->sparse.t[i].version;
         *lo = v < *lo ? v : *lo;
         *hi = v > *hi ? v : *hi;
     }

@@ -140,8 +140,9 @@ int srv_loop_train(srv_loop_t *L);
  * finish sending their step before they stop) until none came for
  * quiet_ms, or max_ms passed. */
 void srv_loop_drain(srv_loop_t *L, int quiet_ms, int max_ms);
-/* The lowest and highest version of the local chunks (UINT64_MAX and 0
- * without chunks): equal when no step is half applied here. */
+/* The lowest and highest version of the local chunks and tables
+ * (UINT64_MAX and 0 without either): equal when no step is half applied
+ * here. */
 void srv_loop_versions(const srv_loop_t *L, uint64_t *lo, uint64_t *hi);
 uint64_t srv_loop_rejected_total(const srv_loop_t *L);
 /* Worker connections (worker, stream) that carried at least one message. */
@@ -162,6 +163,9 @@ srv_chunk_t *srv_loop_checked_chunk(srv_loop_t *L, const ps_tp_msg_t *m, int nee
  * an update waits for zero-copy readers. */
 void srv_loop_release_push(void *owner);
 void srv_loop_service_socket(void *tp);
+/* Sync mode: write the checkpoint when every chunk and every table has
+ * reached the next checkpoint step (a failure sets L->failed). */
+void srv_loop_checkpoint_due(srv_loop_t *L);
 /* The sparse tables' messages (srv_sparse.c): 0, or a fatal error. */
 int srv_sparse_handle_push(srv_loop_t *L, ps_tp_msg_t *m);
 int srv_sparse_handle_pull(srv_loop_t *L, ps_tp_msg_t *m);

@@ -397,7 +397,8 @@ static void final_checkpoint(const srv_cfg_t *c, ps_boot_t *b, srv_job_t *j, cha
     } else if (lo == last || lo == 0) {
         snprintf(what, cap, "step %llu is checkpointed already", (unsigned long long)lo);
     } else {
-        rv = srv_ckpt_write(&j->loop.store, c->ckpt_dir, lo, b->nservers, j->settings);
+        rv = srv_ckpt_write(&j->loop.store, &j->loop.sparse, c->ckpt_dir, lo, b->nservers,
+                            j->settings);
         uint64_t bad = rv != 0, any = bad;
         snprintf(what, cap, "%s", rv ? ps_error_msg() : "");
         /* Nobody ends the job while another server still writes its part. */

@@ -3,6 +3,7 @@
  * handlers at the end run inside srv_loop.
  */
 #include "srv_sparse.h"
+#include "srv_ckpt_tables.h"
 #include "srv_loop.h"
 
 #include "ps_bytes.h"
@@ -42,6 +43,7 @@ static void table_fini(srv_sparse_t *sp, srv_sparse_table_t *t)
     free(t->arrived);
     free(t->next_step);
     free(t->pulls);
+    free(t->lrs);
     srv_table_destroy(&t->tbl);
 }
 
@@ -99,6 +101,28 @@ size_t srv_sparse_bytes(const srv_sparse_t *sp)
         n += srv_table_bytes(sp->t[i].tbl);
     }
     return n;
+}
+
+int srv_sparse_ntables(const srv_sparse_t *sp)
+{
+    return sp->declared ? sp->decls.n : 0;
+}
+
+/* Remember step's lr (the table took the step). */
+static int note_lr(srv_sparse_table_t *t, double lr)
+{
+    if (t->nlrs == t->caplrs) {
+        size_t cap = t->caplrs ? 2 * t->caplrs : 64;
+        double *v = realloc(t->lrs, cap * sizeof *v);
+        if (!v) {
+            ps_error_set("no memory for the lr history of table '%s'", t->decl.name);
+            return PS_ENOMEM;
+        }
+        t->lrs = v;
+        t->caplrs = cap;
+    }
+    t->lrs[t->nlrs++] = lr;
+    return 0;
 }
 
 uint64_t srv_sparse_min_version(const srv_sparse_t *sp)
@@ -317,12 +341,15 @@ static int apply_parts(srv_loop_t *L, srv_sparse_table_t *t, const srv_rows_held
     if (k == 0) {
         return 0; /* a zero-sample step: the table's step does not move */
     }
-    double t0 = ps_clock_now();
-    int rv = srv_table_apply(t->tbl, parts, k, lr_at(sp, lr_step));
+    double t0 = ps_clock_now(), lr = lr_at(sp, lr_step);
+    int rv = srv_table_apply(t->tbl, parts, k, lr);
     sp->apply_s += ps_clock_now() - t0;
     L->apply_s += ps_clock_now() - t0;
     if (rv != 0) {
         return table_failed(L, rv);
+    }
+    if ((rv = note_lr(t, lr)) != 0) {
+        return rv;
     }
     return check_budget(L, t);
 }
@@ -355,6 +382,7 @@ static int apply_ready(srv_loop_t *L, srv_sparse_table_t *t)
         }
         t->arrived[slot] = 0;
         t->version++;
+        srv_loop_checkpoint_due(L); /* before the replies that let workers past it */
         if ((rv = answer_pulls(L, t)) != 0) {
             return rv;
         }
@@ -491,15 +519,9 @@ void srv_sparse_handle_tables(srv_loop_t *L, ps_tp_msg_t *m)
         }
         return;
     }
-    int rv = 0;
-    if (d.n > 0 && (L->cfg.ckpt_dir || L->cfg.resume)) {
-        /* A checkpoint without the tables would resume a different model. */
-        ps_error_set("sparse tables cannot be checkpointed yet: run without --checkpoint-dir "
-                     "and --resume");
-        rv = PS_EINVAL;
-    }
-    if (rv == 0) {
-        rv = srv_sparse_declare(&L->sparse, &d);
+    int rv = srv_sparse_declare(&L->sparse, &d);
+    if (rv == 0 && L->cfg.resume) {
+        rv = srv_ckpt_tables_apply(L->cfg.resume, &L->sparse, L->cfg.resume->step);
     }
     if (rv != 0) {
         char msg[600];

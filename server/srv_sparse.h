@@ -91,6 +91,9 @@ typedef struct {
     srv_rows_pull_t *pulls; /* held pulls */
     size_t npulls, cap;
     uint64_t skipped; /* steps dropped (non-finite) */
+    double *lrs;      /* the lr of each step the table took (checkpoints: an exact
+                         table's rows created after a resume catch up with them) */
+    size_t nlrs, caplrs;
 } srv_sparse_table_t;
 
 typedef struct {
@@ -124,5 +127,7 @@ int srv_sparse_declare(srv_sparse_t *sp, const ps_tables_t *decls);
 size_t srv_sparse_bytes(const srv_sparse_t *sp);
 /* The lowest table version (UINT64_MAX without tables). */
 uint64_t srv_sparse_min_version(const srv_sparse_t *sp);
+/* The number of tables (0 before the declaration). */
+int srv_sparse_ntables(const srv_sparse_t *sp);
 
 #endif

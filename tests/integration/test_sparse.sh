@@ -120,3 +120,37 @@ check "--sparse-update and --max-table-mib are in --help" \
     sh -c "$SERVER --help | grep -q -- --sparse-update && $SERVER --help | grep -q -- --max-table-mib"
 srun 30 1 "--sparse-update fast" "$ARGS" "$TMP/flag.log"
 check "--sparse-update fast is refused naming the flag" grep -q -- "--sparse-update 'fast'" "$TMP/flag.log"
+
+# Checkpoints carry the tables; a job killed with SIGKILL (a server, after
+# its first whole checkpoint) resumes from it, on 1 or 3 servers, to the
+# bits of an uninterrupted run.  Uniform init, weight decay and a cosine
+# schedule, and a key space wide enough that rows are first touched after
+# the resume: their exact catch-up needs the lr of the steps before it.
+CA="30 3 10 400 --key-base 4294967303 --zero-step 4 --uniform 0.5 9"
+CS="--momentum 0.9 --weight-decay 0.01 --lr-schedule cosine --checkpoint-every 4"
+srun 120 2 "$CS --checkpoint-dir $TMP/ckref --save $TMP/ckref.st" "$CA" "$TMP/ckref.log"
+check "checkpointed reference run (exit $?)" [ "$?" -eq 0 ]
+for ns in 1 3; do
+    ck=$TMP/ck$ns
+    timeout -k 5 120 mpirun --oversubscribe -np 2 "$SERVER" --quiet $CS --checkpoint-dir "$ck" \
+        --save "$TMP/never.st" : -np 2 "$SW" $CA --delay-ms 60 >"$TMP/kill$ns.log" 2>&1 &
+    job=$!
+    for _ in $(seq 1 200); do
+        ls "$ck"/step-*/MANIFEST >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    # A server rank itself (its command line starts with the binary), not
+    # the timeout or mpirun whose command lines name it too.
+    victim=$(pgrep -f "^$SERVER .*$ck" | head -n 1)
+    kill -KILL "$victim" 2>/dev/null
+    wait "$job" 2>/dev/null
+    last=$(ls -d "$ck"/step-*/MANIFEST 2>/dev/null | tail -n 1)
+    echo "# killed server pid $victim; newest whole checkpoint: $last"
+    srun 120 "$ns" "$CS --checkpoint-dir $ck --resume $ck --save $TMP/resumed$ns.st" "$CA" \
+        "$TMP/resume$ns.log"
+    grep -iv "^ *$" "$TMP/resume$ns.log" | grep -v "^--|MPI|mpirun|process|exit code|^ " | head -6 | sed "s/^/# /"
+    check "killed (SIGKILL) after a checkpoint, resumed on $ns server(s): bit-identical --save" \
+        sh -c "[ -n '$last' ] && [ ! -f $TMP/never.st ] && $TOOLS/st_compare \
+               $TMP/resumed$ns.st $TMP/ckref.st --rtol 0 --atol 0 && \
+               cmp -s $TMP/resumed$ns.st $TMP/ckref.st"
+done

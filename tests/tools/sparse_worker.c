@@ -16,9 +16,10 @@
  *     sparse_worker STEPS DIM NKEYS SPACE [--key-base B] [--spe N]
  *         [--dump PREFIX] [--zero-step T] [--nan-step T] [--uniform BOUND SEED]
  *         [--no-table-push T] [--misuse] [--misuse-start] [--async-handles]
- *         [--hostile]
+ *         [--hostile] [--delay-ms MS]
  *
- * --dump writes every pulled row (float32, step order) to PREFIX.RANK;
+ * --delay-ms sleeps before every step's dense push (a kill lands
+ * mid-training); --dump writes every pulled row (float32, step order) to PREFIX.RANK;
  * --nan-step makes worker 1 push a NaN at step T; --no-table-push T makes
  * worker 0 skip the table at step T (the dense push must then fail);
  * --misuse checks the calls' refusals at step 0, --misuse-start those of
@@ -37,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static uint64_t mix(uint64_t z)
 {
@@ -62,6 +64,7 @@ typedef struct {
     const char *dump;
     long zero_step, nan_step, no_push;
     int uniform, misuse, async_handles, hostile;
+    long delay_ms;
     float bound;
     uint64_t seed;
 } args_t;
@@ -103,6 +106,8 @@ static int parse(args_t *a, int argc, char **argv)
             return -1;
         } else if (!strcmp(f, "--key-base")) {
             a->base = strtoull(argv[++i], NULL, 10);
+        } else if (!strcmp(f, "--delay-ms")) {
+            a->delay_ms = atol(argv[++i]);
         } else if (!strcmp(f, "--spe")) {
             a->spe = atol(argv[++i]);
         } else if (!strcmp(f, "--dump")) {
@@ -271,6 +276,10 @@ static int run_step(ps_t *ps, const args_t *a, long t, FILE *dump, uint64_t *key
         if (a->misuse && t == 0) {
             misuse_after(ps, keys, rows, g, (int)a->dim);
         }
+    }
+    if (a->delay_ms > 0) {
+        struct timespec ts = {a->delay_ms / 1000, (a->delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
     }
     return ps_step(ps, samples);
 }

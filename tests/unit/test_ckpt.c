@@ -279,7 +279,7 @@ static void test_roundtrip(void **state)
     }
     assert_int_equal(s.chunks[0].had_update, 1);
     assert_int_equal(s.chunks[2].had_update, 0);
-    assert_int_equal(srv_ckpt_write(&s, root, 3, 1, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s, NULL, root, 3, 1, SETTINGS), 0);
 
     srv_ckpt_state_t st;
     assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), 0);
@@ -321,11 +321,11 @@ static void test_two_servers_and_manifest(void **state)
         store_step(&s0, t, 1);
         store_step(&s1, t, 1);
     }
-    assert_int_equal(srv_ckpt_write(&s1, root, 2, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s1, NULL, root, 2, 2, SETTINGS), 0);
     char path[400];
     step_path(path, sizeof path, 2, "MANIFEST");
     assert_int_not_equal(access(path, F_OK), 0); /* server 1 writes none */
-    assert_int_equal(srv_ckpt_write(&s0, root, 2, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s0, NULL, root, 2, 2, SETTINGS), 0);
 
     char text[1024], want[1024];
     FILE *f = fopen(path, "r");
@@ -358,7 +358,7 @@ static void check_resume(size_t chunk)
     for (uint64_t t = 0; t < 3; t++) {
         store_step(&orig, t, 1);
     }
-    assert_int_equal(srv_ckpt_write(&orig, root, 3, 1, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&orig, NULL, root, 3, 1, SETTINGS), 0);
     srv_ckpt_state_t st;
     assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), 0);
     store_new(&back, chunk, 0, 1);
@@ -409,7 +409,7 @@ static void write_steps(srv_store_t *s, int n)
     store_new(s, CHUNK, 0, 1);
     for (int k = 1; k <= n; k++) {
         store_step(s, (uint64_t)k - 1, 1);
-        assert_int_equal(srv_ckpt_write(s, root, (uint64_t)k, 1, SETTINGS), 0);
+        assert_int_equal(srv_ckpt_write(s, NULL, root, (uint64_t)k, 1, SETTINGS), 0);
     }
 }
 
@@ -541,10 +541,10 @@ static void test_prune(void **state)
     write_steps(&s, 2);
     assert_true(has_step_dir(1) && has_step_dir(2));
     store_step(&s, 2, 1);
-    assert_int_equal(srv_ckpt_write(&s, root, 3, 1, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s, NULL, root, 3, 1, SETTINGS), 0);
     assert_true(!has_step_dir(1) && has_step_dir(2) && has_step_dir(3));
     store_step(&s, 3, 1);
-    assert_int_equal(srv_ckpt_write(&s, root, 4, 1, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s, NULL, root, 4, 1, SETTINGS), 0);
     assert_true(!has_step_dir(2) && has_step_dir(3) && has_step_dir(4));
     srv_store_fini(&s);
 
@@ -553,7 +553,7 @@ static void test_prune(void **state)
     for (uint64_t t = 0; t < 6; t++) {
         store_step(&s1, t, 1);
     }
-    assert_int_equal(srv_ckpt_write(&s1, root, 6, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s1, NULL, root, 6, 2, SETTINGS), 0);
     assert_true(has_step_dir(3) && has_step_dir(4) && has_step_dir(6));
     srv_store_fini(&s1);
 }
@@ -584,11 +584,11 @@ static void test_last_part_writes_manifest(void **state)
     pair_new(&s0, &s1, 2);
     char path[400];
     step_path(path, sizeof path, 2, "MANIFEST");
-    assert_int_equal(srv_ckpt_write(&s0, root, 2, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s0, NULL, root, 2, 2, SETTINGS), 0);
     if (access(path, F_OK) == 0) {
         fail_msg("server 0 wrote the MANIFEST before server 1's part existed");
     }
-    assert_int_equal(srv_ckpt_write(&s1, root, 2, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s1, NULL, root, 2, 2, SETTINGS), 0);
     assert_int_equal(access(path, F_OK), 0);
     srv_ckpt_state_t st;
     assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), 0);
@@ -610,12 +610,12 @@ static void test_part_without_manifest_keeps_previous(void **state)
     (void)state;
     srv_store_t s0, s1;
     pair_new(&s0, &s1, 1);
-    assert_int_equal(srv_ckpt_write(&s1, root, 1, 2, SETTINGS), 0);
-    assert_int_equal(srv_ckpt_write(&s0, root, 1, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s1, NULL, root, 1, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s0, NULL, root, 1, 2, SETTINGS), 0);
     pair_step(&s0, &s1, 1);
-    assert_int_equal(srv_ckpt_write(&s0, root, 2, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s0, NULL, root, 2, 2, SETTINGS), 0);
     pair_step(&s0, &s1, 2);
-    assert_int_equal(srv_ckpt_write(&s0, root, 3, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s0, NULL, root, 3, 2, SETTINGS), 0);
 
     char path[400], log[4096];
     step_path(path, sizeof path, 3, "MANIFEST");
@@ -628,7 +628,7 @@ static void test_part_without_manifest_keeps_previous(void **state)
     }
     srv_ckpt_fini(&st);
 
-    assert_int_equal(srv_ckpt_write(&s1, root, 3, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s1, NULL, root, 3, 2, SETTINGS), 0);
     assert_int_equal(access(path, F_OK), 0);
     assert_true(has_step_dir(1) && !has_step_dir(2) && has_step_dir(3));
     assert_int_equal(srv_ckpt_load(&st, root, SETTINGS), 0);
@@ -654,7 +654,7 @@ static void test_sync_and_prune_order(void **state)
     recording = 1;
     for (uint64_t k = 1; k <= 3; k++) {
         store_step(&s, k - 1, 1);
-        assert_int_equal(srv_ckpt_write(&s, dir, k, 1, SETTINGS), 0);
+        assert_int_equal(srv_ckpt_write(&s, NULL, dir, k, 1, SETTINGS), 0);
     }
     recording = 0;
     int made = event_at(0, "mkdir", dir), synced = event_at(made + 1, "fsync", root);
@@ -697,7 +697,7 @@ static void test_manifest_300_servers(void **state)
     for (int r = 0; r < NS; r++) {
         store_new_total(&s[r], total, CHUNK, r, NS);
         assert_int_equal(s[r].nlocal, 1);
-        assert_int_equal(srv_ckpt_write(&s[r], root, 1, NS, SETTINGS), 0);
+        assert_int_equal(srv_ckpt_write(&s[r], NULL, root, 1, NS, SETTINGS), 0);
     }
     srv_ckpt_state_t st;
     if (srv_ckpt_load(&st, root, SETTINGS) != 0) {
@@ -755,18 +755,18 @@ static void test_drop_newer(void **state)
     srv_store_t s0, s1, e0, e1;
     pair_new(&e0, &e1, 4); /* the earlier run: other values at steps 2 and 3 */
     for (uint64_t k = 2; k <= 3; k++) {
-        assert_int_equal(srv_ckpt_write(&e0, root, k, 2, SETTINGS), 0);
-        assert_int_equal(srv_ckpt_write(&e1, root, k, 2, SETTINGS), 0);
+        assert_int_equal(srv_ckpt_write(&e0, NULL, root, k, 2, SETTINGS), 0);
+        assert_int_equal(srv_ckpt_write(&e1, NULL, root, k, 2, SETTINGS), 0);
     }
     pair_new(&s0, &s1, 1);
-    assert_int_equal(srv_ckpt_write(&s0, root, 1, 2, SETTINGS), 0);
-    assert_int_equal(srv_ckpt_write(&s1, root, 1, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s0, NULL, root, 1, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s1, NULL, root, 1, 2, SETTINGS), 0);
     assert_true(has_step_dir(1) && has_step_dir(2) && has_step_dir(3));
 
     assert_int_equal(srv_ckpt_drop_newer(root, 1, 1), 0);
     assert_true(has_step_dir(1) && !has_step_dir(2) && !has_step_dir(3));
     pair_step(&s0, &s1, 1);
-    assert_int_equal(srv_ckpt_write(&s1, root, 2, 2, SETTINGS), 0);
+    assert_int_equal(srv_ckpt_write(&s1, NULL, root, 2, 2, SETTINGS), 0);
     char path[400];
     step_path(path, sizeof path, 2, "MANIFEST");
     assert_int_not_equal(access(path, F_OK), 0);
