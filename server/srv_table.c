@@ -468,8 +468,10 @@ static void merge_keys(srv_table_t *t, const srv_rows_part_t *parts, int nparts,
 {
     uint64_t key = 0;
     *nu = *m = 0;
-    memset(t->pcur, 0, (size_t)nparts * sizeof *t->pcur);
-    if (nparts == 1) {
+    if (nparts > 0) { /* pcur is NULL for no parts */
+        memset(t->pcur, 0, (size_t)nparts * sizeof *t->pcur);
+    }
+    if (nparts == 1 && parts[0].n > 0) {
         *nu = parts[0].n; /* one part: already ascending and unique */
         memcpy(t->ukeys, parts[0].keys, *nu * sizeof *t->ukeys);
     }
@@ -555,7 +557,9 @@ static int apply_step(srv_table_t *t, const srv_rows_part_t *parts, int nparts, 
         (rv = srv_catchup_push(&t->tree, srv_catchup_step_map(&cfg, lr, t->step == 0))) != 0) {
         return rv;
     }
-    memset(t->pcur, 0, (size_t)nparts * sizeof *t->pcur);
+    if (nparts > 0) {
+        memset(t->pcur, 0, (size_t)nparts * sizeof *t->pcur);
+    }
     for (size_t i = 0; i < nu; i++) {
         if (i + ROW_AHEAD < nu) {
             prefetch_row(t, t->uidx[i + ROW_AHEAD]);

@@ -27,9 +27,13 @@
  *
  * The lr schedule is the caller's: apply() gets each step's lr (and the
  * configured cfg->lr is ignored).  Keys may be any uint64 (0 and values
- * above 2^32 included).  Memory: rows live in fixed-size chunks, keys in a
- * quotiented hash map (srv_rowmap.h); srv_table_bytes() counts every byte
- * the table holds, so a caller can bound it (max_bytes).
+ * above 2^32 included).  Memory: rows live in chunks of 4096 records
+ * [w | buf | step], keys in a quotiented hash map (srv_rowmap.h): about 16
+ * bytes per row beyond its weights and velocity, plus a fixed 1 MiB and 64-128
+ * bytes per step (exact mode's step maps).  srv_table_bytes() counts every
+ * byte the table keeps between calls, so a caller can bound it
+ * (max_bytes); a call's scratch (about 24 bytes per key it names) is freed
+ * before it returns.
  */
 #ifndef SRV_TABLE_H
 #define SRV_TABLE_H

@@ -57,6 +57,7 @@ static void emit(const char *name, double value, const char *unit, const char *r
 {
     printf("%-32s %.4g %s  reference (%s) %.4g  ratio %.3f\n", name, value, unit, ref, ref_value,
            ratio);
+    fflush(stdout); /* the big table takes minutes to build: show results as they come */
     if (g_out == NULL) {
         return;
     }
