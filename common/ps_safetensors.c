@@ -125,9 +125,8 @@ static int add_tensor(json_t *root, const ps_st_tensor_t *t, int i64, int i, uin
     }
     json_t *e = json_array_size(shape) != (size_t)t->ndim
                     ? NULL
-                    : json_pack("{s:s,s:O,s:[I,I]}", "dtype", i64 ? "I64" : "F32", "shape",
-                                shape, "data_offsets",
-                                (json_int_t)*off, (json_int_t)end);
+                    : json_pack("{s:s,s:O,s:[I,I]}", "dtype", i64 ? "I64" : "F32", "shape", shape,
+                                "data_offsets", (json_int_t)*off, (json_int_t)end);
     json_decref(shape);
     if (e == NULL || json_object_set_new(root, t->name, e) != 0) {
         return st_oom();
@@ -236,7 +235,7 @@ static int fill_body(FILE *f, void *arg)
             numel *= (size_t)b->t[i].shape[d];
         }
         ok = b->i64 && b->i64[i] ? write_i64s(f, (const int64_t *)(const void *)b->t[i].data, numel)
-                         : write_floats(f, b->t[i].data, numel);
+                                 : write_floats(f, b->t[i].data, numel);
     }
     return ok ? 0 : PS_EIO;
 }

@@ -31,9 +31,11 @@
  * \u0000, nothing after the object); a top-level object whose
  * "__metadata__", if present, maps strings to strings; every other key a
  * valid tensor name whose value has exactly dtype, shape and data_offsets;
- * every dtype F32 or I64 (a sparse table's keys); at most PS_MAX_DIMS dims; shape and offsets non-negative
+ * every dtype F32 or I64 (a sparse table's keys); at most PS_MAX_DIMS
+ * dims; shape and offsets non-negative
  * integers up to 2^63-1 (a fraction, an exponent or a larger number is
- * refused; "-0" reads as 0); shape product * 4 (I64: * 8) == end - begin; the
+ * refused; "-0" reads as 0); shape product * 4 (I64: * 8) == end - begin;
+ * the
  * tensors, sorted by offset, tile the data section exactly, without
  * overlap or gap (as safetensors' own validate() requires), so the data
  * section length == the last end.  Any violation: PS_EFORMAT with a

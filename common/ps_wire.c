@@ -36,9 +36,9 @@ void ps_wire_encode(const ps_hdr_t *h, uint8_t *buf)
 
 const char *ps_wire_type_name(int type)
 {
-    static const char *names[] = {"?",    "REGISTER",   "INIT",     "ACK",   "ERROR",      "PUSH",
-                                  "PULL", "PULL_REPLY", "SHUTDOWN", "STATS", "STATS_REPLY",
-                                  "ROWS_PUSH", "ROWS_PULL", "ROWS_REPLY", "TABLES"};
+    static const char *names[] = {"?",           "REGISTER",  "INIT",       "ACK",        "ERROR",
+                                  "PUSH",        "PULL",      "PULL_REPLY", "SHUTDOWN",   "STATS",
+                                  "STATS_REPLY", "ROWS_PUSH", "ROWS_PULL",  "ROWS_REPLY", "TABLES"};
     if (type < 1 || type > PS_MSG_TYPE_MAX) {
         return names[0];
     }
@@ -67,8 +67,7 @@ static int payload_ok(const ps_hdr_t *h)
     case PS_MSG_ROWS_PUSH:
     case PS_MSG_ROWS_PULL:
     case PS_MSG_ROWS_REPLY: return rows_ok(h);
-    case PS_MSG_TABLES:
-        return h->payload >= 4 && h->payload <= PS_WIRE_MAX_TABLES && h->count == 0;
+    case PS_MSG_TABLES: return h->payload >= 4 && h->payload <= PS_WIRE_MAX_TABLES && h->count == 0;
     case PS_MSG_PUSH:
         if ((h->flags & PS_FLAG_HALF) == PS_FLAG_HALF) {
             return 0; /* one 16-bit format or the other */

@@ -42,7 +42,7 @@
 #define PS_WIRE_HDR_SIZE 64
 #define PS_WIRE_MAX_TEXT 1024           /* ERROR payloads */
 #define PS_WIRE_MAX_LAYOUT (128 * 1024) /* REGISTER payloads: PS_MAX_TENSORS of any shape */
-#define PS_WIRE_MAX_TABLES 8192        /* TABLES payloads: PS_TABLES_MAX declarations */
+#define PS_WIRE_MAX_TABLES 8192         /* TABLES payloads: PS_TABLES_MAX declarations */
 #define PS_WIRE_MAX_DIM 65536           /* row messages: floats per row (PS_TABLE_MAX_DIM) */
 #define PS_WIRE_STATS_BYTES 48          /* STATS_REPLY: 6 x u64, see ps_wire_stats_t */
 /* PUSH flag: the worker's gradient for this step was not finite and

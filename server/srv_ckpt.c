@@ -121,8 +121,8 @@ static int complete_step(const srv_store_t *s, const char *dir, const char *sdir
                          int nservers, int ntables)
 {
     /* With tables every server holds rows, so every server writes. */
-    int owners = ntables > 0 ? nservers
-                             : (int)(s->map.n < (size_t)nservers ? s->map.n : (size_t)nservers);
+    int owners =
+        ntables > 0 ? nservers : (int)(s->map.n < (size_t)nservers ? s->map.n : (size_t)nservers);
     if (!parts_complete(sdir, owners)) {
         return 0; /* a later writer completes it */
     }
@@ -177,10 +177,10 @@ int srv_ckpt_write(const srv_store_t *s, srv_sparse_t *sp, const char *dir, uint
     snprintf(stepv, sizeof stepv, "%" PRIu64, step);
     snprintf(hash, sizeof hash, "%016" PRIx64, ps_layout_hash(s->layout));
     snprintf(total, sizeof total, "%zu", s->map.total);
-    const char *meta[] = {"format", "ps-checkpoint", "step",     stepv,    "crc32",
-                          crc,      "layout",        hash,       "total",  total,
-                          "chunks", chunks,          "settings", settings, "tables",
-                          tabs.meta_tables, "table_steps", tabs.meta_steps};
+    const char *meta[] = {
+        "format", "ps-checkpoint",  "step",        stepv,          "crc32", crc,        "layout",
+        hash,     "total",          total,         "chunks",       chunks,  "settings", settings,
+        "tables", tabs.meta_tables, "table_steps", tabs.meta_steps};
     int nmeta = (int)(sizeof meta / sizeof meta[0] / 2) - (nt > 0 ? 0 : 2);
     snprintf(path, sizeof path, "%s/server-%d.safetensors", sdir, s->server);
     rv = ps_st_write_typed(path, t, i64, n, meta, nmeta);

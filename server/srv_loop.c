@@ -238,15 +238,15 @@ static void maybe_checkpoint(srv_loop_t *L, const srv_chunk_t *c)
             return;
         }
     }
-    int rv = srv_ckpt_write(&L->store, &L->sparse, L->cfg.ckpt_dir, L->ckpt_next,
-                            L->cfg.nservers, L->cfg.settings);
+    int rv = srv_ckpt_write(&L->store, &L->sparse, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers,
+                            L->cfg.settings);
     if (rv != 0) {
         /* Once more, for a passing fault (an NFS hiccup); a run that was
          * asked for checkpoints must not go on without them. */
         ps_log_error("checkpoint of step %llu failed: %s; trying once more",
                      (unsigned long long)L->ckpt_next, ps_error_msg());
-        rv = srv_ckpt_write(&L->store, &L->sparse, L->cfg.ckpt_dir, L->ckpt_next,
-                            L->cfg.nservers, L->cfg.settings);
+        rv = srv_ckpt_write(&L->store, &L->sparse, L->cfg.ckpt_dir, L->ckpt_next, L->cfg.nservers,
+                            L->cfg.settings);
     }
     if (rv != 0) {
         char why[1024];

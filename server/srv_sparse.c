@@ -19,8 +19,9 @@ void srv_sparse_init(srv_sparse_t *sp, const srv_sparse_cfg_t *cfg)
 {
     memset(sp, 0, sizeof *sp);
     sp->cfg = *cfg;
-    sp->nslots = cfg->mode == PS_MODE_ASYNC ? 1
-                 : (int)(cfg->mode == PS_MODE_SSP ? cfg->staleness : 0) + 1 + SRV_SPARSE_AHEAD;
+    sp->nslots = cfg->mode == PS_MODE_ASYNC
+                     ? 1
+                     : (int)(cfg->mode == PS_MODE_SSP ? cfg->staleness : 0) + 1 + SRV_SPARSE_AHEAD;
 }
 
 static void drop_held(srv_rows_held_t *h)

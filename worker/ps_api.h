@@ -98,14 +98,14 @@ struct ps_rows {
     int pull, table;
     uint64_t step;
     uint32_t request;
-    int pending;       /* servers still to answer */
-    uint32_t *asked;   /* [nservers] keys asked of each server (0: none, or answered) */
-    uint32_t *srv;     /* [n] the server of keys[i] */
-    uint32_t *pos;     /* [n] its place among that server's keys */
-    float *out;        /* [n * dim], the caller's */
+    int pending;     /* servers still to answer */
+    uint32_t *asked; /* [nservers] keys asked of each server (0: none, or answered) */
+    uint32_t *srv;   /* [n] the server of keys[i] */
+    uint32_t *pos;   /* [n] its place among that server's keys */
+    float *out;      /* [n * dim], the caller's */
     size_t n;
     uint32_t dim;
-    ps_rows_t *next;   /* the ps_t's pulls in flight */
+    ps_rows_t *next; /* the ps_t's pulls in flight */
 };
 
 /* A ROWS_PUSH held until the step's dense push (--on-nonfinite skip). */

@@ -226,9 +226,9 @@ static void test_round_trip_every_type(void **state)
 static void test_type_names(void **state)
 {
     (void)state;
-    const char *want[] = {"?",          "REGISTER",  "INIT",      "ACK",        "ERROR",
-                          "PUSH",       "PULL",      "PULL_REPLY", "SHUTDOWN",  "STATS",
-                          "STATS_REPLY", "ROWS_PUSH", "ROWS_PULL", "ROWS_REPLY", "TABLES"};
+    const char *want[] = {"?",           "REGISTER",  "INIT",       "ACK",        "ERROR",
+                          "PUSH",        "PULL",      "PULL_REPLY", "SHUTDOWN",   "STATS",
+                          "STATS_REPLY", "ROWS_PUSH", "ROWS_PULL",  "ROWS_REPLY", "TABLES"};
     assert_int_equal(PS_MSG_TYPE_MAX + 1, (int)(sizeof want / sizeof want[0]));
     for (int t = 1; t <= PS_MSG_TYPE_MAX; t++) {
         assert_string_equal(ps_wire_type_name(t), want[t]);
