@@ -18,9 +18,11 @@
 #include "ps_safetensors.h"
 #include "ps_tmp.h"
 #include "wkr_data.h"
+#include "wkr_data_sparse.h"
 #include "wkr_model.h"
 #include "wkr_plot.h"
 #include "wkr_report.h"
+#include "wkr_sparse_model.h"
 #include "wkr_train.h"
 
 #include <cblas.h>
@@ -35,6 +37,9 @@ typedef struct {
     const char *plot, *plot_metrics, *trace, *config, *compress, *transport;
     char tmp_metrics[4200]; /* --plot without --metrics: a file in TMPDIR */
     int features, classes;
+    int embed_dim;
+    int sparse; /* a model over a sparse table: skind */
+    wkr_sparse_kind_t skind;
     int io_threads, streams, timeout_s, blas_threads, quiet;
     int no_shuffle;
     long long seed;
@@ -49,7 +54,13 @@ typedef struct {
     int has_test;
     wkr_model_t *model;
     ps_planinfo_t plan;
+    wkr_sparse_ds_t strain, stest; /* the sparse models' data (CSR) */
+    wkr_sparse_model_t *smodel;
 } wkr_job_t;
+
+/* --hidden's default for mlp; the pointer itself tells "not given" (a
+ * value from the command line or --config is another string). */
+static const char MLP_HIDDEN[] = "256,128";
 
 static const char USAGE[] =
     "usage: mpirun -np S ps-server [flags] : -np W ps-worker [flags]\n\n"
@@ -61,11 +72,20 @@ static const char USAGE[] =
 static int parse_flags(wkr_cfg_t *c, int argc, char **argv)
 {
     ps_opt_t opts[] = {
-        {"model", PS_OPT_STRING, &c->model, "linear|softmax|mlp",
-         "linear (MSE), softmax regression or MLP (cross-entropy)"},
-        {"hidden", PS_OPT_STRING, &c->hidden, "N,N,...", "MLP hidden layer widths"},
+        {"model", PS_OPT_STRING, &c->model, "linear|softmax|mlp|logreg|embed-mlp",
+         "linear (MSE), softmax regression or MLP (cross-entropy); over a sparse table "
+         "(binary cross entropy, test_logloss and test_auc in the metrics): logreg, logistic "
+         "regression on LIBSVM data (table fc1.weight keyed by feature index, any index up to "
+         "2^63-1), or embed-mlp on Criteo data (table emb.weight, one row per categorical "
+         "value, then an MLP)"},
+        {"hidden", PS_OPT_STRING, &c->hidden, "N,N,...",
+         "hidden layer widths (embed-mlp: 64,32 unless given)"},
+        {"embed-dim", PS_OPT_INT, &c->embed_dim, "D",
+         "embed-mlp: floats per embedding row (each of the 26 Criteo categorical fields)"},
         {"data", PS_OPT_STRING, &c->data, "SPEC",
-         "fashion-mnist | libsvm:PATH | csv:PATH (label first)"},
+         "fashion-mnist | libsvm:PATH | csv:PATH (label first) | criteo:PATH (the Criteo "
+         "TSV: label, 13 integer, 26 categorical fields; embed-mlp); logreg reads libsvm:PATH "
+         "sparse, labels 0/1 or -1/+1, no --features needed"},
         {"data-dir", PS_OPT_STRING, &c->data_dir, "DIR", "folder of the Fashion-MNIST .gz files"},
         {"test-data", PS_OPT_STRING, &c->test_data, "SPEC",
          "test set, same forms (fashion-mnist: t10k by default)"},
@@ -157,6 +177,36 @@ static int parse_compress(const char *s, int *out)
     return PS_EINVAL;
 }
 
+/* The sparse models' flags (and the ones that apply to both). */
+static int check_sparse_flags(wkr_cfg_t *c)
+{
+    const char *want = c->skind == WKR_SPARSE_LOGREG ? "libsvm:" : "criteo:";
+    if (strncmp(c->data, want, 7) != 0) {
+        ps_error_set("--model %s reads --data %sPATH, not '%s'", c->model, want, c->data);
+        return PS_EINVAL;
+    }
+    if (c->test_data && strncmp(c->test_data, want, 7) != 0) {
+        ps_error_set("--model %s reads --test-data %sPATH, not '%s'", c->model, want, c->test_data);
+        return PS_EINVAL;
+    }
+    if (c->init_from) {
+        ps_error_set("--init-from is not supported for --model %s yet", c->model);
+        return PS_EINVAL;
+    }
+    if (c->skind == WKR_SPARSE_EMBED_MLP &&
+        (c->embed_dim < 1 || c->embed_dim > WKR_SPARSE_MODEL_MAX_DIM)) {
+        ps_error_set("--embed-dim %d: want 1 to %d", c->embed_dim, WKR_SPARSE_MODEL_MAX_DIM);
+        return PS_EINVAL;
+    }
+    if (c->hidden == MLP_HIDDEN) {
+        c->hidden = "64,32"; /* not given: embed-mlp's own default */
+    }
+    if (parse_transport(c->transport, &c->transport_code) != 0) {
+        return PS_EINVAL;
+    }
+    return parse_compress(c->compress, &c->compress_code);
+}
+
 /* Flags that need no data: checked before the job starts, agreed on at
  * ps_start (ps_fail). */
 static int check_flags(wkr_cfg_t *c)
@@ -185,6 +235,10 @@ static int check_flags(wkr_cfg_t *c)
         ps_error_set("--batch-size and --accumulate must be >= 1, --epochs and --steps >= 0");
         return PS_EINVAL;
     }
+    c->sparse = wkr_sparse_model_parse_kind(c->model, &c->skind) == 0;
+    if (c->sparse) {
+        return check_sparse_flags(c);
+    }
     if (wkr_model_parse_kind(c->model, &c->kind) != 0) {
         snprintf(why, sizeof why, "%s", ps_error_msg()); /* the detail buffer is the target */
         ps_error_set("--model: %s", why);
@@ -196,8 +250,26 @@ static int check_flags(wkr_cfg_t *c)
     return parse_compress(c->compress, &c->compress_code);
 }
 
+/* The shard of the training file; the whole test file on rank 0 (the
+ * exact AUC needs every score in one place). */
+static int load_sparse_data(const wkr_cfg_t *c, wkr_job_t *j)
+{
+    wkr_data_opts_t o = {.shard = c->train.rank, .nshards = c->train.nworkers};
+    int rv = wkr_data_sparse_load(&j->strain, c->data, &o);
+    if (rv != 0 || !c->test_data || c->train.rank != 0) {
+        return rv;
+    }
+    if ((rv = wkr_data_sparse_load(&j->stest, c->test_data, NULL)) == 0) {
+        j->has_test = 1;
+    }
+    return rv;
+}
+
 static int load_data(const wkr_cfg_t *c, wkr_job_t *j)
 {
+    if (c->sparse) {
+        return load_sparse_data(c, j);
+    }
     wkr_data_opts_t o = {.data_dir = c->data_dir,
                          .features = c->features,
                          .classes = c->classes,
@@ -249,8 +321,38 @@ static int load_init(wkr_model_t *m, const char *path)
     return rv;
 }
 
+static int build_sparse_model(const wkr_cfg_t *c, wkr_job_t *j)
+{
+    int hidden[WKR_SPARSE_MODEL_MAX_HIDDEN], nh = 0, rv;
+    char why[512];
+    wkr_init_t init;
+    if ((rv = wkr_model_parse_init(c->init, &init)) != 0) {
+        return rv;
+    }
+    if (c->skind == WKR_SPARSE_EMBED_MLP &&
+        (nh = ps_opts_int_list(c->hidden, hidden, WKR_SPARSE_MODEL_MAX_HIDDEN)) < 0) {
+        snprintf(why, sizeof why, "%s", ps_error_msg()); /* the detail buffer is the target */
+        ps_error_set("--hidden: %s", why);
+        return PS_EINVAL;
+    }
+    int max_batch = c->train.batch * c->train.accumulate; /* a step is one batch */
+    if (c->train.accumulate > (1 << 24) / c->train.batch) {
+        ps_error_set("--batch-size x --accumulate is larger than %d", 1 << 24);
+        return PS_EINVAL;
+    }
+    rv = wkr_sparse_model_new(&j->smodel, c->skind, c->embed_dim, hidden, nh, max_batch);
+    if (rv != 0) {
+        return rv;
+    }
+    wkr_sparse_model_fill_weights(j->smodel, init == WKR_INIT_ZEROS, (uint64_t)c->seed);
+    return wkr_train_plan(&c->train, j->strain.total, &j->plan);
+}
+
 static int build_model(const wkr_cfg_t *c, wkr_job_t *j)
 {
+    if (c->sparse) {
+        return build_sparse_model(c, j);
+    }
     int hidden[32], nh = 0, rv;
     char why[512];
     wkr_init_t init;
@@ -276,10 +378,8 @@ static int build_model(const wkr_cfg_t *c, wkr_job_t *j)
 
 /* Every tensor of the model, its initial values and its arrays (the
  * library pushes from and pulls into the model's own). */
-static int declare_tensors(ps_t *ps, wkr_model_t *m)
+static int declare_tensors(ps_t *ps, const ps_layout_t *l, float *w, float *g)
 {
-    const ps_layout_t *l = wkr_model_layout(m);
-    float *w = wkr_model_params(m), *g = wkr_model_grads(m);
     int rv = 0;
     for (int i = 0; rv == 0 && i < l->n; i++) {
         const ps_tensor_t *t = &l->t[i];
@@ -292,20 +392,44 @@ static int declare_tensors(ps_t *ps, wkr_model_t *m)
     return rv;
 }
 
+/* The table (its rows start at 0, or uniform from the seed: a pure
+ * function of (seed, table, key) on the servers), then the dense tensors. */
+static int declare_sparse(const wkr_cfg_t *c, ps_t *ps, wkr_sparse_model_t *m)
+{
+    wkr_init_t init;
+    int rv = wkr_model_parse_init(c->init, &init);
+    float bound = wkr_sparse_model_table_bound(m, init == WKR_INIT_ZEROS);
+    ps_initializer_t ti = {.kind = bound > 0 ? PS_INIT_UNIFORM : PS_INIT_ZEROS,
+                           .bound = bound,
+                           .seed = (uint64_t)c->seed};
+    if (rv == 0) {
+        rv = ps_declare_table(ps, wkr_sparse_model_table(m), wkr_sparse_model_dim(m), &ti);
+    }
+    if (rv == 0) {
+        rv = declare_tensors(ps, wkr_sparse_model_layout(m), wkr_sparse_model_params(m),
+                             wkr_sparse_model_grads(m));
+    }
+    return rv;
+}
+
 /* The model and the plan to the library; the workers also compare the
  * data size and the batch (or sync would hang). */
 static int declare_model(const wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
 {
-    const ps_layout_t *l = wkr_model_layout(j->model);
-    uint64_t extra[3] = {j->train.total, (uint64_t)c->train.batch, (uint64_t)c->train.accumulate};
+    const ps_layout_t *l =
+        c->sparse ? wkr_sparse_model_layout(j->smodel) : wkr_model_layout(j->model);
+    size_t total = c->sparse ? j->strain.total : j->train.total;
+    uint64_t extra[3] = {total, (uint64_t)c->train.batch, (uint64_t)c->train.accumulate};
     char desc[512], msg[1024];
     ps_layout_describe(l, desc, sizeof desc);
     snprintf(msg, sizeof msg,
              "workers disagree on the model or plan: worker %d has model %s, %zu samples, %llu "
              "steps, batch %d x %d, unlike worker 0; give every worker the same flags and data",
-             c->train.rank, desc, j->train.total, (unsigned long long)j->plan.total_steps,
+             c->train.rank, desc, total, (unsigned long long)j->plan.total_steps,
              c->train.accumulate, c->train.batch);
-    int rv = declare_tensors(ps, j->model);
+    int rv = c->sparse
+                 ? declare_sparse(c, ps, j->smodel)
+                 : declare_tensors(ps, l, wkr_model_params(j->model), wkr_model_grads(j->model));
     if (rv == 0) {
         rv = ps_plan(ps, j->plan.steps_per_epoch, j->plan.total_steps);
     }
@@ -341,8 +465,13 @@ static int train(wkr_cfg_t *c, ps_t *ps, wkr_job_t *j)
     prepare(c, ps, j, &rep, &r);
     int rv = ps_start(ps);
     if (rv == 0) {
-        rv = wkr_train_run(&c->train, &j->plan, ps, j->model, &j->train,
-                           j->has_test ? &j->test : NULL, r);
+        if (c->sparse) {
+            rv = wkr_train_run_sparse(&c->train, &j->plan, ps, j->smodel, &j->strain,
+                                      j->has_test ? &j->stest : NULL, r);
+        } else {
+            rv = wkr_train_run(&c->train, &j->plan, ps, j->model, &j->train,
+                               j->has_test ? &j->test : NULL, r);
+        }
         if (rv != 0) {
             ps_fail(ps, "%s", ps_error_msg()); /* ps_finalize ends the job with it */
         }
@@ -439,6 +568,9 @@ static int run(wkr_cfg_t *c, ps_t *ps, const char *flags_error)
     wkr_model_destroy(&j.model);
     wkr_data_fini(&j.train);
     wkr_data_fini(&j.test);
+    wkr_sparse_model_destroy(&j.smodel);
+    wkr_data_sparse_fini(&j.strain);
+    wkr_data_sparse_fini(&j.stest);
     return rv ? rv : end;
 }
 
@@ -446,7 +578,8 @@ int main(int argc, char **argv)
 {
     wkr_cfg_t c = {
         .model = "mlp",
-        .hidden = "256,128",
+        .hidden = MLP_HIDDEN,
+        .embed_dim = 16,
         .data = "fashion-mnist",
         .init = "default",
         .data_dir = WKR_FMNIST_DEFAULT_DIR,

@@ -181,6 +181,10 @@ static void write_json(FILE *f, const wkr_epoch_rec_t *e)
         put_loss(f, "test_loss", e->test_loss);
         fprintf(f, ",\"test_acc\":%.6g", e->test_acc);
     }
+    if (e->has_test && e->has_auc) {
+        put_loss(f, "test_logloss", e->test_loss);
+        put_loss(f, "test_auc", e->test_auc); /* NaN (one class) as null */
+    }
     fprintf(f, ",\"lr\":%.9g", e->lr);
     if (e->has_staleness) {
         fprintf(f, ",\"staleness_max\":%.6g,\"staleness_mean\":%.6g", e->staleness_max,
@@ -194,9 +198,12 @@ static void write_json(FILE *f, const wkr_epoch_rec_t *e)
 
 int wkr_report_epoch(wkr_report_t *r, const wkr_epoch_rec_t *e)
 {
-    char test[64] = "";
+    char test[96] = "";
     if (e->has_test) {
         snprintf(test, sizeof test, "  test_loss %.4f  test_acc %.4f", e->test_loss, e->test_acc);
+    }
+    if (e->has_test && e->has_auc) {
+        snprintf(test + strlen(test), sizeof test - strlen(test), "  test_auc %.4f", e->test_auc);
     }
     /* With the bar, the line that replaces it goes the bar's way: mpirun
      * forwards a rank's stdout and stderr apart, so a line on stdout could

@@ -7,7 +7,10 @@
  * the metrics file: JSON lines, one per epoch, with at least
  * epoch, step, train_loss, test_acc (when there is a test set),
  * samples_per_s and elapsed_s; a loss that is not finite is written as
- * null (JSON has no NaN).
+ * null (JSON has no NaN).  The binary classifiers of sparse tables
+ * (logreg, embed-mlp) add test_logloss (the mean binary cross entropy,
+ * = test_loss) and test_auc (exact ROC AUC; null when the test set holds
+ * one class only).
  *
  * Under mpirun a rank's stdout is always a pseudo-terminal, so "is the user
  * looking at a terminal" is answered for mpirun's own stdout (the parent
@@ -37,6 +40,8 @@ typedef struct {
     double train_loss;
     int has_test;
     double test_loss, test_acc;
+    int has_auc;     /* binary classifiers: test_logloss and test_auc too */
+    double test_auc; /* NaN when undefined */
     double samples_per_s;
     double elapsed_s;
     double compute_s, wait_s; /* this epoch: forward/backward, waiting for pulls */

@@ -34,6 +34,7 @@
 #include "ps_jobinfo.h"
 #include "wkr_data.h"
 #include "wkr_model.h"
+#include "wkr_sparse_model.h"
 #include "wkr_report.h"
 
 #include <stddef.h>
@@ -68,5 +69,19 @@ void wkr_train_batch(const wkr_train_cfg_t *cfg, size_t n, uint64_t j, size_t k,
  * ps_finalize does, after its last report. */
 int wkr_train_run(const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan, ps_t *ps, wkr_model_t *m,
                   const wkr_dataset_t *train, const wkr_dataset_t *test, wkr_report_t *r);
+
+/* The same for a model over a sparse table (wkr_sparse_model, whose dense
+ * tensors are bound and whose table is declared): each step pulls the rows
+ * of its batch's unique keys (ps_pull_rows, issued right after the
+ * previous step so it is the step's one pull), computes the mean-loss
+ * gradient of its K x B samples as one batch, pushes the rows'
+ * gradients (ps_push_rows) and then the dense ones (ps_step).  `test`
+ * (NULL on ranks without one) is evaluated whole at every epoch's end
+ * with the rows of all its keys, pulled with the next step's rows (or,
+ * after the last step, alone): test loss, accuracy (logit > 0) and exact
+ * AUC. */
+int wkr_train_run_sparse(const wkr_train_cfg_t *cfg, const ps_planinfo_t *plan, ps_t *ps,
+                         wkr_sparse_model_t *m, const wkr_sparse_ds_t *train,
+                         const wkr_sparse_ds_t *test, wkr_report_t *r);
 
 #endif
