@@ -2,66 +2,26 @@
 
 #include "ps_cleanup.h"
 #include "ps_err.h"
+#include "ps_janitor.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 struct ps_ipcdir {
     char dir[PS_IPCDIR_PATH];
     char file[PS_IPCDIR_MAX_FILES][PS_IPCDIR_PATH];
-    int nfiles;     /* socket files named so far */
-    pid_t janitor;  /* removes the folder when we are gone; 0: none */
-    int janitor_fd; /* the write end of its pipe; -1: none */
+    int nfiles;           /* socket files named so far */
+    ps_janitor_t janitor; /* removes the folder when we are gone */
 };
 
-/* The janitor: a shell that waits for the end of a pipe whose only writer
- * is this process, then removes the folder.  The pipe ends however this
- * process ends (SIGKILL, MPI_Abort, mpirun's SIGTERM, a second Ctrl-C),
- * so the folder never outlives the job.  posix_spawn does not copy this
- * process's memory (it may hold memory registered with a network card);
- * the shell keeps no other descriptor (mpirun's output pipes must close
- * when the server ends) and has a process group of its own (a Ctrl-C or a
- * group kill meant for the job must not end it first). */
+/* The janitor (ps_janitor) removes the sockets and the folder once this
+ * process is gone, however it ends. */
 static const char JANITOR[] = "while read -r _; do :; done; rm -f -- \"$1\"/[0-9]; rmdir -- \"$1\"";
-
-static void janitor_start(ps_ipcdir_t *d)
-{
-    int p[2];
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    char *argv[] = {"sh", "-c", (char *)JANITOR, "ps-ipc-janitor", d->dir, NULL};
-    extern char **environ;
-    if (pipe2(p, O_CLOEXEC) != 0) {
-        return;
-    }
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[0], 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&at, 0);
-    if (posix_spawn(&d->janitor, "/bin/sh", &fa, &at, argv, environ) == 0) {
-        d->janitor_fd = p[1];
-    } else {
-        d->janitor = 0;
-        close(p[1]);
-        ps_log_debug("no janitor for %s (cannot run /bin/sh): a server killed outright "
-                     "leaves it behind",
-                     d->dir);
-    }
-    close(p[0]);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-}
 
 static void remove_all(ps_ipcdir_t *d)
 {
@@ -73,10 +33,7 @@ static void remove_all(ps_ipcdir_t *d)
         rmdir(d->dir);
         ps_cleanup_forget(d->dir);
     }
-    if (d->janitor_fd >= 0) {
-        close(d->janitor_fd); /* it finds nothing left to remove, and ends */
-        waitpid(d->janitor, NULL, 0);
-    }
+    ps_janitor_stop(&d->janitor); /* it finds nothing left to remove, and ends */
 }
 
 /* A fresh folder only we can enter (mkdtemp makes it 0700), named with
@@ -119,14 +76,14 @@ int ps_ipcdir_new(ps_ipcdir_t **out, const char *parent)
         ps_error_set("no memory for the ipc socket folder");
         return PS_ENOMEM;
     }
-    d->janitor_fd = -1;
+    ps_janitor_init(&d->janitor);
     int rv = make_private_dir(d, parent);
     if (rv != 0) {
         return rv;
     }
     /* Removed at once on a signal or an abort (ps_cleanup), and by the
      * janitor whatever happens. */
-    janitor_start(d);
+    ps_janitor_start(&d->janitor, JANITOR, "ps-ipc-janitor", d->dir);
     return ps_cleanup_add_dir(d->dir);
 }
 

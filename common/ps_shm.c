@@ -2,12 +2,12 @@
 
 #include "ps_cleanup.h"
 #include "ps_err.h"
+#include "ps_janitor.h"
 #include "ps_signal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +15,6 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,8 +35,7 @@ struct ps_shm {
     size_t *loff; /* [map n] chunk id -> offset among the server's floats; SIZE_MAX: not ours */
     size_t *lidx; /* [map n] chunk id -> index among the server's chunks */
     size_t nchunks;
-    pid_t janitor;
-    int janitor_fd;
+    ps_janitor_t janitor;
 };
 
 static size_t round_up(size_t n, size_t to)
@@ -50,49 +48,11 @@ static size_t round_up(size_t n, size_t to)
  * outright (SIGKILL) before it unlinked leaves nothing behind. */
 static const char JANITOR[] = "while read -r _; do :; done; rm -f -- \"$1\"";
 
-static void janitor_start(ps_shm_t *s)
-{
-    int p[2];
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    char *argv[] = {"sh", "-c", (char *)JANITOR, "ps-shm-janitor", s->path, NULL};
-    extern char **environ;
-    if (pipe2(p, O_CLOEXEC) != 0) {
-        return;
-    }
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[0], 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&at, 0);
-    if (posix_spawn(&s->janitor, "/bin/sh", &fa, &at, argv, environ) == 0) {
-        s->janitor_fd = p[1];
-    } else {
-        s->janitor = 0;
-        close(p[1]);
-    }
-    close(p[0]);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-}
-
-static void janitor_stop(ps_shm_t *s)
-{
-    if (s->janitor_fd >= 0) {
-        close(s->janitor_fd);
-        waitpid(s->janitor, NULL, 0);
-        s->janitor_fd = -1;
-    }
-}
-
 static ps_shm_t *shm_alloc(void)
 {
     ps_shm_t *s = calloc(1, sizeof *s);
     if (s) {
-        s->janitor_fd = -1;
+        ps_janitor_init(&s->janitor);
     }
     return s;
 }
@@ -141,7 +101,7 @@ int ps_shm_create(ps_shm_t **out, char *path, size_t cap)
         ps_shm_destroy(&s);
         return rv;
     }
-    janitor_start(s);
+    ps_janitor_start(&s->janitor, JANITOR, "ps-shm-janitor", s->path);
     snprintf(path, cap, "%s", s->path);
     *out = s;
     return 0;
@@ -366,7 +326,7 @@ void ps_shm_unlink(ps_shm_t *s)
         unlink(s->path);
         ps_cleanup_forget(s->path);
         s->linked = 0;
-        janitor_stop(s);
+        ps_janitor_stop(&s->janitor);
     }
 }
 
