@@ -142,9 +142,12 @@ int srv_table_export_state(srv_table_t *t, uint64_t **keys, float **w, float **b
                            uint64_t **last, size_t *n);
 
 /*
- * Load rows and the step counter (resume, --init-from): only on a table
- * with no rows that has taken no step.  keys ascending and unique; buf may
- * be NULL (zeros).  The rows are at `step`.  Lazy mode: a row whose
+ * Load caught-up rows (srv_table_export, --save's layout) and the step
+ * counter: only on a table with no rows that has taken no step.  keys
+ * ascending and unique; buf may be NULL (zeros).  The rows are at `step`;
+ * continuing from them is not bit for bit the run that exported them
+ * (exact: the catch-up is split at `step`), so checkpoints use
+ * srv_table_import_state.  Lazy mode: a row whose
  * buffer is all zeros counts as never updated (its next update takes the
  * first-touch rule).  Exact mode: a row first touched after the import
  * starts from its init value as of the import step unless the lr of the
