@@ -148,7 +148,7 @@ int srv_ckpt_write(const srv_store_t *s, srv_sparse_t *sp, const char *dir, uint
     if ((rv = srv_ckpt_dir_make(dir, sdir)) != 0) {
         return rv;
     }
-    size_t cap = 2 * s->nlocal + 4 * (size_t)nt + 1;
+    size_t cap = 2 * s->nlocal + 5 * (size_t)nt + 1;
     ps_st_tensor_t *t = calloc(cap, sizeof *t);
     int *i64 = calloc(cap, sizeof *i64);
     char(*names)[32] = calloc(2 * s->nlocal + 1, sizeof *names);
@@ -600,6 +600,7 @@ void srv_ckpt_fini(srv_ckpt_state_t *st)
         free(st->tables[i].keys);
         free(st->tables[i].w);
         free(st->tables[i].buf);
+        free(st->tables[i].last);
         free(st->tables[i].lrs);
     }
     free(st->tables);

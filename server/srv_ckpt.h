@@ -68,6 +68,7 @@
 typedef struct {
     uint64_t *keys;
     float *w, *buf; /* buf NULL without momentum */
+    uint64_t *last; /* [n]: each row's stored step (srv_table_export_state) */
     size_t n, cap;
     uint32_t dim;
     uint64_t step; /* the table's own step counter */

@@ -13,6 +13,7 @@ void srv_ckpt_tables_out_fini(srv_ckpt_tables_out_t *o)
         free(o->keys[i]);
         free(o->w[i]);
         free(o->buf[i]);
+        free(o->last[i]);
     }
     free(o->meta_steps);
     memset(o, 0, sizeof *o);
@@ -40,7 +41,10 @@ int srv_ckpt_tables_out(srv_sparse_t *sp, srv_ckpt_tables_out_t *o, ps_st_tensor
     for (int i = 0; i < nt; i++, o->n++) {
         srv_sparse_table_t *tb = &sp->t[i];
         size_t rows;
-        int rv = srv_table_export(tb->tbl, &o->keys[i], &o->w[i], &o->buf[i], &rows);
+        /* The raw rows and their steps, not caught-up values: a resume
+         * must continue with the bits of the uninterrupted run. */
+        int rv = srv_table_export_state(tb->tbl, &o->keys[i], &o->w[i], &o->buf[i], &o->last[i],
+                                        &rows);
         if (rv != 0) {
             return rv;
         }
@@ -51,12 +55,14 @@ int srv_ckpt_tables_out(srv_sparse_t *sp, srv_ckpt_tables_out_t *o, ps_st_tensor
         snprintf(o->names[i][1], 32, "table.%d.w", i);
         snprintf(o->names[i][2], 32, "table.%d.buf", i);
         snprintf(o->names[i][3], 32, "table.%d.lr", i);
+        snprintf(o->names[i][4], 32, "table.%d.last", i);
         add(t, i64, n, o->names[i][0], &o->shape[i][0], o->keys[i], 1);
         add(t, i64, n, o->names[i][1], &o->shape[i][1], o->w[i], 0);
         if (o->buf[i]) {
             add(t, i64, n, o->names[i][2], &o->shape[i][1], o->buf[i], 0);
         }
         add(t, i64, n, o->names[i][3], &o->shape[i][2], tb->lrs, 1); /* double bits */
+        add(t, i64, n, o->names[i][4], &o->shape[i][0], o->last[i], 1);
         sprintf(o->meta_steps + strlen(o->meta_steps), "%s%" PRIu64, i ? "," : "",
                 srv_table_step(tb->tbl));
     }
@@ -93,7 +99,9 @@ static int grow(srv_ckpt_table_t *ct, size_t more, int with_buf)
     ct->w = w ? w : ct->w;
     float *b = with_buf ? realloc(ct->buf, cap * d * sizeof *b) : NULL;
     ct->buf = b ? b : ct->buf;
-    if (!k || !w || (with_buf && !b)) {
+    uint64_t *l = realloc(ct->last, cap * sizeof *l);
+    ct->last = l ? l : ct->last;
+    if (!k || !w || (with_buf && !b) || !l) {
         ps_error_set("no memory for %zu rows of a checkpointed table", need);
         return PS_ENOMEM;
     }
@@ -106,8 +114,8 @@ static int take_table(srv_ckpt_table_t *ct, const ps_st_file_t *f, const char *p
                       uint64_t step)
 {
     char name[48];
-    const void *k, *w, *b = NULL, *lr;
-    size_t n, nw, nb = 0, nlr;
+    const void *k, *w, *b = NULL, *lr, *last = NULL;
+    size_t n, nw, nb = 0, nlr, nlast = 0;
     int rv;
     snprintf(name, sizeof name, "table.%d.keys", i);
     if ((rv = get_1d(f, path, name, 1, &k, &n)) != 0) {
@@ -126,7 +134,14 @@ static int take_table(srv_ckpt_table_t *ct, const ps_st_file_t *f, const char *p
     if ((rv = get_1d(f, path, name, 1, &lr, &nlr)) != 0) {
         return rv;
     }
-    int bad = nlr != step || (ct->files && step != ct->step) || (n == 0 && nw != 0);
+    /* table.<i>.last: each row's stored step (checkpoints before it hold
+     * rows caught up to the checkpoint's step). */
+    snprintf(name, sizeof name, "table.%d.last", i);
+    int with_last = ps_st_get(f, name, NULL, NULL, NULL) == 0;
+    if (with_last && (rv = get_1d(f, path, name, 1, &last, &nlast)) != 0) {
+        return rv;
+    }
+    int bad = nlr != step || (with_last && nlast != n) || (ct->files && step != ct->step) || (n == 0 && nw != 0);
     if (n > 0) {
         bad |= nw % n != 0 || (ct->dim && nw / n != ct->dim) || (with_buf && nb != nw) ||
                (ct->n > 0 && with_buf != (ct->buf != NULL));
@@ -151,6 +166,18 @@ static int take_table(srv_ckpt_table_t *ct, const ps_st_file_t *f, const char *p
         return rv;
     }
     memcpy(ct->keys + ct->n, k, n * sizeof *ct->keys);
+    for (size_t j = 0; j < n; j++) {
+        uint64_t s = step;
+        if (with_last) {
+            memcpy(&s, (const char *)last + j * sizeof s, sizeof s);
+        }
+        if (s > step) {
+            ps_error_set("%s: table %d row %zu is at step %" PRIu64 ", after the table's %" PRIu64,
+                         path, i, j, s, step);
+            return PS_EFORMAT;
+        }
+        ct->last[ct->n + j] = s;
+    }
     memcpy(ct->w + ct->n * ct->dim, w, nw * sizeof(float));
     if (with_buf) {
         memcpy(ct->buf + ct->n * ct->dim, b, nw * sizeof(float));
@@ -210,7 +237,8 @@ static int import_one(const srv_ckpt_table_t *ct, srv_sparse_t *sp, srv_sparse_t
     uint64_t *k = malloc((ct->n + 1) * sizeof *k);
     float *w = malloc((ct->n * d + 1) * sizeof *w);
     float *b = ct->buf ? malloc((ct->n * d + 1) * sizeof *b) : NULL;
-    int rv = perm && k && w && (!ct->buf || b) ? 0 : PS_ENOMEM;
+    uint64_t *l = malloc((ct->n + 1) * sizeof *l);
+    int rv = perm && k && w && l && (!ct->buf || b) ? 0 : PS_ENOMEM;
     for (size_t i = 0; rv == 0 && i < ct->n; i++) {
         if (ps_key_server(ct->keys[i], (uint32_t)sp->cfg.nservers) == (uint32_t)sp->cfg.server) {
             perm[n++] = i;
@@ -222,18 +250,16 @@ static int import_one(const srv_ckpt_table_t *ct, srv_sparse_t *sp, srv_sparse_t
     }
     for (size_t i = 0; rv == 0 && i < n; i++) {
         k[i] = ct->keys[perm[i]];
+        l[i] = ct->last[perm[i]];
         memcpy(w + i * d, ct->w + perm[i] * d, d * sizeof *w);
         if (b) {
             memcpy(b + i * d, ct->buf + perm[i] * d, d * sizeof *b);
         }
     }
     if (rv == 0) {
-        rv = srv_table_import(t->tbl, k, w, b, n, ct->step);
+        rv = srv_table_import_state(t->tbl, k, w, b, l, n, ct->step, ct->lrs);
     }
-    if (rv == 0 && ct->step > 0 && sp->cfg.update == SRV_SPARSE_EXACT) {
-        rv = srv_table_import_history(t->tbl, ct->lrs, ct->step);
-    }
-    free(perm), free(k), free(w), free(b);
+    free(perm), free(k), free(w), free(b), free(l);
     return rv;
 }
 

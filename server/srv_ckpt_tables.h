@@ -3,8 +3,11 @@
  *
  * Every server's file holds, per table i of the model (declaration
  * order), its rows: `table.<i>.keys` (I64 [n], ascending), `table.<i>.w`
- * (F32 [n * dim], row-major, brought up to the checkpoint's step) and,
- * with momentum, `table.<i>.buf`; and `table.<i>.lr` (I64 [steps]: the
+ * (F32 [n * dim], row-major, as stored: NOT brought up to the checkpoint's
+ * step, see srv_table_export_state) and, with momentum, `table.<i>.buf`;
+ * `table.<i>.last` (I64 [n]: the step each row's stored value is at, or
+ * lazy: of its last update, 0 = never; a checkpoint without it holds rows
+ * at the table's step); and `table.<i>.lr` (I64 [steps]: the
  * bits of the float64 lr of each step the table took, for the exact
  * catch-up of rows first touched after a resume).  Metadata "tables" is
  * "COUNT:HASH" (ps_tables_hash of the declarations) and "table_steps" the
@@ -25,13 +28,14 @@ typedef struct {
     int n;
     uint64_t *keys[PS_TABLES_MAX];
     float *w[PS_TABLES_MAX], *buf[PS_TABLES_MAX];
+    uint64_t *last[PS_TABLES_MAX];
     int64_t shape[PS_TABLES_MAX][3]; /* keys, rows, lr */
-    char names[PS_TABLES_MAX][4][32];
+    char names[PS_TABLES_MAX][5][32];
     char meta_tables[48];
     char *meta_steps;
 } srv_ckpt_tables_out_t;
 
-/* Append the tables' tensors to t / i64 from *n on (room for 4 per table)
+/* Append the tables' tensors to t / i64 from *n on (room for 5 per table)
  * and fill o; srv_ckpt_tables_out_fini frees it (also after a failure). */
 int srv_ckpt_tables_out(srv_sparse_t *sp, srv_ckpt_tables_out_t *o, ps_st_tensor_t *t, int *i64,
                         int *n);

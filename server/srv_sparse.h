@@ -27,7 +27,8 @@
  * reaches v (held until then, at most SRV_SPARSE_MAX_HELD per worker and
  * table), with the
  * rows in the pull's key order, read with srv_table_read (which creates
- * untouched rows and, in exact mode, brings them up to the current step).
+ * untouched rows and, in exact mode, brings the reply's copy up to the
+ * current step; the stored rows do not change).
  *
  * Every message is checked before it touches a table: table id, dim,
  * the key count against the payload (ps_wire did), keys strictly

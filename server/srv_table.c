@@ -387,24 +387,48 @@ static int create_row(srv_table_t *t, uint64_t key, uint32_t *out)
     if (buf != NULL) {
         memset(buf, 0, (size_t)t->dim * sizeof *buf); /* torch's None */
     }
-    *row_step(t, r) = 0;
-    if (t->mode == SRV_SPARSE_EXACT) {
-        if (t->step != t->tree.base) {
-            srv_catchup_row(product_from(t, t->tree.base), w, buf, t->dim);
-        }
-        *row_step(t, r) = (uint32_t)t->step;
-    }
+    /* Exact: stored raw, at the first kept step; it is caught up from
+     * there when first touched, so when it was created (by a read, an
+     * import or a push) does not change its bits. */
+    *row_step(t, r) = t->mode == SRV_SPARSE_EXACT ? (uint32_t)t->tree.base : 0;
     *out = r;
     return 0;
 }
 
-/* Bring an exact-mode row up to the current step. */
+/* Bring an exact-mode row up to the current step, in place: only for a
+ * row about to take an update, so the stored (w, buf, step) of a row
+ * changes only when it is touched by a push. */
 static inline void catch_up(srv_table_t *t, uint32_t r)
 {
     uint32_t *st = row_step(t, r);
     if (t->mode == SRV_SPARSE_EXACT && *st != t->step) {
         srv_catchup_row(product_from(t, *st), row_w(t, r), row_buf(t, r), t->dim);
         *st = (uint32_t)t->step;
+    }
+}
+
+/* Row r brought up to the current step into w (and buf when not NULL and
+ * the row has one) without changing the stored row: reads, exports and
+ * saves do not move a row's later bits. */
+static void row_value(srv_table_t *t, uint32_t r, float *w, float *buf)
+{
+    const float *sb = row_buf(t, r);
+    uint32_t st = *row_step(t, r);
+    memcpy(w, row_w(t, r), (size_t)t->dim * sizeof *w);
+    if (sb != NULL && buf != NULL) {
+        memcpy(buf, sb, (size_t)t->dim * sizeof *buf);
+    }
+    if (t->mode != SRV_SPARSE_EXACT || st == t->step) {
+        return;
+    }
+    srv_map2_t p = product_from(t, st);
+    if (sb == NULL || buf != NULL) {
+        srv_catchup_row(p, w, sb != NULL ? buf : NULL, t->dim);
+        return;
+    }
+    for (uint32_t j = 0; j < t->dim; j++) { /* per element, as the row form */
+        float bj = sb[j];
+        srv_catchup_row(p, &w[j], &bj, 1);
     }
 }
 
@@ -628,8 +652,7 @@ static int read_rows(srv_table_t *t, const uint64_t *keys, size_t n, float *out)
         if (i + ROW_AHEAD < n) {
             prefetch_row(t, t->uidx[i + ROW_AHEAD]);
         }
-        catch_up(t, t->uidx[i]);
-        memcpy(out + i * t->dim, row_w(t, t->uidx[i]), (size_t)t->dim * sizeof *out);
+        row_value(t, t->uidx[i], out + i * t->dim, NULL);
     }
     return 0;
 }
@@ -682,35 +705,65 @@ static keyrow_t *sorted_rows(const srv_table_t *t, size_t n)
     return kr;
 }
 
-int srv_table_export(srv_table_t *t, uint64_t **keys, float **w, float **buf, size_t *n)
+/* Every row in ascending key order: caught up (raw 0) or as stored with
+ * its step word (raw 1, last not NULL). */
+static int export_rows(srv_table_t *t, int raw, uint64_t **keys, float **w, float **buf,
+                       uint64_t **last, size_t *n)
 {
     size_t rows = srv_rowmap_count(t->map), d = t->dim;
     *keys = NULL, *w = NULL, *buf = NULL, *n = 0;
+    if (last != NULL) {
+        *last = NULL;
+    }
     if (rows == 0) {
         return 0;
     }
     keyrow_t *kr = sorted_rows(t, rows);
     uint64_t *ko = malloc(rows * sizeof *ko);
+    uint64_t *lo = last != NULL ? malloc(rows * sizeof *lo) : NULL;
     float *wo = malloc(rows * d * sizeof *wo);
     float *bo = t->rowf > t->dim ? malloc(rows * d * sizeof *bo) : NULL;
-    if (kr == NULL || ko == NULL || wo == NULL || (t->rowf > t->dim && bo == NULL)) {
-        free(kr), free(ko), free(wo), free(bo);
+    if (kr == NULL || ko == NULL || wo == NULL || (t->rowf > t->dim && bo == NULL) ||
+        (last != NULL && lo == NULL)) {
+        free(kr), free(ko), free(wo), free(bo), free(lo);
         ps_error_set("table %s: out of memory exporting %zu rows", t->name, rows);
         return PS_ENOMEM;
     }
     pcache_clear(t);
     for (size_t i = 0; i < rows; i++) {
         uint32_t r = kr[i].row;
-        catch_up(t, r);
         ko[i] = kr[i].key;
+        if (!raw) {
+            row_value(t, r, wo + i * d, bo != NULL ? bo + i * d : NULL);
+            continue;
+        }
         memcpy(wo + i * d, row_w(t, r), d * sizeof *wo);
         if (bo != NULL) {
             memcpy(bo + i * d, row_buf(t, r), d * sizeof *bo);
         }
+        lo[i] = *row_step(t, r);
     }
     free(kr);
     *keys = ko, *w = wo, *buf = bo, *n = rows;
+    if (last != NULL) {
+        *last = lo;
+    }
     return 0;
+}
+
+int srv_table_export(srv_table_t *t, uint64_t **keys, float **w, float **buf, size_t *n)
+{
+    return export_rows(t, 0, keys, w, buf, NULL, n);
+}
+
+int srv_table_export_state(srv_table_t *t, uint64_t **keys, float **w, float **buf,
+                           uint64_t **last, size_t *n)
+{
+    if (last == NULL) {
+        ps_error_set("table %s: state export without a step array", t->name);
+        return PS_EINVAL;
+    }
+    return export_rows(t, 1, keys, w, buf, last, n);
 }
 
 static int check_import(srv_table_t *t, const uint64_t *keys, const float *w, size_t n,
@@ -801,5 +854,56 @@ int srv_table_import_history(srv_table_t *t, const double *lr, uint64_t nsteps)
     }
     srv_catchup_fini(&t->tree);
     t->tree = k;
+    return 0;
+}
+
+/* Back to an empty table at step 0 (a failed state import). */
+static void import_undo(srv_table_t *t)
+{
+    srv_rowmap_t *m = NULL;
+    if (srv_rowmap_new(&m) != 0) {
+        return; /* no memory: the rows stay (the caller ends the job) */
+    }
+    srv_rowmap_destroy(&t->map);
+    t->map = m;
+    for (size_t c = 0; c < t->nchunks; c++) {
+        free(t->chunk[c]);
+    }
+    t->nchunks = 0;
+    t->step = 0;
+    srv_catchup_reset(&t->tree, 0);
+    pcache_clear(t);
+}
+
+int srv_table_import_state(srv_table_t *t, const uint64_t *keys, const float *w, const float *buf,
+                           const uint64_t *last, size_t n, uint64_t step, const double *lr)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (last == NULL || last[i] > step) {
+            ps_error_set("table %s: row %zu's step %llu is after the import step %llu", t->name, i,
+                         last != NULL ? (unsigned long long)last[i] : 0ULL,
+                         (unsigned long long)step);
+            return PS_EINVAL;
+        }
+    }
+    for (uint64_t i = 0; t->mode == SRV_SPARSE_EXACT && i < step; i++) {
+        if (lr == NULL || !(lr[i] >= 0.0 && isfinite(lr[i]))) {
+            ps_error_set("table %s: bad lr %g for step %llu", t->name, lr != NULL ? lr[i] : NAN,
+                         (unsigned long long)(i + 1));
+            return PS_EINVAL;
+        }
+    }
+    int rv = srv_table_import(t, keys, w, buf, n, step);
+    if (rv == 0 && t->mode == SRV_SPARSE_EXACT && step > 0) {
+        rv = srv_table_import_history(t, lr, step);
+    }
+    if (rv != 0) {
+        import_undo(t);
+        return rv;
+    }
+    /* The tree now starts at step 0 (exact), so any stored step is valid. */
+    for (size_t i = 0; i < n; i++) {
+        *row_step(t, srv_rowmap_find(t->map, keys[i])) = (uint32_t)last[i];
+    }
     return 0;
 }

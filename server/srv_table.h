@@ -14,8 +14,15 @@
  *         the step's parts a zero gradient (so weight decay, decoupled decay
  *         and the velocity keep moving it).  The table keeps each step's
  *         2x2 zero-gradient map (srv_catchup.h) and brings a row up to date
- *         only when it is touched, read or exported, in O(log steps): the
- *         cost of a step is proportional to the rows it touches.  A touched
+ *         in O(log steps) when it is touched (stored: the row then takes
+ *         its update) or read or exported (into the caller's output only;
+ *         the stored row does not change): the cost of a step is
+ *         proportional to the rows it touches, and a row's bits depend only
+ *         on the pushes and lrs of the steps, never on when it was pulled,
+ *         checkpointed or saved.  A new row is stored at its raw init value
+ *         as of the first kept step and caught up from there when first
+ *         touched.  Checkpoints keep the raw state (export_state /
+ *         import_state), so a resume continues bit for bit.  A touched
  *         row's own step is srv_optim_apply() on that row, bit for bit the
  *         dense kernel's arithmetic for that step.  The momentum buffer is
  *         created for every row at the table's first step (torch's
@@ -98,7 +105,10 @@ int srv_table_apply(srv_table_t *t, const srv_rows_part_t *parts, int nparts, do
 
 /* Rows of `keys` (any order, duplicates allowed) into out[n * dim],
  * created on first touch with the deterministic init, exact mode brought
- * up to the current step.  PS_ENOMEM as apply (nothing created then). */
+ * up to the current step in `out` only: a read never changes a stored
+ * row, so a row's bits depend only on the steps' pushes and lrs, never on
+ * when (or whether) it was pulled, checkpointed or saved (as for a dense
+ * tensor).  PS_ENOMEM as apply (nothing created then). */
 int srv_table_read(srv_table_t *t, const uint64_t *keys, size_t n, float *out);
 
 /* Steps applied so far (import sets it). */
@@ -110,18 +120,34 @@ const char *srv_table_name(const srv_table_t *t);
 size_t srv_table_bytes(const srv_table_t *t);
 
 /*
- * Every row brought up to the current step, in ascending key order, into
- * new arrays: keys[n], w[n * dim] and, when momentum != 0, buf[n * dim]
- * (else *buf = NULL).  In exact mode before the first step, and in lazy
- * mode for a row never updated, the buffer is exported as zeros (torch's
- * None).  An empty table gives n = 0 and NULL arrays.  Caller frees.
+ * Every row brought up to the current step (computed into the new arrays;
+ * the stored rows do not change), in ascending key order: keys[n],
+ * w[n * dim] and, when momentum != 0, buf[n * dim] (else *buf = NULL).
+ * In exact mode before the first step, and in lazy mode for a row never
+ * updated, the buffer is exported as zeros (torch's None).  An empty table
+ * gives n = 0 and NULL arrays.  Caller frees.  This is what --save writes.
  */
 int srv_table_export(srv_table_t *t, uint64_t **keys, float **w, float **buf, size_t *n);
 
 /*
- * Load rows and the step counter (resume, --init-from): only on a table
- * with no rows that has taken no step.  keys ascending and unique; buf may
- * be NULL (zeros).  The rows are at `step`.  Lazy mode: a row whose
+ * The raw state, for checkpoints: as export, but each row as stored (NOT
+ * caught up) with last[n], the step its stored value is at (exact) or of
+ * its last update, 0 = never (lazy).  srv_table_import_state() of this
+ * state (with the lr of every step) continues bit for bit as the table
+ * would have: exact-mode catch-up products are taken from the same tree of
+ * step maps, so storing caught-up values instead (and catching up again
+ * from there) would round differently.  PS_EINVAL when last is NULL.
+ */
+int srv_table_export_state(srv_table_t *t, uint64_t **keys, float **w, float **buf,
+                           uint64_t **last, size_t *n);
+
+/*
+ * Load caught-up rows (srv_table_export, --save's layout) and the step
+ * counter: only on a table with no rows that has taken no step.  keys
+ * ascending and unique; buf may be NULL (zeros).  The rows are at `step`;
+ * continuing from them is not bit for bit the run that exported them
+ * (exact: the catch-up is split at `step`), so checkpoints use
+ * srv_table_import_state.  Lazy mode: a row whose
  * buffer is all zeros counts as never updated (its next update takes the
  * first-touch rule).  Exact mode: a row first touched after the import
  * starts from its init value as of the import step unless the lr of the
@@ -131,6 +157,16 @@ int srv_table_export(srv_table_t *t, uint64_t **keys, float **w, float **buf, si
  */
 int srv_table_import(srv_table_t *t, const uint64_t *keys, const float *w, const float *buf,
                      size_t n, uint64_t step);
+
+/*
+ * Load a state from srv_table_export_state() (possibly merged from several
+ * servers' tables: keys ascending and unique, last[i] <= step) at `step`,
+ * with lr[step] the lr of steps 1..step (exact mode; not read in lazy
+ * mode).  Same preconditions and errors as import; on failure the table
+ * is empty at step 0 again.
+ */
+int srv_table_import_state(srv_table_t *t, const uint64_t *keys, const float *w, const float *buf,
+                           const uint64_t *last, size_t n, uint64_t step, const double *lr);
 
 /* The lr of steps 1..nsteps (nsteps == the imported step) for exact-mode
  * catch-up of rows created after an import.  Call after import, before

@@ -33,18 +33,17 @@ check "exact and lazy differ (momentum keeps untouched rows moving in exact)" \
 
 # ssp: pushes may run ahead, but each step is still every worker's pushes
 # in rank order, and the gradients here do not depend on the weights: the
-# final model is sync's.  Bit for bit in lazy mode; in exact mode a pull
-# brings its rows up to date (srv_table_read), and ssp pulls land at other
-# steps than sync's, so the catch-up is split at other points: equal to
-# rounding.
+# final model is sync's, bit for bit in both modes (exact: a pull computes
+# its rows' catch-up into the reply without storing it, so ssp pulls landing
+# at other steps than sync's change nothing).
 srun 60 2 "--momentum 0.9 --sparse-update lazy --mode ssp --staleness 2 --save $TMP/ssp.st" \
     "$ARGS" "$TMP/ssp.log"
 check "ssp (staleness 2): completes (exit $?)" [ "$?" -eq 0 ]
 check "ssp, lazy: the same final model as sync (every tensor, bit for bit)" \
     close_to "$TMP/ssp.st" "$TMP/lazy-2.st" 0 0
 srun 60 2 "--momentum 0.9 --mode ssp --staleness 2 --save $TMP/sspx.st" "$ARGS" "$TMP/sspx.log"
-check "ssp, exact: the final model of sync within 1e-6" \
-    close_to "$TMP/sspx.st" "$TMP/exact-2.st" 1e-6 1e-7
+check "ssp, exact: the same final model as sync (every tensor, bit for bit)" \
+    close_to "$TMP/sspx.st" "$TMP/exact-2.st" 0 0
 
 # async: every push applied on arrival with its own gradient.  With
 # momentum 0 the table ends at -lr * (sum of every push), whatever the
@@ -130,6 +129,14 @@ CA="30 3 10 400 --key-base 4294967303 --zero-step 4 --uniform 0.5 9"
 CS="--momentum 0.9 --weight-decay 0.01 --lr-schedule cosine --checkpoint-every 4"
 srun 120 2 "$CS --checkpoint-dir $TMP/ckref --save $TMP/ckref.st" "$CA" "$TMP/ckref.log"
 check "checkpointed reference run (exit $?)" [ "$?" -eq 0 ]
+# Without --checkpoint-dir: checkpoints must not change the bits (they
+# keep each row's raw state and step; nothing is caught up in place).
+srun 120 2 "$CS --save $TMP/nock.st" "$CA" "$TMP/nock.log"
+check "run without checkpoints (exit $?)" [ "$?" -eq 0 ]
+check "exact: checkpointing every 4 steps saves the same bits as no checkpoints" \
+    sh -c "ls $TMP/ckref/step-*/MANIFEST >/dev/null 2>&1 && \
+           $TOOLS/st_compare $TMP/ckref.st $TMP/nock.st --rtol 0 --atol 0 && \
+           cmp -s $TMP/ckref.st $TMP/nock.st"
 for ns in 1 3; do
     ck=$TMP/ck$ns
     timeout -k 5 120 mpirun --oversubscribe -np 2 "$SERVER" --quiet $CS --checkpoint-dir "$ck" \
@@ -153,4 +160,6 @@ for ns in 1 3; do
         sh -c "[ -n '$last' ] && [ ! -f $TMP/never.st ] && $TOOLS/st_compare \
                $TMP/resumed$ns.st $TMP/ckref.st --rtol 0 --atol 0 && \
                cmp -s $TMP/resumed$ns.st $TMP/ckref.st"
+    check "... and the same bits as the run without checkpoints" \
+        cmp -s "$TMP/resumed$ns.st" "$TMP/nock.st"
 done

@@ -285,19 +285,43 @@ static void round_trip(srv_sparse_mode_t mode)
     assert_memory_equal(w1, w2, n1 * 2 * sizeof *w1);
     assert_memory_equal(b1, b2, n1 * 2 * sizeof *b1);
     free(k1), free(k2), free(w1), free(w2), free(b1), free(b2);
-    /* Continuing both the same way (new rows too) stays identical. */
-    same_steps(a, b, 20, 40);
-    export_all(a, &k1, &w1, &b1, &n1);
-    export_all(b, &k2, &w2, &b2, &n2);
-    assert_int_equal(n1, n2);
-    assert_memory_equal(k1, k2, n1 * sizeof *k1);
-    assert_memory_equal(w1, w2, n1 * 2 * sizeof *w1);
-    assert_memory_equal(b1, b2, n1 * 2 * sizeof *b1);
-    free(k1), free(k2), free(w1), free(w2), free(b1), free(b2);
+    /* The raw state (a checkpoint) imported into c: continuing a, b (lazy
+     * only: exact catch-up from caught-up values rounds differently) and c
+     * the same way (new rows too) stays identical to a table that was
+     * never exported, imported or read (twin). */
+    srv_table_t *c2 = new_table("rt", 2, &c, mode, 0);
+    srv_table_t *twin = new_table("rt", 2, &c, mode, 0);
+    same_steps(twin, NULL, 0, 20);
+    uint64_t *ks, *last;
+    float *ws, *bs;
+    size_t ns;
+    assert_int_equal(srv_table_export_state(a, &ks, &ws, &bs, &last, &ns), 0);
+    double lrs[20];
+    for (int s = 0; s < 20; s++) {
+        lrs[s] = 0.05 * (1 + s % 3);
+    }
+    assert_int_equal(srv_table_import_state(c2, ks, ws, bs, last, ns, 20, lrs), 0);
+    free(ks), free(ws), free(bs), free(last);
+    same_steps(a, c2, 20, 40);
+    same_steps(twin, mode == SRV_SPARSE_LAZY ? b : NULL, 20, 40);
+    srv_table_t *cmp[3] = {a, c2, b};
+    export_all(twin, &k1, &w1, &b1, &n1);
+    for (int j = 0; j < (mode == SRV_SPARSE_LAZY ? 3 : 2); j++) {
+        export_all(cmp[j], &k2, &w2, &b2, &n2);
+        assert_int_equal(n1, n2);
+        assert_memory_equal(k1, k2, n1 * sizeof *k1);
+        assert_memory_equal(w1, w2, n1 * 2 * sizeof *w1);
+        assert_memory_equal(b1, b2, n1 * 2 * sizeof *b1);
+        free(k2), free(w2), free(b2);
+    }
+    free(k1), free(w1), free(b1);
     /* Import only into an empty table. */
     assert_int_equal(srv_table_import(b, NULL, NULL, NULL, 0, 3), PS_ESTATE);
+    assert_int_equal(srv_table_import_state(c2, NULL, NULL, NULL, NULL, 0, 3, lrs), PS_ESTATE);
     srv_table_destroy(&a);
     srv_table_destroy(&b);
+    srv_table_destroy(&c2);
+    srv_table_destroy(&twin);
 }
 
 static void test_round_trip_exact(void **state)
@@ -310,6 +334,64 @@ static void test_round_trip_lazy(void **state)
 {
     (void)state;
     round_trip(SRV_SPARSE_LAZY);
+}
+
+/*
+ * Reads (of existing and of new keys) and exports between steps do not
+ * change a table's later bits: compared with a twin never read, bit for
+ * bit (uniform init, weight decay, momentum: every catch-up path rounds).
+ */
+static void reads_do_not_move(srv_sparse_mode_t mode)
+{
+    srv_optim_cfg_t c = {.momentum = 0.9, .weight_decay = 0.01, .dampening = 0.1};
+    srv_table_t *a = new_table("rd", 2, &c, mode, 0);
+    srv_table_t *twin = new_table("rd", 2, &c, mode, 0);
+    for (int s = 0; s < 30; s++) {
+        same_steps(a, twin, s, s + 1);
+        /* keys of earlier and of later steps (the later ones are new) */
+        uint64_t keys[4] = {((uint64_t)(s * 3) << 34), ((uint64_t)(s * 3 + 5) << 34) + 1,
+                            ((uint64_t)(s * 3 + 12) << 34) + 2, ((uint64_t)(s * 3 + 14) << 34)};
+        float out[4 * 2];
+        assert_int_equal(srv_table_read(a, keys, 4, out), 0);
+        if (s % 4 == 1) {
+            uint64_t *k;
+            float *w, *b;
+            size_t n;
+            export_all(a, &k, &w, &b, &n);
+            free(k), free(w), free(b);
+        }
+    }
+    uint64_t *k1, *k2;
+    float *w1, *w2, *b1, *b2;
+    size_t n1, n2;
+    export_all(twin, &k1, &w1, &b1, &n1);
+    export_all(a, &k2, &w2, &b2, &n2);
+    assert_true(n2 > n1); /* the reads created rows */
+    /* every row of the twin is in a, with the same bits */
+    size_t j = 0;
+    for (size_t i = 0; i < n1; i++) {
+        while (j < n2 && k2[j] < k1[i]) {
+            j++;
+        }
+        assert_true(j < n2 && k2[j] == k1[i]);
+        assert_memory_equal(w1 + 2 * i, w2 + 2 * j, 2 * sizeof *w1);
+        assert_memory_equal(b1 + 2 * i, b2 + 2 * j, 2 * sizeof *b1);
+    }
+    free(k1), free(k2), free(w1), free(w2), free(b1), free(b2);
+    srv_table_destroy(&a);
+    srv_table_destroy(&twin);
+}
+
+static void test_reads_do_not_move_exact(void **state)
+{
+    (void)state;
+    reads_do_not_move(SRV_SPARSE_EXACT);
+}
+
+static void test_reads_do_not_move_lazy(void **state)
+{
+    (void)state;
+    reads_do_not_move(SRV_SPARSE_LAZY);
 }
 
 static void test_import_refuses_unsorted(void **state)
@@ -555,6 +637,8 @@ int main(void)
         cmocka_unit_test(test_combination_coefficients),
         cmocka_unit_test(test_round_trip_exact),
         cmocka_unit_test(test_round_trip_lazy),
+        cmocka_unit_test(test_reads_do_not_move_exact),
+        cmocka_unit_test(test_reads_do_not_move_lazy),
         cmocka_unit_test(test_import_refuses_unsorted),
         cmocka_unit_test(test_export_empty_and_no_momentum),
         cmocka_unit_test(test_max_bytes_refusal),
