@@ -172,7 +172,7 @@ FUZZ_LIBS := $(shell pkg-config --libs zlib jansson 2>/dev/null || echo -lz -lja
 FUZZ_TARGETS := wire libsvm csv idx safetensors
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ)/fuzz_%)
 fuzz_obj = $(patsubst %.c,$(FUZZ)/obj/%.o,$(1))
-FUZZ_DATA_SRC := worker/wkr_data.c worker/wkr_data_shard.c worker/wkr_data_text.c \
+FUZZ_DATA_SRC := worker/wkr_data.c worker/wkr_data_shard.c worker/wkr_data_text.c worker/wkr_lines.c \
 	worker/wkr_data_idx.c
 FUZZ_DATA_OBJ := $(call fuzz_obj,$(FUZZ_DATA_SRC) common/ps_err.c)
 FUZZ_OBJ := $(call fuzz_obj,$(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c) common/ps_wire.c \

@@ -43,8 +43,8 @@ int srv_ckpt_tables_out(srv_sparse_t *sp, srv_ckpt_tables_out_t *o, ps_st_tensor
         size_t rows;
         /* The raw rows and their steps, not caught-up values: a resume
          * must continue with the bits of the uninterrupted run. */
-        int rv = srv_table_export_state(tb->tbl, &o->keys[i], &o->w[i], &o->buf[i], &o->last[i],
-                                        &rows);
+        int rv =
+            srv_table_export_state(tb->tbl, &o->keys[i], &o->w[i], &o->buf[i], &o->last[i], &rows);
         if (rv != 0) {
             return rv;
         }
@@ -141,7 +141,8 @@ static int take_table(srv_ckpt_table_t *ct, const ps_st_file_t *f, const char *p
     if (with_last && (rv = get_1d(f, path, name, 1, &last, &nlast)) != 0) {
         return rv;
     }
-    int bad = nlr != step || (with_last && nlast != n) || (ct->files && step != ct->step) || (n == 0 && nw != 0);
+    int bad = nlr != step || (with_last && nlast != n) || (ct->files && step != ct->step) ||
+              (n == 0 && nw != 0);
     if (n > 0) {
         bad |= nw % n != 0 || (ct->dim && nw / n != ct->dim) || (with_buf && nb != nw) ||
                (ct->n > 0 && with_buf != (ct->buf != NULL));

@@ -756,8 +756,8 @@ int srv_table_export(srv_table_t *t, uint64_t **keys, float **w, float **buf, si
     return export_rows(t, 0, keys, w, buf, NULL, n);
 }
 
-int srv_table_export_state(srv_table_t *t, uint64_t **keys, float **w, float **buf,
-                           uint64_t **last, size_t *n)
+int srv_table_export_state(srv_table_t *t, uint64_t **keys, float **w, float **buf, uint64_t **last,
+                           size_t *n)
 {
     if (last == NULL) {
         ps_error_set("table %s: state export without a step array", t->name);

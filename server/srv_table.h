@@ -138,8 +138,8 @@ int srv_table_export(srv_table_t *t, uint64_t **keys, float **w, float **buf, si
  * step maps, so storing caught-up values instead (and catching up again
  * from there) would round differently.  PS_EINVAL when last is NULL.
  */
-int srv_table_export_state(srv_table_t *t, uint64_t **keys, float **w, float **buf,
-                           uint64_t **last, size_t *n);
+int srv_table_export_state(srv_table_t *t, uint64_t **keys, float **w, float **buf, uint64_t **last,
+                           size_t *n);
 
 /*
  * Load caught-up rows (srv_table_export, --save's layout) and the step

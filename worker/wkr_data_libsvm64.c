@@ -13,19 +13,6 @@ typedef struct {
     size_t cap;
 } svm_t;
 
-/* Next blank-separated token, NUL-terminated in place; NULL at the end. */
-static char *tok_next(char **s)
-{
-    char *p = *s + strspn(*s, " \t");
-    if (*p == '\0') {
-        return NULL;
-    }
-    char *e = p + strcspn(p, " \t");
-    *s = *e ? e + 1 : e;
-    *e = '\0';
-    return p;
-}
-
 /* 0/1 or -1/+1 as any number spelling ("+1", "1.0"); -1 becomes 0. */
 static int svm_label(const svm_t *t, const char *tok, float *y)
 {
@@ -121,12 +108,12 @@ static int svm_room(svm_t *t, size_t len)
 static int svm_line(svm_t *t, char *s, float *y, size_t *nnz)
 {
     int rv = svm_room(t, strlen(s));
-    char *tok = tok_next(&s);
+    char *tok = wkr_lines_token(&s);
     if (rv == 0) {
         rv = svm_label(t, tok, y);
     }
     size_t k = 0;
-    while (rv == 0 && (tok = tok_next(&s)) != NULL && tok[0] != '#') {
+    while (rv == 0 && (tok = wkr_lines_token(&s)) != NULL && tok[0] != '#') {
         rv = svm_pair(t, tok, k++);
     }
     *nnz = k;

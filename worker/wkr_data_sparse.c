@@ -9,53 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int wkr_lines_open(wkr_lines_t *r, const char *path)
-{
-    memset(r, 0, sizeof *r);
-    r->path = path;
-    r->fp = fopen(path, "r");
-    if (r->fp == NULL) {
-        int e = errno;
-        ps_error_set("%s: cannot open: %s", path, strerror(e));
-        return e == ENOENT ? PS_ENOENT : PS_EIO;
-    }
-    return 0;
-}
-
-int wkr_lines_next(wkr_lines_t *r, char **s)
-{
-    errno = 0;
-    ssize_t len = getline(&r->line, &r->cap, r->fp);
-    if (len < 0) {
-        if (ferror(r->fp)) {
-            ps_error_set("%s:%zu: read error: %s", r->path, r->lineno + 1,
-                         strerror(errno ? errno : EIO));
-            return PS_EIO;
-        }
-        return 0;
-    }
-    r->lineno++;
-    if (memchr(r->line, '\0', (size_t)len) != NULL) {
-        ps_error_set("%s:%zu: NUL byte in a text line (binary file?)", r->path, r->lineno);
-        return PS_EFORMAT;
-    }
-    while (len > 0 && (r->line[len - 1] == '\n' || r->line[len - 1] == '\r')) {
-        r->line[--len] = '\0';
-    }
-    *s = r->line;
-    return 1;
-}
-
-void wkr_lines_close(wkr_lines_t *r)
-{
-    free(r->line);
-    r->line = NULL;
-    if (r->fp) {
-        fclose(r->fp);
-        r->fp = NULL;
-    }
-}
-
 /* A capacity of at least `need`, doubling from `cap`; 0 on overflow. */
 static size_t cap_for(size_t cap, size_t need, size_t width)
 {

@@ -37,6 +37,7 @@
 #define WKR_DATA_SPARSE_H
 
 #include "wkr_data.h"
+#include "wkr_lines.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -66,21 +67,6 @@ int wkr_data_sparse_load(wkr_sparse_ds_t *ds, const char *spec, const wkr_data_o
 void wkr_data_sparse_fini(wkr_sparse_ds_t *ds);
 
 /* ---- for the loaders (wkr_data_libsvm64, wkr_data_criteo) ---------------- */
-
-typedef struct {
-    const char *path;
-    FILE *fp;
-    char *line;
-    size_t cap;
-    size_t lineno;
-} wkr_lines_t;
-
-/* Opens path (PS_ENOENT / PS_EIO naming it). */
-int wkr_lines_open(wkr_lines_t *r, const char *path);
-/* Next line without its end of line in *s: 1 a line, 0 end of file, or a
- * negative code (read error, NUL byte) naming PATH:LINE. */
-int wkr_lines_next(wkr_lines_t *r, char **s);
-void wkr_lines_close(wkr_lines_t *r);
 
 /* Appends one row: y, nnz entries (vals may be NULL when the data set
  * has none) and ds->ndense dense floats. */

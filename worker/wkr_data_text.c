@@ -1,5 +1,7 @@
 #include "wkr_data_text.h"
 
+#include "wkr_lines.h"
+
 #include "ps_err.h"
 
 #include <errno.h>
@@ -36,10 +38,7 @@ typedef struct {
     const char *path;
     wkr_data_text_fmt_t fmt;
     wkr_data_shard_t o;
-    FILE *fp;
-    char *line;
-    size_t cap;
-    size_t lineno;
+    wkr_lines_t in;     /* in.lineno: the line being parsed */
     int content_seen;   /* a non-blank, non-comment line was read */
     size_t header_line; /* CSV header line, 0 if none */
     long cols;          /* CSV columns per row, 0 until the first row */
@@ -48,31 +47,6 @@ typedef struct {
     long max_label;
     size_t total;
 } txt_t;
-
-/* Next line without its end of line, in *s; 1 = a line, 0 = end of file. */
-static int txt_next(txt_t *t, char **s)
-{
-    errno = 0;
-    ssize_t len = getline(&t->line, &t->cap, t->fp);
-    if (len < 0) {
-        if (ferror(t->fp)) {
-            ps_error_set("%s:%zu: read error: %s", t->path, t->lineno + 1,
-                         strerror(errno ? errno : EIO));
-            return PS_EIO;
-        }
-        return 0;
-    }
-    t->lineno++;
-    if (memchr(t->line, '\0', (size_t)len) != NULL) {
-        ps_error_set("%s:%zu: NUL byte in a text line (binary file?)", t->path, t->lineno);
-        return PS_EFORMAT;
-    }
-    while (len > 0 && (t->line[len - 1] == '\n' || t->line[len - 1] == '\r')) {
-        t->line[--len] = '\0';
-    }
-    *s = t->line;
-    return 1;
-}
 
 /* Blank lines and lines starting with '#' carry no sample. */
 static int line_is_skip(const char *s)
@@ -90,29 +64,29 @@ static int label_check(txt_t *t, const char *tok, float v)
     if (v != floorf(v)) {
         ps_error_set("%s:%zu: label '%.40s' is not an integer class index "
                      "(use regression for real-valued targets)",
-                     t->path, t->lineno, tok);
+                     t->path, t->in.lineno, tok);
         return PS_EFORMAT;
     }
     if (v < 0.0f) {
         ps_error_set("%s:%zu: label %.0f is negative; class labels are 0..C-1 "
                      "(map -1/+1 labels to 0/1)",
-                     t->path, t->lineno, (double)v);
+                     t->path, t->in.lineno, (double)v);
         return PS_ERANGE;
     }
     if (v >= (float)WKR_DATA_MAX_CLASSES) {
-        ps_error_set("%s:%zu: label %.0f is beyond the limit of %d classes", t->path, t->lineno,
+        ps_error_set("%s:%zu: label %.0f is beyond the limit of %d classes", t->path, t->in.lineno,
                      (double)v, WKR_DATA_MAX_CLASSES);
         return PS_ERANGE;
     }
     if (t->o.classes == 0 && v >= (float)WKR_DATA_INFER_MAX_CLASSES) {
         ps_error_set("%s:%zu: label %.0f would make %.0f classes, more than the %d inferred "
                      "from labels at most; pass --classes if the data has that many",
-                     t->path, t->lineno, (double)v, (double)v + 1, WKR_DATA_INFER_MAX_CLASSES);
+                     t->path, t->in.lineno, (double)v, (double)v + 1, WKR_DATA_INFER_MAX_CLASSES);
         return PS_ERANGE;
     }
     if (t->o.classes > 0 && v >= (float)t->o.classes) {
         ps_error_set("%s:%zu: label %.0f is out of range for %d classes (0..%d)", t->path,
-                     t->lineno, (double)v, t->o.classes, t->o.classes - 1);
+                     t->in.lineno, (double)v, t->o.classes, t->o.classes - 1);
         return PS_ERANGE;
     }
     if ((long)v > t->max_label) {
@@ -124,23 +98,10 @@ static int label_check(txt_t *t, const char *tok, float v)
 static int label_parse(txt_t *t, const char *tok, float *y)
 {
     if (float_parse(tok, y) != 0) {
-        ps_error_set("%s:%zu: bad label '%.40s' (not a finite number)", t->path, t->lineno, tok);
+        ps_error_set("%s:%zu: bad label '%.40s' (not a finite number)", t->path, t->in.lineno, tok);
         return PS_EFORMAT;
     }
     return label_check(t, tok, *y);
-}
-
-/* Next blank-separated token, NUL-terminated in place; NULL at the end. */
-static char *tok_next(char **s)
-{
-    char *p = *s + strspn(*s, " \t");
-    if (*p == '\0') {
-        return NULL;
-    }
-    char *e = p + strcspn(p, " \t");
-    *s = *e ? e + 1 : e;
-    *e = '\0';
-    return p;
 }
 
 /* The index of an "idx:val" pair (tok ends at the colon); prev is the
@@ -151,32 +112,32 @@ static int svm_index(txt_t *t, const char *tok, long prev, long *idx)
     errno = 0;
     long i = strtol(tok, &end, 10);
     if (end == tok || *end != '\0') {
-        ps_error_set("%s:%zu: bad feature index '%.40s'", t->path, t->lineno, tok);
+        ps_error_set("%s:%zu: bad feature index '%.40s'", t->path, t->in.lineno, tok);
         return PS_EFORMAT;
     }
     if (errno == ERANGE || i > WKR_DATA_MAX_FEATURES) {
-        ps_error_set("%s:%zu: feature index %.40s is beyond the limit %d", t->path, t->lineno, tok,
-                     WKR_DATA_MAX_FEATURES);
+        ps_error_set("%s:%zu: feature index %.40s is beyond the limit %d", t->path, t->in.lineno,
+                     tok, WKR_DATA_MAX_FEATURES);
         return PS_ERANGE;
     }
     if (i < 1) {
-        ps_error_set("%s:%zu: feature index %ld: indices are 1-based", t->path, t->lineno, i);
+        ps_error_set("%s:%zu: feature index %ld: indices are 1-based", t->path, t->in.lineno, i);
         return PS_EFORMAT;
     }
     if (i <= prev) {
         ps_error_set("%s:%zu: feature index %ld after %ld: indices must be strictly increasing",
-                     t->path, t->lineno, i, prev);
+                     t->path, t->in.lineno, i, prev);
         return PS_EFORMAT;
     }
     if (t->o.features > 0 && i > t->o.features) {
-        ps_error_set("%s:%zu: feature index %ld is beyond --features %d", t->path, t->lineno, i,
+        ps_error_set("%s:%zu: feature index %ld is beyond --features %d", t->path, t->in.lineno, i,
                      t->o.features);
         return PS_ERANGE;
     }
     if (t->o.features == 0 && i > WKR_DATA_INFER_MAX_FEATURES) {
         ps_error_set("%s:%zu: feature index %ld, more than the %d features inferred from a "
                      "file at most (rows are dense); pass --features if the data is that wide",
-                     t->path, t->lineno, i, WKR_DATA_INFER_MAX_FEATURES);
+                     t->path, t->in.lineno, i, WKR_DATA_INFER_MAX_FEATURES);
         return PS_ERANGE;
     }
     *idx = i;
@@ -188,7 +149,7 @@ static int svm_pair(txt_t *t, char *tok, long prev, long *idx, float *val)
 {
     char *colon = strchr(tok, ':');
     if (colon == NULL) {
-        ps_error_set("%s:%zu: expected index:value, got '%.40s'", t->path, t->lineno, tok);
+        ps_error_set("%s:%zu: expected index:value, got '%.40s'", t->path, t->in.lineno, tok);
         return PS_EFORMAT;
     }
     *colon = '\0';
@@ -197,7 +158,7 @@ static int svm_pair(txt_t *t, char *tok, long prev, long *idx, float *val)
         return rv;
     }
     if (float_parse(colon + 1, val) != 0) {
-        ps_error_set("%s:%zu: bad value '%.40s' for feature index %ld", t->path, t->lineno,
+        ps_error_set("%s:%zu: bad value '%.40s' for feature index %ld", t->path, t->in.lineno,
                      colon + 1, *idx);
         return PS_EFORMAT;
     }
@@ -207,13 +168,13 @@ static int svm_pair(txt_t *t, char *tok, long prev, long *idx, float *val)
 /* One LIBSVM sample line; xrow (NULL = validate only) has o.features slots. */
 static int svm_parse(txt_t *t, char *s, float *xrow, float *y)
 {
-    char *tok = tok_next(&s);
+    char *tok = wkr_lines_token(&s);
     int rv = label_parse(t, tok, y);
     if (rv != 0) {
         return rv;
     }
     long prev = 0;
-    while ((tok = tok_next(&s)) != NULL) {
+    while ((tok = wkr_lines_token(&s)) != NULL) {
         /* svmlight allows a trailing "# comment" on a sample line. */
         if (tok[0] == '#') {
             break;
@@ -240,27 +201,27 @@ static int csv_cols_check(txt_t *t, long cols)
     if (t->cols == 0) {
         if (cols < 2) {
             ps_error_set("%s:%zu: %ld column(s): need a label and at least one feature", t->path,
-                         t->lineno, cols);
+                         t->in.lineno, cols);
             return PS_EFORMAT;
         }
         if (t->o.features > 0 && cols - 1 != t->o.features) {
-            ps_error_set("%s:%zu: %ld feature columns but --features is %d", t->path, t->lineno,
+            ps_error_set("%s:%zu: %ld feature columns but --features is %d", t->path, t->in.lineno,
                          cols - 1, t->o.features);
             return PS_EINVAL;
         }
         if (t->o.features == 0 && cols - 1 > WKR_DATA_INFER_MAX_FEATURES) {
             ps_error_set("%s:%zu: %ld feature columns, more than the %d features inferred from "
                          "a file at most; pass --features %ld if the data is that wide",
-                         t->path, t->lineno, cols - 1, WKR_DATA_INFER_MAX_FEATURES, cols - 1);
+                         t->path, t->in.lineno, cols - 1, WKR_DATA_INFER_MAX_FEATURES, cols - 1);
             return PS_ERANGE;
         }
         t->cols = cols;
-        t->cols_line = t->lineno;
+        t->cols_line = t->in.lineno;
         return 0;
     }
     if (cols != t->cols) {
-        ps_error_set("%s:%zu: %ld columns, expected %ld as on line %zu", t->path, t->lineno, cols,
-                     t->cols, t->cols_line);
+        ps_error_set("%s:%zu: %ld columns, expected %ld as on line %zu", t->path, t->in.lineno,
+                     cols, t->cols, t->cols_line);
         return PS_EFORMAT;
     }
     return 0;
@@ -280,7 +241,8 @@ static int csv_parse(txt_t *t, char *s, float *xrow, float *y)
         if (col == 0) {
             rv = label_parse(t, f, y);
         } else if (float_parse(f, &v) != 0) {
-            ps_error_set("%s:%zu: column %ld: bad number '%.40s'", t->path, t->lineno, col + 1, f);
+            ps_error_set("%s:%zu: column %ld: bad number '%.40s'", t->path, t->in.lineno, col + 1,
+                         f);
             rv = PS_EFORMAT;
         } else if (xrow != NULL && col < t->cols) {
             xrow[col - 1] = v; /* col < cols: a changed file cannot overrun */
@@ -329,14 +291,14 @@ static int txt_scan(txt_t *t)
 {
     char *s;
     int rv;
-    while ((rv = txt_next(t, &s)) > 0) {
+    while ((rv = wkr_lines_next(&t->in, &s)) > 0) {
         if (line_is_skip(s)) {
             continue;
         }
         int first = !t->content_seen;
         t->content_seen = 1;
         if (first && t->fmt == WKR_DATA_CSV && csv_is_header(s)) {
-            t->header_line = t->lineno;
+            t->header_line = t->in.lineno;
             if ((rv = csv_cols_check(t, csv_count_cols(s))) != 0) {
                 return rv;
             }
@@ -385,19 +347,17 @@ static int txt_shape(txt_t *t, wkr_dataset_t *ds)
 /* Pass 2: parse only this shard's rows into ds. */
 static int txt_fill(txt_t *t, wkr_dataset_t *ds)
 {
-    if (fseek(t->fp, 0, SEEK_SET) != 0) {
-        ps_error_set("%s: cannot rewind for the second pass: %s", t->path, strerror(errno));
-        return PS_EIO;
+    int rv = wkr_lines_rewind(&t->in);
+    if (rv != 0) {
+        return rv;
     }
     /* Pass 2 checks against the final shape, so it never writes past a row. */
     t->o.features = ds->features;
     t->o.classes = ds->classes;
-    t->lineno = 0;
     size_t i = 0, k = 0;
     char *s;
-    int rv;
-    while ((rv = txt_next(t, &s)) > 0) {
-        if (line_is_skip(s) || t->lineno == t->header_line) {
+    while ((rv = wkr_lines_next(&t->in, &s)) > 0) {
+        if (line_is_skip(s) || t->in.lineno == t->header_line) {
             continue;
         }
         if (i++ % t->o.nshards != t->o.shard) {
@@ -426,13 +386,11 @@ int wkr_data_text_load(wkr_dataset_t *ds, const char *path, wkr_data_text_fmt_t 
                        const wkr_data_shard_t *o)
 {
     txt_t t = {.path = path, .fmt = fmt, .o = *o, .max_label = -1};
-    t.fp = fopen(path, "r");
-    if (t.fp == NULL) {
-        int e = errno;
-        ps_error_set("%s: cannot open: %s", path, strerror(e));
-        return e == ENOENT ? PS_ENOENT : PS_EIO;
+    int rv = wkr_lines_open(&t.in, path);
+    if (rv != 0) {
+        return rv;
     }
-    int rv = txt_scan(&t);
+    rv = txt_scan(&t);
     if (rv == 0) {
         rv = txt_shape(&t, ds);
     }
@@ -442,7 +400,6 @@ int wkr_data_text_load(wkr_dataset_t *ds, const char *path, wkr_data_text_fmt_t 
     if (rv == 0) {
         rv = txt_fill(&t, ds);
     }
-    free(t.line);
-    fclose(t.fp);
+    wkr_lines_close(&t.in);
     return rv;
 }
