@@ -222,8 +222,7 @@ static int handle(fake_t *f, const ps_tp_msg_t *m)
     case PS_MSG_SHUTDOWN: return 1;
     default: break;
     }
-    if (m->hdr.type == PS_MSG_INIT && f->tables_ok && f->registered &&
-        f->inits == NCHUNKS / NSRV) {
+    if (m->hdr.type == PS_MSG_INIT && f->tables_ok && f->registered && f->inits == NCHUNKS / NSRV) {
         ps_hdr_t h = ps_wire_hdr(PS_MSG_ACK, (uint32_t)f->id);
         fake_send(f, m->peer, 0, &h, NULL, 0);
     }
