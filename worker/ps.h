@@ -111,7 +111,8 @@
  *   5  ps_options_t.transport (PS_TRANSPORT_*)
  *   6  0.4.0: ps_set_tensor_opts (per-tensor weight decay and
  *      learning-rate scale); sparse tables: ps_declare_table,
- *      ps_pull_rows, ps_push_rows, ps_wait_rows, ps_test_rows (ps_rows_t)
+ *      ps_pull_rows, ps_push_rows, ps_wait_rows, ps_test_rows (ps_rows_t);
+ *      PS_TRANSPORT_SHM (auto now means shared memory on one host)
  * 0.x versions keep the soname libpsclient.so.0 and make no ABI promise:
  * rebuild a program for a new minor version.  From 3 on, ps_options_t
  * carries its size, so later versions read an older caller's options.
