@@ -193,8 +193,8 @@ int ps_api_settle_step(ps_t *ps);
 
 /* ps_start: the declared tables' names clash with no tensor's. */
 int ps_rows_check_names(const ps_t *ps);
-/* After connecting: the client hands row replies to ps_rows; worker 0
- * sends the declarations (TABLES) to every server. */
+/* After connecting: the client hands row replies to ps_rows (worker 0's
+ * wkr_client_register sends the declarations, TABLES, to every server). */
 int ps_rows_connect(ps_t *ps);
 /* The step's dense push is complete: every table pushed with the step's
  * samples (else PS_ESTATE / PS_EINVAL naming the table); *skip |= a row

@@ -102,25 +102,9 @@ static void take_reply(void *arg, ps_tp_msg_t *m)
 
 int ps_rows_connect(ps_t *ps)
 {
+    /* The declarations go with the registration (wkr_client_register). */
     wkr_client_set_other(ps->client, take_reply, ps);
-    if (ps->boot.rank != 0) {
-        return 0;
-    }
-    size_t len = ps_tables_size(&ps->tables);
-    uint8_t *buf = malloc(len);
-    int rv = 0;
-    if (!buf) {
-        ps_error_set("ps_start: no memory to encode the tables");
-        return PS_ENOMEM;
-    }
-    ps_tables_encode(&ps->tables, buf);
-    for (int s = 0; rv == 0 && s < ps->boot.nservers; s++) {
-        ps_hdr_t h = ps_wire_hdr(PS_MSG_TABLES, (uint32_t)ps->boot.rank);
-        h.payload = len;
-        rv = ps_tp_send(wkr_client_tp(ps->client), s, 0, &h, buf, len, NULL, NULL);
-    }
-    free(buf);
-    return rv;
+    return 0;
 }
 
 /* ---- sorting and splitting --------------------------------------------- */

@@ -438,7 +438,8 @@ static int connect_servers(ps_t *ps)
                            .keys = ps->keys.pub[0] ? &ps->keys : NULL,
                            .server_keys = ps_boot_server_keys(&ps->boot),
                            .compress = ps->opt.compress,
-                           .nworkers = ps->boot.nworkers};
+                           .nworkers = ps->boot.nworkers,
+                           .tables = &ps->tables};
     if (rv == 0) {
         rv = wkr_client_new(&ps->client, &cc); /* the endpoints are read here only */
     }
@@ -490,7 +491,7 @@ int ps_api_start_register(ps_t *ps)
     }
     int rv = connect_servers(ps);
     if (rv == 0) {
-        rv = ps_rows_connect(ps); /* worker 0: TABLES, before REGISTER's ACK can come */
+        rv = ps_rows_connect(ps); /* row replies; TABLES goes with REGISTER */
     }
     if (rv == 0 && ps->boot.rank == 0) {
         rv = wkr_client_register(ps->client);

@@ -292,6 +292,28 @@ static int send_inits(wkr_client_t *c)
     return rv;
 }
 
+/* TABLES first: the server ACKs the model only once it has the tables. */
+static int send_tables(wkr_client_t *c)
+{
+    static const ps_tables_t none = {.n = 0};
+    const ps_tables_t *ts = c->cfg.tables ? c->cfg.tables : &none;
+    size_t len = ps_tables_size(ts);
+    uint8_t *buf = malloc(len);
+    int rv = 0;
+    if (!buf) {
+        ps_error_set("no memory to encode the tables");
+        return PS_ENOMEM;
+    }
+    ps_tables_encode(ts, buf);
+    for (int s = 0; rv == 0 && s < c->cfg.nservers; s++) {
+        ps_hdr_t h = ps_wire_hdr(PS_MSG_TABLES, (uint32_t)c->cfg.rank);
+        h.payload = len;
+        rv = ps_tp_send(c->tp, s, 0, &h, buf, len, NULL, NULL);
+    }
+    free(buf);
+    return rv;
+}
+
 static int send_register(wkr_client_t *c)
 {
     uint8_t *buf = malloc(PS_WIRE_MAX_LAYOUT);
@@ -314,8 +336,8 @@ static int send_register(wkr_client_t *c)
 int wkr_client_register(wkr_client_t *c)
 {
     int rv, acks = 0;
-    if ((rv = wkr_arrays_prepare(&c->arrays)) != 0 || (rv = send_register(c)) != 0 ||
-        (rv = send_inits(c)) != 0) {
+    if ((rv = wkr_arrays_prepare(&c->arrays)) != 0 || (rv = send_tables(c)) != 0 ||
+        (rv = send_register(c)) != 0 || (rv = send_inits(c)) != 0) {
         return rv;
     }
     while (acks < c->cfg.nservers) {

@@ -7,7 +7,7 @@
  * knows the layout and the chunk map.  A server's chunks take turns over
  * its streams (the k-th chunk of server s goes on stream k % streams), and
  * a chunk's push, pull and reply share a stream, so they keep their order;
- * REGISTER, INIT and the other control messages use stream 0.
+ * TABLES, REGISTER, INIT and the other control messages use stream 0.
  *
  * Arrays.  Each tensor's weights and gradient live wherever the caller
  * says (wkr_client_set_arrays; see wkr_arrays.h): the client reads the
@@ -47,6 +47,7 @@
 
 #include "ps_chunk.h"
 #include "ps_jobinfo.h"
+#include "ps_keys.h"
 #include "ps_layout.h"
 #include "ps_transport.h"
 #include "ps_wire.h"
@@ -72,6 +73,8 @@ typedef struct {
     const char (*server_keys)[41]; /* [nservers]; "" for an --insecure server */
     int compress;                  /* PS_COMPRESS_* of ps.h (--compress) */
     int nworkers;                  /* workers in the job (the shm geometry) */
+    const ps_tables_t *tables;     /* worker 0: the sparse tables wkr_client_register
+                                      declares (borrowed); NULL: none */
 } wkr_client_cfg_t;
 
 typedef struct {
@@ -86,8 +89,10 @@ void wkr_client_destroy(wkr_client_t **c);
  * the caller's).  Every tensor needs both before the first register, push
  * or pull; change them only between steps. */
 void wkr_client_set_arrays(wkr_client_t *c, int t, float *weights, const float *grads);
-/* Worker 0 only: send the layout and the initial values of every chunk
- * (read from the weight arrays), wait for every server's ACK. */
+/* Worker 0 only: the whole registration of docs/protocol.md.  Send every
+ * server the table declarations (TABLES, empty without cfg.tables: a
+ * server's setup waits for it), the layout and the initial values of every
+ * chunk (read from the weight arrays), then wait for every server's ACK. */
 int wkr_client_register(wkr_client_t *c);
 /* Start step `step`: forget which chunks were pushed, pulled or wanted.
  * The last step must be finished (wkr_client_finish_step or pull). */

@@ -3,7 +3,7 @@
  * against raw libzmq moving the same bytes.
  *
  *     bench_pushpull [--chunk-elems N] [--streams N] [--io-threads N] [--iters N]
- *                    [--seconds S] [--shm] [RESULTS.jsonl]
+ *                    [--seconds S] [--elems N] [--shm] [RESULTS.jsonl]
  *
  * Ours: a server thread runs the real event loop (srv_loop: setup, train,
  * with lr 0 and momentum 0, so the update kernel runs but the weights stay
@@ -41,6 +41,12 @@
  * non-zero and writes nothing.  Results go to stdout as a table and, when a
  * path is given, are appended to it as JSON lines.
  *
+ * --elems N sets the big tensor's floats (default 4194304: the 16 MiB
+ * above); a result's name then says its size instead of 16MiB
+ * (pushpull_64KiB_tcp...).  tests/integration/test_bench_smoke.sh runs a
+ * tiny size with --seconds 0.01 in `make test`, so the bench cannot break
+ * unnoticed until the next `make bench`.
+ *
  * This program includes zmq.h for the reference only; our path goes
  * through ps_transport like the real binaries.
  */
@@ -61,9 +67,10 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define BIG_ELEMS ((size_t)4 << 20) /* 16 MiB of float32 */
-#define SMALL_TENSOR 256            /* floats per small tensor (1 KiB) */
-#define SMALL_WANTED 1000           /* small tensors asked for */
+#define BIG_ELEMS ((size_t)4 << 20) /* 16 MiB of float32: the default --elems */
+#define MAX_ELEMS ((size_t)16 << 20)
+#define SMALL_TENSOR 256  /* floats per small tensor (1 KiB) */
+#define SMALL_WANTED 1000 /* small tensors asked for */
 #define TIMEOUT_MS 30000
 #define WARMUP 3
 #define MIN_ITERS 5
@@ -75,7 +82,10 @@ typedef struct {
     int iters;      /* 0: calibrate to `seconds` */
     double seconds; /* wall time wanted for our side of each comparison */
     const char *results;
-    int shm_only; /* --shm: only the shared-memory figure */
+    int shm_only;       /* --shm: only the shared-memory figure */
+    size_t big_elems;   /* --elems: floats of the big tensor */
+    char size[24];      /* its size for names, "16MiB" */
+    char size_text[24]; /* and for people, "16 MiB" */
 } cfg_t;
 
 typedef struct {
@@ -569,6 +579,7 @@ typedef struct {
     timing_t ours, ref;
     int iters;
     double apply_ms; /* server update per round */
+    size_t bytes;    /* of the tensor */
 } big_res_t;
 
 static double gbps(size_t bytes, double s)
@@ -585,7 +596,7 @@ static void ipc_paths(char *ours, char *ref, size_t cap, const char *what)
 static int bench_big(const cfg_t *cfg, const char *kind, big_res_t *res)
 {
     ps_layout_t l;
-    int64_t dims[1] = {(int64_t)BIG_ELEMS};
+    int64_t dims[1] = {(int64_t)cfg->big_elems};
     char p_ours[256], p_ref[256], base[64], bind_ep[300];
     int ipc = strcmp(kind, "ipc") == 0;
     ours_t o;
@@ -598,13 +609,14 @@ static int bench_big(const cfg_t *cfg, const char *kind, big_res_t *res)
     ps_layout_init(&l);
     int rv = ps_layout_add(&l, "tensor", 1, dims);
     rv = rv ? rv : ours_start(&o, &l, base, cfg->chunk_elems, cfg->streams, cfg->io_threads, 0);
-    rv = rv ? rv : ref_start(&r, bind_ep, BIG_ELEMS * sizeof(float));
+    rv = rv ? rv : ref_start(&r, bind_ep, cfg->big_elems * sizeof(float));
     rv = rv ? rv
             : run_interleaved(cfg, ours_round, &o, ref_round, &r, 1000, &res->ours, &res->ref,
                               &res->iters);
     rv = ref_stop(&r, rv);
     rv = ours_stop(&o, cfg->chunk_elems, rv);
     res->kind = kind;
+    res->bytes = cfg->big_elems * sizeof(float);
     res->apply_ms = o.step ? 1e3 * o.apply_s / (double)o.step : 0;
     if (ipc) {
         unlink(p_ref); /* raw libzmq leaves it; ours removes its own */
@@ -681,11 +693,12 @@ static int bench_small(const cfg_t *cfg, small_res_t *res)
 }
 
 /* Beyond one stream: the configured streams and I/O threads against one
- * connection served by one I/O thread on each side, 16 MiB over ipc. */
+ * connection served by one I/O thread on each side, the big tensor over
+ * ipc. */
 static int bench_streams(const cfg_t *cfg, pair_res_t *res)
 {
     ps_layout_t l;
-    int64_t dims[1] = {(int64_t)BIG_ELEMS};
+    int64_t dims[1] = {(int64_t)cfg->big_elems};
     ps_layout_init(&l);
     int rv = ps_layout_add(&l, "tensor", 1, dims);
     /* Each makes its own private folder in /tmp. */
@@ -698,7 +711,7 @@ static void json_line(FILE *f, const char *name, double v, const char *unit, con
 static void print_row(const char *kind, const char *what, double unit, size_t bytes,
                       const timing_t *t);
 
-/* One core's memcpy of the 16 MiB, the shm figure's reference. */
+/* One core's memcpy of the big tensor, the shm figure's reference. */
 typedef struct {
     void *src, *dst;
     size_t bytes;
@@ -717,9 +730,9 @@ static int copy_round(void *arg, double *dt)
 static int bench_shm(const cfg_t *cfg, big_res_t *res)
 {
     ps_layout_t l;
-    int64_t dims[1] = {(int64_t)BIG_ELEMS};
-    copy_t c = {malloc(BIG_ELEMS * sizeof(float)), malloc(BIG_ELEMS * sizeof(float)),
-                BIG_ELEMS * sizeof(float)};
+    size_t bytes = cfg->big_elems * sizeof(float);
+    int64_t dims[1] = {(int64_t)cfg->big_elems};
+    copy_t c = {malloc(bytes), malloc(bytes), bytes};
     ours_t o;
     memset(&o, 0, sizeof o);
     ps_layout_init(&l);
@@ -735,21 +748,23 @@ static int bench_shm(const cfg_t *cfg, big_res_t *res)
                               &res->iters);
     rv = ours_stop(&o, cfg->chunk_elems, rv);
     res->kind = "shm";
+    res->bytes = bytes;
     res->apply_ms = o.step ? 1e3 * o.apply_s / (double)o.step : 0;
     free(c.src);
     free(c.dst);
     return rv;
 }
 
-static double copy_gbps(const timing_t *t)
+static double copy_gbps(size_t bytes, const timing_t *t)
 {
-    return (double)(BIG_ELEMS * sizeof(float)) / t->med * 1e-9;
+    return (double)bytes / t->med * 1e-9;
 }
 
 static int shm_main(const cfg_t *cfg)
 {
     big_res_t r;
-    size_t bytes = BIG_ELEMS * sizeof(float);
+    char name[64], ref[96];
+    size_t bytes = cfg->big_elems * sizeof(float);
     int rv = bench_shm(cfg, &r);
     if (rv != 0) {
         fprintf(stderr, "bench_pushpull: %s: %s\n", ps_strerror(rv), ps_error_msg());
@@ -757,10 +772,10 @@ static int shm_main(const cfg_t *cfg)
     }
     print_row("shm", "ours (push+pull)", 1e3, bytes, &r.ours);
     printf("%-5s %-22s %10.3f %10.3f %10.3f\n", "mem", "memcpy, one core", 1e3 * r.ref.med,
-           1e3 * r.ref.best, copy_gbps(&r.ref));
+           1e3 * r.ref.best, copy_gbps(bytes, &r.ref));
     printf("shm   ratio ours GB/s / memcpy GB/s %.3f (median); %d rounds; server update %.3f "
            "ms/round\n",
-           gbps(bytes, r.ours.med) / copy_gbps(&r.ref), r.iters, r.apply_ms);
+           gbps(bytes, r.ours.med) / copy_gbps(bytes, &r.ref), r.iters, r.apply_ms);
     if (!cfg->results) {
         return 0;
     }
@@ -769,8 +784,9 @@ static int shm_main(const cfg_t *cfg)
         fprintf(stderr, "bench_pushpull: cannot open %s\n", cfg->results);
         return 1;
     }
-    json_line(f, "pushpull_16MiB_shm", gbps(bytes, r.ours.med), "GB/s",
-              "memcpy of 16 MiB, one core (same run)", copy_gbps(&r.ref));
+    snprintf(name, sizeof name, "pushpull_%s_shm", cfg->size);
+    snprintf(ref, sizeof ref, "memcpy of %s, one core (same run)", cfg->size_text);
+    json_line(f, name, gbps(bytes, r.ours.med), "GB/s", ref, copy_gbps(bytes, &r.ref));
     return fclose(f) == 0 ? 0 : 1;
 }
 
@@ -785,7 +801,7 @@ static void print_row(const char *kind, const char *what, double unit, size_t by
 
 static void print_big(const big_res_t *r)
 {
-    size_t bytes = BIG_ELEMS * sizeof(float);
+    size_t bytes = r->bytes;
     print_row(r->kind, "ours (push+pull)", 1e3, bytes, &r->ours);
     print_row(r->kind, "raw libzmq ping-pong", 1e3, bytes, &r->ref);
     printf("%-5s ratio ours/raw %.3f (median), %.3f (best); %d rounds; server update "
@@ -807,20 +823,20 @@ static int write_json(const char *path, const big_res_t *big, const small_res_t 
 {
     FILE *f = fopen(path, "a");
     char name[64], ref[96];
-    size_t bytes = BIG_ELEMS * sizeof(float);
+    size_t bytes = big[0].bytes;
     if (!f) {
         fprintf(stderr, "bench_pushpull: cannot open %s\n", path);
         return 1;
     }
     for (int i = 0; i < 2; i++) {
-        snprintf(name, sizeof name, "pushpull_16MiB_%s", big[i].kind);
+        snprintf(name, sizeof name, "pushpull_%s_%s", cfg->size, big[i].kind);
         snprintf(ref, sizeof ref, "raw libzmq ping-pong (%s)", big[i].kind);
         json_line(f, name, gbps(bytes, big[i].ours.med), "GB/s", ref, gbps(bytes, big[i].ref.med));
     }
     const big_res_t *fast = big[0].ours.med <= big[1].ours.med ? &big[0] : &big[1];
     snprintf(ref, sizeof ref, "raw libzmq ping-pong (%s)", fast->kind);
-    json_line(f, "pushpull_16MiB", gbps(bytes, fast->ours.med), "GB/s", ref,
-              gbps(bytes, fast->ref.med));
+    snprintf(name, sizeof name, "pushpull_%s", cfg->size);
+    json_line(f, name, gbps(bytes, fast->ours.med), "GB/s", ref, gbps(bytes, fast->ref.med));
     snprintf(ref, sizeof ref, "ours, one [%d,%d] tensor (tcp)", s->ntensors, SMALL_TENSOR);
     json_line(f, "pushpull_small_tensors", gbps(s->bytes, s->r.a.med), "GB/s", ref,
               gbps(s->bytes, s->r.b.med));
@@ -848,10 +864,22 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
     return 0;
 }
 
+/* "16MiB" (sep "") or "16 MiB" (sep " "); bytes not whole KiB in B. */
+static void size_label(size_t bytes, const char *sep, char *out, size_t cap)
+{
+    if (bytes % (1 << 20) == 0) {
+        snprintf(out, cap, "%zu%sMiB", bytes >> 20, sep);
+    } else if (bytes % 1024 == 0) {
+        snprintf(out, cap, "%zu%sKiB", bytes >> 10, sep);
+    } else {
+        snprintf(out, cap, "%zu%sB", bytes, sep);
+    }
+}
+
 static int parse_args(int argc, char **argv, cfg_t *c)
 {
     double chunk = (double)c->chunk_elems, streams = c->streams, io = c->io_threads;
-    double iters = c->iters, seconds = c->seconds;
+    double iters = c->iters, seconds = c->seconds, elems = (double)c->big_elems;
     const struct {
         const char *flag;
         double lo, hi, *value;
@@ -861,6 +889,7 @@ static int parse_args(int argc, char **argv, cfg_t *c)
         {"--io-threads", 1, 16, &io},
         {"--iters", 1, 100000, &iters},
         {"--seconds", 0.01, 60, &seconds},
+        {"--elems", 1024, (double)MAX_ELEMS, &elems},
     };
     const int nflags = (int)(sizeof flags / sizeof flags[0]);
     for (int i = 1; i < argc; i++) {
@@ -878,7 +907,8 @@ static int parse_args(int argc, char **argv, cfg_t *c)
             i++;
         } else if (a[0] == '-' || c->results) {
             fprintf(stderr, "usage: bench_pushpull [--chunk-elems N] [--streams N] "
-                            "[--io-threads N] [--iters N] [--seconds S] [--shm] [RESULTS.jsonl]\n");
+                            "[--io-threads N] [--iters N] [--seconds S] [--elems N] [--shm] "
+                            "[RESULTS.jsonl]\n");
             return -1;
         } else {
             c->results = a;
@@ -889,6 +919,9 @@ static int parse_args(int argc, char **argv, cfg_t *c)
     c->io_threads = (int)io;
     c->iters = (int)iters;
     c->seconds = seconds;
+    c->big_elems = (size_t)elems;
+    size_label(c->big_elems * sizeof(float), "", c->size, sizeof c->size);
+    size_label(c->big_elems * sizeof(float), " ", c->size_text, sizeof c->size_text);
     return 0;
 }
 
@@ -899,7 +932,8 @@ int main(int argc, char **argv)
                  .io_threads = PS_DEFAULT_IO_THREADS,
                  .iters = 0,
                  .seconds = 1.5,
-                 .results = NULL};
+                 .results = NULL,
+                 .big_elems = BIG_ELEMS};
     big_res_t big[2];
     small_res_t small;
     pair_res_t streams;
@@ -909,14 +943,15 @@ int main(int argc, char **argv)
     }
     ps_log_set_name("bench_pushpull", 0);
     if (cfg.shm_only) {
-        printf("push+pull round trip of a 16 MiB tensor over shared memory, chunks of %zu "
+        printf("push+pull round trip of a %s tensor over shared memory, chunks of %zu "
                "elements, against one core's memcpy\n",
-               cfg.chunk_elems);
+               cfg.size_text, cfg.chunk_elems);
         return shm_main(&cfg);
     }
-    printf("push+pull round trip of a 16 MiB tensor, chunks of %zu elements (%zu KiB), "
+    printf("push+pull round trip of a %s tensor, chunks of %zu elements (%zu KiB), "
            "%d streams, %d I/O threads\n",
-           cfg.chunk_elems, cfg.chunk_elems * sizeof(float) / 1024, cfg.streams, cfg.io_threads);
+           cfg.size_text, cfg.chunk_elems, cfg.chunk_elems * sizeof(float) / 1024, cfg.streams,
+           cfg.io_threads);
     printf("%-5s %-22s %10s %10s %10s %10s\n", "", "", "median ms", "best ms", "GB/s med",
            "GB/s best");
     const char *kinds[2] = {"tcp", "ipc"};
@@ -935,9 +970,9 @@ int main(int argc, char **argv)
         printf("ratio time(one)/time(many) %.3f (median)\n", small.r.b.med / small.r.a.med);
     }
     if (rv == 0 && (rv = bench_streams(&cfg, &streams)) == 0) {
-        size_t bytes = BIG_ELEMS * sizeof(float);
-        printf("\n16 MiB over ipc: %d streams and %d I/O threads vs one of each, %d rounds\n",
-               cfg.streams, cfg.io_threads, streams.iters);
+        size_t bytes = cfg.big_elems * sizeof(float);
+        printf("\n%s over ipc: %d streams and %d I/O threads vs one of each, %d rounds\n",
+               cfg.size_text, cfg.streams, cfg.io_threads, streams.iters);
         print_row("ipc", "configured", 1e3, bytes, &streams.a);
         print_row("ipc", "1 stream, 1 thread", 1e3, bytes, &streams.b);
         printf("ratio %.3f (median)\n", streams.b.med / streams.a.med);

@@ -6,7 +6,9 @@
  * A fake server keeps the weights of its chunks, applies every PUSH at
  * once as w -= g (so a pulled value shows which gradient arrived), answers
  * a PULL when the chunk's version reaches the one asked for, ACKs the
- * model once REGISTER and all its INITs are in, answers STATS with fixed
+ * model once TABLES (before REGISTER, as docs/protocol.md says; the real
+ * server's setup waits for it), REGISTER and all its INITs are in, answers
+ * STATS with fixed
  * counters, and stops at SHUTDOWN.  It records what it received, so the
  * tests compare the bytes on the wire with what the arrays held.
  *
@@ -32,6 +34,7 @@
 #include "ps_chunk.h"
 #include "ps_err.h"
 #include "ps_half.h"
+#include "ps_keys.h"
 #include "ps.h"
 #include "ps_transport.h"
 #include "ps_wire.h"
@@ -75,6 +78,8 @@ typedef struct {
     uint64_t want[NCHUNKS]; /* a deferred PULL: version + 1, 0 for none */
     int want_stream[NCHUNKS];
     int inits, registered, pushes;
+    int tables_ok;      /* a well-formed TABLES came before REGISTER */
+    ps_tables_t tables; /* what it declared */
 } fake_t;
 
 /* The test's thread reads what a fake server wrote before answering, once
@@ -110,6 +115,7 @@ typedef struct {
     wkr_client_t *c;
     float *w[NT], *g[NT];
     float *flat_w, *flat_g; /* for the contiguous case */
+    ps_tables_t tables;     /* the client's declarations */
 } fix_t;
 
 /* ---- the fake server ------------------------------------------------- */
@@ -202,6 +208,9 @@ static void on_stats(fake_t *f, const ps_tp_msg_t *m)
 static int handle(fake_t *f, const ps_tp_msg_t *m)
 {
     switch (m->hdr.type) {
+    case PS_MSG_TABLES:
+        f->tables_ok = !f->registered && ps_tables_decode(&f->tables, m->payload, m->len) == 0;
+        break;
     case PS_MSG_REGISTER: f->registered = 1; break;
     case PS_MSG_INIT:
         memcpy(f->w + m->hdr.offset, m->payload, m->len);
@@ -213,7 +222,7 @@ static int handle(fake_t *f, const ps_tp_msg_t *m)
     case PS_MSG_SHUTDOWN: return 1;
     default: break;
     }
-    if (m->hdr.type == PS_MSG_INIT && f->registered && f->inits == NCHUNKS / NSRV) {
+    if (m->hdr.type == PS_MSG_INIT && f->tables_ok && f->registered && f->inits == NCHUNKS / NSRV) {
         ps_hdr_t h = ps_wire_hdr(PS_MSG_ACK, (uint32_t)f->id);
         fake_send(f, m->peer, 0, &h, NULL, 0);
     }
@@ -268,7 +277,8 @@ static int new_client(fix_t *x, int compress, int timeout_ms)
                            .io_threads = 1,
                            .timeout_ms = timeout_ms,
                            .mode = PS_MODE_SYNC,
-                           .compress = compress};
+                           .compress = compress,
+                           .tables = &x->tables};
     return wkr_client_new(&x->c, &cc);
 }
 
@@ -307,7 +317,8 @@ static int setup_with(void **state, int flat, int compress, int mode1, int timeo
         }
     }
     *state = x;
-    if (ps_chunkmap_init(&x->map, TOTAL, CHUNK, NSRV) != 0 || start_servers(x, mode1) != 0 ||
+    if (ps_tables_add(&x->tables, "emb", 8, PS_TABLE_INIT_UNIFORM, 0.125f, 7) != 0 ||
+        ps_chunkmap_init(&x->map, TOTAL, CHUNK, NSRV) != 0 || start_servers(x, mode1) != 0 ||
         new_client(x, compress, timeout_ms) != 0 || make_arrays(x, flat) != 0) {
         fprintf(stderr, "setup: %s\n", ps_error_msg());
         return -1;
@@ -491,6 +502,23 @@ static void test_register_and_pull(void **state)
         for (size_t i = 0; i < x->layout.t[t].numel; i++) {
             assert_true(x->w[t][i] == 0.25f * (float)(off + i + 1));
         }
+    }
+}
+
+/* Registering declares the client's tables to every server, before the
+ * layout: the servers ACK only then (so start() returning is the order). */
+static void test_register_sends_tables(void **state)
+{
+    fix_t *x = *state;
+    start(x);
+    for (int s = 0; s < NSRV; s++) {
+        const ps_tables_t *ts = &seen(&x->srv[s])->tables;
+        assert_int_equal(ts->n, 1);
+        assert_string_equal(ts->t[0].name, "emb");
+        assert_int_equal(ts->t[0].dim, 8);
+        assert_int_equal(ts->t[0].init, PS_TABLE_INIT_UNIFORM);
+        assert_true(ts->t[0].bound == 0.125f);
+        assert_true(ts->t[0].seed == 7);
     }
 }
 
@@ -736,6 +764,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_arrays_map, setup, teardown),
         cmocka_unit_test_setup_teardown(test_arrays_contiguous, setup_flat, teardown),
         cmocka_unit_test_setup_teardown(test_register_and_pull, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_register_sends_tables, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_per_tensor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_want_writes_only_wanted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_contiguous_arrays, setup_flat, teardown),
