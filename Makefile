@@ -169,15 +169,18 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -ffp-contract=off 
 	-fsanitize=address,undefined -fno-sanitize-recover=all \
 	$(shell pkg-config --cflags jansson 2>/dev/null)
 FUZZ_LIBS := $(shell pkg-config --libs zlib jansson 2>/dev/null || echo -lz -ljansson) -lm
-FUZZ_TARGETS := wire libsvm csv idx safetensors
+FUZZ_TARGETS := wire libsvm csv idx safetensors libsvm64 criteo
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ)/fuzz_%)
 fuzz_obj = $(patsubst %.c,$(FUZZ)/obj/%.o,$(1))
 FUZZ_DATA_SRC := worker/wkr_data.c worker/wkr_data_shard.c worker/wkr_data_text.c worker/wkr_lines.c \
 	worker/wkr_data_idx.c
 FUZZ_DATA_OBJ := $(call fuzz_obj,$(FUZZ_DATA_SRC) common/ps_err.c)
+FUZZ_SPARSE_SRC := worker/wkr_data_sparse.c worker/wkr_data_libsvm64.c worker/wkr_data_criteo.c \
+	worker/wkr_data_shard.c worker/wkr_lines.c
+FUZZ_SPARSE_OBJ := $(call fuzz_obj,$(FUZZ_SPARSE_SRC) common/ps_err.c)
 FUZZ_OBJ := $(call fuzz_obj,$(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c) common/ps_wire.c \
 	common/ps_keys.c common/ps_layout.c common/ps_err.c common/ps_safetensors.c common/ps_atomic.c \
-	common/ps_cleanup.c $(FUZZ_DATA_SRC))
+	common/ps_cleanup.c $(FUZZ_DATA_SRC) $(FUZZ_SPARSE_SRC))
 
 $(FUZZ)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -189,6 +192,7 @@ $(FUZZ)/fuzz_%: $(FUZZ)/obj/tests/fuzz/fuzz_%.o
 $(FUZZ)/fuzz_wire: $(call fuzz_obj,common/ps_wire.c common/ps_layout.c common/ps_err.c \
 	common/ps_keys.c)
 $(FUZZ)/fuzz_libsvm $(FUZZ)/fuzz_csv $(FUZZ)/fuzz_idx: $(FUZZ_DATA_OBJ)
+$(FUZZ)/fuzz_libsvm64 $(FUZZ)/fuzz_criteo: $(FUZZ_SPARSE_OBJ)
 $(FUZZ)/fuzz_safetensors: $(call fuzz_obj,common/ps_safetensors.c common/ps_atomic.c \
 	common/ps_cleanup.c common/ps_layout.c common/ps_err.c)
 

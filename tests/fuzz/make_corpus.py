@@ -9,8 +9,8 @@ re-running when a format changes:
     python3 tests/fuzz/make_corpus.py
 
 Every byte is spelled out from the format descriptions in common/ps_wire.h,
-common/ps_layout.h, common/ps_safetensors.h and worker/wkr_data.h, not
-produced by the code under test.
+common/ps_layout.h, common/ps_safetensors.h, worker/wkr_data.h and
+worker/wkr_data_sparse.h, not produced by the code under test.
 """
 import gzip
 import json
@@ -173,6 +173,57 @@ def csv_seeds():
     }
 
 
+def libsvm64_seeds():
+    """LIBSVM with 64-bit indices, labels 0/1 or -1/+1 (worker/wkr_data_sparse.h)."""
+    return {
+        "basic": b"1 1:0.5 7:-1.25\n0 2:2 3:0.75\n-1 1:1e-3\n+1 4:8\n",
+        "wide": b"1 4294967296:1 9223372036854775807:0.5\n0 123456789012:2\n",
+        "comments": b"# svmlight\n\n1 1:1 2:2 # trailing comment\n0 2:-0.5\n",
+        "crlf": b"1 1:0.5\r\n0 2:0.25\r\n",
+        "no_features": b"0\n1\n1 3:1\n",
+        "tabs": b"1\t1:1\t2:2\n0 5:1\n",
+        "index_2_63": b"1 9223372036854775808:1\n0 1:1\n",
+        "index_2_64": b"1 18446744073709551616:1\n",
+        "index_minus": b"1 -1:1\n",
+        "bad_order": b"0 3:1 3:1\n1 1:1\n",
+        "index_zero": b"0 0:1\n1 1:1\n",
+        "bad_value": b"0 1:x\n1 1:1\n",
+        "bad_label": b"2 1:1\n1 1:2\n",
+        "nan": b"0 1:nan\n1 1:1\n",
+        "no_newline": b"0 1:1\n1 2:2",
+        "nul_byte": b"0 1:1\n1 2:\x002\n",
+    }
+
+
+def criteo_line(label, ints, cats):
+    """label, 13 integers, 26 categoricals (8 hex digits), tab-separated."""
+    return "\t".join([label] + ints + cats).encode() + b"\n"
+
+
+def criteo_seeds():
+    ints = [str(i) for i in range(13)]
+    cats = ["%08x" % (0x68fd1e64 + 17 * i) for i in range(26)]
+    sparse = [""] * 13, [""] * 26
+    row1 = criteo_line("1", ints, cats)
+    row0 = criteo_line("0", ["-1", "", "5"] + [""] * 10, cats[:5] + [""] * 20 + ["FFFFFFFF"])
+    return {
+        "basic": row1 + row0 + criteo_line("0", *sparse),
+        "missing": criteo_line("1", *sparse) + criteo_line("0", *sparse),
+        "big_int": criteo_line("1", ["9223372036854775807"] + ints[1:], cats),
+        "int_overflow": criteo_line("1", ["9223372036854775808"] + ints[1:], cats),
+        "crlf": row1.replace(b"\n", b"\r\n") + row0,
+        "no_newline": row1 + row0.rstrip(b"\n"),
+        "blank_lines": b"\n" + row1 + b"  \n" + row0,
+        "few_fields": b"1\t2\t3\n",
+        "many_fields": row1.rstrip(b"\n") + b"\textra\n",
+        "bad_label": criteo_line("2", ints, cats),
+        "bad_int": criteo_line("1", ["1.5"] + ints[1:], cats),
+        "short_hex": criteo_line("1", ints, ["abc"] + cats[1:]),
+        "bad_hex": criteo_line("1", ints, ["0000000g"] + cats[1:]),
+        "nul_byte": row1 + b"0\t\x00\n",
+    }
+
+
 # ---- IDX: images to go with the fixed labels file (3 samples) ----------
 def idx_images(count, rows, cols, pixels=None, magic=0x803):
     if pixels is None:
@@ -277,6 +328,8 @@ def main():
     write("csv", csv_seeds())
     write("idx", idx_seeds())
     write("safetensors", safetensors_seeds())
+    write("libsvm64", libsvm64_seeds())
+    write("criteo", criteo_seeds())
 
 
 if __name__ == "__main__":

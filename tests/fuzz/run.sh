@@ -12,7 +12,7 @@
 # executions, so a gate fails only for what a change did.  A campaign is
 # random and time-bound, and grows build/fuzz/corpus/TARGET across runs.
 #
-# TARGET is wire, libsvm, csv, idx or safetensors.  Per target it prints
+# TARGET is wire, libsvm, csv, idx, safetensors, libsvm64 or criteo.  Per target it prints
 #   fuzz_wire: 812345 executions in 20 s (40617/s), corpus 231 inputs, peak RSS 41 MiB
 # and on a crash, leak, sanitizer report, timeout or broken invariant the
 # report's key lines and the path of the saved input, which replays with
@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     *) break ;;
     esac
 done
-targets=${*:-wire libsvm csv idx safetensors}
+targets=${*:-wire libsvm csv idx safetensors libsvm64 criteo}
 mkdir -p "$FUZZ/artifacts" "$FUZZ/logs"
 
 # Gate runs per target: about 15-30 s each on one core of the 2-core CI
@@ -47,7 +47,7 @@ gate_runs() {
     case $1 in
     wire) echo 3000000 ;;
     safetensors) echo 600000 ;;
-    libsvm | csv) echo 250000 ;;
+    libsvm | csv | libsvm64 | criteo) echo 250000 ;;
     idx) echo 15000 ;;
     *) echo 100000 ;;
     esac

@@ -8,7 +8,7 @@
 # installed.
 . "$(dirname "$0")/lib.sh"
 
-TARGETS="wire libsvm csv idx safetensors"
+TARGETS="wire libsvm csv idx safetensors libsvm64 criteo"
 RUNS_EACH=${FUZZ_TEST_RUNS:-5000}
 
 skip_all() {
