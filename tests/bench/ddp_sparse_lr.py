@@ -139,7 +139,11 @@ def rank_main(rank, a, out):
     from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=a.world)
+    # A collective that waits this long is a hang (seen intermittently on
+    # tiny runs): fail instead of waiting for run.sh's timeout.
+    import datetime
+    dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=a.world,
+                            timeout=datetime.timedelta(seconds=300))
     train = to_tensors(torch, parse_libsvm(a.train, rank, a.world))
     test = to_tensors(torch, parse_libsvm(a.test, rank, a.world))
     top = torch.tensor([max(int(train[2].max()) if train[2].numel() else 0,

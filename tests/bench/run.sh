@@ -528,7 +528,7 @@ run_sparse_lr_vs_ddp() {
         }' >>"$OUT"
         return
     fi
-    timeout 1800 "$PY" tests/bench/ddp_sparse_lr.py --train "$slr_train" --test "$slr_test" \
+    timeout 900 "$PY" tests/bench/ddp_sparse_lr.py --train "$slr_train" --test "$slr_test" \
         --world 2 --batch-size 256 --epochs 3 --lr 0.5 --momentum 0.9 \
         >"$LOG_DIR/sparse_lr_ddp.jsonl" 2>"$LOG_DIR/sparse_lr_ddp.log" ||
         { fail "the DDP reference failed; log in $LOG_DIR/sparse_lr_ddp.log"; return; }
