@@ -53,9 +53,20 @@
 #                   steps and param groups in PyTorch DDP gloo, 2 processes
 #                   (tests/bench/ddp_torch_mnist.py, spawn to join); plus
 #                   both test accuracies (torch_binding_accuracy_vs_ddp)
+#   sparse_lr_vs_ddp  ps-worker --model logreg (1 server + 2 workers, default
+#                   flags, batch 256 each, lr 0.5, momentum 0.9, 3 epochs) on
+#                   gen_sparse LIBSVM data (300k train + 20k test rows, ~490k
+#                   distinct ids seen in a 4M id space, 24 per row; made once
+#                   into $BUILD/sparse_lr/, named by its parameters) timed
+#                   from mpirun to exit, vs PyTorch DDP gloo, 2 processes,
+#                   EmbeddingBag(sparse=True) + bias + SGD momentum on the
+#                   same file (tests/bench/ddp_sparse_lr.py, spawn to join);
+#                   plus both final test loglosses (sparse_lr_logloss_vs_ddp,
+#                   ratio = DDP's / ours); the benchmark fails when ours is
+#                   worse than DDP's by more than 0.005
 # and a table of every line closes the run.  `run.sh NAME...` runs only the
 # named ones (bench_update bench_pushpull pushpull_shm sparse_table fmnist fmnist_vs_ddp
-# fmnist_vs_torch1 torch_binding_vs_ddp), still writing $BUILD/bench.jsonl afresh.  Exit status 0 when every
+# fmnist_vs_torch1 torch_binding_vs_ddp sparse_lr_vs_ddp), still writing $BUILD/bench.jsonl afresh.  Exit status 0 when every
 # benchmark ran; a skipped reference (no torch) is not a failure.
 #
 # Environment: BUILD (build folder, default build), BINDIR (binaries,
@@ -80,10 +91,10 @@ done
 for b in "$@"; do
     case "$b" in
     bench_update | bench_pushpull | pushpull_shm | sparse_table | fmnist | fmnist_vs_ddp | fmnist_vs_torch1) ;;
-    torch_binding_vs_ddp) ;;
+    torch_binding_vs_ddp | sparse_lr_vs_ddp) ;;
     *)
         echo "bench: unknown benchmark '$b' (bench_update bench_pushpull pushpull_shm sparse_table fmnist" \
-            "fmnist_vs_ddp fmnist_vs_torch1 torch_binding_vs_ddp)" >&2
+            "fmnist_vs_ddp fmnist_vs_torch1 torch_binding_vs_ddp sparse_lr_vs_ddp)" >&2
         exit 2
         ;;
     esac
@@ -472,6 +483,72 @@ run_torch_binding_vs_ddp() {
     tail -n 2 "$OUT"
 }
 
+# gen_sparse's data for sparse_lr_vs_ddp, made once per parameter set;
+# sets $slr_train and $slr_test, or returns 1.
+SLR_GEN="--vocab 1000000 --id-space 4000000 --per-row 24 --seed 7"
+sparse_lr_data() {
+    dir="$BUILD/sparse_lr"
+    tag=$(echo "$SLR_GEN" | tr -d ' -')
+    slr_train="$dir/train-r300000-$tag.svm"
+    slr_test="$dir/test-r20000-$tag.svm"
+    mkdir -p "$dir"
+    for f in "$slr_train:300000:0" "$slr_test:20000:1"; do
+        path=${f%%:*} rest=${f#*:}
+        [ -s "$path" ] && continue
+        # shellcheck disable=SC2086
+        "$BUILD/tools/gen_sparse" $SLR_GEN --rows "${rest%%:*}" --part "${rest#*:}" \
+            --out "$path.tmp" >"$path.json" && mv "$path.tmp" "$path" || {
+            fail "gen_sparse could not write $path (build it with make bench)"
+            return 1
+        }
+    done
+    sed 's/^/    /' "$slr_train.json" "$slr_test.json"
+}
+
+run_sparse_lr_vs_ddp() {
+    echo "== sparse_lr_vs_ddp: ps-worker --model logreg (1 server + 2 workers, batch 256," \
+        "3 epochs) vs PyTorch DDP gloo, 2 processes, EmbeddingBag(sparse=True)"
+    sparse_lr_data || return
+    metrics="$LOG_DIR/sparse_lr-metrics.jsonl"
+    rm -f "$metrics"
+    t0=$(now_s)
+    timeout 900 mpirun -np 1 "$BINDIR/ps-server" --quiet --lr 0.5 --momentum 0.9 \
+        : -np 2 "$BINDIR/ps-worker" --progress none --model logreg --data "libsvm:$slr_train" \
+        --test-data "libsvm:$slr_test" --batch-size 256 --epochs 3 --metrics "$metrics" \
+        >"$LOG_DIR/sparse_lr.log" 2>&1 ||
+        { fail "the logreg job failed; log in $LOG_DIR/sparse_lr.log"; return; }
+    slr_s=$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN { printf "%.3f", b - a }')
+    slr_ll=$(last_field "$metrics" test_logloss)
+    if ! "$PY" -c 'import torch, torch.distributed as d; assert d.is_gloo_available()' \
+        >/dev/null 2>&1; then
+        echo "sparse_lr_vs_ddp: reference skipped: torch (with gloo) is not importable by $PY"
+        awk -v v="$slr_s" -v va="$slr_ll" "$AWK_LINE"'BEGIN {
+            line("sparse_lr_vs_ddp", v, "s", "PyTorch DDP gloo, 2 processes (skipped)", "", 0, "%.3f")
+            line("sparse_lr_logloss_vs_ddp", va, "logloss", "PyTorch DDP (skipped)", "", 0, "%.4f")
+        }' >>"$OUT"
+        return
+    fi
+    timeout 900 "$PY" tests/bench/ddp_sparse_lr.py --train "$slr_train" --test "$slr_test" \
+        --world 2 --batch-size 256 --epochs 3 --lr 0.5 --momentum 0.9 \
+        >"$LOG_DIR/sparse_lr_ddp.jsonl" 2>"$LOG_DIR/sparse_lr_ddp.log" ||
+        { fail "the DDP reference failed; log in $LOG_DIR/sparse_lr_ddp.log"; return; }
+    sd_s=$(last_field "$LOG_DIR/sparse_lr_ddp.jsonl" job_s)
+    sd_ll=$(last_field "$LOG_DIR/sparse_lr_ddp.jsonl" test_logloss)
+    echo "    ours: $slr_s s, test_logloss $slr_ll; DDP: $sd_s s, test_logloss $sd_ll"
+    for v in "$slr_s" "$slr_ll" "$sd_s" "$sd_ll"; do
+        is_number "$v" || { fail "sparse_lr_vs_ddp: cannot read a figure ('$v')"; return; }
+    done
+    awk -v v="$slr_s" -v r="$sd_s" -v va="$slr_ll" -v ra="$sd_ll" "$AWK_LINE"'BEGIN {
+        ref = "PyTorch DDP gloo, 2 processes, EmbeddingBag(sparse=True) + SGD momentum"
+        line("sparse_lr_vs_ddp", v, "s", ref, r, r / v, "%.3f")
+        # Lower is better: ratio = DDP / ours, >= 1 when ours is no worse.
+        line("sparse_lr_logloss_vs_ddp", va, "logloss", ref ", test logloss", ra, ra / va, "%.4f")
+    }' >>"$OUT"
+    tail -n 2 "$OUT"
+    awk -v a="$slr_ll" -v b="$sd_ll" 'BEGIN { exit !(a <= b + 0.005) }' ||
+        fail "sparse_lr_vs_ddp: our test logloss $slr_ll is worse than DDP's $sd_ll by more than 0.005"
+}
+
 print_table() {
     echo
     echo "== results ($OUT)"
@@ -523,5 +600,6 @@ wanted fmnist && run_fmnist
 wanted fmnist_vs_ddp && run_fmnist_vs_ddp
 wanted fmnist_vs_torch1 && run_fmnist_vs_torch1
 wanted torch_binding_vs_ddp && run_torch_binding_vs_ddp
+wanted sparse_lr_vs_ddp && run_sparse_lr_vs_ddp
 print_table
 exit "$status"
