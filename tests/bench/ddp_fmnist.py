@@ -38,6 +38,8 @@ import socket
 import sys
 import time
 
+import ddp_launch  # tests/bench, beside this script
+
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
@@ -210,25 +212,10 @@ def main():
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
                        "OMP_NUM_THREADS": "1"})
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    out = mp.get_context(a.start_method).SimpleQueue()
-    t0 = time.perf_counter()
-    try:
-        mp.start_processes(rank_main, args=(a, out), nprocs=a.world, join=True,
-                           start_method=a.start_method)
-    except Exception as e:  # a child's traceback is already on stderr
-        print(f"ddp_fmnist: a DDP process failed: {e}", file=sys.stderr)
+    res = ddp_launch.launch("ddp_fmnist", mp, rank_main, a, a.start_method)
+    if res is None:
         return 1
-    job_s = time.perf_counter() - t0
-    summary = None
-    while not out.empty():
-        rec = out.get()
-        if rec.get("summary"):
-            summary = rec
-        else:
-            print(json.dumps(rec), flush=True)
-    if summary is None:
-        print("ddp_fmnist: rank 0 sent no summary", file=sys.stderr)
-        return 1
+    job_s, summary = res
     summary.update({"job_s": job_s, "process_s": process_age_s(), "world": a.world,
                     "start_method": a.start_method, "epochs": a.epochs, "batch_size": a.batch_size})
     print(json.dumps(summary), flush=True)

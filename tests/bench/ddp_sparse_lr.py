@@ -39,6 +39,8 @@ import socket
 import sys
 import time
 
+import ddp_launch  # tests/bench, beside this script
+
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 
@@ -223,25 +225,10 @@ def main():
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
                        "OMP_NUM_THREADS": "1"})
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    out = mp.get_context("spawn").SimpleQueue()
-    t0 = time.perf_counter()
-    try:
-        mp.start_processes(rank_main, args=(a, out), nprocs=a.world, join=True,
-                           start_method="spawn")
-    except Exception as e:  # a child's traceback is already on stderr
-        print(f"ddp_sparse_lr: a DDP process failed: {e}", file=sys.stderr)
+    res = ddp_launch.launch("ddp_sparse_lr", mp, rank_main, a, "spawn")
+    if res is None:
         return 1
-    job_s = time.perf_counter() - t0
-    summary = None
-    while not out.empty():
-        rec = out.get()
-        if rec.get("summary"):
-            summary = rec
-        else:
-            print(json.dumps(rec), flush=True)
-    if summary is None:
-        print("ddp_sparse_lr: rank 0 sent no summary", file=sys.stderr)
-        return 1
+    job_s, summary = res
     summary.update({"job_s": job_s, "world": a.world, "epochs": a.epochs,
                     "batch_size": a.batch_size, "lr": a.lr, "momentum": a.momentum})
     print(json.dumps(summary), flush=True)
