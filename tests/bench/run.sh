@@ -29,10 +29,10 @@
 #                   plus the final test accuracy of both.  fmnist_vs_ddp is
 #                   our job with --insecure (the benchmark mode; gloo has no
 #                   encryption either), fmnist_vs_ddp_curve the secure default
-#                   (its name is kept: on one host the default is now ipc
-#                   with peer credentials, not CurveZMQ)
-#   fmnist_vs_torch1  the same whole job with DEFAULT flags (on one host: ipc
-#                   with peer credentials) timed from mpirun to exit, vs ONE
+#                   (its name is kept: on one host the default is now shared
+#                   memory, headers over ipc with peer credentials, not CurveZMQ)
+#   fmnist_vs_torch1  the same whole job with DEFAULT flags (on one host: shm,
+#                   headers over ipc with peer credentials) timed from mpirun to exit, vs ONE
 #                   plain PyTorch process (torch's default threads) with the
 #                   global batch (128), 5 epochs and the same cosine lr,
 #                   timed from its start to exit (tests/bench/torch_single.py);
@@ -324,8 +324,9 @@ run_fmnist_vs_ddp() {
         skip = (r == "" || r + 0 <= 0)
         # fmnist_vs_ddp: the benchmark mode (--insecure, which the servers
         # offer for benchmarks; gloo neither authenticates nor encrypts).
-        # fmnist_vs_ddp_curve: the secure default (on one host: ipc, peer
-        # credentials; the name is from when that meant CurveZMQ).
+        # fmnist_vs_ddp_curve: the secure default (on one host: shm, headers
+        # over ipc with peer credentials; the name is from when that meant
+        # CurveZMQ).
         ref = "PyTorch DDP gloo, 2 processes" (skip ? " (skipped)" : "")
         line("fmnist_vs_ddp", vi, "s", ref, skip ? "" : r, skip ? 0 : r / vi, "%.3f")
         ref = "PyTorch DDP gloo, 2 processes, test accuracy" (skip ? " (skipped)" : "")
